@@ -1,0 +1,51 @@
+// swift-tools-version:6.0
+import PackageDescription
+
+/// The numeric engine is always compiled with optimisation, even in debug
+/// builds, so that tests over real kernels run at a useful speed while the
+/// rest of the package keeps fast debug compiles.
+let engineSettings: [SwiftSetting] = [
+    .unsafeFlags(["-Ounchecked"]),
+]
+
+let package = Package(
+    name: "Pando",
+    platforms: [.macOS(.v14)],
+    products: [
+        .executable(name: "pando", targets: ["pando"]),
+        .library(name: "PandoEngine", targets: ["PandoEngine"]),
+        .library(name: "PandoText", targets: ["PandoText"]),
+        .library(name: "PandoData", targets: ["PandoData"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+    ],
+    targets: [
+        // OpenBLAS's CBLAS interface (libopenblas-dev).
+        .systemLibrary(
+            name: "COpenBLAS",
+            path: "Sources/COpenBLAS",
+            providers: [.apt(["libopenblas-dev"])]
+        ),
+        // Tensors, checkpoints, BERT forward/backward, optimisers. No networking.
+        .target(
+            name: "PandoEngine",
+            dependencies: ["COpenBLAS"],
+            swiftSettings: engineSettings
+        ),
+        // WordPiece tokenisation identical to Hugging Face's BertTokenizer.
+        .target(name: "PandoText", swiftSettings: engineSettings),
+        // Data sets (CSV, JSON Lines), label maps, splits and task metrics.
+        .target(name: "PandoData"),
+        .executableTarget(
+            name: "pando",
+            dependencies: [
+                "PandoEngine", "PandoText", "PandoData",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine"]),
+        .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
+        .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
+    ]
+)

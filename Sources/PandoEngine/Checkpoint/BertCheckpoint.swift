@@ -1,0 +1,140 @@
+import Foundation
+
+/// What happened while loading a checkpoint, for the user to see.
+public struct LoadReport: Sendable, Equatable {
+    /// Tensors the checkpoint did not have (or had with another shape, for
+    /// the head) and that were freshly initialised instead.
+    public var initialized: [String] = []
+    /// Tensors in the checkpoint that the model does not use.
+    public var unused: [String] = []
+    /// The dtype the weights were stored in (F32, F16, BF16).
+    public var storedTypes: Set<String> = []
+}
+
+/// A checkpoint problem that names the file and the tensor.
+public struct CheckpointError: Error, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    public var description: String { "\(path): \(reason)" }
+}
+
+extension BertModel {
+    /// Loads a Hugging Face BERT-family folder: `config.json` and
+    /// `model.safetensors` (F32, F16 or BF16; names with or without the
+    /// `bert.` prefix; old `gamma`/`beta` LayerNorm names accepted).
+    ///
+    /// - Parameter head: the head to train. `nil` reads it from the config's
+    ///   `id2label` and `problem_type` (a checkpoint Pando or HF fine-tuned).
+    ///   A checkpoint head with a different shape, or none, is initialised
+    ///   and listed in the report; every encoder tensor must be present with
+    ///   the right shape, else the error names it with both shapes.
+    public static func load(from folder: URL, head: ClassifierHead? = nil, seed: UInt64 = 0) throws -> (BertModel, LoadReport) {
+        let configURL = folder.appendingPathComponent("config.json")
+        let weightsURL = folder.appendingPathComponent("model.safetensors")
+        guard FileManager.default.fileExists(atPath: folder.path) else {
+            throw CheckpointError(path: folder.path, reason: "model folder does not exist")
+        }
+        for url in [configURL, weightsURL] where !FileManager.default.fileExists(atPath: url.path) {
+            let hint = FileManager.default.fileExists(atPath: folder.appendingPathComponent("pytorch_model.bin").path)
+                ? " (only pytorch_model.bin is present; convert it to safetensors)" : ""
+            throw CheckpointError(path: url.path, reason: "missing: a model folder needs config.json and model.safetensors\(hint)")
+        }
+        let config = try BertConfig(contentsOf: configURL)
+        guard let head = try head ?? Self.savedHead(configURL: configURL) else {
+            throw CheckpointError(path: configURL.path, reason: "no task head: config.json has no id2label/problem_type, so give the labels explicitly")
+        }
+        let file = try SafeTensors.File(url: weightsURL)
+        let model = BertModel(config: config, head: head, seed: seed)
+        var report = LoadReport()
+
+        let prefix: String
+        if file.entries["bert.embeddings.word_embeddings.weight"] != nil { prefix = "bert." }
+        else if file.entries["embeddings.word_embeddings.weight"] != nil { prefix = "" }
+        else {
+            let sample = file.entries.keys.sorted().prefix(3).joined(separator: ", ")
+            throw CheckpointError(path: weightsURL.path, reason: "no BERT embeddings (expected 'embeddings.word_embeddings.weight' or 'bert.embeddings.word_embeddings.weight'; found \(sample)…)")
+        }
+        var used = Set<String>()
+        for spec in model.layout.tensors {
+            let isHead = spec.name.hasPrefix("classifier.")
+            let isPooler = spec.name.hasPrefix("bert.pooler.")
+            var candidates = [isHead ? spec.name : prefix + spec.name.dropFirst(5)]
+            if spec.name.contains("LayerNorm") {
+                candidates.append(candidates[0].replacingOccurrences(of: "LayerNorm.weight", with: "LayerNorm.gamma")
+                    .replacingOccurrences(of: "LayerNorm.bias", with: "LayerNorm.beta"))
+            }
+            guard let name = candidates.first(where: { file.entries[$0] != nil }), let entry = file.entries[name] else {
+                if isHead || isPooler { report.initialized.append(spec.name); continue }
+                throw CheckpointError(path: weightsURL.path, reason: "tensor '\(candidates[0])' is missing (expected shape \(spec.shape))")
+            }
+            guard entry.shape == spec.shape else {
+                if isHead { report.initialized.append(spec.name); used.insert(name); continue }
+                throw CheckpointError(path: weightsURL.path, reason: "tensor '\(name)' has shape \(entry.shape), expected \(spec.shape) from config.json")
+            }
+            try file.read(name, into: model.parameters.view(spec))
+            report.storedTypes.insert(entry.dtype.rawValue)
+            used.insert(name)
+        }
+        report.unused = file.entries.keys.filter { !used.contains($0) && !$0.hasSuffix("position_ids") }.sorted()
+        return (model, report)
+    }
+
+    /// The head recorded in a fine-tuned checkpoint's config, if any.
+    static func savedHead(configURL: URL) throws -> ClassifierHead? {
+        guard case .object(let o) = try JSONValue.parse(try Data(contentsOf: configURL), path: configURL.path) else { return nil }
+        var labels: [String] = []
+        if case .object(let map)? = o["id2label"] {
+            let pairs = map.compactMap { key, value -> (Int, String)? in
+                guard let i = Int(key), case .string(let s) = value else { return nil }
+                return (i, s)
+            }.sorted { $0.0 < $1.0 }
+            guard pairs.map(\.0) == Array(0..<pairs.count) else {
+                throw CheckpointError(path: configURL.path, reason: "id2label keys are not 0..<\(pairs.count)")
+            }
+            labels = pairs.map(\.1)
+        }
+        var pooling = Pooling.pooler
+        if case .string(let s)? = o["pando_pooling"], let p = Pooling(rawValue: s) { pooling = p }
+        switch o["problem_type"] {
+        case .string("regression")?: return ClassifierHead(objective: .meanSquaredError, labels: labels.isEmpty ? ["score"] : Array(labels.prefix(1)), pooling: pooling)
+        case .string("multi_label_classification")?: return labels.isEmpty ? nil : ClassifierHead(objective: .sigmoidBinaryCrossEntropy, labels: labels, pooling: pooling)
+        case .string("single_label_classification")?: return labels.isEmpty ? nil : ClassifierHead(objective: .softmaxCrossEntropy, labels: labels, pooling: pooling)
+        default:
+            // Hugging Face writes id2label {LABEL_0, LABEL_1} for every plain BertModel; that is not a head.
+            let generic = labels.enumerated().allSatisfy { $1 == "LABEL_\($0)" }
+            return labels.isEmpty || generic ? nil : ClassifierHead(objective: .softmaxCrossEntropy, labels: labels, pooling: pooling)
+        }
+    }
+
+    /// Writes `config.json` and `model.safetensors` in the layout of
+    /// `BertForSequenceClassification`, so `AutoModelForSequenceClassification
+    /// .from_pretrained(folder)` loads it. `copying` lists extra files (the
+    /// tokenizer's `vocab.txt`, `tokenizer_config.json`) to place beside them.
+    /// Each file is written atomically.
+    public func save(to folder: URL, copying files: [URL] = [], metadata: [String: String] = [:]) throws {
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        var config = self.config.jsonObject
+        config["architectures"] = .array([.string("BertForSequenceClassification")])
+        let labels = head.objective == .meanSquaredError ? (head.labels.isEmpty ? ["score"] : [head.labels[0]]) : head.labels
+        config["id2label"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { ("\($0)", .string($1)) }))
+        config["label2id"] = .object(Dictionary(labels.enumerated().map { ($1, .number(Double($0))) }, uniquingKeysWith: { a, _ in a }))
+        let problem: String = switch head.objective {
+        case .softmaxCrossEntropy: "single_label_classification"
+        case .sigmoidBinaryCrossEntropy: "multi_label_classification"
+        case .meanSquaredError: "regression"
+        }
+        config["problem_type"] = .string(problem)
+        config["pando_pooling"] = .string(head.pooling.rawValue)
+        config.removeValue(forKey: "num_labels")
+        try AtomicFile.write(try JSONValue.object(config).serialized(), to: folder.appendingPathComponent("config.json"))
+        let tensors = layout.tensors.map { SafeTensors.Tensor(name: $0.name, shape: $0.shape, values: parameters.view($0)) }
+        var meta = metadata
+        meta["format"] = "pt"
+        try SafeTensors.write(tensors, metadata: meta, to: folder.appendingPathComponent("model.safetensors"))
+        for file in files {
+            let destination = folder.appendingPathComponent(file.lastPathComponent)
+            guard file.standardizedFileURL != destination.standardizedFileURL else { continue }
+            try AtomicFile.write(try Data(contentsOf: file), to: destination)
+        }
+    }
+}

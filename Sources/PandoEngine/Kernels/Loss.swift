@@ -1,0 +1,68 @@
+import Foundation
+
+/// Losses over the head's logits, each writing `dLogits` for the backward
+/// pass with the same reduction as PyTorch's default (`mean`).
+public enum LossKernel {
+    /// Cross-entropy over softmax; with class weights the mean is weighted,
+    /// `Σ w[yᵢ]·nllᵢ / Σ w[yᵢ]`, as `torch.nn.CrossEntropyLoss(weight:)`.
+    public static func softmaxCrossEntropy(
+        logits: UnsafePointer<Float>, rows: Int, classes: Int, targets: [Int], weights: [Float]?,
+        dLogits: UnsafeMutablePointer<Float>?
+    ) -> Float {
+        precondition(targets.count == rows, "\(targets.count) targets for \(rows) rows")
+        var total: Double = 0, weightSum: Double = 0
+        for r in 0..<rows {
+            let y = targets[r]
+            precondition(y >= 0 && y < classes, "class \(y) outside 0..<\(classes)")
+            weightSum += Double(weights?[y] ?? 1)
+        }
+        let norm = Float(1 / weightSum)
+        for r in 0..<rows {
+            let z = logits + r * classes
+            let y = targets[r]
+            let w = weights?[y] ?? 1
+            var m = -Float.infinity
+            for c in 0..<classes { m = max(m, z[c]) }
+            var s: Float = 0
+            for c in 0..<classes { s += expf(z[c] - m) }
+            let logSum = m + logf(s)
+            total += Double(w * (logSum - z[y]))
+            if let dLogits {
+                let d = dLogits + r * classes
+                for c in 0..<classes { d[c] = w * norm * expf(z[c] - logSum) }
+                d[y] -= w * norm
+            }
+        }
+        return Float(total / weightSum)
+    }
+
+    /// Binary cross-entropy on sigmoid outputs, mean over all entries, in
+    /// the overflow-free form `max(z,0) − z·y + log(1 + e^{−|z|})`.
+    public static func sigmoidBinaryCrossEntropy(
+        logits: UnsafePointer<Float>, count: Int, targets: [Float], dLogits: UnsafeMutablePointer<Float>?
+    ) -> Float {
+        precondition(targets.count == count, "\(targets.count) targets for \(count) outputs")
+        var total: Double = 0
+        let inv = 1 / Float(count)
+        for i in 0..<count {
+            let z = logits[i], y = targets[i]
+            total += Double(max(z, 0) - z * y + log1pf(expf(-abs(z))))
+            dLogits?[i] = (1 / (1 + expf(-z)) - y) * inv
+        }
+        return Float(total / Double(count))
+    }
+
+    /// Mean squared error of one output per row.
+    public static func meanSquaredError(
+        predictions: UnsafePointer<Float>, count: Int, targets: [Float], dPredictions: UnsafeMutablePointer<Float>?
+    ) -> Float {
+        precondition(targets.count == count, "\(targets.count) targets for \(count) outputs")
+        var total: Double = 0
+        for i in 0..<count {
+            let e = predictions[i] - targets[i]
+            total += Double(e * e)
+            dPredictions?[i] = 2 * e / Float(count)
+        }
+        return Float(total / Double(count))
+    }
+}

@@ -1,0 +1,134 @@
+import Foundation
+
+extension BertModel {
+    /// The head's loss on the logits of the last `forward`, writing the
+    /// workspace's logit gradients. `classWeights` applies to softmax only.
+    public func loss(_ targets: Targets, batch: PackedBatch, workspace ws: BertWorkspace, classWeights: [Float]? = nil) -> Float {
+        let B = batch.count, C = head.outputs
+        switch (head.objective, targets) {
+        case (.softmaxCrossEntropy, .classes(let y)):
+            return LossKernel.softmaxCrossEntropy(logits: ws.logits.base, rows: B, classes: C, targets: y, weights: classWeights, dLogits: ws.dLogits.base)
+        case (.sigmoidBinaryCrossEntropy, .multiHot(let y)):
+            return LossKernel.sigmoidBinaryCrossEntropy(logits: ws.logits.base, count: B * C, targets: y, dLogits: ws.dLogits.base)
+        case (.meanSquaredError, .scores(let y)):
+            return LossKernel.meanSquaredError(predictions: ws.logits.base, count: B, targets: y, dPredictions: ws.dLogits.base)
+        default:
+            preconditionFailure("targets \(targets) do not fit a \(head.objective) head")
+        }
+    }
+
+    /// Forward, loss and backward: adds this batch's gradients to
+    /// `gradients` (same layout as the parameters) and returns the loss.
+    public func lossAndGradients(
+        _ batch: PackedBatch, targets: Targets, workspace ws: BertWorkspace, gradients: ParameterBuffer,
+        dropout: DropoutKey?, classWeights: [Float]? = nil
+    ) -> Float {
+        precondition(ws.training, "backward needs a training workspace")
+        precondition(gradients.layout == layout, "gradient layout differs from the model's")
+        forward(batch, workspace: ws, dropout: dropout)
+        let value = loss(targets, batch: batch, workspace: ws, classWeights: classWeights)
+        backward(batch, workspace: ws, gradients: gradients, dropout: dropout)
+        return value
+    }
+
+    /// Back-propagates the workspace's logit gradients through the head and
+    /// the encoder, adding into `gradients`.
+    public func backward(_ batch: PackedBatch, workspace ws: BertWorkspace, gradients: ParameterBuffer, dropout: DropoutKey?) {
+        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount, B = batch.count, C = head.outputs
+        let g = { (offset: Int) in gradients.buffer.base + offset }
+        let noDropout = DropoutMask(probability: 0, key: 0)
+
+        // Head: logits = drop(pooled)·Wcᵀ + bc.
+        BLAS.gemm(transA: true, m: C, n: H, k: B, a: ws.dLogits.base, lda: C, b: ws.pooledDropped.base, ldb: H, beta: 1, c: g(offsets.classifierWeight), ldc: H)
+        for b in 0..<B { for j in 0..<C { g(offsets.classifierBias)[j] += ws.dLogits[b * C + j] } }
+        BLAS.gemm(m: B, n: H, k: C, a: ws.dLogits.base, lda: C, b: p(offsets.classifierWeight), ldb: H, c: ws.dPooled.base, ldc: H)
+        dropout?.mask(c.classifierDropout ?? c.hiddenDropout, site: DropoutSite.classifier).apply(ws.dPooled.base, count: B * H)
+
+        // Pooling back to the last hidden state.
+        let dTop = ws.dHidden!
+        dTop.slice(0, N * H).fill(0)
+        switch head.pooling {
+        case .pooler:
+            let dPre = ws.dPooled.base
+            for i in 0..<(B * H) { dPre[i] *= 1 - ws.pooled[i] * ws.pooled[i] }
+            BLAS.gemm(transA: true, m: H, n: H, k: B, a: dPre, lda: H, b: ws.poolInput.base, ldb: H, beta: 1, c: g(offsets.poolerWeight), ldc: H)
+            for b in 0..<B { for j in 0..<H { g(offsets.poolerBias)[j] += dPre[b * H + j] } }
+            BLAS.gemm(m: B, n: H, k: H, a: dPre, lda: H, b: p(offsets.poolerWeight), ldb: H, c: ws.dPoolInput.base, ldc: H)
+            for b in 0..<B { (dTop.base + ws.table.offsets[b] * H).update(from: ws.dPoolInput.base + b * H, count: H) }
+        case .cls:
+            for b in 0..<B { (dTop.base + ws.table.offsets[b] * H).update(from: ws.dPooled.base + b * H, count: H) }
+        case .mean:
+            for b in 0..<B {
+                let L = ws.table.lengths[b], start = ws.table.offsets[b]
+                let inv = 1 / Float(L)
+                let d = ws.dPooled.base + b * H
+                for t in start..<(start + L) {
+                    let row = dTop.base + t * H
+                    for j in 0..<H { row[j] = d[j] * inv }
+                }
+            }
+        }
+
+        var dOut = ws.dHidden!, dIn = ws.dNext!
+        for l in stride(from: c.layers - 1, through: 0, by: -1) {
+            let o = offsets.layers[l]
+            let a = ws.activations(l)
+            let x = ws.input(ofLayer: l).base
+            let dH1 = ws.dResidual!, dBranch = ws.dDropped!
+            // Output LayerNorm; its input was drop(ffn + b2) + h1.
+            LayerNormKernel.backward(
+                dOutput: dOut.base, normalized: a.normalized2.base, inverseStd: a.inverseStd2.base, gamma: p(o.norm2Gamma),
+                rows: N, cols: H, dInput: dH1.base, dGamma: g(o.norm2Gamma), dBeta: g(o.norm2Beta), scratch: ws.normScratch)
+            let ffnDrop = dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? noDropout
+            var dFFNOut = dH1.base
+            if ffnDrop.isActive {
+                dBranch.slice(0, N * H).copy(from: dH1.slice(0, N * H))
+                ffnDrop.apply(dBranch.base, count: N * H)
+                dFFNOut = dBranch.base
+            }
+            BLAS.gemv(trans: true, m: N, n: H, a: dFFNOut, lda: H, x: ws.ones.base, beta: 1, y: g(o.ffnOutBias))
+            BLAS.gemm(transA: true, m: H, n: I, k: N, a: dFFNOut, lda: H, b: a.ffnAct.base, ldb: I, beta: 1, c: g(o.ffnOutWeight), ldc: I)
+            BLAS.gemm(m: N, n: I, k: H, a: dFFNOut, lda: H, b: p(o.ffnOutWeight), ldb: I, c: ws.dFFN.base, ldc: I)
+            Elementwise.activationBackward(ws.dFFN.base, pre: a.ffnPre.base, count: N * I, activation: c.activation)
+            BLAS.gemv(trans: true, m: N, n: I, a: ws.dFFN.base, lda: I, x: ws.ones.base, beta: 1, y: g(o.ffnInBias))
+            BLAS.gemm(transA: true, m: I, n: H, k: N, a: ws.dFFN.base, lda: I, b: a.attentionOut.base, ldb: H, beta: 1, c: g(o.ffnInWeight), ldc: H)
+            BLAS.gemm(m: N, n: H, k: I, a: ws.dFFN.base, lda: I, b: p(o.ffnInWeight), ldb: H, beta: 1, c: dH1.base, ldc: H)
+            // Attention LayerNorm; its input was drop(attn + bo) + x.
+            LayerNormKernel.backward(
+                dOutput: dH1.base, normalized: a.normalized1.base, inverseStd: a.inverseStd1.base, gamma: p(o.norm1Gamma),
+                rows: N, cols: H, dInput: dIn.base, dGamma: g(o.norm1Gamma), dBeta: g(o.norm1Beta), scratch: ws.normScratch)
+            let attnDrop = dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? noDropout
+            var dAttnOut = dIn.base
+            if attnDrop.isActive {
+                dBranch.slice(0, N * H).copy(from: dIn.slice(0, N * H))
+                attnDrop.apply(dBranch.base, count: N * H)
+                dAttnOut = dBranch.base
+            }
+            BLAS.gemv(trans: true, m: N, n: H, a: dAttnOut, lda: H, x: ws.ones.base, beta: 1, y: g(o.attentionOutBias))
+            BLAS.gemm(transA: true, m: H, n: H, k: N, a: dAttnOut, lda: H, b: a.context.base, ldb: H, beta: 1, c: g(o.attentionOutWeight), ldc: H)
+            BLAS.gemm(m: N, n: H, k: H, a: dAttnOut, lda: H, b: p(o.attentionOutWeight), ldb: H, c: ws.dContext.base, ldc: H)
+            AttentionKernel.backward(
+                qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table, probabilities: a.probabilities.base,
+                dropped: ws.dropped.base, dContext: ws.dContext.base, dProbabilities: ws.dProbabilities.base, dQKV: ws.dQKV.base,
+                dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? noDropout)
+            BLAS.gemv(trans: true, m: N, n: 3 * H, a: ws.dQKV.base, lda: 3 * H, x: ws.ones.base, beta: 1, y: g(o.qkvBias))
+            BLAS.gemm(transA: true, m: 3 * H, n: H, k: N, a: ws.dQKV.base, lda: 3 * H, b: x, ldb: H, beta: 1, c: g(o.qkvWeight), ldc: H)
+            BLAS.gemm(m: N, n: H, k: 3 * H, a: ws.dQKV.base, lda: 3 * H, b: p(o.qkvWeight), ldb: H, beta: 1, c: dIn.base, ldc: H)
+            swap(&dOut, &dIn)
+        }
+
+        // Embeddings: dropout, LayerNorm, then scatter into the three tables.
+        dropout?.mask(c.hiddenDropout, site: DropoutSite.embeddings).apply(dOut.base, count: N * H)
+        let dSum = dIn
+        LayerNormKernel.backward(
+            dOutput: dOut.base, normalized: ws.embeddingNormalized.base, inverseStd: ws.embeddingInverseStd.base,
+            gamma: p(offsets.embeddingGamma), rows: N, cols: H, dInput: dSum.base,
+            dGamma: g(offsets.embeddingGamma), dBeta: g(offsets.embeddingBeta), scratch: ws.normScratch)
+        let word = g(offsets.word), pos = g(offsets.position), typ = g(offsets.tokenType)
+        for t in 0..<N {
+            let d = dSum.base + t * H
+            let w = word + Int(batch.tokenIDs[t]) * H, q = pos + Int(ws.positions[t]) * H, y = typ + Int(batch.typeIDs[t]) * H
+            for j in 0..<H { w[j] += d[j]; q[j] += d[j]; y[j] += d[j] }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+import Foundation
+
+extension BertModel {
+    /// Runs the encoder and the head on `batch`; returns the logits
+    /// (`batch.count × head.outputs`, row-major), valid until the workspace
+    /// is used again. `dropout` nil means evaluation mode.
+    @discardableResult
+    public func forward(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey? = nil) -> FloatBuffer {
+        encode(batch, workspace: ws, dropout: dropout)
+        return classify(batch, workspace: ws, dropout: dropout)
+    }
+
+    /// Runs the encoder only and returns the last hidden state for the
+    /// packed tokens (`tokenCount × hidden`).
+    @discardableResult
+    public func encode(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey? = nil) -> FloatBuffer {
+        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount
+        check(batch, fits: ws)
+        ws.table.reset(lengths: batch.lengths, heads: c.heads)
+        ws.positions.removeAll(keepingCapacity: true)
+        for length in batch.lengths { for p in 0..<length { ws.positions.append(Int32(p)) } }
+
+        // Embeddings: word + position + token type, LayerNorm, dropout.
+        let sum = ws.denseOut!.base
+        batch.tokenIDs.withUnsafeBufferPointer { ids in
+            batch.typeIDs.withUnsafeBufferPointer { types in
+                ws.positions.withUnsafeBufferPointer { positions in
+                    let box = UnsafeSendableBox((ids, types, positions))
+                    let word = p(offsets.word), pos = p(offsets.position), typ = p(offsets.tokenType)
+                    Parallel.forRanges(N, minimumChunk: 128) { range in
+                        let (ids, types, positions) = box.value
+                        for t in range {
+                            let w = word + Int(ids[t]) * H, q = pos + Int(positions[t]) * H, y = typ + Int(types[t]) * H
+                            let out = sum + t * H
+                            for j in 0..<H { out[j] = w[j] + q[j] + y[j] }
+                        }
+                    }
+                }
+            }
+        }
+        let x0 = ws.input(ofLayer: 0).base
+        LayerNormKernel.forward(
+            input: sum, rows: N, cols: H, gamma: p(offsets.embeddingGamma), beta: p(offsets.embeddingBeta), eps: c.layerNormEps,
+            normalized: ws.training ? ws.embeddingNormalized.base : nil, inverseStd: ws.embeddingInverseStd.base, output: x0)
+        dropout?.mask(c.hiddenDropout, site: DropoutSite.embeddings).apply(x0, count: N * H)
+
+        for l in 0..<c.layers {
+            let o = offsets.layers[l]
+            let a = ws.activations(l)
+            let x = ws.input(ofLayer: l).base
+            let out = ws.output(ofLayer: l).base
+            // Q, K, V in one GEMM: qkv = x·Wᵀ + b.
+            Elementwise.broadcastRows(p(o.qkvBias), rows: N, cols: 3 * H, into: a.qkv.base)
+            BLAS.gemm(transB: true, m: N, n: 3 * H, k: H, a: x, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: a.qkv.base, ldc: 3 * H)
+            AttentionKernel.forward(
+                qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table,
+                probabilities: a.probabilities.base, dropped: ws.dropped.base, context: a.context.base,
+                dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? DropoutMask(probability: 0, key: 0))
+            // Attention output projection, dropout, residual, LayerNorm.
+            BLAS.gemm(transB: true, m: N, n: H, k: H, a: a.context.base, lda: H, b: p(o.attentionOutWeight), ldb: H, c: sum, ldc: H)
+            Elementwise.biasDropoutResidual(
+                sum, bias: p(o.attentionOutBias), residual: x, rows: N, cols: H,
+                dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? DropoutMask(probability: 0, key: 0))
+            LayerNormKernel.forward(
+                input: sum, rows: N, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
+                normalized: ws.training ? a.normalized1.base : nil, inverseStd: a.inverseStd1.base, output: a.attentionOut.base)
+            // Feed-forward: activation(h·W1ᵀ + b1)·W2ᵀ + b2, dropout, residual, LayerNorm.
+            BLAS.gemm(transB: true, m: N, n: I, k: H, a: a.attentionOut.base, lda: H, b: p(o.ffnInWeight), ldb: H, c: a.ffnPre.base, ldc: I)
+            Elementwise.biasActivation(a.ffnPre.base, bias: p(o.ffnInBias), rows: N, cols: I, activation: c.activation, output: a.ffnAct.base)
+            BLAS.gemm(transB: true, m: N, n: H, k: I, a: a.ffnAct.base, lda: I, b: p(o.ffnOutWeight), ldb: I, c: sum, ldc: H)
+            Elementwise.biasDropoutResidual(
+                sum, bias: p(o.ffnOutBias), residual: a.attentionOut.base, rows: N, cols: H,
+                dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? DropoutMask(probability: 0, key: 0))
+            LayerNormKernel.forward(
+                input: sum, rows: N, cols: H, gamma: p(o.norm2Gamma), beta: p(o.norm2Beta), eps: c.layerNormEps,
+                normalized: ws.training ? a.normalized2.base : nil, inverseStd: a.inverseStd2.base, output: out)
+        }
+        return ws.lastHidden.slice(0, N * H)
+    }
+
+    /// Pools the last hidden state and applies the head; returns the logits.
+    @discardableResult
+    public func classify(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey? = nil) -> FloatBuffer {
+        let H = config.hiddenSize, B = batch.count, C = head.outputs
+        pool(batch, workspace: ws)
+        ws.pooledDropped.slice(0, B * H).copy(from: ws.pooled.slice(0, B * H))
+        dropout?.mask(config.classifierDropout ?? config.hiddenDropout, site: DropoutSite.classifier).apply(ws.pooledDropped.base, count: B * H)
+        Elementwise.broadcastRows(p(offsets.classifierBias), rows: B, cols: C, into: ws.logits.base)
+        BLAS.gemm(transB: true, m: B, n: C, k: H, a: ws.pooledDropped.base, lda: H, b: p(offsets.classifierWeight), ldb: H, beta: 1, c: ws.logits.base, ldc: C)
+        return ws.logits.slice(0, B * C)
+    }
+
+    /// The pooled sequence vectors (`count × hidden`) for the head's pooling.
+    @discardableResult
+    public func pool(_ batch: PackedBatch, workspace ws: BertWorkspace, pooling: Pooling? = nil) -> FloatBuffer {
+        let H = config.hiddenSize, B = batch.count
+        let last = ws.lastHidden.base
+        switch pooling ?? head.pooling {
+        case .pooler, .cls:
+            for b in 0..<B { (ws.poolInput.base + b * H).update(from: last + ws.table.offsets[b] * H, count: H) }
+            if (pooling ?? head.pooling) == .pooler {
+                BLAS.gemm(transB: true, m: B, n: H, k: H, a: ws.poolInput.base, lda: H, b: p(offsets.poolerWeight), ldb: H, c: ws.pooled.base, ldc: H)
+                Elementwise.biasTanh(ws.pooled.base, bias: p(offsets.poolerBias), rows: B, cols: H)
+            } else {
+                ws.pooled.slice(0, B * H).copy(from: ws.poolInput.slice(0, B * H))
+            }
+        case .mean:
+            for b in 0..<B {
+                let out = ws.pooled.base + b * H
+                out.update(repeating: 0, count: H)
+                let L = ws.table.lengths[b], start = ws.table.offsets[b]
+                for t in start..<(start + L) {
+                    let row = last + t * H
+                    for j in 0..<H { out[j] += row[j] }
+                }
+                let inv = 1 / Float(max(L, 1))
+                for j in 0..<H { out[j] *= inv }
+            }
+        }
+        return ws.pooled.slice(0, B * H)
+    }
+
+    func check(_ batch: PackedBatch, fits ws: BertWorkspace) {
+        precondition(batch.count <= ws.capacity.sequences, "batch of \(batch.count) sequences exceeds the workspace's \(ws.capacity.sequences)")
+        precondition(batch.tokenCount <= ws.capacity.tokens, "batch of \(batch.tokenCount) tokens exceeds the workspace's \(ws.capacity.tokens)")
+        precondition(batch.maxLength <= ws.capacity.length, "sequence of \(batch.maxLength) tokens exceeds the workspace's \(ws.capacity.length)")
+        precondition(batch.lengths.allSatisfy { $0 > 0 }, "empty sequence in batch")
+        let V = Int32(config.vocabSize), T = Int32(config.typeVocabSize)
+        precondition(batch.tokenIDs.allSatisfy { $0 >= 0 && $0 < V }, "token id outside the vocabulary of \(V)")
+        precondition(batch.typeIDs.allSatisfy { $0 >= 0 && $0 < T }, "token type outside 0..<\(T)")
+    }
+}

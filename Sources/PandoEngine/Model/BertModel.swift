@@ -1,0 +1,138 @@
+import Foundation
+
+/// How a sequence becomes one vector for the task head.
+public enum Pooling: String, Codable, Sendable, CaseIterable {
+    /// BERT's pooler: `tanh(W · h[CLS] + b)`. What `BertForSequenceClassification` uses.
+    case pooler
+    /// The final [CLS] hidden state itself.
+    case cls
+    /// The mean of the final hidden states over real tokens (sentence-transformers).
+    case mean
+}
+
+/// The loss a head is trained with, which fixes how its outputs are read.
+public enum Objective: String, Codable, Sendable, CaseIterable {
+    /// One label per text: softmax over the outputs, cross-entropy.
+    case softmaxCrossEntropy = "softmax"
+    /// Any number of labels per text: a sigmoid per output, binary cross-entropy.
+    case sigmoidBinaryCrossEntropy = "sigmoid"
+    /// A score: one output, mean squared error.
+    case meanSquaredError = "mse"
+}
+
+/// The task head on top of the encoder: pooling, then dropout and one linear layer.
+public struct ClassifierHead: Sendable, Equatable, Codable {
+    public var objective: Objective
+    /// Label names in output order; empty or one name for a score.
+    public var labels: [String]
+    public var pooling: Pooling
+
+    public init(objective: Objective, labels: [String], pooling: Pooling = .pooler) {
+        self.objective = objective
+        self.labels = labels
+        self.pooling = pooling
+    }
+
+    /// Number of classifier outputs.
+    public var outputs: Int { objective == .meanSquaredError ? 1 : labels.count }
+}
+
+/// A BERT encoder with a classification or regression head, all of whose
+/// parameters live in one flat buffer named by Hugging Face tensor names.
+public final class BertModel: @unchecked Sendable {
+    public let config: BertConfig
+    public let head: ClassifierHead
+    public let layout: ParameterLayout
+    public let parameters: ParameterBuffer
+    let offsets: Offsets
+
+    /// Offsets of each tensor in the flat buffer, resolved once.
+    struct Offsets {
+        struct Layer {
+            var qkvWeight = 0, qkvBias = 0, attentionOutWeight = 0, attentionOutBias = 0
+            var norm1Gamma = 0, norm1Beta = 0, ffnInWeight = 0, ffnInBias = 0
+            var ffnOutWeight = 0, ffnOutBias = 0, norm2Gamma = 0, norm2Beta = 0
+        }
+        var word = 0, position = 0, tokenType = 0, embeddingGamma = 0, embeddingBeta = 0
+        var layers: [Layer] = []
+        var poolerWeight = 0, poolerBias = 0, classifierWeight = 0, classifierBias = 0
+    }
+
+    /// The tensor names and shapes of a BERT encoder with a head, in the
+    /// order they sit in the flat buffer. Query, key and value are adjacent so
+    /// the three projections run as one GEMM.
+    static func makeLayout(config c: BertConfig, head: ClassifierHead) -> (ParameterLayout, Offsets) {
+        var layout = ParameterLayout()
+        var o = Offsets()
+        let H = c.hiddenSize, I = c.intermediateSize
+        func add(_ name: String, _ shape: [Int]) -> Int {
+            let decays = !(name.hasSuffix(".bias") || name.contains("LayerNorm"))
+            return layout.append(name, shape: shape, decays: decays).offset
+        }
+        o.word = add("bert.embeddings.word_embeddings.weight", [c.vocabSize, H])
+        o.position = add("bert.embeddings.position_embeddings.weight", [c.maxPositions, H])
+        o.tokenType = add("bert.embeddings.token_type_embeddings.weight", [c.typeVocabSize, H])
+        o.embeddingGamma = add("bert.embeddings.LayerNorm.weight", [H])
+        o.embeddingBeta = add("bert.embeddings.LayerNorm.bias", [H])
+        for l in 0..<c.layers {
+            let p = "bert.encoder.layer.\(l)."
+            var L = Offsets.Layer()
+            L.qkvWeight = add(p + "attention.self.query.weight", [H, H])
+            _ = add(p + "attention.self.key.weight", [H, H])
+            _ = add(p + "attention.self.value.weight", [H, H])
+            L.qkvBias = add(p + "attention.self.query.bias", [H])
+            _ = add(p + "attention.self.key.bias", [H])
+            _ = add(p + "attention.self.value.bias", [H])
+            L.attentionOutWeight = add(p + "attention.output.dense.weight", [H, H])
+            L.attentionOutBias = add(p + "attention.output.dense.bias", [H])
+            L.norm1Gamma = add(p + "attention.output.LayerNorm.weight", [H])
+            L.norm1Beta = add(p + "attention.output.LayerNorm.bias", [H])
+            L.ffnInWeight = add(p + "intermediate.dense.weight", [I, H])
+            L.ffnInBias = add(p + "intermediate.dense.bias", [I])
+            L.ffnOutWeight = add(p + "output.dense.weight", [H, I])
+            L.ffnOutBias = add(p + "output.dense.bias", [H])
+            L.norm2Gamma = add(p + "output.LayerNorm.weight", [H])
+            L.norm2Beta = add(p + "output.LayerNorm.bias", [H])
+            o.layers.append(L)
+        }
+        o.poolerWeight = add("bert.pooler.dense.weight", [H, H])
+        o.poolerBias = add("bert.pooler.dense.bias", [H])
+        o.classifierWeight = add("classifier.weight", [head.outputs, H])
+        o.classifierBias = add("classifier.bias", [head.outputs])
+        return (layout, o)
+    }
+
+    /// A freshly initialised model, as Hugging Face initialises BERT:
+    /// weights `N(0, 0.02²)`, biases 0, LayerNorm γ = 1, β = 0.
+    public init(config: BertConfig, head: ClassifierHead, seed: UInt64 = 0, initializerRange: Float = 0.02) {
+        precondition(head.outputs > 0, "a head needs at least one output")
+        self.config = config
+        self.head = head
+        (layout, offsets) = Self.makeLayout(config: config, head: head)
+        parameters = ParameterBuffer(layout: layout)
+        for spec in layout.tensors { initialize(spec, seed: seed, range: initializerRange) }
+    }
+
+    /// Initialises one tensor the way Hugging Face's `_init_weights` does.
+    func initialize(_ spec: TensorSpec, seed: UInt64, range: Float) {
+        let v = parameters.view(spec)
+        if spec.name.contains("LayerNorm") {
+            v.fill(spec.name.hasSuffix(".weight") ? 1 : 0)
+        } else if spec.name.hasSuffix(".bias") {
+            v.fill(0)
+        } else {
+            let key = CounterRandom.key(seed, UInt64(spec.offset))
+            for i in 0..<v.count { v[i] = range * CounterRandom.normal(key, i) }
+            if spec.name.hasSuffix("word_embeddings.weight"), config.padTokenID < config.vocabSize {
+                v.slice(config.padTokenID * config.hiddenSize, config.hiddenSize).fill(0)
+            }
+        }
+    }
+
+    // MARK: Pointers into the flat buffer
+
+    @inline(__always) func p(_ offset: Int) -> UnsafeMutablePointer<Float> { parameters.buffer.base + offset }
+
+    /// Number of parameters.
+    public var parameterCount: Int { layout.count }
+}

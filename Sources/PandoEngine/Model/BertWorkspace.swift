@@ -1,0 +1,106 @@
+/// The largest batch a workspace can hold.
+public struct BatchCapacity: Sendable, Equatable {
+    public var sequences: Int
+    /// Longest sequence, in tokens (at most the model's position count).
+    public var length: Int
+    /// Total real tokens over all sequences.
+    public var tokens: Int
+
+    public init(sequences: Int, length: Int, tokens: Int? = nil) {
+        self.sequences = sequences
+        self.length = length
+        self.tokens = tokens ?? sequences * length
+    }
+}
+
+/// Every activation and scratch buffer a forward and backward pass needs,
+/// allocated once for a capacity. A training step allocates nothing.
+///
+/// A training workspace keeps each layer's activations for the backward
+/// pass; an inference workspace keeps one layer's worth and reuses it.
+public final class BertWorkspace: @unchecked Sendable {
+    public let capacity: BatchCapacity
+    public let training: Bool
+    let hidden: Int, intermediate: Int, heads: Int, layers: Int, outputs: Int
+
+    struct LayerActivations {
+        let qkv: FloatBuffer          // [N, 3H], biases included
+        let probabilities: FloatBuffer // Σ heads·L², softmax output
+        let context: FloatBuffer      // [N, H]
+        let normalized1: FloatBuffer  // [N, H], x̂ of the attention LayerNorm
+        let inverseStd1: FloatBuffer  // [N]
+        let attentionOut: FloatBuffer // [N, H], LayerNorm output
+        let ffnPre: FloatBuffer       // [N, I], before the activation
+        let ffnAct: FloatBuffer       // [N, I]
+        let normalized2: FloatBuffer  // [N, H]
+        let inverseStd2: FloatBuffer  // [N]
+    }
+
+    var storage: [FloatStorage] = []
+    var layerActivations: [LayerActivations] = []
+    /// Layer inputs and outputs: `hiddenStates[l]` feeds layer `l`.
+    var hiddenStates: [FloatBuffer] = []
+    var embeddingNormalized: FloatBuffer!, embeddingInverseStd: FloatBuffer!
+
+    // Scratch shared by all layers.
+    var denseOut: FloatBuffer!, dropped: FloatBuffer!
+    var dHidden: FloatBuffer!, dNext: FloatBuffer!, dResidual: FloatBuffer!, dDropped: FloatBuffer!
+    var dContext: FloatBuffer!, dQKV: FloatBuffer!, dFFN: FloatBuffer!, dProbabilities: FloatBuffer!
+    var normScratch: FloatBuffer!, ones: FloatBuffer!
+
+    // Head.
+    var poolInput: FloatBuffer!, pooled: FloatBuffer!, pooledDropped: FloatBuffer!
+    var logits: FloatBuffer!, dLogits: FloatBuffer!, dPooled: FloatBuffer!, dPoolInput: FloatBuffer!
+
+    var table = SequenceTable()
+    var positions: [Int32] = []
+
+    public init(model: BertModel, capacity: BatchCapacity, training: Bool) {
+        let c = model.config
+        precondition(capacity.length <= c.maxPositions, "capacity length \(capacity.length) exceeds the model's \(c.maxPositions) positions")
+        self.capacity = capacity
+        self.training = training
+        hidden = c.hiddenSize; intermediate = c.intermediateSize; heads = c.heads; layers = c.layers
+        outputs = model.head.outputs
+        let N = capacity.tokens, H = hidden, I = intermediate, B = capacity.sequences
+        let probs = heads * N * capacity.length
+
+        func make(_ count: Int) -> FloatBuffer {
+            let s = FloatStorage(count: count)
+            storage.append(s)
+            return s.buffer
+        }
+        let activationSets = training ? layers : 1
+        for _ in 0..<activationSets {
+            layerActivations.append(LayerActivations(
+                qkv: make(N * 3 * H), probabilities: make(probs), context: make(N * H),
+                normalized1: make(training ? N * H : 0), inverseStd1: make(N), attentionOut: make(N * H),
+                ffnPre: make(N * I), ffnAct: make(N * I),
+                normalized2: make(training ? N * H : 0), inverseStd2: make(N)))
+        }
+        let states = training ? layers + 1 : 2
+        for _ in 0..<states { hiddenStates.append(make(N * H)) }
+        embeddingNormalized = make(training ? N * H : 0)
+        embeddingInverseStd = make(N)
+        denseOut = make(N * H)
+        let hasDropout = c.attentionDropout > 0
+        dropped = make(hasDropout ? probs : 0)
+        if training {
+            dHidden = make(N * H); dNext = make(N * H); dResidual = make(N * H); dDropped = make(N * H)
+            dContext = make(N * H); dQKV = make(N * 3 * H); dFFN = make(N * I); dProbabilities = make(probs)
+            normScratch = make(2 * H * Parallel.workers)
+            ones = make(N); ones.fill(1)
+        }
+        poolInput = make(B * H); pooled = make(B * H); pooledDropped = make(B * H)
+        logits = make(B * outputs); dLogits = make(B * outputs); dPooled = make(B * H); dPoolInput = make(B * H)
+        positions.reserveCapacity(N)
+    }
+
+    /// Bytes held by this workspace.
+    public var bytes: Int { storage.reduce(0) { $0 + $1.buffer.count * 4 } }
+
+    func activations(_ layer: Int) -> LayerActivations { layerActivations[training ? layer : 0] }
+    func input(ofLayer layer: Int) -> FloatBuffer { hiddenStates[training ? layer : layer % 2] }
+    func output(ofLayer layer: Int) -> FloatBuffer { hiddenStates[training ? layer + 1 : (layer + 1) % 2] }
+    var lastHidden: FloatBuffer { output(ofLayer: layers - 1) }
+}

@@ -1,0 +1,68 @@
+/// Where one named tensor lives inside a flat buffer.
+public struct TensorSpec: Sendable, Equatable, Codable {
+    /// The Hugging Face name (for BERT: `bert.encoder.layer.0.attention.self.query.weight`).
+    public let name: String
+    public let shape: [Int]
+    /// First element, counted in Floats from the start of the buffer.
+    public let offset: Int
+    /// Whether AdamW applies weight decay (not to biases or LayerNorm).
+    public let decays: Bool
+    public var count: Int { shape.reduce(1, *) }
+}
+
+/// The order and shapes of every tensor of a model inside one contiguous
+/// Float buffer. Parameters, gradients and optimiser moments all share one
+/// layout, so a delta, a weighted sum or a norm is a single pass over memory.
+public struct ParameterLayout: Sendable, Equatable {
+    public private(set) var tensors: [TensorSpec] = []
+    public private(set) var count = 0
+    private var index: [String: Int] = [:]
+
+    public init() {}
+
+    /// Appends a tensor and returns its spec. Names must be unique.
+    @discardableResult
+    public mutating func append(_ name: String, shape: [Int], decays: Bool) -> TensorSpec {
+        precondition(index[name] == nil, "duplicate tensor \(name)")
+        let spec = TensorSpec(name: name, shape: shape, offset: count, decays: decays)
+        index[name] = tensors.count
+        tensors.append(spec)
+        count += spec.count
+        return spec
+    }
+
+    public subscript(name: String) -> TensorSpec? { index[name].map { tensors[$0] } }
+}
+
+/// A flat Float buffer laid out by a `ParameterLayout`: parameters,
+/// gradients, optimiser state or a federated delta.
+public final class ParameterBuffer: @unchecked Sendable {
+    public let layout: ParameterLayout
+    private let storage: FloatStorage
+
+    /// All elements, in layout order.
+    public var buffer: FloatBuffer { storage.buffer }
+
+    /// A zero-filled buffer for `layout`.
+    public init(layout: ParameterLayout) {
+        self.layout = layout
+        storage = FloatStorage(count: layout.count)
+    }
+
+    /// The elements of tensor `name`; traps if there is no such tensor.
+    public func view(_ name: String) -> FloatBuffer {
+        guard let spec = layout[name] else { preconditionFailure("no tensor named \(name)") }
+        return buffer.slice(spec.offset, spec.count)
+    }
+
+    public func view(_ spec: TensorSpec) -> FloatBuffer { buffer.slice(spec.offset, spec.count) }
+
+    /// A copy with the same layout.
+    public func copy() -> ParameterBuffer {
+        let other = ParameterBuffer(layout: layout)
+        other.buffer.copy(from: buffer)
+        return other
+    }
+
+    public func zero() { buffer.fill(0) }
+}
