@@ -37,10 +37,12 @@ let package = Package(
         .target(name: "PandoText", swiftSettings: engineSettings),
         // Data sets (CSV, JSON Lines), label maps, splits and task metrics.
         .target(name: "PandoData"),
+        // Local training workflow, evaluation and benchmarks on top of the engine.
+        .target(name: "PandoTraining", dependencies: ["PandoEngine", "PandoText", "PandoData"]),
         .executableTarget(
             name: "pando",
             dependencies: [
-                "PandoEngine", "PandoText", "PandoData",
+                "PandoEngine", "PandoText", "PandoData", "PandoTraining",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

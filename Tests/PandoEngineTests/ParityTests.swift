@@ -69,8 +69,10 @@ final class ParityTests: XCTestCase {
             for spec in model.layout.tensors {
                 let expected = try reference.floats(spec.name)
                 let (diff, scale) = maxDifference(grads.view(spec).array, expected)
-                // Relative to the tensor's largest gradient; float32 against float64.
-                XCTAssertLessThanOrEqual(diff, 2e-5 * max(scale, 1e-3), "\(name): \(spec.name) max error \(diff) at scale \(scale)")
+                // Relative to the tensor's largest gradient; float32 against float64. The
+                // floor covers tensors whose exact gradient is zero (the key bias: softmax
+                // is shift-invariant), where float32 leaves rounding noise.
+                XCTAssertLessThanOrEqual(diff, 2e-5 * max(scale, 1e-2), "\(name): \(spec.name) max error \(diff) at scale \(scale)")
                 checked += 1
             }
             XCTAssertEqual(checked, reference.entries.count, "\(name): every reference gradient checked")
@@ -105,7 +107,10 @@ final class ParityTests: XCTestCase {
         XCTAssertLessThan(worstLoss, 1e-4, "largest loss deviation over \(steps) steps")
         XCTAssertLessThan(worstNorm, 1e-4, "largest relative gradient-norm deviation")
         let final = try SafeTensors.File(url: Fixture.url("adamw/final.safetensors"))
-        for spec in model.layout.tensors {
+        // The key bias is skipped: its exact gradient is zero (softmax is shift-invariant),
+        // so Adam normalises float32 rounding noise into full-size steps, as PyTorch
+        // float32 would; the reference was computed in float64. It cannot affect the loss.
+        for spec in model.layout.tensors where !spec.name.hasSuffix("attention.self.key.bias") {
             let (diff, scale) = maxDifference(model.parameters.view(spec).array, try final.floats(spec.name))
             XCTAssertLessThan(diff, 1e-4 * max(scale, 1), "final \(spec.name)")
         }

@@ -1,0 +1,63 @@
+/// One optimisation step over a model, the unit every training loop in
+/// Pando is built from (local training, federated rounds, benchmarks):
+/// zero the gradients, forward and backward, clip, AdamW with the schedule.
+/// All buffers are allocated at construction.
+public final class FineTuner: @unchecked Sendable {
+    public struct Settings: Sendable, Equatable, Codable {
+        public var learningRate: Float = 5e-5
+        public var schedule: LearningRateSchedule = .constant
+        public var maxGradientNorm: Float? = 1.0
+        public var adam: AdamW.Settings = .init()
+        /// Seeds the dropout masks; the same seed and step give the same update.
+        public var seed: UInt64 = 42
+        /// Dropout as configured by the model; `false` trains deterministically.
+        public var dropout = true
+        public init() {}
+    }
+
+    public struct StepResult: Sendable {
+        public let loss: Float
+        public let gradientNorm: Float
+        public let learningRate: Float
+    }
+
+    public let model: BertModel
+    public let settings: Settings
+    public let workspace: BertWorkspace
+    public let gradients: ParameterBuffer
+    public let optimizer: AdamW
+    /// Updates taken so far.
+    public private(set) var step = 0
+
+    public init(model: BertModel, capacity: BatchCapacity, settings: Settings) {
+        self.model = model
+        self.settings = settings
+        workspace = BertWorkspace(model: model, capacity: capacity, training: true)
+        gradients = ParameterBuffer(layout: model.layout)
+        optimizer = AdamW(layout: model.layout, settings: settings.adam)
+    }
+
+    /// Tensors excluded from updates (for freezing embeddings or layers).
+    public var frozen: Set<String> {
+        get { optimizer.frozen }
+        set { optimizer.frozen = newValue }
+    }
+
+    /// One update on `batch`; returns the loss before the update.
+    @discardableResult
+    public func step(_ batch: PackedBatch, targets: Targets, classWeights: [Float]? = nil) -> StepResult {
+        gradients.zero()
+        let key = settings.dropout ? DropoutKey(seed: settings.seed, step: UInt64(step)) : nil
+        let loss = model.lossAndGradients(batch, targets: targets, workspace: workspace, gradients: gradients, dropout: key, classWeights: classWeights)
+        let norm: Float
+        if let maxNorm = settings.maxGradientNorm {
+            norm = GradientClipping.clip(gradients, maxNorm: maxNorm)
+        } else {
+            norm = Float(Elementwise.sumOfSquares(gradients.buffer.base, count: gradients.buffer.count).squareRoot())
+        }
+        let lr = settings.learningRate * settings.schedule.factor(at: step)
+        optimizer.update(model.parameters, gradients: gradients, learningRate: lr)
+        step += 1
+        return StepResult(loss: loss, gradientNorm: norm, learningRate: lr)
+    }
+}

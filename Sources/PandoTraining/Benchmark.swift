@@ -1,0 +1,119 @@
+import Foundation
+import PandoEngine
+
+/// Throughput and memory measurements for `pando bench`.
+public enum Benchmark {
+    /// One benchmark's result, printed for a person or as JSON.
+    public struct Report: Codable, Sendable {
+        public var kind: String
+        public var model: String
+        public var batchSize: Int
+        public var sequences: Int
+        /// Real (non-padding) tokens processed per second.
+        public var tokensPerSecond: Double
+        /// Tokens per second counting padding to the longest in each batch,
+        /// the figure a padded implementation would report.
+        public var paddedTokensPerSecond: Double
+        public var sequencesPerSecond: Double
+        public var gflopsPerSecond: Double
+        public var peakRSSMegabytes: Double
+        public var seconds: Double
+        public var threads: Int
+        public var sgemmGFLOPs: Double
+
+        public var table: String {
+            """
+            \(kind): \(model), batch \(batchSize), \(sequences) sequences in \(String(format: "%.2f", seconds)) s, \(threads) threads
+              tokens/s (real)     \(String(format: "%10.0f", tokensPerSecond))
+              tokens/s (padded)   \(String(format: "%10.0f", paddedTokensPerSecond))
+              sequences/s         \(String(format: "%10.1f", sequencesPerSecond))
+              achieved GFLOP/s    \(String(format: "%10.1f", gflopsPerSecond))   (sgemm on this machine: \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s)
+              peak RSS            \(String(format: "%10.0f", peakRSSMegabytes)) MB
+            """
+        }
+    }
+
+    /// Peak resident set size of this process so far, from /proc (Linux).
+    public static func peakRSSMegabytes() -> Double {
+        guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
+        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+            let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap { Double($0) } ?? 0
+            return kb / 1024
+        }
+        return 0
+    }
+
+    /// sgemm GFLOP/s at a shape of BERT's feed-forward layer, best of a few runs.
+    public static func sgemmGFLOPs(m: Int = 4096, n: Int = 1536, k: Int = 384) -> Double {
+        let a = FloatStorage(count: m * k), b = FloatStorage(count: n * k), c = FloatStorage(count: m * n)
+        for i in 0..<a.buffer.count { a.buffer[i] = Float(i % 7) * 0.01 }
+        for i in 0..<b.buffer.count { b.buffer[i] = Float(i % 5) * 0.01 }
+        var best = 0.0
+        for _ in 0..<5 {
+            let start = DispatchTime.now().uptimeNanoseconds
+            BLAS.gemm(transB: true, m: m, n: n, k: k, a: a.buffer.base, lda: k, b: b.buffer.base, ldb: k, c: c.buffer.base, ldc: n)
+            let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+            best = max(best, 2 * Double(m * n * k) / seconds / 1e9)
+        }
+        return best
+    }
+
+    /// Batches of random token ids, all of one length (the fixed-length benchmark).
+    public static func fixedBatches(model: BertModel, batchSize: Int, length: Int, count: Int, seed: UInt64 = 7) -> [PackedBatch] {
+        (0..<count).map { index in
+            let key = CounterRandom.key(seed, UInt64(index))
+            let vocab = UInt64(model.config.vocabSize - 1000)
+            let sequences = (0..<batchSize).map { s in
+                (0..<length).map { t in Int32(1000 + CounterRandom.mix(key &+ UInt64(s * length + t)) % vocab) }
+            }
+            return PackedBatch(sequences: sequences)
+        }
+    }
+
+    /// Training throughput: `warmup` untimed steps, then `batches` timed ones.
+    public static func train(model: BertModel, name: String, batches: [PackedBatch], warmup: Int) -> Report {
+        let capacity = BatchCapacity(
+            sequences: batches.map(\.count).max() ?? 1, length: batches.map(\.maxLength).max() ?? 1,
+            tokens: batches.map(\.tokenCount).max() ?? 1)
+        var settings = FineTuner.Settings()
+        settings.learningRate = 1e-5
+        let tuner = FineTuner(model: model, capacity: capacity, settings: settings)
+        func targets(_ batch: PackedBatch) -> Targets {
+            switch model.head.objective {
+            case .softmaxCrossEntropy: .classes((0..<batch.count).map { $0 % model.head.outputs })
+            case .sigmoidBinaryCrossEntropy: .multiHot((0..<batch.count * model.head.outputs).map { Float($0 % 2) })
+            case .meanSquaredError: .scores((0..<batch.count).map { Float($0 % 3) })
+            }
+        }
+        for i in 0..<warmup { tuner.step(batches[i % batches.count], targets: targets(batches[i % batches.count])) }
+        let start = DispatchTime.now().uptimeNanoseconds
+        for batch in batches { tuner.step(batch, targets: targets(batch)) }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return report(kind: "train", model: name, batches: batches, seconds: seconds, flopFactor: 3, flops: model)
+    }
+
+    /// Inference throughput (forward and head, no gradients).
+    public static func infer(model: BertModel, name: String, batches: [PackedBatch], warmup: Int) -> Report {
+        let capacity = BatchCapacity(
+            sequences: batches.map(\.count).max() ?? 1, length: batches.map(\.maxLength).max() ?? 1,
+            tokens: batches.map(\.tokenCount).max() ?? 1)
+        let ws = BertWorkspace(model: model, capacity: capacity, training: false)
+        for i in 0..<warmup { model.forward(batches[i % batches.count], workspace: ws) }
+        let start = DispatchTime.now().uptimeNanoseconds
+        for batch in batches { model.forward(batch, workspace: ws) }
+        let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+        return report(kind: "infer", model: name, batches: batches, seconds: seconds, flopFactor: 1, flops: model)
+    }
+
+    static func report(kind: String, model name: String, batches: [PackedBatch], seconds: Double, flopFactor: Double, flops model: BertModel) -> Report {
+        let tokens = Double(batches.reduce(0) { $0 + $1.tokenCount })
+        let padded = Double(batches.reduce(0) { $0 + $1.count * $1.maxLength })
+        let sequences = batches.reduce(0) { $0 + $1.count }
+        let flops = batches.reduce(0.0) { $0 + model.forwardFLOPs(lengths: $1.lengths) } * flopFactor
+        return Report(
+            kind: kind, model: name, batchSize: batches.map(\.count).max() ?? 0, sequences: sequences,
+            tokensPerSecond: tokens / seconds, paddedTokensPerSecond: padded / seconds,
+            sequencesPerSecond: Double(sequences) / seconds, gflopsPerSecond: flops / seconds / 1e9,
+            peakRSSMegabytes: peakRSSMegabytes(), seconds: seconds, threads: BLAS.threads, sgemmGFLOPs: 0)
+    }
+}

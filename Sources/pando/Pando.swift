@@ -1,0 +1,22 @@
+import ArgumentParser
+import Foundation
+import PandoEngine
+import PandoTraining
+
+@main
+struct Pando: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pando",
+        abstract: "Federated fine-tuning of BERT-family text classifiers for school districts.",
+        subcommands: [Bench.self])
+}
+
+/// Options naming the pretrained model folder.
+struct ModelOption: ParsableArguments {
+    @Option(name: .long, help: "Hugging Face BERT folder (config.json, model.safetensors, vocab.txt). Default: $PANDO_MODEL, else ./models/default.")
+    var model: String?
+
+    func resolve() throws -> URL {
+        try ModelLocator.resolve(model)
+    }
+}
