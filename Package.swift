@@ -49,5 +49,6 @@ let package = Package(
         .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine"]),
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
+        .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining"]),
     ]
 )

@@ -44,7 +44,7 @@ extension BertModel {
             throw CheckpointError(path: configURL.path, reason: "no task head: config.json has no id2label/problem_type, so give the labels explicitly")
         }
         let file = try SafeTensors.File(url: weightsURL)
-        let model = BertModel(config: config, head: head, seed: seed)
+        let model = BertModel(uninitialized: config, head: head)
         var report = LoadReport()
 
         let prefix: String
@@ -64,11 +64,20 @@ extension BertModel {
                     .replacingOccurrences(of: "LayerNorm.bias", with: "LayerNorm.beta"))
             }
             guard let name = candidates.first(where: { file.entries[$0] != nil }), let entry = file.entries[name] else {
-                if isHead || isPooler { report.initialized.append(spec.name); continue }
+                if isHead || isPooler {
+                    model.initialize(spec, seed: seed)
+                    report.initialized.append(spec.name)
+                    continue
+                }
                 throw CheckpointError(path: weightsURL.path, reason: "tensor '\(candidates[0])' is missing (expected shape \(spec.shape))")
             }
             guard entry.shape == spec.shape else {
-                if isHead { report.initialized.append(spec.name); used.insert(name); continue }
+                if isHead {
+                    model.initialize(spec, seed: seed)
+                    report.initialized.append(spec.name)
+                    used.insert(name)
+                    continue
+                }
                 throw CheckpointError(path: weightsURL.path, reason: "tensor '\(name)' has shape \(entry.shape), expected \(spec.shape) from config.json")
             }
             try file.read(name, into: model.parameters.view(spec))

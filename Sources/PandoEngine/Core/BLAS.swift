@@ -1,4 +1,5 @@
 import COpenBLAS
+import Dispatch
 
 /// Row-major single-precision GEMM through OpenBLAS.
 ///
@@ -6,6 +7,15 @@ import COpenBLAS
 /// Leading dimensions are row strides, which lets callers address a head's
 /// columns inside a wider matrix without copying.
 public enum BLAS {
+    /// OpenBLAS runs single-threaded; Pando splits large products across
+    /// `Parallel.workers` itself. OpenBLAS's own pool spins between calls,
+    /// which on a small machine steals the cores the element-wise kernels
+    /// and attention need next.
+    private static let singleThreaded: Void = { openblas_set_num_threads(1) }()
+
+    /// Products below this many multiply-adds run on the calling thread.
+    public static let parallelThreshold = 1 << 21
+
     @inline(__always)
     public static func gemm(
         transA: Bool = false, transB: Bool = false,
@@ -16,6 +26,41 @@ public enum BLAS {
         beta: Float = 0,
         c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
+        _ = singleThreaded
+        let workers = Parallel.workers
+        guard workers > 1, m * n * k >= parallelThreshold else {
+            serial(transA: transA, transB: transB, m: m, n: n, k: k, alpha: alpha, a: a, lda: lda, b: b, ldb: ldb, beta: beta, c: c, ldc: ldc)
+            return
+        }
+        // Split the larger output dimension into one block per worker; each
+        // block is an independent product on a slice of A or B and of C.
+        let operands = UnsafeSendableBox((a, b, c))
+        if m >= n {
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                let (a, b, c) = operands.value
+                let lo = m * w / workers, hi = m * (w + 1) / workers
+                guard hi > lo else { return }
+                serial(transA: transA, transB: transB, m: hi - lo, n: n, k: k, alpha: alpha, a: transA ? a + lo : a + lo * lda, lda: lda, b: b, ldb: ldb, beta: beta, c: c + lo * ldc, ldc: ldc)
+            }
+        } else {
+            DispatchQueue.concurrentPerform(iterations: workers) { w in
+                let (a, b, c) = operands.value
+                let lo = n * w / workers, hi = n * (w + 1) / workers
+                guard hi > lo else { return }
+                serial(transA: transA, transB: transB, m: m, n: hi - lo, k: k, alpha: alpha, a: a, lda: lda, b: transB ? b + lo * ldb : b + lo, ldb: ldb, beta: beta, c: c + lo, ldc: ldc)
+            }
+        }
+    }
+
+    /// One single-threaded `cblas_sgemm` call, for callers that already
+    /// run one task per core (attention's per-head products).
+    @inline(__always)
+    public static func serial(
+        transA: Bool = false, transB: Bool = false, m: Int, n: Int, k: Int, alpha: Float = 1,
+        a: UnsafePointer<Float>, lda: Int, b: UnsafePointer<Float>, ldb: Int,
+        beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
+    ) {
+        _ = singleThreaded
         cblas_sgemm(
             CblasRowMajor,
             transA ? CblasTrans : CblasNoTrans,
@@ -36,20 +81,4 @@ public enum BLAS {
                     Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
     }
 
-    /// Threads OpenBLAS uses for one call.
-    public static var threads: Int {
-        get { Int(openblas_get_num_threads()) }
-        set { openblas_set_num_threads(Int32(newValue)) }
-    }
-
-    /// Runs `body` with OpenBLAS limited to `count` threads, then restores the
-    /// previous setting. Used where the caller parallelises small GEMMs itself.
-    @inline(__always)
-    public static func withThreads<R>(_ count: Int, _ body: () throws -> R) rethrows -> R {
-        let previous = threads
-        if previous == count { return try body() }
-        threads = count
-        defer { threads = previous }
-        return try body()
-    }
 }

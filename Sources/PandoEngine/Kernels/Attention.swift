@@ -53,8 +53,7 @@ public enum AttentionKernel {
         let offsets = table.offsets, lengths = table.lengths, probOffsets = table.probabilityOffsets
         let pairs = table.count * heads
         let q = UnsafeSendableBox((qkv, probabilities, dropped, context))
-        BLAS.withThreads(1) {
-            DispatchQueue.concurrentPerform(iterations: pairs) { pair in
+        DispatchQueue.concurrentPerform(iterations: pairs) { pair in
                 let (qkv, probabilities, dropped, context) = q.value
                 let b = pair / heads, h = pair % heads
                 let L = lengths[b]
@@ -62,7 +61,7 @@ public enum AttentionKernel {
                 let Q = rows + h * d, K = rows + hidden + h * d, V = rows + 2 * hidden + h * d
                 let pIndex = probOffsets[b] + h * L * L
                 let P = probabilities + pIndex
-                BLAS.gemm(transB: true, m: L, n: L, k: d, alpha: scale, a: Q, lda: ld, b: K, ldb: ld, c: P, ldc: L)
+                BLAS.serial(transB: true, m: L, n: L, k: d, alpha: scale, a: Q, lda: ld, b: K, ldb: ld, c: P, ldc: L)
                 softmaxRows(P, rows: L, cols: L)
                 var use = UnsafePointer(P)
                 if dropout.isActive {
@@ -70,9 +69,8 @@ public enum AttentionKernel {
                     for i in 0..<(L * L) { D[i] = P[i] * dropout.factor(pIndex + i) }
                     use = UnsafePointer(D)
                 }
-                BLAS.gemm(m: L, n: d, k: L, a: use, lda: L, b: V, ldb: ld,
+                BLAS.serial(m: L, n: d, k: L, a: use, lda: L, b: V, ldb: ld,
                           c: context + offsets[b] * hidden + h * d, ldc: hidden)
-            }
         }
     }
 
@@ -90,8 +88,7 @@ public enum AttentionKernel {
         let offsets = table.offsets, lengths = table.lengths, probOffsets = table.probabilityOffsets
         let pairs = table.count * heads
         let q = UnsafeSendableBox((qkv, probabilities, dropped, dContext, dProbabilities, dQKV))
-        BLAS.withThreads(1) {
-            DispatchQueue.concurrentPerform(iterations: pairs) { pair in
+        DispatchQueue.concurrentPerform(iterations: pairs) { pair in
                 let (qkv, probabilities, dropped, dContext, dProbabilities, dQKV) = q.value
                 let b = pair / heads, h = pair % heads
                 let L = lengths[b]
@@ -110,8 +107,8 @@ public enum AttentionKernel {
                     used = UnsafePointer(D)
                 }
                 // dV = P′ᵀ·dC ; dP′ = dC·Vᵀ
-                BLAS.gemm(transA: true, m: L, n: d, k: L, a: used, lda: L, b: dC, ldb: hidden, c: dV, ldc: ld)
-                BLAS.gemm(transB: true, m: L, n: L, k: d, a: dC, lda: hidden, b: V, ldb: ld, c: dP, ldc: L)
+                BLAS.serial(transA: true, m: L, n: d, k: L, a: used, lda: L, b: dC, ldb: hidden, c: dV, ldc: ld)
+                BLAS.serial(transB: true, m: L, n: L, k: d, a: dC, lda: hidden, b: V, ldb: ld, c: dP, ldc: L)
                 // Through dropout, then the softmax Jacobian: dS = P ⊙ (dP − Σ_j dP·P).
                 for i in 0..<L {
                     let pr = P + i * L, dr = dP + i * L
@@ -123,9 +120,8 @@ public enum AttentionKernel {
                     for j in 0..<L { dr[j] = pr[j] * (dr[j] - dot) }
                 }
                 // S = scale·Q·Kᵀ ⇒ dQ = scale·dS·K ; dK = scale·dSᵀ·Q
-                BLAS.gemm(m: L, n: d, k: L, alpha: scale, a: dP, lda: L, b: K, ldb: ld, c: dQ, ldc: ld)
-                BLAS.gemm(transA: true, m: L, n: d, k: L, alpha: scale, a: dP, lda: L, b: Q, ldb: ld, c: dK, ldc: ld)
-            }
+                BLAS.serial(m: L, n: d, k: L, alpha: scale, a: dP, lda: L, b: K, ldb: ld, c: dQ, ldc: ld)
+                BLAS.serial(transA: true, m: L, n: d, k: L, alpha: scale, a: dP, lda: L, b: Q, ldb: ld, c: dK, ldc: ld)
         }
     }
 
@@ -137,7 +133,17 @@ public enum AttentionKernel {
             var m = -Float.infinity
             for c in 0..<cols { m = max(m, row[c]) }
             var sum: Float = 0
-            for c in 0..<cols { let e = expf(row[c] - m); row[c] = e; sum += e }
+            var c = 0
+            var acc = VectorMath.V()
+            let mv = VectorMath.V(repeating: m)
+            while c + 8 <= cols {
+                let e = VectorMath.exp(VectorMath.load(row + c) - mv)
+                VectorMath.store(e, row + c)
+                acc += e
+                c += 8
+            }
+            sum = acc.sum()
+            while c < cols { let e = expf(row[c] - m); row[c] = e; sum += e; c += 1 }
             let inv = 1 / sum
             for c in 0..<cols { row[c] *= inv }
         }

@@ -60,10 +60,20 @@ public enum Elementwise {
         Parallel.forRanges(rows, minimumChunk: 16) { range in
             for r in range {
                 let p = pre + r * cols, o = output + r * cols
-                for c in 0..<cols {
+                var c = 0
+                if activation == .gelu {
+                    while c + 8 <= cols {
+                        let v = VectorMath.load(p + c) + VectorMath.load(bias + c)
+                        VectorMath.store(v, p + c)
+                        VectorMath.store(VectorMath.gelu(v), o + c)
+                        c += 8
+                    }
+                }
+                while c < cols {
                     let v = p[c] + bias[c]
                     p[c] = v
                     o[c] = Activation.value(v, activation)
+                    c += 1
                 }
             }
         }
@@ -74,7 +84,17 @@ public enum Elementwise {
         _ grad: UnsafeMutablePointer<Float>, pre: UnsafePointer<Float>, count: Int, activation: BertConfig.Activation
     ) {
         Parallel.forRanges(count, minimumChunk: 1 << 14) { range in
-            for i in range { grad[i] *= Activation.derivative(pre[i], activation) }
+            var i = range.lowerBound
+            if activation == .gelu {
+                while i + 8 <= range.upperBound {
+                    VectorMath.store(VectorMath.load(grad + i) * VectorMath.geluDerivative(VectorMath.load(pre + i)), grad + i)
+                    i += 8
+                }
+            }
+            while i < range.upperBound {
+                grad[i] *= Activation.derivative(pre[i], activation)
+                i += 1
+            }
         }
     }
 

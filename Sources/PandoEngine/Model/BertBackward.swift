@@ -120,6 +120,7 @@ extension BertModel {
         // Embeddings: dropout, LayerNorm, then scatter into the three tables.
         dropout?.mask(c.hiddenDropout, site: DropoutSite.embeddings).apply(dOut.base, count: N * H)
         let dSum = dIn
+        ws.dEmbeddingSum = dSum
         LayerNormKernel.backward(
             dOutput: dOut.base, normalized: ws.embeddingNormalized.base, inverseStd: ws.embeddingInverseStd.base,
             gamma: p(offsets.embeddingGamma), rows: N, cols: H, dInput: dSum.base,
@@ -130,5 +131,38 @@ extension BertModel {
             let w = word + Int(batch.tokenIDs[t]) * H, q = pos + Int(ws.positions[t]) * H, y = typ + Int(batch.typeIDs[t]) * H
             for j in 0..<H { w[j] += d[j]; q[j] += d[j]; y[j] += d[j] }
         }
+    }
+}
+
+extension BertModel {
+    /// Gradient × input saliency of each token: `Σⱼ (∂zᵇ/∂eₜⱼ) · eₜⱼ`, where
+    /// `eₜ` is token t's summed input embedding (word + position + type) and
+    /// `zᵇ` is output `outputs[b]` of its sequence's logits. Returned per
+    /// packed token. Signed: positive tokens pushed the output up.
+    ///
+    /// Chosen over attention rollout because it follows the head actually
+    /// being explained and is exact for the model's first-order behaviour.
+    public func attributions(_ batch: PackedBatch, outputs: [Int], workspace ws: BertWorkspace) -> [Float] {
+        precondition(ws.training, "attributions need a training workspace (activations are kept)")
+        precondition(outputs.count == batch.count, "one output index per sequence")
+        let H = config.hiddenSize, C = head.outputs
+        forward(batch, workspace: ws, dropout: nil)
+        ws.dLogits.slice(0, batch.count * C).fill(0)
+        for (b, o) in outputs.enumerated() {
+            precondition(o >= 0 && o < C, "output \(o) outside 0..<\(C)")
+            ws.dLogits[b * C + o] = 1
+        }
+        let scratch = ParameterBuffer(layout: layout)
+        backward(batch, workspace: ws, gradients: scratch, dropout: nil)
+        let d = ws.dEmbeddingSum!
+        let word = p(offsets.word), pos = p(offsets.position), typ = p(offsets.tokenType)
+        var result = [Float](repeating: 0, count: batch.tokenCount)
+        for t in 0..<batch.tokenCount {
+            let w = word + Int(batch.tokenIDs[t]) * H, q = pos + Int(ws.positions[t]) * H, y = typ + Int(batch.typeIDs[t]) * H
+            var s: Float = 0
+            for j in 0..<H { s += d[t * H + j] * (w[j] + q[j] + y[j]) }
+            result[t] = s
+        }
+        return result
     }
 }

@@ -33,6 +33,10 @@ public struct ClassifierHead: Sendable, Equatable, Codable {
         self.pooling = pooling
     }
 
+    /// A placeholder head for uses that read only the encoder (embeddings,
+    /// benchmarks): one output, mean pooling.
+    public static let encoderOnly = ClassifierHead(objective: .softmaxCrossEntropy, labels: ["unused"], pooling: .mean)
+
     /// Number of classifier outputs.
     public var outputs: Int { objective == .meanSquaredError ? 1 : labels.count }
 }
@@ -104,17 +108,22 @@ public final class BertModel: @unchecked Sendable {
 
     /// A freshly initialised model, as Hugging Face initialises BERT:
     /// weights `N(0, 0.02²)`, biases 0, LayerNorm γ = 1, β = 0.
-    public init(config: BertConfig, head: ClassifierHead, seed: UInt64 = 0, initializerRange: Float = 0.02) {
+    public convenience init(config: BertConfig, head: ClassifierHead, seed: UInt64 = 0, initializerRange: Float = 0.02) {
+        self.init(uninitialized: config, head: head)
+        for spec in layout.tensors { initialize(spec, seed: seed, range: initializerRange) }
+    }
+
+    /// A model whose parameters are all zero, for a loader to fill.
+    init(uninitialized config: BertConfig, head: ClassifierHead) {
         precondition(head.outputs > 0, "a head needs at least one output")
         self.config = config
         self.head = head
         (layout, offsets) = Self.makeLayout(config: config, head: head)
         parameters = ParameterBuffer(layout: layout)
-        for spec in layout.tensors { initialize(spec, seed: seed, range: initializerRange) }
     }
 
     /// Initialises one tensor the way Hugging Face's `_init_weights` does.
-    func initialize(_ spec: TensorSpec, seed: UInt64, range: Float) {
+    func initialize(_ spec: TensorSpec, seed: UInt64, range: Float = 0.02) {
         let v = parameters.view(spec)
         if spec.name.contains("LayerNorm") {
             v.fill(spec.name.hasSuffix(".weight") ? 1 : 0)

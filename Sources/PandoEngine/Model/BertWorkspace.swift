@@ -47,6 +47,8 @@ public final class BertWorkspace: @unchecked Sendable {
     var dHidden: FloatBuffer!, dNext: FloatBuffer!, dResidual: FloatBuffer!, dDropped: FloatBuffer!
     var dContext: FloatBuffer!, dQKV: FloatBuffer!, dFFN: FloatBuffer!, dProbabilities: FloatBuffer!
     var normScratch: FloatBuffer!, ones: FloatBuffer!
+    /// Gradient of the summed input embeddings after a backward pass.
+    var dEmbeddingSum: FloatBuffer?
 
     // Head.
     var poolInput: FloatBuffer!, pooled: FloatBuffer!, pooledDropped: FloatBuffer!
