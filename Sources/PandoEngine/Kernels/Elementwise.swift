@@ -79,6 +79,25 @@ public enum Elementwise {
         }
     }
 
+    /// `out = activation(pre)`.
+    public static func activation(
+        _ pre: UnsafePointer<Float>, count: Int, activation: BertConfig.Activation, output: UnsafeMutablePointer<Float>
+    ) {
+        Parallel.forRanges(count, minimumChunk: 1 << 14) { range in
+            var i = range.lowerBound
+            if activation == .gelu {
+                while i + 8 <= range.upperBound {
+                    VectorMath.store(VectorMath.gelu(VectorMath.load(pre + i)), output + i)
+                    i += 8
+                }
+            }
+            while i < range.upperBound {
+                output[i] = Activation.value(pre[i], activation)
+                i += 1
+            }
+        }
+    }
+
     /// `grad *= activation′(pre)` in place.
     public static func activationBackward(
         _ grad: UnsafeMutablePointer<Float>, pre: UnsafePointer<Float>, count: Int, activation: BertConfig.Activation

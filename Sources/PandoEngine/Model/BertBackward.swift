@@ -87,7 +87,8 @@ extension BertModel {
                 dFFNOut = dBranch.base
             }
             BLAS.gemv(trans: true, m: N, n: H, a: dFFNOut, lda: H, x: ws.ones.base, beta: 1, y: g(o.ffnOutBias))
-            BLAS.gemm(transA: true, m: H, n: I, k: N, a: dFFNOut, lda: H, b: a.ffnAct.base, ldb: I, beta: 1, c: g(o.ffnOutWeight), ldc: I)
+            Elementwise.activation(a.ffnPre.base, count: N * I, activation: c.activation, output: ws.ffnActivation.base)
+            BLAS.gemm(transA: true, m: H, n: I, k: N, a: dFFNOut, lda: H, b: ws.ffnActivation.base, ldb: I, beta: 1, c: g(o.ffnOutWeight), ldc: I)
             BLAS.gemm(m: N, n: I, k: H, a: dFFNOut, lda: H, b: p(o.ffnOutWeight), ldb: I, c: ws.dFFN.base, ldc: I)
             Elementwise.activationBackward(ws.dFFN.base, pre: a.ffnPre.base, count: N * I, activation: c.activation)
             BLAS.gemv(trans: true, m: N, n: I, a: ws.dFFN.base, lda: I, x: ws.ones.base, beta: 1, y: g(o.ffnInBias))

@@ -66,8 +66,8 @@ extension BertModel {
                 normalized: ws.training ? a.normalized1.base : nil, inverseStd: a.inverseStd1.base, output: a.attentionOut.base)
             // Feed-forward: activation(h·W1ᵀ + b1)·W2ᵀ + b2, dropout, residual, LayerNorm.
             BLAS.gemm(transB: true, m: N, n: I, k: H, a: a.attentionOut.base, lda: H, b: p(o.ffnInWeight), ldb: H, c: a.ffnPre.base, ldc: I)
-            Elementwise.biasActivation(a.ffnPre.base, bias: p(o.ffnInBias), rows: N, cols: I, activation: c.activation, output: a.ffnAct.base)
-            BLAS.gemm(transB: true, m: N, n: H, k: I, a: a.ffnAct.base, lda: I, b: p(o.ffnOutWeight), ldb: I, c: sum, ldc: H)
+            Elementwise.biasActivation(a.ffnPre.base, bias: p(o.ffnInBias), rows: N, cols: I, activation: c.activation, output: ws.ffnActivation.base)
+            BLAS.gemm(transB: true, m: N, n: H, k: I, a: ws.ffnActivation.base, lda: I, b: p(o.ffnOutWeight), ldb: I, c: sum, ldc: H)
             Elementwise.biasDropoutResidual(
                 sum, bias: p(o.ffnOutBias), residual: a.attentionOut.base, rows: N, cols: H,
                 dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? DropoutMask(probability: 0, key: 0))

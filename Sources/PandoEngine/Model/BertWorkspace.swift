@@ -31,7 +31,6 @@ public final class BertWorkspace: @unchecked Sendable {
         let inverseStd1: FloatBuffer  // [N]
         let attentionOut: FloatBuffer // [N, H], LayerNorm output
         let ffnPre: FloatBuffer       // [N, I], before the activation
-        let ffnAct: FloatBuffer       // [N, I]
         let normalized2: FloatBuffer  // [N, H]
         let inverseStd2: FloatBuffer  // [N]
     }
@@ -42,8 +41,10 @@ public final class BertWorkspace: @unchecked Sendable {
     var hiddenStates: [FloatBuffer] = []
     var embeddingNormalized: FloatBuffer!, embeddingInverseStd: FloatBuffer!
 
-    // Scratch shared by all layers.
-    var denseOut: FloatBuffer!, dropped: FloatBuffer!
+    // Scratch shared by all layers. The feed-forward activation is not kept
+    // per layer: backward recomputes it from `ffnPre`, which saves
+    // tokens × intermediate floats per layer for one cheap element-wise pass.
+    var denseOut: FloatBuffer!, dropped: FloatBuffer!, ffnActivation: FloatBuffer!
     var dHidden: FloatBuffer!, dNext: FloatBuffer!, dResidual: FloatBuffer!, dDropped: FloatBuffer!
     var dContext: FloatBuffer!, dQKV: FloatBuffer!, dFFN: FloatBuffer!, dProbabilities: FloatBuffer!
     var normScratch: FloatBuffer!, ones: FloatBuffer!
@@ -77,7 +78,7 @@ public final class BertWorkspace: @unchecked Sendable {
             layerActivations.append(LayerActivations(
                 qkv: make(N * 3 * H), probabilities: make(probs), context: make(N * H),
                 normalized1: make(training ? N * H : 0), inverseStd1: make(N), attentionOut: make(N * H),
-                ffnPre: make(N * I), ffnAct: make(N * I),
+                ffnPre: make(N * I),
                 normalized2: make(training ? N * H : 0), inverseStd2: make(N)))
         }
         let states = training ? layers + 1 : 2
@@ -85,6 +86,7 @@ public final class BertWorkspace: @unchecked Sendable {
         embeddingNormalized = make(training ? N * H : 0)
         embeddingInverseStd = make(N)
         denseOut = make(N * H)
+        ffnActivation = make(N * I)
         let hasDropout = c.attentionDropout > 0
         dropped = make(hasDropout ? probs : 0)
         if training {

@@ -37,6 +37,15 @@ public final class FineTuner: @unchecked Sendable {
         optimizer = AdamW(layout: model.layout, settings: settings.adam)
     }
 
+    /// FedProx's proximal term `μ/2 · ‖w − anchor‖²`: when set, every step
+    /// adds `μ · (w − anchor)` to the gradients before clipping, pulling local
+    /// training towards the round's global weights.
+    public var proximal: (anchor: ParameterBuffer, mu: Float)? {
+        didSet {
+            if let anchor = proximal?.anchor { precondition(anchor.layout == model.layout, "proximal anchor layout differs from the model's") }
+        }
+    }
+
     /// Tensors excluded from updates (for freezing embeddings or layers).
     public var frozen: Set<String> {
         get { optimizer.frozen }
@@ -49,6 +58,12 @@ public final class FineTuner: @unchecked Sendable {
         gradients.zero()
         let key = settings.dropout ? DropoutKey(seed: settings.seed, step: UInt64(step)) : nil
         let loss = model.lossAndGradients(batch, targets: targets, workspace: workspace, gradients: gradients, dropout: key, classWeights: classWeights)
+        if let (anchor, mu) = proximal, mu > 0 {
+            let g = gradients.buffer.base, w = model.parameters.buffer.base, a = anchor.buffer.base
+            Parallel.forRanges(gradients.buffer.count, minimumChunk: 1 << 16) { range in
+                for i in range { g[i] += mu * (w[i] - a[i]) }
+            }
+        }
         let norm: Float
         if let maxNorm = settings.maxGradientNorm {
             norm = GradientClipping.clip(gradients, maxNorm: maxNorm)
