@@ -1,5 +1,7 @@
 import Foundation
+import PandoData
 import PandoEngine
+import PandoText
 
 /// Throughput and memory measurements for `pando bench`.
 public enum Benchmark {
@@ -70,6 +72,24 @@ public enum Benchmark {
         }
     }
 
+    /// Batches of real text from `files`' `textColumn`, tokenised with the
+    /// model's tokenizer and truncated to `maxLength`. Packed, so a batch
+    /// costs its real tokens; with `grouped`, sequences of similar length
+    /// share batches (as Hugging Face's `group_by_length`), which balances the
+    /// work per step. Seeded order.
+    public static func textBatches(files: [URL], textColumn: String, tokenizer: BertTokenizer, batchSize: Int,
+                                   maxLength: Int, grouped: Bool, seed: UInt64 = 42) throws -> [PackedBatch] {
+        var sequences: [[Int32]] = []
+        for file in files {
+            sequences += try TextInput.read(file: file, textColumn: textColumn).map { tokenizer.encode($0.text, maxLength: maxLength).ids }
+        }
+        guard !sequences.isEmpty else { throw TrainingError("no texts in \(files.map(\.path).joined(separator: ", "))") }
+        var rng = SplitMix64(seed: seed)
+        let plan = Trainer.batchPlan(indices: Array(sequences.indices), lengths: sequences.map(\.count), batchSize: batchSize,
+                                     groupingBatches: grouped ? 50 : 0, using: &rng)
+        return plan.map { PackedBatch(sequences: $0.map { sequences[$0] }) }
+    }
+
     /// Training throughput: `warmup` untimed steps, then `batches` timed ones.
     public static func train(model: BertModel, name: String, batches: [PackedBatch], warmup: Int) -> Report {
         let capacity = BatchCapacity(
@@ -114,6 +134,6 @@ public enum Benchmark {
             kind: kind, model: name, batchSize: batches.map(\.count).max() ?? 0, sequences: sequences,
             tokensPerSecond: tokens / seconds, paddedTokensPerSecond: padded / seconds,
             sequencesPerSecond: Double(sequences) / seconds, gflopsPerSecond: flops / seconds / 1e9,
-            peakRSSMegabytes: peakRSSMegabytes(), seconds: seconds, threads: BLAS.threads, sgemmGFLOPs: 0)
+            peakRSSMegabytes: peakRSSMegabytes(), seconds: seconds, threads: Parallel.workers, sgemmGFLOPs: 0)
     }
 }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PandoEngine
+import PandoText
 import PandoTraining
 
 struct Bench: ParsableCommand {
@@ -10,20 +11,33 @@ struct Bench: ParsableCommand {
 
     struct Common: ParsableArguments {
         @OptionGroup var model: ModelOption
-        @Option(help: "Sequence length of the fixed-length input.") var length = 128
-        @Option(help: "Timed batches.") var batches = 5
+        @Option(help: "Sequence length of the fixed-length input; the truncation length with --data.") var length = 128
+        @Option(help: "Timed batches (default: 5 fixed-length batches, or one pass over --data).") var batches: Int?
+        @Option(name: .customLong("data"), help: "CSV/JSONL/text file(s) of real text to batch by length instead of fixed-length input (repeatable).")
+        var data: [String] = []
+        @Option(help: "Text column of --data files.") var textColumn = "text"
+        @Flag(help: "With --data: do not group batches by length (dynamic padding only).") var noGrouping = false
         @Option(help: "Untimed warm-up batches.") var warmup = 1
-        @Option(help: "OpenBLAS and kernel threads (default: all cores).") var threads: Int?
+        @Option(help: "Threads for GEMMs and kernels (default: all cores).") var threads: Int?
         @Flag(help: "Print the report as JSON.") var json = false
 
-        func load() throws -> (BertModel, String) {
-            if let threads {
-                BLAS.threads = threads
-                Parallel.workers = threads
-            }
+        func load() throws -> (BertModel, String, URL) {
+            if let threads { Parallel.workers = max(1, threads) }
             let folder = try model.resolve()
             let (m, _) = try BertModel.load(from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
-            return (m, folder.lastPathComponent == "default" ? "default (\(folder.resolvingSymlinksInPath().path))" : folder.path)
+            return (m, folder.lastPathComponent == "default" ? "default (\(folder.resolvingSymlinksInPath().path))" : folder.path, folder)
+        }
+
+        /// Fixed-length random batches, or the --data files' texts batched by length.
+        func inputs(_ model: BertModel, folder: URL, batchSize: Int) throws -> [PackedBatch] {
+            guard !data.isEmpty else {
+                return Benchmark.fixedBatches(model: model, batchSize: batchSize, length: length, count: batches ?? 5)
+            }
+            let tokenizer = try BertTokenizer(folder: folder)
+            let all = try Benchmark.textBatches(
+                files: data.map { URL(fileURLWithPath: $0) }, textColumn: textColumn, tokenizer: tokenizer,
+                batchSize: batchSize, maxLength: min(length, model.config.maxPositions), grouped: !noGrouping)
+            return Array(all.prefix(batches ?? all.count))
         }
 
         func emit(_ report: Benchmark.Report) throws {
@@ -45,8 +59,8 @@ struct Bench: ParsableCommand {
         @Option(help: "Sequences per batch.") var batchSize = 32
 
         func run() throws {
-            let (model, name) = try common.load()
-            let batches = Benchmark.fixedBatches(model: model, batchSize: batchSize, length: common.length, count: common.batches)
+            let (model, name, folder) = try common.load()
+            let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
             try common.emit(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup))
         }
     }
@@ -57,8 +71,8 @@ struct Bench: ParsableCommand {
         @Option(help: "Sequences per batch.") var batchSize = 64
 
         func run() throws {
-            let (model, name) = try common.load()
-            let batches = Benchmark.fixedBatches(model: model, batchSize: batchSize, length: common.length, count: common.batches)
+            let (model, name, folder) = try common.load()
+            let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
             try common.emit(Benchmark.infer(model: model, name: name, batches: batches, warmup: common.warmup))
         }
     }

@@ -127,10 +127,9 @@ public enum Elementwise {
 
     /// Sum of squares, accumulated in Double and threaded.
     public static func sumOfSquares(_ x: UnsafePointer<Float>, count: Int) -> Double {
-        let parts = UnsafeMutablePointer<Double>.allocate(capacity: 64)
-        defer { parts.deallocate() }
-        parts.initialize(repeating: 0, count: 64)
         let chunks = min(Parallel.workers, 64, max(1, count / (1 << 16)))
+        return withUnsafeTemporaryAllocation(of: Double.self, capacity: 64) { parts in
+        let parts = UnsafeSendableBox(parts.baseAddress!)
         Parallel.forEach(chunks) { chunk in
             let lo = count * chunk / chunks, hi = count * (chunk + 1) / chunks
             var acc: Float = 0, total: Double = 0
@@ -141,11 +140,12 @@ public enum Elementwise {
                 while i < end { acc += x[i] * x[i]; i += 1 }
                 total += Double(acc)
             }
-            parts[chunk] = total
+            parts.value[chunk] = total
         }
         var total = 0.0
-        for c in 0..<chunks { total += parts[c] }
+        for c in 0..<chunks { total += parts.value[c] }
         return total
+        }
     }
 
     /// `x *= s`.

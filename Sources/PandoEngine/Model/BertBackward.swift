@@ -136,32 +136,32 @@ extension BertModel {
 }
 
 extension BertModel {
-    /// Gradient × input saliency of each token: `Σⱼ (∂zᵇ/∂eₜⱼ) · eₜⱼ`, where
-    /// `eₜ` is token t's summed input embedding (word + position + type) and
-    /// `zᵇ` is output `outputs[b]` of its sequence's logits. Returned per
-    /// packed token. Signed: positive tokens pushed the output up.
+    /// Gradient × input saliency of each token for a quantity `f` whose
+    /// gradient with respect to the logits the caller gives (`logitGradients`,
+    /// `batch.count × head.outputs`): e.g. a one-hot row for a logit, or
+    /// `onehot − p` for a class's log-probability. Returns, per packed token,
+    /// `Σⱼ (∂f/∂wₜⱼ) · wₜⱼ` where `wₜ` is the token's word embedding.
     ///
-    /// Chosen over attention rollout because it follows the head actually
-    /// being explained and is exact for the model's first-order behaviour.
-    public func attributions(_ batch: PackedBatch, outputs: [Int], workspace ws: BertWorkspace) -> [Float] {
+    /// The word embedding is the input, not the summed embedding: the
+    /// embedding LayerNorm is scale-invariant, so the gradient is orthogonal
+    /// to the sum and that product is identically zero. Gradient × input is
+    /// used (rather than attention rollout) because it follows the head being
+    /// explained and is exact to first order.
+    public func attributions(_ batch: PackedBatch, logitGradients: [Float], workspace ws: BertWorkspace) -> [Float] {
         precondition(ws.training, "attributions need a training workspace (activations are kept)")
-        precondition(outputs.count == batch.count, "one output index per sequence")
         let H = config.hiddenSize, C = head.outputs
+        precondition(logitGradients.count == batch.count * C, "one gradient per sequence and output")
         forward(batch, workspace: ws, dropout: nil)
-        ws.dLogits.slice(0, batch.count * C).fill(0)
-        for (b, o) in outputs.enumerated() {
-            precondition(o >= 0 && o < C, "output \(o) outside 0..<\(C)")
-            ws.dLogits[b * C + o] = 1
-        }
+        for i in logitGradients.indices { ws.dLogits[i] = logitGradients[i] }
         let scratch = ParameterBuffer(layout: layout)
         backward(batch, workspace: ws, gradients: scratch, dropout: nil)
         let d = ws.dEmbeddingSum!
-        let word = p(offsets.word), pos = p(offsets.position), typ = p(offsets.tokenType)
+        let word = p(offsets.word)
         var result = [Float](repeating: 0, count: batch.tokenCount)
         for t in 0..<batch.tokenCount {
-            let w = word + Int(batch.tokenIDs[t]) * H, q = pos + Int(ws.positions[t]) * H, y = typ + Int(batch.typeIDs[t]) * H
+            let w = word + Int(batch.tokenIDs[t]) * H
             var s: Float = 0
-            for j in 0..<H { s += d[t * H + j] * (w[j] + q[j] + y[j]) }
+            for j in 0..<H { s += d[t * H + j] * w[j] }
             result[t] = s
         }
         return result

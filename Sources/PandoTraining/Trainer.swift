@@ -1,0 +1,254 @@
+import Foundation
+import PandoData
+import PandoEngine
+import PandoText
+
+/// Local fine-tuning, as the Hugging Face Trainer does it, on Pando's engine:
+/// tokenise once, length-grouped seeded batches, AdamW with linear warm-up
+/// and decay, clipping, class weights or oversampling, evaluation every epoch,
+/// best checkpoint kept on disk, early stopping.
+public final class Trainer {
+    public let options: TrainingOptions
+    public let task: TaskKind
+    public let labels: LabelMap
+    public let baseModel: URL
+    public let progress: ProgressReporter
+    public let model: BertModel
+    public let tokenizer: BertTokenizer
+    public let maxLength: Int
+    /// What loading the base checkpoint initialised or ignored.
+    public let loadReport: PandoEngine.LoadReport
+
+    /// - Parameters:
+    ///   - baseModel: a Hugging Face BERT folder (config.json, model.safetensors, vocab.txt).
+    ///   - labels: the label map (ignored for regression).
+    public init(baseModel: URL, task: TaskKind, labels: LabelMap, options: TrainingOptions, progress: ProgressReporter = .silent) throws {
+        try options.validate()
+        self.options = options
+        self.task = task
+        self.labels = labels
+        self.baseModel = baseModel
+        self.progress = progress
+        if task != .regression, labels.count < (task == .classification ? 2 : 1) {
+            throw TrainingError("\(task.rawValue) needs at least \(task == .classification ? 2 : 1) labels; found \(labels.count)")
+        }
+        let head = ClassifierHead(objective: task.objective, labels: task == .regression ? ["score"] : labels.names, pooling: options.pooling)
+        (model, loadReport) = try BertModel.load(from: baseModel, head: head, seed: options.seed)
+        tokenizer = try BertTokenizer(folder: baseModel)
+        guard tokenizer.vocabularySize <= model.config.vocabSize else {
+            throw TrainingError("\(baseModel.path): vocab.txt has \(tokenizer.vocabularySize) tokens but config.json's vocab_size is \(model.config.vocabSize)")
+        }
+        maxLength = min(options.maxLength, model.config.maxPositions)
+        if options.freezeLayers > model.config.layers {
+            throw TrainingError("--freeze-layers \(options.freezeLayers) exceeds the model's \(model.config.layers) layers")
+        }
+    }
+
+    /// The tensor names frozen by the options.
+    public var frozenTensors: Set<String> {
+        var prefixes: [String] = []
+        if options.freezeEmbeddings { prefixes.append("bert.embeddings.") }
+        for l in 0..<options.freezeLayers { prefixes.append("bert.encoder.layer.\(l).") }
+        return Set(model.layout.tensors.map(\.name).filter { name in prefixes.contains { name.hasPrefix($0) } })
+    }
+
+    func encode(_ data: LabeledDataset) -> [[Int32]] {
+        data.examples.map { tokenizer.encode($0.text, maxLength: maxLength).ids }
+    }
+
+    /// One epoch's batches: positions into the training examples. Shuffled,
+    /// grouped by length within chunks of `lengthGroupingBatches` batches, then
+    /// the batches shuffled; all from `rng`.
+    public static func batchPlan(indices: [Int], lengths: [Int], batchSize: Int, groupingBatches: Int,
+                                 using rng: inout SplitMix64) -> [[Int]] {
+        var order = indices
+        seededShuffle(&order, using: &rng)
+        guard groupingBatches > 0 else {
+            return stride(from: 0, to: order.count, by: batchSize).map { Array(order[$0..<min($0 + batchSize, order.count)]) }
+        }
+        let chunk = batchSize * groupingBatches
+        var batches: [[Int]] = []
+        for start in stride(from: 0, to: order.count, by: chunk) {
+            let part = order[start..<min(start + chunk, order.count)].enumerated()
+                .sorted { (lengths[$0.element], $0.offset) > (lengths[$1.element], $1.offset) }
+                .map(\.element)
+            for b in stride(from: 0, to: part.count, by: batchSize) {
+                batches.append(Array(part[b..<min(b + batchSize, part.count)]))
+            }
+        }
+        seededShuffle(&batches, using: &rng)
+        return batches
+    }
+
+    /// Trains on `train`, selects on `validation`, writes the best checkpoint
+    /// to `output` and, with `test`, reports test metrics of the best weights.
+    @discardableResult
+    public func run(train: LabeledDataset, validation: LabeledDataset, test: LabeledDataset? = nil, output: URL) throws -> TrainingRecord {
+        for (name, d) in [("training", train), ("validation", validation)] + (test.map { [("test", $0)] } ?? []) {
+            guard d.task == task else { throw TrainingError("\(name) data is \(d.task.rawValue), expected \(task.rawValue)") }
+            guard d.count > 0 else { throw TrainingError("\(name) data is empty") }
+            if task != .regression, d.labels != labels { throw TrainingError("\(name) data has a different label map") }
+        }
+        let metric = options.earlyStoppingMetric ?? EvaluationMetrics.defaultMetric(for: task)
+        guard EvaluationMetrics.names(for: task).contains(metric) else {
+            throw TrainingError("--early-stopping-metric \(metric) is not a \(task.rawValue) metric (choose from \(EvaluationMetrics.names(for: task).joined(separator: ", ")))")
+        }
+        try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
+
+        let trainSequences = encode(train), validationSequences = encode(validation)
+        let testSequences = test.map(encode)
+        let lengths = trainSequences.map(\.count)
+        let trainTargets = train.examples.map(\.target)
+        let strata = options.oversample ? train.strata() : []
+        let scoreRange = options.scoreRange ?? (task == .regression ? Evaluation.inferScoreRange(train.examples.map { $0.target.score! }) : nil)
+
+        var classWeights: [Float]?
+        if options.classWeights == .auto {
+            switch task {
+            case .classification: classWeights = train.classWeights()
+            case .multiLabel, .regression:
+                progress.log("note: --class-weights auto applies to classification only; training \(task.rawValue) unweighted")
+            }
+        }
+
+        // Updates per epoch are fixed: oversampling always yields the same count.
+        var rng = SplitMix64(seed: options.seed ^ 0x5EED_BA7C)
+        let epochSize = options.oversample
+            ? Sampling.oversampledIndices(strata: strata, using: &rng).count : train.count
+        let stepsPerEpoch = (epochSize + options.batchSize - 1) / options.batchSize
+        let totalSteps = stepsPerEpoch * options.epochs
+        let warmup = Int((Double(totalSteps) * options.warmupRatio).rounded(.up))
+
+        var settings = FineTuner.Settings()
+        settings.learningRate = options.learningRate
+        settings.schedule = .linear(warmupSteps: warmup, totalSteps: totalSteps)
+        settings.maxGradientNorm = options.maxGradientNorm
+        settings.adam = AdamW.Settings(weightDecay: options.weightDecay)
+        settings.seed = options.seed
+        settings.dropout = options.dropout
+        let batchCap = min(options.batchSize, epochSize)
+        let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: batchCap, length: maxLength), settings: settings)
+        tuner.frozen = frozenTensors
+        let evaluator = BatchedInference(model: model, batchSize: options.evaluationBatchSize, maxLength: maxLength)
+
+        var record = TrainingRecord(
+            task: task, labels: task == .regression ? ["score"] : labels.names, pooling: options.pooling, maxLength: maxLength,
+            thresholds: nil, scoreRange: scoreRange, options: options, baseModel: baseModel.path,
+            data: [train.report, validation.report] + (test.map { [$0.report] } ?? []),
+            classWeights: classWeights, earlyStoppingMetric: metric)
+        progress.log("training \(task.rawValue) on \(train.count) examples (\(stepsPerEpoch) batches of \(options.batchSize) per epoch, \(options.epochs) epochs, warm-up \(warmup) of \(totalSteps) updates), validating on \(validation.count)")
+        if !loadReport.initialized.isEmpty { progress.log("initialised: \(loadReport.initialized.joined(separator: ", "))") }
+        if !tuner.frozen.isEmpty { progress.log("frozen: \(tuner.frozen.count) tensors") }
+
+        var best: ParameterBuffer?
+        var bestValue: Double?
+        var bestThresholds: [Float]?
+        var sinceImprovement = 0
+
+        for epoch in 1...options.epochs {
+            var epochRNG = SplitMix64(seed: options.seed &+ UInt64(epoch) &* 0x9E37_79B9_7F4A_7C15)
+            let indices = options.oversample
+                ? Sampling.oversampledIndices(strata: strata, using: &epochRNG) : Array(train.examples.indices)
+            let plan = Self.batchPlan(indices: indices, lengths: lengths, batchSize: options.batchSize,
+                                      groupingBatches: options.lengthGroupingBatches, using: &epochRNG)
+            let start = Date()
+            var tokens = 0, lossSum = 0.0, lastRate: Float = 0
+            for (s, positions) in plan.enumerated() {
+                let batch = PackedBatch(sequences: positions.map { trainSequences[$0] })
+                let targets: Targets
+                switch task {
+                case .classification: targets = .classes(positions.map { trainTargets[$0].classIndex! })
+                case .multiLabel: targets = .multiHot(positions.flatMap { trainTargets[$0].multiHot(count: labels.count) })
+                case .regression: targets = .scores(positions.map { trainTargets[$0].score! })
+                }
+                let result = tuner.step(batch, targets: targets, classWeights: classWeights)
+                guard result.loss.isFinite else {
+                    throw TrainingError("loss became \(result.loss) at epoch \(epoch), step \(s + 1); lower --learning-rate")
+                }
+                tokens += batch.tokenCount
+                lossSum += Double(result.loss)
+                lastRate = result.learningRate
+                let elapsed = max(Date().timeIntervalSince(start), 1e-9)
+                progress.step(epoch: epoch, epochs: options.epochs, step: s + 1, steps: plan.count,
+                              loss: lossSum / Double(s + 1), tokensPerSecond: Double(tokens) / elapsed, learningRate: lastRate)
+            }
+            let seconds = Date().timeIntervalSince(start)
+
+            let validationLogits = evaluator.logits(validationSequences)
+            var thresholds: [Float]?
+            if task == .multiLabel, options.tuneThresholds {
+                thresholds = Evaluation.tuneThresholds(logits: validationLogits, targets: validation.examples.map(\.target), labelCount: labels.count)
+            }
+            let metrics = try Evaluation.metrics(logits: validationLogits, targets: validation.examples.map(\.target), task: task,
+                                                 labels: record.labels, thresholds: thresholds, scoreRange: scoreRange)
+            let value = metrics.value(metric)
+            let improved = best == nil || EvaluationMetrics.better(value, than: bestValue, metric: metric)
+            record.epochs.append(EpochRecord(epoch: epoch, steps: plan.count, trainLoss: lossSum / Double(max(plan.count, 1)),
+                                             learningRate: Double(lastRate), seconds: seconds,
+                                             tokensPerSecond: Double(tokens) / max(seconds, 1e-9), validation: metrics, improved: improved))
+            let shown = value.map { String(format: "%.4f", $0) } ?? "undefined"
+            progress.log(String(format: "epoch %d/%d: train loss %.4f, validation loss %.4f, %@ %@%@ (%.0f s)",
+                                epoch, options.epochs, lossSum / Double(max(plan.count, 1)), metrics.loss, metric, shown,
+                                improved ? " (best, saved)" : "", seconds))
+            if improved {
+                bestValue = value
+                bestThresholds = thresholds
+                if let best { best.buffer.copy(from: model.parameters.buffer) } else { best = model.parameters.copy() }
+                record.bestEpoch = epoch
+                record.thresholds = task == .multiLabel ? (thresholds ?? [Float](repeating: 0.5, count: labels.count)) : nil
+                try saveCheckpoint(record, to: output)
+                sinceImprovement = 0
+            } else {
+                sinceImprovement += 1
+                try writeRecord(record, to: output)
+                if let patience = options.patience, sinceImprovement >= patience, epoch < options.epochs {
+                    record.stoppedEarly = true
+                    progress.log("early stopping: no \(metric) improvement in \(patience) epoch\(patience == 1 ? "" : "s")")
+                    break
+                }
+            }
+        }
+
+        if let best { model.parameters.buffer.copy(from: best.buffer) }
+        if let test, let testSequences {
+            let logits = evaluator.logits(testSequences)
+            record.test = try Evaluation.metrics(logits: logits, targets: test.examples.map(\.target), task: task, labels: record.labels,
+                                                 thresholds: task == .multiLabel ? bestThresholds : nil, scoreRange: scoreRange)
+            let summary = record.test!.summary.filter { $0.key != "loss" }.sorted { $0.key < $1.key }
+                .map { String(format: "%@ %.4f", $0.key, $0.value) }.joined(separator: ", ")
+            progress.log("test (best epoch \(record.bestEpoch ?? 0)): \(summary)")
+        }
+        try writeRecord(record, to: output)
+        return record
+    }
+
+    /// Writes the weights, config, tokenizer files and the record; each file atomically.
+    /// The record is written last, so it never names an epoch whose weights are not on disk.
+    func saveCheckpoint(_ record: TrainingRecord, to output: URL) throws {
+        var files = [baseModel.appendingPathComponent("vocab.txt")]
+        for name in ["tokenizer_config.json", "special_tokens_map.json"] {
+            let url = baseModel.appendingPathComponent(name)
+            if FileManager.default.fileExists(atPath: url.path) { files.append(url) }
+        }
+        try model.save(to: output, copying: files, metadata: ["pando_epoch": "\(record.bestEpoch ?? 0)", "pando_task": task.rawValue])
+        try writeRecord(record, to: output)
+    }
+
+    /// `pando-training.json` and `metrics.json` (per-epoch and test metrics).
+    func writeRecord(_ record: TrainingRecord, to output: URL) throws {
+        try AtomicFile.write(try prettyJSON(record), to: output.appendingPathComponent(TrainingRecord.fileName))
+        struct Metrics: Encodable {
+            var task: TaskKind
+            var earlyStoppingMetric: String
+            var bestEpoch: Int?
+            var stoppedEarly: Bool
+            var epochs: [EpochRecord]
+            var best: EvaluationMetrics?
+            var test: EvaluationMetrics?
+        }
+        let best = record.bestEpoch.flatMap { b in record.epochs.first { $0.epoch == b }?.validation }
+        try AtomicFile.write(try prettyJSON(Metrics(task: task, earlyStoppingMetric: record.earlyStoppingMetric, bestEpoch: record.bestEpoch,
+                                                    stoppedEarly: record.stoppedEarly, epochs: record.epochs, best: best, test: record.test)),
+                             to: output.appendingPathComponent("metrics.json"))
+    }
+}

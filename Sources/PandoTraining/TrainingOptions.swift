@@ -1,0 +1,149 @@
+import Foundation
+import PandoData
+import PandoEngine
+
+/// Every hyper-parameter of a local fine-tuning run. Defaults follow the
+/// Hugging Face Trainer protocol Pando is measured against: AdamW (decay 0.01,
+/// none on biases and LayerNorm), linear warm-up over 10% then linear decay,
+/// gradient clipping at 1.0, batch 32, max length 128, 3 epochs.
+public struct TrainingOptions: Codable, Sendable, Equatable {
+    /// How the loss weights classes.
+    public enum ClassWeighting: String, Codable, Sendable, CaseIterable {
+        /// "Balanced" weights from the training frequencies: n / (k · count).
+        case auto
+        case none
+    }
+
+    public var epochs = 3
+    public var learningRate: Float = 5e-5
+    public var batchSize = 32
+    /// Longest sequence in tokens, special tokens included (clamped to the model's positions).
+    public var maxLength = 128
+    /// Fraction of all updates spent warming the learning rate up from 0.
+    public var warmupRatio: Double = 0.1
+    public var weightDecay: Float = 0.01
+    public var maxGradientNorm: Float = 1.0
+    /// Seeds the head's initialisation, the split, shuffling, oversampling and dropout.
+    public var seed: UInt64 = 42
+    public var classWeights: ClassWeighting = .none
+    /// Random oversampling of smaller classes up to the largest, redrawn each epoch.
+    public var oversample = false
+    /// Metric chosen on validation for the best checkpoint and early stopping;
+    /// nil means the task's default (`EvaluationMetrics.defaultMetric`).
+    public var earlyStoppingMetric: String?
+    /// Epochs without improvement before stopping; nil trains every epoch.
+    public var patience: Int? = 2
+    public var freezeEmbeddings = false
+    /// Freeze encoder layers 0..<freezeLayers.
+    public var freezeLayers = 0
+    public var pooling: Pooling = .pooler
+    /// Dropout as configured by the model (false: deterministic training).
+    public var dropout = true
+    /// Multi-label: choose each label's threshold on validation to maximise its F1.
+    public var tuneThresholds = false
+    /// Regression: the integer score range for QWK; nil infers it from
+    /// integer-valued training scores.
+    public var scoreRange: [Int]?
+    /// Batches per length-grouping chunk: examples are shuffled, cut into chunks
+    /// of this many batches, sorted by length inside each chunk, and the batches
+    /// shuffled again. 0 disables grouping.
+    public var lengthGroupingBatches = 50
+    public var evaluationBatchSize = 64
+
+    public init() {}
+
+    public func validate() throws {
+        func bad(_ s: String) -> TrainingError { TrainingError(s) }
+        guard epochs >= 1 else { throw bad("--epochs must be at least 1") }
+        guard batchSize >= 1 else { throw bad("--batch-size must be at least 1") }
+        guard maxLength >= 3 else { throw bad("--max-length must be at least 3 (two special tokens and one word piece)") }
+        guard learningRate > 0, learningRate.isFinite else { throw bad("--learning-rate must be positive") }
+        guard (0...1).contains(warmupRatio) else { throw bad("--warmup-ratio must be in 0...1") }
+        guard weightDecay >= 0 else { throw bad("--weight-decay must not be negative") }
+        guard freezeLayers >= 0 else { throw bad("--freeze-layers must not be negative") }
+        if let patience, patience < 1 { throw bad("--patience must be at least 1") }
+        if let r = scoreRange, r.count != 2 || r[0] >= r[1] { throw bad("score range must be two increasing integers") }
+    }
+}
+
+/// A problem with a training, evaluation or prediction request, worded for the user.
+public struct TrainingError: Error, CustomStringConvertible, LocalizedError {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+    public var errorDescription: String? { description }
+}
+
+/// What one epoch did.
+public struct EpochRecord: Codable, Sendable {
+    public var epoch: Int
+    public var steps: Int
+    public var trainLoss: Double
+    public var learningRate: Double
+    public var seconds: Double
+    public var tokensPerSecond: Double
+    public var validation: EvaluationMetrics
+    public var improved: Bool
+}
+
+/// `pando-training.json`: everything needed to use and audit a checkpoint
+/// Pando trained — task, label map, settings and per-epoch metrics. Never text.
+public struct TrainingRecord: Codable, Sendable {
+    public static let fileName = "pando-training.json"
+
+    public var format = 1
+    public var task: TaskKind
+    /// Output order of the head; the label map.
+    public var labels: [String]
+    public var pooling: Pooling
+    public var maxLength: Int
+    /// Multi-label decision thresholds, one per label.
+    public var thresholds: [Float]?
+    public var scoreRange: [Int]?
+    public var options: TrainingOptions
+    public var baseModel: String
+    public var data: [PandoData.LoadReport]
+    public var classWeights: [Float]?
+    public var earlyStoppingMetric: String
+    public var epochs: [EpochRecord] = []
+    public var bestEpoch: Int?
+    public var stoppedEarly = false
+    /// Test metrics of the best validation epoch's weights.
+    public var test: EvaluationMetrics?
+
+    public static func read(from folder: URL) throws -> TrainingRecord? {
+        let url = folder.appendingPathComponent(fileName)
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
+        do {
+            return try JSONDecoder().decode(TrainingRecord.self, from: Data(contentsOf: url))
+        } catch {
+            throw TrainingError("\(url.path): cannot read (\(error))")
+        }
+    }
+}
+
+extension TaskKind {
+    /// The engine objective for this task.
+    public var objective: Objective {
+        switch self {
+        case .classification: .softmaxCrossEntropy
+        case .multiLabel: .sigmoidBinaryCrossEntropy
+        case .regression: .meanSquaredError
+        }
+    }
+
+    public init(objective: Objective) {
+        switch objective {
+        case .softmaxCrossEntropy: self = .classification
+        case .sigmoidBinaryCrossEntropy: self = .multiLabel
+        case .meanSquaredError: self = .regression
+        }
+    }
+}
+
+/// Pretty, key-sorted JSON for files and `--json` output.
+func prettyJSON<T: Encodable>(_ value: T) throws -> Data {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys, .withoutEscapingSlashes]
+    encoder.nonConformingFloatEncodingStrategy = .convertToString(positiveInfinity: "inf", negativeInfinity: "-inf", nan: "nan")
+    return try encoder.encode(value)
+}

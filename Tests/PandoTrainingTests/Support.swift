@@ -1,0 +1,79 @@
+import Foundation
+import PandoData
+import PandoEngine
+@testable import PandoTraining
+import XCTest
+
+enum TestFiles {
+    static let fixtures = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
+        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
+    static let repository = fixtures.deletingLastPathComponent().deletingLastPathComponent()
+
+    static func temporaryDirectory() throws -> URL {
+        let url = FileManager.default.temporaryDirectory.appendingPathComponent("pando-training-test-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+        return url
+    }
+
+    /// The tiny random BERT (vocab 99, hidden 32, 2 layers, 40 positions) with a
+    /// made-up vocabulary: 5 special tokens and the words tok0 … tok93.
+    static func tinyModel() throws -> URL {
+        let folder = try temporaryDirectory().appendingPathComponent("tiny")
+        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        for name in ["config.json", "model.safetensors"] {
+            try FileManager.default.copyItem(at: fixtures.appendingPathComponent("tiny/softmax/\(name)"), to: folder.appendingPathComponent(name))
+        }
+        let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (0..<94).map { "tok\($0)" }
+        try (vocab.joined(separator: "\n") + "\n").write(to: folder.appendingPathComponent("vocab.txt"), atomically: true, encoding: .utf8)
+        return folder
+    }
+
+    static func defaultModel() throws -> URL {
+        let url = repository.appendingPathComponent("models/default")
+        guard FileManager.default.fileExists(atPath: url.appendingPathComponent("model.safetensors").path) else {
+            throw XCTSkip("models/default is missing: run deploy/bootstrap")
+        }
+        return url
+    }
+}
+
+/// A separable synthetic task: class "a" texts use tok0…tok9, class "b" tok10…tok19,
+/// both mixed with filler tok20…tok49. `canary` is appended to every text.
+func synthetic(count: Int, seed: UInt64, canary: String = "") -> [(text: String, label: String)] {
+    var rng = SplitMix64(seed: seed)
+    return (0..<count).map { i in
+        let label = i % 2 == 0 ? "a" : "b"
+        let base = label == "a" ? 0 : 10
+        let n = 3 + Int(rng.next() % 8)
+        var words: [String] = []
+        for _ in 0..<n {
+            words.append(rng.next() % 2 == 0 ? "tok\(base + Int(rng.next() % 10))" : "tok\(20 + Int(rng.next() % 30))")
+        }
+        if !canary.isEmpty { words.append(canary) }
+        return (words.joined(separator: " "), label)
+    }
+}
+
+func dataset(_ rows: [(text: String, label: String)], labels: [String] = ["a", "b"]) throws -> LabeledDataset {
+    let map = try LabelMap(names: labels)
+    return LabeledDataset(task: .classification, labels: map,
+                          examples: rows.enumerated().map { Example(text: $1.text, target: .classIndex(map.index(of: $1.label)!), line: $0 + 2) })
+}
+
+func writeCSV(_ rows: [(text: String, label: String)], to url: URL) throws {
+    var s = "text,label\n"
+    for r in rows { s += "\"\(r.text.replacingOccurrences(of: "\"", with: "\"\""))\",\(r.label)\n" }
+    try s.write(to: url, atomically: true, encoding: .utf8)
+}
+
+func quickOptions(seed: UInt64 = 42, epochs: Int = 4) -> TrainingOptions {
+    var o = TrainingOptions()
+    o.epochs = epochs
+    o.learningRate = 2e-3
+    o.batchSize = 16
+    o.maxLength = 24
+    o.seed = seed
+    o.patience = nil
+    o.lengthGroupingBatches = 2
+    return o
+}

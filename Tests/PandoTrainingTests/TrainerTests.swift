@@ -1,0 +1,180 @@
+import Foundation
+import PandoData
+import PandoEngine
+@testable import PandoTraining
+import XCTest
+
+final class TrainerTests: XCTestCase {
+    func train(seed: UInt64 = 42, options: TrainingOptions? = nil, progress: ProgressReporter = .silent,
+               canary: String = "") throws -> (Trainer, TrainingRecord, URL) {
+        let folder = try TestFiles.tinyModel()
+        let output = folder.deletingLastPathComponent().appendingPathComponent("out")
+        let train = try dataset(synthetic(count: 160, seed: 1, canary: canary))
+        let validation = try dataset(synthetic(count: 60, seed: 2, canary: canary))
+        let test = try dataset(synthetic(count: 60, seed: 3, canary: canary))
+        let trainer = try Trainer(baseModel: folder, task: .classification, labels: train.labels,
+                                  options: options ?? quickOptions(seed: seed), progress: progress)
+        let record = try trainer.run(train: train, validation: validation, test: test, output: output)
+        return (trainer, record, output)
+    }
+
+    func testLossDecreasesAndBeatsChance() throws {
+        let (_, record, output) = try train()
+        XCTAssertEqual(record.epochs.count, 4)
+        XCTAssertLessThan(record.epochs.last!.trainLoss, record.epochs.first!.trainLoss * 0.8)
+        let best = record.epochs.first { $0.epoch == record.bestEpoch }!.validation
+        XCTAssertGreaterThan(best.value("accuracy")!, 0.8, "chance is 0.5")
+        XCTAssertGreaterThan(record.test!.value("accuracy")!, 0.75)
+        for name in ["model.safetensors", "config.json", "vocab.txt", "pando-training.json", "metrics.json"] {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: output.appendingPathComponent(name).path), name)
+        }
+        let saved = try XCTUnwrap(TrainingRecord.read(from: output))
+        XCTAssertEqual(saved.labels, ["a", "b"])
+        XCTAssertEqual(saved.task, .classification)
+        XCTAssertEqual(saved.bestEpoch, record.bestEpoch)
+        XCTAssertEqual(saved.options.seed, 42)
+        let metrics = try JSONSerialization.jsonObject(with: Data(contentsOf: output.appendingPathComponent("metrics.json"))) as! [String: Any]
+        XCTAssertNotNil(metrics["test"])
+        XCTAssertEqual((metrics["epochs"] as! [Any]).count, 4)
+    }
+
+    func testSeedReproducesWeightsBitwise() throws {
+        let (a, _, outA) = try train(seed: 7)
+        let (b, _, outB) = try train(seed: 7)
+        let (c, _, _) = try train(seed: 8)
+        XCTAssertEqual(a.model.parameters.buffer.array, b.model.parameters.buffer.array)
+        XCTAssertEqual(try Data(contentsOf: outA.appendingPathComponent("model.safetensors")),
+                       try Data(contentsOf: outB.appendingPathComponent("model.safetensors")))
+        XCTAssertNotEqual(a.model.parameters.buffer.array, c.model.parameters.buffer.array)
+    }
+
+    func testBestCheckpointRoundTripsWithSamePredictions() throws {
+        let (trainer, record, output) = try train()
+        let texts = synthetic(count: 20, seed: 9).map(\.text)
+        let sequences = trainer.encode(try dataset(synthetic(count: 20, seed: 9)))
+        let expected = BatchedInference(model: trainer.model, batchSize: 8, maxLength: trainer.maxLength).logits(sequences)
+
+        let (plain, _) = try BertModel.load(from: output)
+        XCTAssertEqual(plain.head.labels, ["a", "b"])
+        XCTAssertEqual(plain.head.objective, .softmaxCrossEntropy)
+        XCTAssertEqual(BatchedInference(model: plain, batchSize: 8, maxLength: trainer.maxLength).logits(sequences), expected)
+
+        let loaded = try FineTunedModel(folder: output)
+        let predictions = loaded.predict(texts, batchSize: 8)
+        for (p, z) in zip(predictions, expected) {
+            XCTAssertEqual(p.label, ["a", "b"][Evaluation.argmax(z)])
+            XCTAssertEqual(p.probabilities!, Evaluation.softmax(z))
+        }
+        // The checkpoint is the best epoch's weights, which the trainer restored.
+        let metrics = try loaded.evaluate(try dataset(synthetic(count: 60, seed: 3)))
+        XCTAssertEqual(metrics.value("accuracy"), record.test!.value("accuracy"))
+    }
+
+    func testFreezingKeepsEmbeddingsAndFirstLayers() throws {
+        var options = quickOptions(epochs: 1)
+        options.freezeEmbeddings = true
+        options.freezeLayers = 1
+        let folder = try TestFiles.tinyModel()
+        let (original, _) = try BertModel.load(from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b"]))
+        let (trainer, _, _) = try train(options: options)
+        XCTAssertFalse(trainer.frozenTensors.isEmpty)
+        for spec in trainer.model.layout.tensors {
+            let before = original.parameters.view(spec.name).array, after = trainer.model.parameters.view(spec).array
+            if spec.name.hasPrefix("bert.embeddings.") || spec.name.hasPrefix("bert.encoder.layer.0.") {
+                XCTAssertEqual(before, after, spec.name)
+            } else if spec.name.hasPrefix("bert.encoder.layer.1.") {
+                XCTAssertNotEqual(before, after, spec.name)
+            }
+        }
+    }
+
+    func testProgressNeverContainsText() throws {
+        let canary = "zebracanaryxq"
+        for style in [ProgressReporter.Style.lines, .bar] {
+            var captured = ""
+            let reporter = ProgressReporter(style: style) { captured += $0 }
+            var options = quickOptions(epochs: 2)
+            options.classWeights = .auto
+            options.oversample = true
+            _ = try train(options: options, progress: reporter, canary: canary)
+            XCTAssertTrue(captured.contains("epoch 2/2"), captured)
+            XCTAssertTrue(captured.contains("tok/s"))
+            XCTAssertFalse(captured.lowercased().contains(canary))
+        }
+    }
+
+    func testBatchPlanCoversEveryIndexOnceGroupedAndSeeded() {
+        var rng = SplitMix64(seed: 3)
+        let lengths = (0..<250).map { _ in 3 + Int(rng.next() % 100) }
+        var r1 = SplitMix64(seed: 11), r2 = SplitMix64(seed: 11), r3 = SplitMix64(seed: 12)
+        let plan = Trainer.batchPlan(indices: Array(0..<250), lengths: lengths, batchSize: 10, groupingBatches: 5, using: &r1)
+        XCTAssertEqual(plan.flatMap { $0 }.sorted(), Array(0..<250))
+        XCTAssertEqual(plan.count, 25)
+        XCTAssertEqual(plan, Trainer.batchPlan(indices: Array(0..<250), lengths: lengths, batchSize: 10, groupingBatches: 5, using: &r2))
+        XCTAssertNotEqual(plan, Trainer.batchPlan(indices: Array(0..<250), lengths: lengths, batchSize: 10, groupingBatches: 5, using: &r3))
+        // Grouping by length: the mean spread within a batch is far below that of random batches (~65).
+        let spread = plan.map { b in Double(b.map { lengths[$0] }.max()! - b.map { lengths[$0] }.min()!) }.reduce(0, +) / 25
+        XCTAssertLessThan(spread, 30)
+    }
+
+    func testMultiLabelAndRegressionTrainEvaluateAndPredict() throws {
+        let folder = try TestFiles.tinyModel()
+        let rows = synthetic(count: 120, seed: 4)
+        // Multi-label: "x" for class-a words, "y" when tok20…tok29 appears.
+        let labels = try LabelMap(names: ["x", "y"])
+        func multi(_ r: [(text: String, label: String)]) -> LabeledDataset {
+            LabeledDataset(task: .multiLabel, labels: labels, examples: r.map { row in
+                var set: [Int] = row.label == "a" ? [0] : []
+                if (20...29).contains(where: { row.text.split(separator: " ").contains(Substring("tok\($0)")) }) { set.append(1) }
+                return Example(text: row.text, target: .labelSet(set))
+            })
+        }
+        var options = quickOptions(epochs: 2)
+        options.tuneThresholds = true
+        let out1 = folder.deletingLastPathComponent().appendingPathComponent("multi")
+        let r1 = try Trainer(baseModel: folder, task: .multiLabel, labels: labels, options: options)
+            .run(train: multi(rows), validation: multi(synthetic(count: 40, seed: 5)), output: out1)
+        XCTAssertEqual(r1.thresholds?.count, 2)
+        XCTAssertNotNil(r1.epochs.last!.validation.value("micro_f1"))
+        let m1 = try FineTunedModel(folder: out1)
+        XCTAssertEqual(m1.task, .multiLabel)
+        XCTAssertEqual(m1.thresholds, r1.thresholds)
+        let p1 = m1.predict(["tok1 tok22"])[0]
+        XCTAssertNotNil(p1.labels)
+        XCTAssertEqual(p1.probabilities?.count, 2)
+
+        // Regression: score = number of class-a words.
+        func scores(_ r: [(text: String, label: String)]) -> LabeledDataset {
+            LabeledDataset(task: .regression, labels: try! LabelMap(names: []), examples: r.map { row in
+                let n = row.text.split(separator: " ").filter { w in (0..<10).contains { w == "tok\($0)" } }.count
+                return Example(text: row.text, target: .score(Float(min(n, 4))))
+            })
+        }
+        let out2 = folder.deletingLastPathComponent().appendingPathComponent("regression")
+        let r2 = try Trainer(baseModel: folder, task: .regression, labels: try LabelMap(names: []), options: quickOptions(epochs: 2))
+            .run(train: scores(rows), validation: scores(synthetic(count: 40, seed: 5)), output: out2)
+        XCTAssertEqual(r2.scoreRange, [0, 4])
+        XCTAssertEqual(r2.earlyStoppingMetric, "rmse")
+        let m2 = try FineTunedModel(folder: out2)
+        XCTAssertEqual(m2.task, .regression)
+        let e2 = try m2.evaluate(scores(synthetic(count: 40, seed: 6)))
+        XCTAssertNotNil(e2.regression?.qwk)
+        XCTAssertNotNil(e2.value("rmse"))
+        XCTAssertNotNil(m2.predict(["tok1 tok2"])[0].score)
+    }
+
+    func testEarlyStoppingOnAChosenMetric() throws {
+        var options = quickOptions(epochs: 6)
+        options.learningRate = 1e-7  // nothing improves after the first epoch
+        options.patience = 1
+        options.earlyStoppingMetric = "accuracy"
+        let (_, record, _) = try train(options: options)
+        XCTAssertTrue(record.stoppedEarly)
+        XCTAssertEqual(record.epochs.count, 2)
+        XCTAssertEqual(record.bestEpoch, 1)
+        XCTAssertEqual(record.earlyStoppingMetric, "accuracy")
+
+        options.earlyStoppingMetric = "rmse"
+        XCTAssertThrowsError(try train(options: options)) { XCTAssertTrue("\($0)".contains("not a classification metric")) }
+    }
+}
