@@ -39,10 +39,13 @@ let package = Package(
         .target(name: "PandoData"),
         // Local training workflow, evaluation and benchmarks on top of the engine.
         .target(name: "PandoTraining", dependencies: ["PandoEngine", "PandoText", "PandoData"]),
+        // Network-free federation: updates, validation, streaming aggregation, strategies
+        // (those files import PandoEngine only), and the in-process simulation (Simulation/).
+        .target(name: "PandoFederation", dependencies: ["PandoEngine", "PandoText", "PandoData", "PandoTraining"]),
         .executableTarget(
             name: "pando",
             dependencies: [
-                "PandoEngine", "PandoText", "PandoData", "PandoTraining",
+                "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoFederation",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -50,5 +53,6 @@ let package = Package(
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
         .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining"]),
+        .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining"]),
     ]
 )

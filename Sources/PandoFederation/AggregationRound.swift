@@ -1,0 +1,60 @@
+import PandoEngine
+
+/// The coordinator's side of one round, independent of any transport:
+/// every update goes through `UpdateValidator`, accepted ones are folded
+/// into the strategy's aggregator at once (so their buffers can be freed),
+/// rejected ones are kept with their reason; `commit` applies the strategy
+/// when the quorum holds. The in-process simulation and the networked
+/// coordinator share this type.
+public final class AggregationRound {
+    public let validator: UpdateValidator
+    private let aggregator: any DeltaAggregator
+    private let strategy: any Strategy
+    public private(set) var accepted: [UpdateSummary] = []
+    public private(set) var rejected: [(school: String, reason: UpdateRejection)] = []
+    public private(set) var committed = false
+
+    public init(round: Int, baseVersion: String, layout: ParameterLayout, strategy: any Strategy, maxNorm: Double) {
+        validator = UpdateValidator(layout: layout, round: round, baseVersion: baseVersion, maxNorm: maxNorm)
+        aggregator = strategy.makeAggregator(layout: layout)
+        self.strategy = strategy
+    }
+
+    public var round: Int { validator.round }
+    /// Examples behind the accepted updates.
+    public var totalExamples: Int { aggregator.totalExamples }
+    /// Bytes of model-sized buffers the aggregator holds.
+    public var aggregatorBytes: Int { aggregator.allocatedBytes }
+
+    /// Validates `update` and folds it in; returns why it was rejected, or nil.
+    @discardableResult
+    public func submit(_ update: ModelUpdate) -> UpdateRejection? {
+        precondition(!committed, "round \(round) is already committed")
+        let result: Result<UpdateSummary, UpdateRejection>
+        if accepted.contains(where: { $0.school == update.school }) {
+            result = .failure(.duplicate(school: update.school))
+        } else {
+            result = validator.validate(update)
+        }
+        switch result {
+        case .success(let summary):
+            aggregator.add(update)
+            accepted.append(summary)
+            return nil
+        case .failure(let reason):
+            rejected.append((update.school, reason))
+            return reason
+        }
+    }
+
+    /// With at least `quorum` accepted updates, lets the strategy move
+    /// `global` and returns true; otherwise leaves `global` untouched (the
+    /// round is aborted, the previous version stays) and returns false.
+    public func commit(to global: ParameterBuffer, quorum: Int = 1) -> Bool {
+        precondition(!committed, "round \(round) is already committed")
+        guard accepted.count >= max(1, quorum), let aggregate = aggregator.finish() else { return false }
+        strategy.commit(aggregate: aggregate, to: global)
+        committed = true
+        return true
+    }
+}

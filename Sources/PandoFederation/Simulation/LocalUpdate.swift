@@ -1,0 +1,119 @@
+import Foundation
+import PandoData
+import PandoEngine
+import PandoText
+import PandoTraining
+
+/// A school's labeled data, tokenised once for all rounds.
+public struct EncodedDataset: Sendable {
+    public let task: TaskKind
+    public let labelCount: Int
+    public let sequences: [[Int32]]
+    public let targets: [Target]
+
+    public init(_ data: LabeledDataset, tokenizer: BertTokenizer, maxLength: Int) {
+        task = data.task
+        labelCount = data.labels.count
+        sequences = data.examples.map { tokenizer.encode($0.text, maxLength: maxLength).ids }
+        targets = data.examples.map(\.target)
+    }
+
+    public var count: Int { sequences.count }
+
+    /// The engine's targets for the examples at `positions`.
+    public func targets(at positions: [Int]) -> Targets {
+        switch task {
+        case .classification: .classes(positions.map { targets[$0].classIndex! })
+        case .multiLabel: .multiHot(positions.flatMap { targets[$0].multiHot(count: labelCount) })
+        case .regression: .scores(positions.map { targets[$0].score! })
+        }
+    }
+}
+
+/// A school's side of a round: start from the global weights, train locally
+/// with the shared engine (`FineTuner`, `Trainer.batchPlan`), and return the
+/// delta trained − global. It owns the one extra model copy a school needs;
+/// the returned update's delta *is* that copy's buffer, valid until the next
+/// `train` call. Optimiser state (gradients, AdamW moments) is allocated per
+/// call and released at its end: a fresh AdamW each round, as federated
+/// fine-tuning usually does.
+///
+/// `Trainer.run` is not reused: it loads its model from a folder, validates and
+/// writes checkpoints every epoch, and keeps a best-weights copy. Reusing it
+/// would need a checkpoint-free entry point such as
+/// `Trainer.fit(model:sequences:targets:settings:proximal:) -> [EpochStats]`
+/// that `run` would itself call; until then this is the same loop without the
+/// validation and checkpoint parts.
+public final class LocalUpdater {
+    public let model: BertModel
+    /// Batches per length-grouping chunk, as `TrainingOptions.lengthGroupingBatches`.
+    public var lengthGroupingBatches = TrainingOptions().lengthGroupingBatches
+
+    /// Allocates the local copy, shaped like `global` (its values are set by each `train`).
+    public init(like global: BertModel) {
+        model = BertModel(config: global.config, head: global.head, seed: 0)
+    }
+
+    /// Trains `data` from `global`'s weights with `plan` and returns the update.
+    public func train(school: String, data: EncodedDataset, from global: BertModel, round: Int, baseVersion: String,
+                      plan: LocalTrainingPlan) throws -> ModelUpdate {
+        precondition(global.layout == model.layout, "global model differs from the local copy's layout")
+        guard data.count > 0 else { throw TrainingError("school \(school) has no training examples") }
+        let start = Date()
+        model.parameters.buffer.copy(from: global.parameters.buffer)
+
+        let stepsPerEpoch = (data.count + plan.batchSize - 1) / plan.batchSize
+        let total = stepsPerEpoch * plan.epochs
+        let warmup = Int((Double(total) * plan.warmupRatio).rounded(.up))
+        var settings = FineTuner.Settings()
+        settings.learningRate = plan.learningRate
+        if plan.linearDecay {
+            settings.schedule = .linear(warmupSteps: warmup, totalSteps: total)
+        } else if warmup > 0 {
+            settings.schedule = .linear(warmupSteps: warmup, totalSteps: Int(Int32.max))
+        }
+        settings.maxGradientNorm = plan.maxGradientNorm
+        settings.adam = AdamW.Settings(weightDecay: plan.weightDecay)
+        let seed = (plan.seed ^ Self.stableHash(school)) &+ UInt64(round) &* 0x9E37_79B9_7F4A_7C15
+        settings.seed = seed
+        settings.dropout = plan.dropout
+        let maxLength = min(plan.maxLength, model.config.maxPositions)
+        let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: min(plan.batchSize, data.count), length: maxLength),
+                              settings: settings)
+        if let mu = plan.proximalMu, mu > 0 { tuner.proximal = (global.parameters, mu) }
+
+        let lengths = data.sequences.map(\.count)
+        var lossSum = 0.0, steps = 0, tokens = 0, lastEpochLoss = 0.0
+        for epoch in 1...plan.epochs {
+            var rng = SplitMix64(seed: seed &+ UInt64(epoch) &* 0xD1B5_4A32_D192_ED03)
+            let batches = Trainer.batchPlan(indices: Array(0..<data.count), lengths: lengths, batchSize: plan.batchSize,
+                                            groupingBatches: lengthGroupingBatches, using: &rng)
+            var epochLoss = 0.0
+            for positions in batches {
+                let batch = PackedBatch(sequences: positions.map { Array(data.sequences[$0].prefix(maxLength)) })
+                let result = tuner.step(batch, targets: data.targets(at: positions))
+                guard result.loss.isFinite else {
+                    throw TrainingError("school \(school), round \(round): loss became \(result.loss) at step \(steps + 1); lower the learning rate")
+                }
+                epochLoss += Double(result.loss)
+                steps += 1
+                tokens += batch.tokenCount
+            }
+            lossSum += epochLoss
+            lastEpochLoss = epochLoss / Double(max(batches.count, 1))
+        }
+        DeltaMath.subtract(global.parameters.buffer, from: model.parameters.buffer)
+        let seconds = Date().timeIntervalSince(start)
+        return ModelUpdate(school: school, round: round, baseVersion: baseVersion, delta: model.parameters,
+                           exampleCount: data.count,
+                           metrics: ["train_loss": lossSum / Double(max(steps, 1)), "last_epoch_loss": lastEpochLoss,
+                                     "steps": Double(steps), "tokens": Double(tokens), "seconds": seconds])
+    }
+
+    /// FNV-1a of the school id: a seed component stable across processes (unlike `hashValue`).
+    static func stableHash(_ s: String) -> UInt64 {
+        var h: UInt64 = 0xCBF2_9CE4_8422_2325
+        for b in s.utf8 { h = (h ^ UInt64(b)) &* 0x0000_0100_0000_01B3 }
+        return h
+    }
+}

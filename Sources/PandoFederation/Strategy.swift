@@ -1,0 +1,52 @@
+import PandoEngine
+
+/// The hyper-parameters a school trains a round with; what the coordinator
+/// sends in a round's task (no data, no weights).
+public struct LocalTrainingPlan: Sendable, Equatable, Codable {
+    public var epochs = 1
+    public var learningRate: Float = 5e-5
+    public var batchSize = 32
+    /// Tokens per text, special tokens included.
+    public var maxLength = 128
+    /// Fraction of the round's local updates spent warming up; 0 starts at full rate.
+    public var warmupRatio: Double = 0
+    /// Decay the rate linearly to 0 over the round's local updates (else constant after warm-up).
+    public var linearDecay = false
+    public var weightDecay: Float = 0.01
+    public var maxGradientNorm: Float? = 1.0
+    public var dropout = true
+    /// FedProx's μ: when set and positive, local training adds μ·(w − base) to every gradient.
+    public var proximalMu: Float?
+    /// Seeds the school's shuffling and dropout (mixed with round and school by the client).
+    public var seed: UInt64 = 42
+
+    public init() {}
+}
+
+/// A federated optimisation method as a value the coordinator is handed:
+/// what clients are told each round, how their updates are combined, and how
+/// the combined delta turns the global weights into the next ones.
+///
+/// Adding a strategy is one new file with one conforming class. The defaults
+/// give FedAvg's client side (the coordinator's plan unchanged) and its
+/// streaming aggregation. Strategies are classes because some keep
+/// model-sized server state across rounds (FedAdam's moments).
+public protocol Strategy: AnyObject {
+    /// Short name for records, logs and the CLI (`fedavg`, `fedadam`, …).
+    var name: String { get }
+    /// The plan sent to clients for `round`, derived from the coordinator's configured plan.
+    func plan(round: Int, configured: LocalTrainingPlan) -> LocalTrainingPlan
+    /// A fresh aggregator for one round.
+    func makeAggregator(layout: ParameterLayout) -> any DeltaAggregator
+    /// Applies the round's aggregate delta to the global weights, in place.
+    func commit(aggregate: ParameterBuffer, to global: ParameterBuffer)
+    /// Model-sized server state to store with each global version so that a
+    /// restarted coordinator continues exactly (empty for stateless strategies).
+    var state: [String: ParameterBuffer] { get }
+}
+
+extension Strategy {
+    public func plan(round: Int, configured: LocalTrainingPlan) -> LocalTrainingPlan { configured }
+    public func makeAggregator(layout: ParameterLayout) -> any DeltaAggregator { DeltaAccumulator(layout: layout) }
+    public var state: [String: ParameterBuffer] { [:] }
+}

@@ -1,0 +1,129 @@
+import ArgumentParser
+import Foundation
+import PandoData
+import PandoEngine
+import PandoFederation
+import PandoText
+import PandoTraining
+
+/// Federated strategies selectable on the command line.
+enum StrategyName: String, ExpressibleByArgument, CaseIterable {
+    case fedavg, fedprox, fedadam
+    case trimmedMean = "trimmed-mean"
+}
+
+struct SimulateCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "simulate",
+        abstract: "Simulate federated fine-tuning over N schools in this process (no network yet).",
+        discussion: """
+        Splits --data into a stratified held-out test set and N school shards with a seeded \
+        Dirichlet(α) label skew, then runs federated rounds: every school trains locally from the \
+        global weights, its delta is validated and aggregated by --strategy, and the new global \
+        model is scored on the test set. Per-round metrics are printed and written to --csv.
+
+        IN-PROCESS: schools and coordinator run in this one process and exchange deltas in \
+        memory. The aggregation, validation and strategy code are the coordinator's own, but the \
+        mutual-TLS transport is not built yet, so nothing here goes over a network.
+        """)
+
+    @OptionGroup var model: ModelOption
+    @Option(help: "Labeled data (.csv, .tsv, .jsonl) to divide among the schools.") var data: String
+    @OptionGroup var columns: DataColumns
+    @Option(help: "classification, multi-label or regression.") var task: TaskKind = .classification
+    @Option(help: "Number of simulated schools.") var schools = 5
+    @Option(help: "Dirichlet α of the label skew (small: strongly non-IID; large: near IID).") var alpha = 0.5
+    @Option(help: "Fraction of --data held out as the test set (stratified, seeded).") var testFraction = 0.2
+    @Option(help: "Federated rounds.") var rounds = 5
+    @Option(help: "Fraction of schools asked each round.") var fraction = 1.0
+    @Option(help: "fedavg, fedprox, fedadam or trimmed-mean.") var strategy: StrategyName = .fedavg
+    @Option(help: "FedProx μ.") var mu: Float = 0.01
+    @Option(help: "Server learning rate (fedavg/fedprox/trimmed-mean: 1 is plain averaging; fedadam: η, default 1e-3).") var serverLearningRate: Float?
+    @Option(help: "FedAdam β1.") var beta1: Float = 0.9
+    @Option(help: "FedAdam β2.") var beta2: Float = 0.99
+    @Option(help: "FedAdam τ (adaptivity floor).") var tau: Float = 1e-6
+    @Option(help: "Trimmed mean: updates dropped at each end per coordinate.") var trim = 1
+    @Option(help: "Local epochs per round.") var localEpochs = 1
+    @Option(help: "Local AdamW learning rate (fresh optimiser each round).") var learningRate: Float = 5e-5
+    @Option(help: "Local warm-up fraction of each round's updates.") var warmupRatio = 0.0
+    @Option(help: "Sequences per local update.") var batchSize = 32
+    @Option(help: "Tokens per text, [CLS] and [SEP] included.") var maxLength = 128
+    @Option(help: "Reject a delta whose L2 norm exceeds this.") var maxUpdateNorm = 1e4
+    @Flag(help: "Train without dropout.") var noDropout = false
+    @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
+    @Option(help: "Per-round metrics CSV to write.") var csv = "simulation.csv"
+    @Option(help: "Threads for GEMMs and kernels (default: all cores).") var threads: Int?
+
+    func run() throws {
+        if let threads { Parallel.workers = max(1, threads) }
+        guard schools >= 1 else { throw ValidationError("--schools must be at least 1") }
+        guard testFraction > 0, testFraction < 1 else { throw ValidationError("--test-fraction must be in (0, 1)") }
+        let format = columns.format(task: task)
+        let all = try format.load(URL(fileURLWithPath: data), labels: nil)
+        reportSkips(all)
+        var rng = SplitMix64(seed: seed)
+        let (trainData, testData) = all.stratifiedSplit(validationFraction: testFraction, using: &rng)
+        guard testData.count > 0 else { throw ValidationError("--test-fraction \(testFraction) leaves no test examples") }
+        let shards = try trainData.dirichletShards(schools, alpha: alpha, using: &rng)
+
+        let folder = try model.resolve()
+        let head = ClassifierHead(objective: task.objective, labels: task == .regression ? ["score"] : all.labels.names)
+        let (global, _) = try BertModel.load(from: folder, head: head, seed: seed)
+        let tokenizer = try BertTokenizer(folder: folder)
+
+        let chosen: any Strategy
+        switch strategy {
+        case .fedavg: chosen = FedAvg(serverLearningRate: serverLearningRate ?? 1)
+        case .fedprox: chosen = FedProx(mu: mu, serverLearningRate: serverLearningRate ?? 1)
+        case .fedadam:
+            chosen = FedAdam(layout: global.layout, settings: .init(learningRate: serverLearningRate ?? 1e-3, beta1: beta1, beta2: beta2, tau: tau))
+        case .trimmedMean: chosen = TrimmedMean(trim: trim, serverLearningRate: serverLearningRate ?? 1)
+        }
+        var settings = SimulationSettings()
+        settings.rounds = rounds
+        settings.fractionPerRound = fraction
+        settings.maxUpdateNorm = maxUpdateNorm
+        settings.seed = seed
+        settings.plan.epochs = localEpochs
+        settings.plan.learningRate = learningRate
+        settings.plan.warmupRatio = warmupRatio
+        settings.plan.batchSize = batchSize
+        settings.plan.maxLength = maxLength
+        settings.plan.dropout = !noDropout
+        settings.plan.seed = seed
+
+        let simulated = shards.enumerated().map { SimulatedSchool(id: "school-\($0.offset + 1)", data: $0.element) }
+        print("IN-PROCESS SIMULATION: \(schools) schools and the coordinator run in this process; deltas are exchanged in memory (the TLS transport is not built yet).")
+        print("data: \(all.count) examples → \(trainData.count) across schools (Dirichlet α = \(alpha), sizes \(shards.map(\.count).map(String.init).joined(separator: "/"))), \(testData.count) test")
+        print("strategy: \(chosen.name); \(rounds) rounds, \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize); \(global.parameterCount) parameters (\(bytes(4 * global.parameterCount)) per delta)")
+
+        let federation = try LocalFederation(global: global, tokenizer: tokenizer, schools: simulated, test: testData,
+                                             strategy: chosen, settings: settings)
+        federation.onSchoolTrained = { school, round, metrics in
+            FileHandle.standardError.write(Data(String(format: "  round %d: %@ trained, loss %.4f, %.0f steps, %.1f s\n",
+                                                       round, school, metrics["train_loss"] ?? .nan, metrics["steps"] ?? 0,
+                                                       metrics["seconds"] ?? 0).utf8))
+        }
+        let metricNames = task == .regression ? ["rmse", "mae", "loss"] : task == .multiLabel ? ["micro_f1", "macro_f1", "loss"] : ["accuracy", "macro_f1", "loss"]
+        func show(_ m: [String: Double]) -> String {
+            metricNames.map { name in String(format: "%@ %.4f", name, m[name] ?? .nan) }.joined(separator: ", ")
+        }
+        let initial = try federation.evaluate()
+        print("round 0 (base model): test \(show(initial.summary))")
+        let records = try federation.run { r in
+            let rejected = r.rejected.isEmpty ? "" : "; rejected: " + r.rejected.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+            print(String(format: "round %d %@: %d schools, train loss %.4f, test %@; up %@, down %@; %.1f s%@",
+                         r.round, r.committed ? "committed \(r.version)" : "ABORTED (kept \(r.version))", r.schools.count,
+                         r.trainLoss, show(r.test), bytes(r.bytesUp), bytes(r.bytesDown), r.seconds, rejected))
+        }
+        try AtomicFile.write(Data(LocalFederation.csv(records, initial: initial.summary).utf8), to: URL(fileURLWithPath: csv))
+        print("per-round metrics: \(csv) (in-process simulation)")
+    }
+
+    func bytes(_ n: Int) -> String {
+        let units = ["B", "KB", "MB", "GB"]
+        var x = Double(n), u = 0
+        while x >= 1000, u < units.count - 1 { x /= 1000; u += 1 }
+        return u == 0 ? "\(n) B" : String(format: "%.1f %@", x, units[u])
+    }
+}
