@@ -53,7 +53,7 @@ public final class Trainer {
     }
 
     func encode(_ data: LabeledDataset) -> [[Int32]] {
-        data.examples.map { tokenizer.encode($0.text, maxLength: maxLength).ids }
+        EncodedDataset(data, tokenizer: tokenizer, maxLength: maxLength).sequences
     }
 
     /// One epoch's batches: positions into the training examples. Shuffled,
@@ -95,10 +95,10 @@ public final class Trainer {
         }
         try FileManager.default.createDirectory(at: output, withIntermediateDirectories: true)
 
-        let trainSequences = encode(train), validationSequences = encode(validation)
+        let trainData = EncodedDataset(train, tokenizer: tokenizer, maxLength: maxLength)
+        let validationSequences = encode(validation)
         let testSequences = test.map(encode)
-        let lengths = trainSequences.map(\.count)
-        let trainTargets = train.examples.map(\.target)
+        let lengths = trainData.sequences.map(\.count)
         let strata = options.oversample ? train.strata() : []
         let scoreRange = options.scoreRange ?? (task == .regression ? Evaluation.inferScoreRange(train.examples.map { $0.target.score! }) : nil)
 
@@ -152,26 +152,13 @@ public final class Trainer {
             let plan = Self.batchPlan(indices: indices, lengths: lengths, batchSize: options.batchSize,
                                       groupingBatches: options.lengthGroupingBatches, using: &epochRNG)
             let start = Date()
-            var tokens = 0, lossSum = 0.0, lastRate: Float = 0
-            for (s, positions) in plan.enumerated() {
-                let batch = PackedBatch(sequences: positions.map { trainSequences[$0] })
-                let targets: Targets
-                switch task {
-                case .classification: targets = .classes(positions.map { trainTargets[$0].classIndex! })
-                case .multiLabel: targets = .multiHot(positions.flatMap { trainTargets[$0].multiHot(count: labels.count) })
-                case .regression: targets = .scores(positions.map { trainTargets[$0].score! })
-                }
-                let result = tuner.step(batch, targets: targets, classWeights: classWeights)
-                guard result.loss.isFinite else {
-                    throw TrainingError("loss became \(result.loss) at epoch \(epoch), step \(s + 1); lower --learning-rate")
-                }
-                tokens += batch.tokenCount
-                lossSum += Double(result.loss)
-                lastRate = result.learningRate
+            let stats = try tuner.runEpoch(plan, data: trainData, classWeights: classWeights) { stats in
                 let elapsed = max(Date().timeIntervalSince(start), 1e-9)
-                progress.step(epoch: epoch, epochs: options.epochs, step: s + 1, steps: plan.count,
-                              loss: lossSum / Double(s + 1), tokensPerSecond: Double(tokens) / elapsed, learningRate: lastRate)
+                progress.step(epoch: epoch, epochs: options.epochs, step: stats.steps, steps: plan.count,
+                              loss: stats.meanLoss, tokensPerSecond: Double(stats.tokens) / elapsed,
+                              learningRate: stats.lastLearningRate)
             }
+            let lossSum = stats.lossSum, tokens = stats.tokens, lastRate = stats.lastLearningRate
             let seconds = Date().timeIntervalSince(start)
 
             let validationLogits = evaluator.logits(validationSequences)

@@ -41,7 +41,16 @@ public final class ParameterBuffer: @unchecked Sendable {
     private let storage: FloatStorage
 
     /// All elements, in layout order.
+    ///
+    /// A non-owning view: keep the `ParameterBuffer` alive while using it.
+    /// `makeBuffer().buffer.array` reads freed memory; use `values` there.
     public var buffer: FloatBuffer { storage.buffer }
+
+    /// A copy of all elements; safe on a temporary.
+    public var values: [Float] { withExtendedLifetime(self) { storage.buffer.array } }
+
+    /// A copy of tensor `name`'s elements; safe on a temporary.
+    public func values(_ name: String) -> [Float] { withExtendedLifetime(self) { view(name).array } }
 
     /// A zero-filled buffer for `layout`.
     public init(layout: ParameterLayout) {
@@ -49,7 +58,8 @@ public final class ParameterBuffer: @unchecked Sendable {
         storage = FloatStorage(count: layout.count)
     }
 
-    /// The elements of tensor `name`; traps if there is no such tensor.
+    /// The elements of tensor `name` (a non-owning view, like `buffer`);
+    /// traps if there is no such tensor.
     public func view(_ name: String) -> FloatBuffer {
         guard let spec = layout[name] else { preconditionFailure("no tensor named \(name)") }
         return buffer.slice(spec.offset, spec.count)

@@ -4,32 +4,6 @@ import PandoEngine
 import PandoText
 import PandoTraining
 
-/// A school's labeled data, tokenised once for all rounds.
-public struct EncodedDataset: Sendable {
-    public let task: TaskKind
-    public let labelCount: Int
-    public let sequences: [[Int32]]
-    public let targets: [Target]
-
-    public init(_ data: LabeledDataset, tokenizer: BertTokenizer, maxLength: Int) {
-        task = data.task
-        labelCount = data.labels.count
-        sequences = data.examples.map { tokenizer.encode($0.text, maxLength: maxLength).ids }
-        targets = data.examples.map(\.target)
-    }
-
-    public var count: Int { sequences.count }
-
-    /// The engine's targets for the examples at `positions`.
-    public func targets(at positions: [Int]) -> Targets {
-        switch task {
-        case .classification: .classes(positions.map { targets[$0].classIndex! })
-        case .multiLabel: .multiHot(positions.flatMap { targets[$0].multiHot(count: labelCount) })
-        case .regression: .scores(positions.map { targets[$0].score! })
-        }
-    }
-}
-
 /// A school's side of a round: start from the global weights, train locally
 /// with the shared engine (`FineTuner`, `Trainer.batchPlan`), and return the
 /// delta trained − global. It owns the one extra model copy a school needs;
@@ -38,12 +12,8 @@ public struct EncodedDataset: Sendable {
 /// call and released at its end: a fresh AdamW each round, as federated
 /// fine-tuning usually does.
 ///
-/// `Trainer.run` is not reused: it loads its model from a folder, validates and
-/// writes checkpoints every epoch, and keeps a best-weights copy. Reusing it
-/// would need a checkpoint-free entry point such as
-/// `Trainer.fit(model:sequences:targets:settings:proximal:) -> [EpochStats]`
-/// that `run` would itself call; until then this is the same loop without the
-/// validation and checkpoint parts.
+/// The epoch loop is `FineTuner.runEpoch`, the one `Trainer` uses; the
+/// validation and checkpoint parts of `Trainer.run` have no place in a round.
 public final class LocalUpdater {
     public let model: BertModel
     /// Batches per length-grouping chunk, as `TrainingOptions.lengthGroupingBatches`.
@@ -77,30 +47,26 @@ public final class LocalUpdater {
         let seed = (plan.seed ^ Self.stableHash(school)) &+ UInt64(round) &* 0x9E37_79B9_7F4A_7C15
         settings.seed = seed
         settings.dropout = plan.dropout
-        let maxLength = min(plan.maxLength, model.config.maxPositions)
-        let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: min(plan.batchSize, data.count), length: maxLength),
+        // The data was truncated when it was encoded; size the workspace for it.
+        let lengths = data.sequences.map(\.count)
+        let longest = min(lengths.max() ?? 1, model.config.maxPositions)
+        let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: min(plan.batchSize, data.count), length: longest),
                               settings: settings)
         if let mu = plan.proximalMu, mu > 0 { tuner.proximal = (global.parameters, mu) }
 
-        let lengths = data.sequences.map(\.count)
         var lossSum = 0.0, steps = 0, tokens = 0, lastEpochLoss = 0.0
         for epoch in 1...plan.epochs {
             var rng = SplitMix64(seed: seed &+ UInt64(epoch) &* 0xD1B5_4A32_D192_ED03)
             let batches = Trainer.batchPlan(indices: Array(0..<data.count), lengths: lengths, batchSize: plan.batchSize,
                                             groupingBatches: lengthGroupingBatches, using: &rng)
-            var epochLoss = 0.0
-            for positions in batches {
-                let batch = PackedBatch(sequences: positions.map { Array(data.sequences[$0].prefix(maxLength)) })
-                let result = tuner.step(batch, targets: data.targets(at: positions))
-                guard result.loss.isFinite else {
-                    throw TrainingError("school \(school), round \(round): loss became \(result.loss) at step \(steps + 1); lower the learning rate")
-                }
-                epochLoss += Double(result.loss)
-                steps += 1
-                tokens += batch.tokenCount
+            let stats: EpochStatistics
+            do { stats = try tuner.runEpoch(batches, data: data) } catch {
+                throw TrainingError("school \(school), round \(round): \(error)")
             }
-            lossSum += epochLoss
-            lastEpochLoss = epochLoss / Double(max(batches.count, 1))
+            lossSum += stats.lossSum
+            steps += stats.steps
+            tokens += stats.tokens
+            lastEpochLoss = stats.meanLoss
         }
         DeltaMath.subtract(global.parameters.buffer, from: model.parameters.buffer)
         let seconds = Date().timeIntervalSince(start)
