@@ -19,6 +19,8 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
         // OpenBLAS's CBLAS interface (libopenblas-dev).
@@ -42,10 +44,21 @@ let package = Package(
         // Network-free federation: updates, validation, streaming aggregation, strategies
         // (those files import PandoEngine only), and the in-process simulation (Simulation/).
         .target(name: "PandoFederation", dependencies: ["PandoEngine", "PandoText", "PandoData", "PandoTraining"]),
+        // Content-addressed global versions, coordinator state in SQLite (GRDB),
+        // the signed hash-chained audit log, the school's own log, and verification.
+        .target(
+            name: "PandoLedger",
+            dependencies: [
+                "PandoEngine",
+                .product(name: "GRDB", package: "GRDB.swift"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
         .executableTarget(
             name: "pando",
             dependencies: [
                 "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoFederation",
+                "PandoLedger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -54,5 +67,6 @@ let package = Package(
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
         .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining"]),
         .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining"]),
+        .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine"]),
     ]
 )

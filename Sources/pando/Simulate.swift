@@ -33,7 +33,8 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "classification, multi-label or regression.") var task: TaskKind = .classification
     @Option(help: "Number of simulated schools.") var schools = 5
     @Option(help: "Dirichlet α of the label skew (small: strongly non-IID; large: near IID).") var alpha = 0.5
-    @Option(help: "Fraction of --data held out as the test set (stratified, seeded).") var testFraction = 0.2
+    @Option(help: "Fraction of --data held out as the test set (stratified, seeded), unless --test is given.") var testFraction = 0.2
+    @Option(help: "Held-out test data; without it --test-fraction of --data is held out.") var test: String?
     @Option(help: "Federated rounds.") var rounds = 5
     @Option(help: "Fraction of schools asked each round.") var fraction = 1.0
     @Option(help: "fedavg, fedprox, fedadam or trimmed-mean.") var strategy: StrategyName = .fedavg
@@ -62,7 +63,14 @@ struct SimulateCommand: ParsableCommand {
         let all = try format.load(URL(fileURLWithPath: data), labels: nil)
         reportSkips(all)
         var rng = SplitMix64(seed: seed)
-        let (trainData, testData) = all.stratifiedSplit(validationFraction: testFraction, using: &rng)
+        let trainData: LabeledDataset, testData: LabeledDataset
+        if let test {
+            trainData = all
+            testData = try format.load(URL(fileURLWithPath: test), labels: task == .regression ? nil : all.labels)
+            reportSkips(testData)
+        } else {
+            (trainData, testData) = all.stratifiedSplit(validationFraction: testFraction, using: &rng)
+        }
         guard testData.count > 0 else { throw ValidationError("--test-fraction \(testFraction) leaves no test examples") }
         let shards = try trainData.dirichletShards(schools, alpha: alpha, using: &rng)
 
@@ -94,7 +102,7 @@ struct SimulateCommand: ParsableCommand {
 
         let simulated = shards.enumerated().map { SimulatedSchool(id: "school-\($0.offset + 1)", data: $0.element) }
         print("IN-PROCESS SIMULATION: \(schools) schools and the coordinator run in this process; deltas are exchanged in memory (the TLS transport is not built yet).")
-        print("data: \(all.count) examples → \(trainData.count) across schools (Dirichlet α = \(alpha), sizes \(shards.map(\.count).map(String.init).joined(separator: "/"))), \(testData.count) test")
+        print("data: \(trainData.count) training examples across schools (Dirichlet α = \(alpha), sizes \(shards.map(\.count).map(String.init).joined(separator: "/"))), \(testData.count) test")
         print("strategy: \(chosen.name); \(rounds) rounds, \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize); \(global.parameterCount) parameters (\(bytes(4 * global.parameterCount)) per delta)")
 
         let federation = try LocalFederation(global: global, tokenizer: tokenizer, schools: simulated, test: testData,

@@ -1,0 +1,191 @@
+import Foundation
+
+/// What an audit record reports.
+public enum AuditEvent: String, Sendable, CaseIterable {
+    case federationCreated, roundStarted, schoolSelected, updateReceived, updateRejected
+    case roundCommitted, roundAborted, certificateIssued, certificateRevoked
+    case rollback, versionTagged, versionPruned
+}
+
+/// The facts of one audit event, as the coordinator supplies them.
+///
+/// Only identifiers, hashes and numbers: there is deliberately no field that
+/// could hold a training example. `reason` is the coordinator's own message
+/// (validator verdict, abort cause) and is cut to 300 bytes.
+public struct AuditEntry: Sendable, Equatable {
+    public var event: AuditEvent
+    public var round: Int?
+    /// School identity, taken from its certificate.
+    public var school: String?
+    public var baseVersion: String?
+    public var newVersion: String?
+    /// This school's example count (update events).
+    public var examples: Int?
+    /// Example count per school (round committed).
+    public var examplesBySchool: [String: Int]?
+    public var updateSHA256: String?
+    public var updateL2Norm: Double?
+    /// Bytes of the update as transferred.
+    public var wireBytes: Int?
+    public var strategy: String?
+    public var strategyParameters: [String: CanonicalJSON]?
+    /// Differential-privacy parameters (ε, δ, noise multiplier, clip …) when applied.
+    public var privacy: [String: CanonicalJSON]?
+    public var certificateSerial: String?
+    public var reason: String?
+    public var tag: String?
+
+    public init(event: AuditEvent, round: Int? = nil, school: String? = nil, baseVersion: String? = nil, newVersion: String? = nil,
+                examples: Int? = nil, examplesBySchool: [String: Int]? = nil, updateSHA256: String? = nil, updateL2Norm: Double? = nil,
+                wireBytes: Int? = nil, strategy: String? = nil, strategyParameters: [String: CanonicalJSON]? = nil,
+                privacy: [String: CanonicalJSON]? = nil, certificateSerial: String? = nil, reason: String? = nil, tag: String? = nil) {
+        self.event = event; self.round = round; self.school = school; self.baseVersion = baseVersion; self.newVersion = newVersion
+        self.examples = examples; self.examplesBySchool = examplesBySchool; self.updateSHA256 = updateSHA256
+        self.updateL2Norm = updateL2Norm; self.wireBytes = wireBytes; self.strategy = strategy
+        self.strategyParameters = strategyParameters; self.privacy = privacy; self.certificateSerial = certificateSerial
+        self.reason = reason; self.tag = tag
+    }
+
+    /// The record's fields (without `v`, `seq`, `prev`, `time`, `signature`).
+    var fields: [String: CanonicalJSON] {
+        var f: [String: CanonicalJSON] = ["event": .string(event.rawValue)]
+        if let round { f["round"] = .int(round) }
+        if let school { f["school"] = .string(school) }
+        if let baseVersion { f["baseVersion"] = .string(baseVersion) }
+        if let newVersion { f["newVersion"] = .string(newVersion) }
+        if let examples { f["examples"] = .int(examples) }
+        if let examplesBySchool { f["examplesBySchool"] = .object(examplesBySchool.mapValues { .int($0) }) }
+        if let updateSHA256 { f["updateSHA256"] = .string(updateSHA256) }
+        if let updateL2Norm { f["updateL2Norm"] = .double(updateL2Norm) }
+        if let wireBytes { f["wireBytes"] = .int(wireBytes) }
+        if let strategy { f["strategy"] = .string(strategy) }
+        if let strategyParameters { f["strategyParameters"] = .object(strategyParameters) }
+        if let privacy { f["privacy"] = .object(privacy) }
+        if let certificateSerial { f["certificateSerial"] = .string(certificateSerial) }
+        if let reason { f["reason"] = .string(Self.cut(reason, to: 300)) }
+        if let tag { f["tag"] = .string(tag) }
+        return f
+    }
+
+    static func cut(_ s: String, to bytes: Int) -> String {
+        guard s.utf8.count > bytes else { return s }
+        var out = ""
+        for ch in s where out.utf8.count + ch.utf8.count <= bytes { out.append(ch) }
+        return out
+    }
+}
+
+/// The audit log's line format and its sealing.
+///
+/// Each line of the JSON Lines file is one record: a JSON object in the
+/// canonical encoding of `CanonicalJSON`, followed by `\n`. Fields:
+/// `v` (format, 1), `seq` (1, 2, 3 … with no gaps), `prev` (hex SHA-256 of the
+/// previous record's *signed bytes*; 64 zeros for the first), `time` (UTC,
+/// ISO 8601 with milliseconds), `federation`, `event`, the event's facts
+/// (see `AuditEntry`), and `signature`.
+///
+/// The *signed bytes* of a record are the canonical encoding of the record's
+/// object with the `signature` member removed. `signature` is the base64
+/// Ed25519 signature of those bytes by the coordinator's key. A verifier parses
+/// a line (keeping numbers' text), removes `signature`, re-encodes canonically,
+/// checks the signature over those bytes and hashes them for the next `prev`.
+public enum AuditFormat {
+    public static let version = 1
+
+    /// A sealed record: the line to append (with newline) and the hash of its
+    /// signed bytes (the next record's `prev`).
+    public struct Sealed: Sendable {
+        public let seq: Int
+        public let line: Data
+        public let hash: String
+    }
+
+    /// Builds, signs and encodes record `seq` for `entry`.
+    public static func seal(_ entry: AuditEntry, seq: Int, prev: String, time: Date, federation: String?,
+                            key: CoordinatorSigningKey) throws -> Sealed {
+        var object = entry.fields
+        object["v"] = .int(version)
+        object["seq"] = .int(seq)
+        object["prev"] = .string(prev)
+        object["time"] = .string(timestamp(time))
+        if let federation { object["federation"] = .string(federation) }
+        let signed = CanonicalJSON.object(object).encoded
+        object["signature"] = .string(try key.sign(signed).base64EncodedString())
+        var line = CanonicalJSON.object(object).encoded
+        line.append(0x0A)
+        return Sealed(seq: seq, line: line, hash: Digest.sha256(signed))
+    }
+
+    /// UTC ISO 8601 with milliseconds, e.g. `2026-11-22T22:07:17.123Z`.
+    public static func timestamp(_ date: Date) -> String {
+        let f = ISO8601DateFormatter()
+        f.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        f.timeZone = TimeZone(identifier: "UTC")
+        return f.string(from: date)
+    }
+
+    /// Splits a JSON Lines file into (line number, bytes without newline).
+    /// `complete` is false when the file does not end with a newline (its last
+    /// line is then partial, e.g. cut by a crash).
+    public static func lines(of data: Data) -> (lines: [(number: Int, bytes: Data)], complete: Bool) {
+        var result = [(Int, Data)]()
+        var start = data.startIndex
+        var number = 1
+        for i in data.indices where data[i] == 0x0A {
+            result.append((number, data.subdata(in: start..<i)))
+            number += 1
+            start = i + 1
+        }
+        let complete = start == data.endIndex
+        if !complete { result.append((number, data.subdata(in: start..<data.endIndex))) }
+        return (result, complete)
+    }
+}
+
+/// One parsed audit record.
+public struct AuditRecord: Sendable {
+    /// 1-based line number in its file.
+    public let line: Int
+    public let object: [String: CanonicalJSON]
+    /// Canonical bytes without the signature (what was signed and hashed).
+    public let signedBytes: Data
+
+    /// Parses a line; throws when it is not a JSON object.
+    public init(line: Int, bytes: Data) throws {
+        guard case .object(let object) = try CanonicalJSON.parse(bytes) else { throw LedgerError("not a JSON object") }
+        self.line = line
+        self.object = object
+        var unsigned = object
+        unsigned.removeValue(forKey: "signature")
+        signedBytes = CanonicalJSON.object(unsigned).encoded
+    }
+
+    public var hash: String { Digest.sha256(signedBytes) }
+    public var seq: Int? { object["seq"]?.intValue }
+    public var prev: String? { object["prev"]?.stringValue }
+    public var time: String? { object["time"]?.stringValue }
+    public var eventName: String? { object["event"]?.stringValue }
+    public var event: AuditEvent? { eventName.flatMap(AuditEvent.init(rawValue:)) }
+    public var round: Int? { object["round"]?.intValue }
+    public var school: String? { object["school"]?.stringValue }
+    public var baseVersion: String? { object["baseVersion"]?.stringValue }
+    public var newVersion: String? { object["newVersion"]?.stringValue }
+    public var examples: Int? { object["examples"]?.intValue }
+    public var examplesBySchool: [String: Int]? { object["examplesBySchool"]?.objectValue?.compactMapValues(\.intValue) }
+    public var updateSHA256: String? { object["updateSHA256"]?.stringValue }
+    public var updateL2Norm: Double? { object["updateL2Norm"]?.doubleValue }
+    public var wireBytes: Int? { object["wireBytes"]?.intValue }
+    public var strategy: String? { object["strategy"]?.stringValue }
+    public var strategyParameters: [String: CanonicalJSON]? { object["strategyParameters"]?.objectValue }
+    public var privacy: [String: CanonicalJSON]? { object["privacy"]?.objectValue }
+    public var reason: String? { object["reason"]?.stringValue }
+    public var tag: String? { object["tag"]?.stringValue }
+    public var signature: Data? { object["signature"]?.stringValue.flatMap { Data(base64Encoded: $0) } }
+
+    /// Reads every record of a log file, skipping lines that do not parse.
+    public static func readAll(_ url: URL) throws -> [AuditRecord] {
+        let data: Data
+        do { data = try Data(contentsOf: url) } catch { throw LedgerError("\(url.path): cannot read") }
+        return AuditFormat.lines(of: data).lines.compactMap { try? AuditRecord(line: $0.number, bytes: $0.bytes) }
+    }
+}

@@ -1,0 +1,384 @@
+import Foundation
+
+/// One thing `verify` found, located by file and line.
+public struct VerificationFinding: Sendable, Equatable, CustomStringConvertible {
+    public enum Severity: String, Sendable { case problem, note }
+    public let severity: Severity
+    public let file: String
+    public let line: Int?
+    public let message: String
+    public var description: String { "\(file)\(line.map { ":\($0)" } ?? ""): \(message)" }
+}
+
+/// The outcome of `AuditVerifier.verify`.
+public struct VerificationReport: Sendable {
+    public internal(set) var findings: [VerificationFinding] = []
+    public internal(set) var recordsChecked = 0
+    public internal(set) var validSignatures = 0
+    public internal(set) var clientEntriesChecked = 0
+    public internal(set) var versionFilesChecked = 0
+    public internal(set) var keyFingerprint = ""
+    public var problems: [VerificationFinding] { findings.filter { $0.severity == .problem } }
+    public var notes: [VerificationFinding] { findings.filter { $0.severity == .note } }
+    /// True when nothing is wrong.
+    public var isValid: Bool { problems.isEmpty }
+
+    mutating func problem(_ file: String, _ line: Int?, _ message: String) {
+        findings.append(VerificationFinding(severity: .problem, file: file, line: line, message: message))
+    }
+    mutating func note(_ file: String, _ line: Int?, _ message: String) {
+        findings.append(VerificationFinding(severity: .note, file: file, line: line, message: message))
+    }
+
+    /// A report for a person.
+    public func render() -> String {
+        var out = "audit log: \(recordsChecked) records, \(validSignatures) signatures valid with key \(keyFingerprint)\n"
+        if clientEntriesChecked > 0 { out += "school logs: \(clientEntriesChecked) entries cross-checked\n" }
+        if versionFilesChecked > 0 { out += "checkpoints: \(versionFilesChecked) version files hashed\n" }
+        if !problems.isEmpty {
+            out += "\nPROBLEMS (\(problems.count)):\n"
+            for p in problems { out += "  \(p)\n" }
+        }
+        if !notes.isEmpty {
+            out += "\nnotes:\n"
+            for n in notes { out += "  \(n)\n" }
+        }
+        out += isValid ? "\nVERIFIED\n" : "\nFAILED: \(problems.count) problem\(problems.count == 1 ? "" : "s")\n"
+        return out
+    }
+}
+
+/// Independent verification of the audit trail, for a privacy officer.
+///
+/// Checks: (1) every line of the coordinator's log parses, is canonical, is
+/// signed by the given key, has the next `seq` and the previous record's hash
+/// as `prev`; (2) each school log's own chain, and that each update a school
+/// says it sent is in the coordinator's log with the same hash (and example
+/// count), and each update the coordinator recorded from that school is in the
+/// school's log; (3) with a state folder: every version file hashes to its id,
+/// every version committed in the signed log is on disk or recorded as pruned,
+/// each committed version's base is a known version, the database agrees with
+/// the signed log (lineage, and the log not cut short).
+public enum AuditVerifier {
+    public static func verify(log: URL, key: AuditPublicKey, clientLogs: [URL] = [], checkpoints: URL? = nil) -> VerificationReport {
+        var report = VerificationReport()
+        report.keyFingerprint = key.fingerprint
+        let logName = log.lastPathComponent
+        let records = checkChain(log, key: key, name: logName, report: &report)
+        if !clientLogs.isEmpty { crossCheck(records, logName: logName, clientLogs: clientLogs, report: &report) }
+        if let checkpoints { checkVersions(records, logName: logName, folder: checkpoints, report: &report) }
+        return report
+    }
+
+    // MARK: chain
+
+    /// Returns the records whose signature verified.
+    static func checkChain(_ url: URL, key: AuditPublicKey, name: String, report: inout VerificationReport) -> [AuditRecord] {
+        guard let data = try? Data(contentsOf: url) else {
+            report.problem(name, nil, "cannot read the audit log")
+            return []
+        }
+        let (lines, complete) = AuditFormat.lines(of: data)
+        var trusted = [AuditRecord]()
+        var previousHash = Digest.zero
+        var previousSeq = 0
+        for (number, bytes) in lines {
+            report.recordsChecked += 1
+            if number == lines.count, !complete {
+                report.problem(name, number, "incomplete last record (no final newline): cut by a crash or truncated")
+            }
+            if bytes.isEmpty {
+                report.problem(name, number, "empty line")
+                continue
+            }
+            let record: AuditRecord
+            do { record = try AuditRecord(line: number, bytes: bytes) } catch {
+                report.problem(name, number, "not a valid record: \(error)")
+                previousHash = Digest.sha256(bytes)
+                previousSeq += 1
+                continue
+            }
+            let label = "seq \(record.seq.map(String.init) ?? "?"), \(record.eventName ?? "no event")"
+            if CanonicalJSON.object(record.object).encoded != bytes {
+                report.problem(name, number, "(\(label)) not in canonical form: the line was edited")
+            }
+            if record.object["v"]?.intValue != AuditFormat.version {
+                report.problem(name, number, "(\(label)) unknown format version")
+            }
+            if let signature = record.signature {
+                if key.isValid(signature: signature, for: record.signedBytes) {
+                    report.validSignatures += 1
+                    trusted.append(record)
+                } else {
+                    report.problem(name, number, "(\(label)) signature does not verify with key \(key.fingerprint): the record was altered or signed by another key")
+                }
+            } else {
+                report.problem(name, number, "(\(label)) no signature")
+            }
+            let expectedSeq = previousSeq + 1
+            if let seq = record.seq, seq != expectedSeq {
+                report.problem(name, number, "(\(label)) seq is \(seq), expected \(expectedSeq): records are missing, inserted or reordered")
+            } else if record.seq == nil {
+                report.problem(name, number, "no seq")
+            }
+            if record.prev != previousHash {
+                let what = number == 1 ? "the first record's prev is not 64 zeros: the log does not start at its beginning"
+                    : "prev does not match the hash of line \(number - 1): a record before it was changed, removed or reordered"
+                report.problem(name, number, "(\(label)) \(what)")
+            }
+            if record.eventName != nil, record.event == nil { report.note(name, number, "unknown event \(record.eventName!)") }
+            previousHash = record.hash
+            previousSeq = record.seq ?? expectedSeq
+        }
+        if lines.isEmpty { report.note(name, nil, "the audit log is empty") }
+        if !lines.isEmpty, report.validSignatures == 0 {
+            report.note(name, nil, "no record verifies with key \(key.fingerprint): is it the coordinator's public key (keys/coordinator.key.pub)?")
+        }
+        return trusted
+    }
+
+    // MARK: school logs
+
+    struct ClientEntry {
+        let file: String
+        let line: Int
+        let school: String
+        let round: Int
+        let update: String
+        let examples: Int?
+        let baseVersion: String?
+    }
+
+    static func readClientLog(_ url: URL, report: inout VerificationReport) -> [ClientEntry] {
+        let name = url.lastPathComponent
+        guard let data = try? Data(contentsOf: url) else {
+            report.problem(name, nil, "cannot read the school log")
+            return []
+        }
+        let (lines, complete) = AuditFormat.lines(of: data)
+        var entries = [ClientEntry]()
+        var previousHash = Digest.zero
+        var previousSeq = 0
+        for (number, bytes) in lines {
+            if number == lines.count, !complete { report.problem(name, number, "incomplete last line (no final newline)") }
+            guard let value = try? CanonicalJSON.parse(bytes), let object = value.objectValue else {
+                report.problem(name, number, "not a valid JSON record")
+                previousHash = Digest.sha256(bytes)
+                previousSeq += 1
+                continue
+            }
+            if value.encoded != bytes { report.problem(name, number, "not in canonical form: the line was edited") }
+            let seq = object["seq"]?.intValue
+            if seq != previousSeq + 1 { report.problem(name, number, "seq is \(seq.map(String.init) ?? "missing"), expected \(previousSeq + 1): lines missing or reordered") }
+            if object["prev"]?.stringValue != previousHash {
+                report.problem(name, number, "prev does not match the hash of the line before: a line was changed, removed or reordered")
+            }
+            previousHash = Digest.sha256(bytes)
+            previousSeq = seq ?? previousSeq + 1
+            guard let school = object["school"]?.stringValue, let round = object["round"]?.intValue,
+                  let update = object["updateSHA256"]?.stringValue else {
+                report.problem(name, number, "record lacks school, round or updateSHA256")
+                continue
+            }
+            entries.append(ClientEntry(file: name, line: number, school: school, round: round, update: update,
+                                       examples: object["examples"]?.intValue, baseVersion: object["baseVersion"]?.stringValue))
+        }
+        report.clientEntriesChecked += entries.count
+        return entries
+    }
+
+    static func crossCheck(_ records: [AuditRecord], logName: String, clientLogs: [URL], report: inout VerificationReport) {
+        let updates = records.filter { $0.event == .updateReceived || $0.event == .updateRejected }
+        var clientEntries = [ClientEntry]()
+        var fileOfSchool = [String: String]()
+        for url in clientLogs {
+            let entries = readClientLog(url, report: &report)
+            for e in entries { fileOfSchool[e.school] = e.file }
+            clientEntries += entries
+        }
+        // School → coordinator.
+        for e in clientEntries {
+            let where_ = "school \(e.school) round \(e.round) update \(e.update.prefix(12))"
+            if let r = updates.first(where: { $0.school == e.school && $0.round == e.round && $0.updateSHA256 == e.update }) {
+                if let a = e.examples, let b = r.examples, a != b {
+                    report.problem(e.file, e.line, "\(where_): the school counts \(a) examples, the coordinator's log line \(r.line) records \(b)")
+                }
+                if let a = e.baseVersion, let b = r.baseVersion, a != b {
+                    report.problem(e.file, e.line, "\(where_): base version \(a.prefix(12)) here, \(b.prefix(12)) in the coordinator's log line \(r.line)")
+                }
+                if r.event == .updateRejected { report.note(e.file, e.line, "\(where_) was rejected by the coordinator (log line \(r.line)): \(r.reason ?? "no reason")") }
+            } else if let other = updates.first(where: { $0.school == e.school && $0.round == e.round }) {
+                report.problem(e.file, e.line, "\(where_): the coordinator's log line \(other.line) records a different update \(other.updateSHA256?.prefix(12) ?? "?") for this school and round")
+            } else {
+                report.problem(e.file, e.line, "\(where_): not in the coordinator's log")
+            }
+        }
+        // Coordinator → school, for the schools whose logs were given.
+        for r in updates {
+            guard let school = r.school, let file = fileOfSchool[school] else { continue }
+            if !clientEntries.contains(where: { $0.school == school && $0.round == r.round && $0.update == r.updateSHA256 }) {
+                report.problem(logName, r.line, "update \(r.updateSHA256?.prefix(12) ?? "?") from school \(school) in round \(r.round.map(String.init) ?? "?") is not in the school's own log \(file)")
+            }
+        }
+    }
+
+    // MARK: checkpoints
+
+    static func checkVersions(_ records: [AuditRecord], logName: String, folder: URL, report: inout VerificationReport) {
+        let fm = FileManager.default
+        let versionsDir = fm.fileExists(atPath: folder.appendingPathComponent("versions").path) ? folder.appendingPathComponent("versions") : folder
+        guard let store = try? CheckpointStore(folder: versionsDir) else {
+            report.problem(folder.path, nil, "cannot open the checkpoint folder")
+            return
+        }
+        let dirName = versionsDir.lastPathComponent
+        // Lineage as the signed log states it.
+        var known = [String: Int]()        // version → log line that created it
+        var base = [String: String]()      // version → base version
+        var pruned = [String: Int]()       // version → log line of its pruning
+        for r in records {
+            switch r.event {
+            case .federationCreated:
+                if let v = r.newVersion { known[v] = known[v] ?? r.line }
+            case .roundCommitted:
+                guard let v = r.newVersion else { report.problem(logName, r.line, "round committed without a new version"); continue }
+                if let b = r.baseVersion {
+                    if known[b] == nil { report.problem(logName, r.line, "round \(r.round ?? 0) was computed from version \(b.prefix(12)), which no earlier record creates") }
+                    if base[v] == nil { base[v] = b }
+                }
+                known[v] = known[v] ?? r.line
+                pruned[v] = nil
+            case .versionPruned:
+                if let v = r.newVersion { pruned[v] = r.line }
+            case .rollback:
+                if let v = r.newVersion, known[v] == nil { report.problem(logName, r.line, "rollback to version \(v.prefix(12)), which no earlier record creates") }
+            default: break
+            }
+        }
+        // The coordinator's database, when present, must agree with the signed log.
+        var dbRecords = [String: VersionRecord]()
+        let dbURL = versionsDir.deletingLastPathComponent().appendingPathComponent("state.sqlite")
+        if fm.fileExists(atPath: dbURL.path), let ledger = try? CoordinatorLedger(folder: dbURL.deletingLastPathComponent(), readOnly: true) {
+            for v in (try? ledger.versions()) ?? [] {
+                dbRecords[v.id] = v
+                if known[v.id] == nil {
+                    report.problem("state.sqlite", nil, "version \(v.id.prefix(12)) is recorded, but no signed audit record creates it")
+                } else if let b = base[v.id], v.parent != nil, v.parent != b {
+                    report.problem("state.sqlite", nil, "version \(v.id.prefix(12)) has parent \(v.parent!.prefix(12)) but the signed log says \(b.prefix(12))")
+                }
+                if let p = v.parent, (try? ledger.version(p)) == nil {
+                    report.problem("state.sqlite", nil, "version \(v.id.prefix(12)): parent \(p.prefix(12)) has no record")
+                }
+            }
+            if let head = try? ledger.auditHead() {
+                let signedCount = report.recordsChecked
+                if head.count > signedCount {
+                    report.problem(logName, nil, "the log has \(signedCount) records but the coordinator's state holds \(head.count): records were removed from the end")
+                } else if head.count == signedCount, let h = head.lastHash, let last = records.last, last.line == signedCount, last.hash != h {
+                    report.problem(logName, signedCount, "the last record differs from the coordinator's stored copy")
+                }
+            }
+            if let head = try? ledger.head(), head.prunedAt != nil || !store.hasWeights(head.id) {
+                report.problem("state.sqlite", nil, "head version \(head.id.prefix(12)) has no weights on disk")
+            }
+        } else if fm.fileExists(atPath: dbURL.path) {
+            report.problem("state.sqlite", nil, "cannot open the coordinator's database")
+        }
+        // Every file on disk hashes to its id and is a recorded version.
+        for id in store.storedIDs() {
+            guard store.hasWeights(id) else {
+                report.problem("\(dirName)/\(id)", nil, "version folder without \(CheckpointStore.weightsFile)")
+                continue
+            }
+            report.versionFilesChecked += 1
+            let path = "\(dirName)/\(id)/\(CheckpointStore.weightsFile)"
+            if let actual = try? Digest.sha256(fileAt: store.weights(of: id)) {
+                if actual != id { report.problem(path, nil, "SHA-256 is \(actual.prefix(12))…, not the version id: the file is corrupt or was altered") }
+            } else {
+                report.problem(path, nil, "cannot read")
+            }
+            if let files = dbRecords[id]?.files {
+                for (name, hash) in files.sorted(by: { $0.key < $1.key }) where name != CheckpointStore.weightsFile {
+                    let url = store.folder(of: id).appendingPathComponent(name)
+                    if !fm.fileExists(atPath: url.path) { report.problem("\(dirName)/\(id)/\(name)", nil, "missing") }
+                    else if (try? Digest.sha256(fileAt: url)) != hash { report.problem("\(dirName)/\(id)/\(name)", nil, "differs from the recorded hash") }
+                }
+            }
+            if known[id] == nil { report.problem("\(dirName)/\(id)", nil, "no signed record creates this version") }
+            if let line = pruned[id] { report.note("\(dirName)/\(id)", nil, "recorded as pruned at \(logName):\(line) but still on disk") }
+        }
+        // Every version the log creates is on disk, or recorded as pruned.
+        for (id, line) in known.sorted(by: { $0.value < $1.value }) where !store.hasWeights(id) {
+            if let prunedLine = pruned[id] {
+                report.note("\(dirName)/\(id.prefix(12))", nil, "pruned (recorded at \(logName):\(prunedLine)); lineage kept")
+            } else if dbRecords[id]?.prunedAt != nil {
+                report.note("\(dirName)/\(id.prefix(12))", nil, "pruned (recorded in state.sqlite)")
+            } else {
+                report.problem("\(dirName)/\(id.prefix(12))", nil, "weights missing: the version created at \(logName):\(line) is not on disk and was not pruned")
+            }
+        }
+    }
+}
+
+/// One round as `pando audit show` presents it.
+public struct RoundSummary: Sendable, Equatable {
+    public var round: Int
+    public var schools: [String] = []
+    public var rejected: [String] = []
+    public var examples = 0
+    public var strategy: String?
+    public var baseVersion: String?
+    public var newVersion: String?
+    /// committed, aborted, or in flight.
+    public var outcome = "in flight"
+    public var reason: String?
+    public var privacy: [String: CanonicalJSON]?
+    public var startedAt: String?
+    public var endedAt: String?
+
+    /// Rounds from audit records, in round order.
+    public static func from(_ records: [AuditRecord]) -> [RoundSummary] {
+        var rounds = [Int: RoundSummary]()
+        for r in records {
+            guard let n = r.round else { continue }
+            var s = rounds[n] ?? RoundSummary(round: n)
+            switch r.event {
+            case .roundStarted:
+                s.strategy = r.strategy; s.baseVersion = r.baseVersion; s.startedAt = r.time
+            case .updateReceived:
+                if let school = r.school, !s.schools.contains(school) { s.schools.append(school) }
+                if s.outcome != "committed" { s.examples += r.examples ?? 0 }
+            case .updateRejected:
+                if let school = r.school { s.rejected.append(school) }
+            case .roundCommitted:
+                s.outcome = "committed"; s.newVersion = r.newVersion; s.baseVersion = r.baseVersion ?? s.baseVersion
+                if let by = r.examplesBySchool {
+                    s.examples = by.values.reduce(0, +)
+                    s.schools = by.keys.sorted()
+                }
+                s.privacy = r.privacy; s.endedAt = r.time
+                s.strategy = r.strategy ?? s.strategy
+            case .roundAborted:
+                s.outcome = "aborted"; s.reason = r.reason; s.endedAt = r.time
+            default: break
+            }
+            rounds[n] = s
+        }
+        return rounds.keys.sorted().map { rounds[$0]! }
+    }
+
+    /// JSON for tools.
+    public var json: CanonicalJSON {
+        var o: [String: CanonicalJSON] = ["round": .int(round), "schools": .array(schools.map { .string($0) }),
+                                          "rejected": .array(rejected.map { .string($0) }), "examples": .int(examples),
+                                          "outcome": .string(outcome)]
+        if let strategy { o["strategy"] = .string(strategy) }
+        if let baseVersion { o["baseVersion"] = .string(baseVersion) }
+        if let newVersion { o["newVersion"] = .string(newVersion) }
+        if let reason { o["reason"] = .string(reason) }
+        if let privacy { o["privacy"] = .object(privacy) }
+        if let startedAt { o["startedAt"] = .string(startedAt) }
+        if let endedAt { o["endedAt"] = .string(endedAt) }
+        return .object(o)
+    }
+}

@@ -1,0 +1,126 @@
+import ArgumentParser
+import Foundation
+import PandoLedger
+
+/// `pando audit …`: the privacy officer's tools over the signed audit log.
+struct AuditCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "audit",
+        abstract: "Verify and read the coordinator's signed, hash-chained audit log.",
+        subcommands: [Verify.self, Show.self, ExportKey.self])
+
+    struct Verify: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Check the hash chain and every signature; cross-check school logs; check checkpoint files and lineage. Exit 0 if all is well, 1 if not.")
+        @Option(help: "The coordinator's audit log (audit.jsonl).") var log: String
+        @Option(help: "The coordinator's Ed25519 public key file (base64 or hex).") var key: String
+        @Option(name: .customLong("client-log"), help: "A school's own log of what it sent (repeatable).") var clientLogs: [String] = []
+        @Option(help: "The coordinator's state folder (or its versions/ folder): check each version file's hash and lineage.") var checkpoints: String?
+        @Flag(help: "Print the findings as JSON.") var json = false
+
+        func run() throws {
+            let publicKey: AuditPublicKey
+            do { publicKey = try AuditPublicKey.load(from: URL(fileURLWithPath: key)) } catch { throw ValidationError("\(error)") }
+            guard FileManager.default.fileExists(atPath: log) else { throw ValidationError("\(log): no such file") }
+            for file in clientLogs where !FileManager.default.fileExists(atPath: file) { throw ValidationError("\(file): no such file") }
+            let report = AuditVerifier.verify(log: URL(fileURLWithPath: log), key: publicKey,
+                                              clientLogs: clientLogs.map { URL(fileURLWithPath: $0) },
+                                              checkpoints: checkpoints.map { URL(fileURLWithPath: $0) })
+            if json {
+                let findings: [CanonicalJSON] = report.findings.map { f in
+                    var o: [String: CanonicalJSON] = ["severity": .string(f.severity.rawValue), "file": .string(f.file), "message": .string(f.message)]
+                    if let line = f.line { o["line"] = .int(line) }
+                    return .object(o)
+                }
+                print(CanonicalJSON.object([
+                    "valid": .bool(report.isValid), "records": .int(report.recordsChecked), "validSignatures": .int(report.validSignatures),
+                    "clientEntries": .int(report.clientEntriesChecked), "versionFiles": .int(report.versionFilesChecked),
+                    "key": .string(report.keyFingerprint), "findings": .array(findings),
+                ]).description)
+            } else {
+                print(report.render(), terminator: "")
+            }
+            if !report.isValid { throw ExitCode(1) }
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Rounds as a table: schools, examples, strategy, base → new version, outcome. Does not verify; use `audit verify`.")
+        @Option(help: "The coordinator's audit log (audit.jsonl).") var log: String
+        @Flag(help: "Print JSON for tools.") var json = false
+        @Flag(help: "Also list every record (time, event, school, hashes).") var events = false
+
+        func run() throws {
+            let records = try AuditRecord.readAll(URL(fileURLWithPath: log))
+            let rounds = RoundSummary.from(records)
+            if json {
+                print(CanonicalJSON.array(rounds.map(\.json)).description)
+                return
+            }
+            var rows = [["round", "schools", "examples", "strategy", "base → new", "outcome"]]
+            for r in rounds {
+                let schools = r.schools.count <= 3 ? r.schools.joined(separator: ",") : "\(r.schools.count) schools"
+                let rejected = r.rejected.isEmpty ? "" : " (\(r.rejected.count) rejected)"
+                let versions = "\(r.baseVersion.map { String($0.prefix(8)) } ?? "?") → \(r.newVersion.map { String($0.prefix(8)) } ?? "-")"
+                var outcome = r.outcome + (r.reason.map { ": \($0)" } ?? "")
+                if let eps = r.privacy?["epsilon"] { outcome += " ε=\(eps)" }
+                rows.append(["\(r.round)", (schools.isEmpty ? "-" : schools) + rejected, "\(r.examples)", r.strategy ?? "-", versions, outcome])
+            }
+            print(renderTable(rows), terminator: "")
+            let others = records.filter { [.rollback, .certificateIssued, .certificateRevoked, .versionPruned, .versionTagged].contains($0.event) }
+            if !others.isEmpty {
+                print("")
+                for r in others {
+                    var parts = [String]()
+                    if let school = r.school { parts.append(school) }
+                    if let serial = r.certificateSerial() { parts.append(serial) }
+                    if let base = r.baseVersion { parts.append(String(base.prefix(8)) + " →") }
+                    if let new = r.newVersion { parts.append(String(new.prefix(8))) }
+                    if let tag = r.tag { parts.append("tag " + tag) }
+                    if let reason = r.reason { parts.append("(\(reason))") }
+                    print("\(r.time ?? "?")  \(r.eventName ?? "?")  \(parts.joined(separator: " "))")
+                }
+            }
+            if events {
+                print("")
+                var rows = [["line", "time", "event", "round", "school", "update", "examples", "bytes"]]
+                for r in records {
+                    let round: String = r.round.map { String($0) } ?? ""
+                    let update: String = r.updateSHA256.map { String($0.prefix(12)) } ?? ""
+                    let examples: String = r.examples.map { String($0) } ?? ""
+                    let bytes: String = r.wireBytes.map { String($0) } ?? ""
+                    let row: [String] = [String(r.line), r.time ?? "", r.eventName ?? "", round, r.school ?? "", update, examples, bytes]
+                    rows.append(row)
+                }
+                print(renderTable(rows), terminator: "")
+            }
+        }
+    }
+
+    struct ExportKey: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "export-key",
+            abstract: "Print (or write) the coordinator's audit public key for officers. Never prints the private key.")
+        @Option(help: "The coordinator's state folder.") var store: String?
+        @Option(help: "Private key file (default: <store>/keys/coordinator.key).") var key: String?
+        @Option(help: "Write the public key to this file instead of printing it.") var out: String?
+
+        func run() throws {
+            guard let keyPath = key ?? store.map({ CoordinatorLedger.defaultKeyURL(in: URL(fileURLWithPath: $0)).path }) else {
+                throw ValidationError("give --store or --key")
+            }
+            let publicKey = try CoordinatorSigningKey.load(from: URL(fileURLWithPath: keyPath)).publicKey
+            if let out {
+                try publicKey.save(to: URL(fileURLWithPath: out))
+                print("wrote \(out) (fingerprint \(publicKey.fingerprint))")
+            } else {
+                print(publicKey.base64)
+            }
+        }
+    }
+}
+
+private extension AuditRecord {
+    func certificateSerial() -> String? { object["certificateSerial"]?.stringValue.map { "serial \($0)" } }
+}

@@ -1,0 +1,230 @@
+import ArgumentParser
+import Foundation
+import PandoLedger
+
+/// `pando versions …`: the coordinator's content-addressed global versions.
+struct VersionsCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "versions",
+        abstract: "List, inspect, compare, export, roll back, tag and prune global model versions in a coordinator's state folder.",
+        subcommands: [List.self, Show.self, Diff.self, Export.self, Rollback.self, Tag.self, Prune.self, Create.self])
+
+    struct StoreOption: ParsableArguments {
+        @Option(help: "The coordinator's state folder (state.sqlite, versions/, audit.jsonl).") var store: String
+        var url: URL { URL(fileURLWithPath: store) }
+
+        func readOnly() throws -> CoordinatorLedger { try CoordinatorLedger(folder: url, readOnly: true) }
+    }
+
+    struct WriteOptions: ParsableArguments {
+        @OptionGroup var store: StoreOption
+        @Option(help: "Coordinator signing key for the audit record (default: <store>/keys/coordinator.key).") var key: String?
+
+        /// Opens for writing (fails while a running coordinator holds the folder).
+        func open() throws -> CoordinatorLedger {
+            guard FileManager.default.fileExists(atPath: store.url.appendingPathComponent("state.sqlite").path) else {
+                throw ValidationError("\(store.store): no coordinator state (state.sqlite missing)")
+            }
+            let keyURL = key.map { URL(fileURLWithPath: $0) } ?? CoordinatorLedger.defaultKeyURL(in: store.url)
+            return try CoordinatorLedger(folder: store.url, key: try CoordinatorSigningKey.load(from: keyURL))
+        }
+    }
+
+    struct List: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "All versions, oldest first, with lineage, round, strategy and status.")
+        @OptionGroup var store: StoreOption
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let ledger = try store.readOnly()
+            let head = try ledger.federation()?.headVersion
+            let versions = try ledger.versions()
+            if json {
+                print(CanonicalJSON.array(versions.map { versionJSON($0, head: head) }).description)
+                return
+            }
+            var rows = [["#", "version", "parent", "round", "strategy", "created", "tags", "status"]]
+            for v in versions {
+                rows.append(["\(v.sequence)", short(v.id), v.parent.map(short) ?? "-", v.round.map(String.init) ?? "-",
+                             v.strategy ?? "base", v.createdAt, v.tags.joined(separator: ","),
+                             [v.id == head ? "HEAD" : nil, v.prunedAt != nil ? "pruned" : nil].compactMap { $0 }.joined(separator: " ")])
+            }
+            print(renderTable(rows), terminator: "")
+        }
+    }
+
+    struct Show: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "One version: id, lineage to the base model, round, strategy, metrics, files.")
+        @OptionGroup var store: StoreOption
+        @Argument(help: "Version id, unique prefix, tag, or 'head'.") var version = "head"
+        @Flag(help: "Print JSON.") var json = false
+
+        func run() throws {
+            let ledger = try store.readOnly()
+            let v = try ledger.version(version)
+            let head = try ledger.federation()?.headVersion
+            if json {
+                print(versionJSON(v, head: head).description)
+                return
+            }
+            var lineage = [String]()
+            var cursor = v.parent
+            while let p = cursor, lineage.count < 10_000 {
+                lineage.append(short(p))
+                cursor = try? ledger.version(p).parent
+            }
+            print("version   \(v.id)\(v.id == head ? "  (HEAD)" : "")")
+            print("parent    \(v.parent ?? "none (base model)")")
+            print("lineage   \(([short(v.id)] + lineage).joined(separator: " ← "))")
+            print("round     \(v.round.map(String.init) ?? "-")")
+            print("strategy  \(v.strategy ?? "base")\(v.strategyParameters.isEmpty ? "" : " " + CanonicalJSON.object(v.strategyParameters).description)")
+            print("created   \(v.createdAt)")
+            if !v.tags.isEmpty { print("tags      \(v.tags.joined(separator: ", "))") }
+            print("status    \(v.prunedAt.map { "weights pruned at \($0)" } ?? (ledger.store.hasWeights(v.id) ? "weights on disk" : "WEIGHTS MISSING"))")
+            print("size      \(v.weightBytes) bytes")
+            for (name, value) in v.metrics.sorted(by: { $0.key < $1.key }) { print("metric    \(name) = \(value)") }
+            for (name, hash) in v.files.sorted(by: { $0.key < $1.key }) { print("file      \(name)  sha256 \(hash)") }
+        }
+    }
+
+    struct Diff: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Per-tensor L2 norm and max |Δ| of the difference between two versions.")
+        @OptionGroup var store: StoreOption
+        @Argument(help: "First version (id, prefix, tag, head).") var a: String
+        @Argument(help: "Second version.") var b: String
+        @Flag(help: "Print JSON.") var json = false
+        @Flag(help: "Only tensors that changed.") var changed = false
+
+        func run() throws {
+            let ledger = try store.readOnly()
+            let va = try ledger.version(a), vb = try ledger.version(b)
+            for v in [va, vb] where !ledger.store.hasWeights(v.id) { throw ValidationError("version \(short(v.id)) has no weights on disk (pruned)") }
+            var diffs = try CheckpointStore.diff(ledger.store.weights(of: va.id), ledger.store.weights(of: vb.id))
+            if changed { diffs = diffs.filter { $0.l2 != 0 } }
+            let total = diffs.compactMap(\.l2).reduce(0) { $0 + $1 * $1 }.squareRoot()
+            if json {
+                let items: [CanonicalJSON] = diffs.map { d in
+                    var o: [String: CanonicalJSON] = ["name": .string(d.name)]
+                    if let s = d.shapeA { o["shapeA"] = .array(s.map { .int($0) }) }
+                    if let s = d.shapeB { o["shapeB"] = .array(s.map { .int($0) }) }
+                    if let l2 = d.l2 { o["l2"] = .double(l2) }
+                    if let m = d.maxAbs { o["maxAbs"] = .double(m) }
+                    return .object(o)
+                }
+                print(CanonicalJSON.object(["a": .string(va.id), "b": .string(vb.id), "l2": .double(total), "tensors": .array(items)]).description)
+                return
+            }
+            var rows = [["tensor", "shape", "L2(Δ)", "max|Δ|"]]
+            for d in diffs {
+                let shape = d.shapeA == d.shapeB ? (d.shapeA ?? []).map(String.init).joined(separator: "×")
+                    : "\(d.shapeA.map { $0.map(String.init).joined(separator: "×") } ?? "absent") → \(d.shapeB.map { $0.map(String.init).joined(separator: "×") } ?? "absent")"
+                rows.append([d.name, shape, d.l2.map { String(format: "%.6g", $0) } ?? "-", d.maxAbs.map { String(format: "%.6g", $0) } ?? "-"])
+            }
+            print("\(short(va.id)) → \(short(vb.id))")
+            print(renderTable(rows), terminator: "")
+            print("total L2(Δ) \(String(format: "%.6g", total)) over \(diffs.count) tensors")
+        }
+    }
+
+    struct Export: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Write a version as a Hugging Face folder (config.json, model.safetensors, tokenizer files).")
+        @OptionGroup var store: StoreOption
+        @Argument(help: "Version (id, prefix, tag, head).") var version = "head"
+        @Option(help: "Destination folder (must not exist, or be empty).") var to: String
+
+        func run() throws {
+            let ledger = try store.readOnly()
+            let v = try ledger.version(version)
+            try ledger.store.export(v.id, to: URL(fileURLWithPath: to))
+            print("exported \(v.id) to \(to)")
+        }
+    }
+
+    struct Rollback: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Make an earlier version the head. History is kept; the move is recorded and audited. Stop the coordinator first.")
+        @OptionGroup var options: WriteOptions
+        @Argument(help: "Version to return to (id, prefix, tag).") var version: String
+        @Option(help: "Why (goes into the audit record).") var reason: String?
+
+        func run() throws {
+            let ledger = try options.open()
+            let old = try ledger.head()
+            let v = try ledger.rollback(to: version, reason: reason)
+            print("head: \(old.map { short($0.id) } ?? "-") → \(short(v.id))")
+        }
+    }
+
+    struct Tag: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Name a version; tagged versions are never pruned.")
+        @OptionGroup var options: WriteOptions
+        @Argument(help: "Version (id, prefix, head).") var version: String
+        @Argument(help: "Tag name.") var name: String
+
+        func run() throws {
+            let ledger = try options.open()
+            try ledger.tag(version, as: name)
+            print("tagged \(short(try ledger.version(name).id)) as \(name)")
+        }
+    }
+
+    struct Prune: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Retention: delete the weights of all but the last K versions, tagged ones and the head. Records and lineage stay.")
+        @OptionGroup var options: WriteOptions
+        @Option(help: "Versions to keep (newest first).") var keep: Int
+
+        func run() throws {
+            let ledger = try options.open()
+            let pruned = try ledger.prune(keepLast: keep)
+            print(pruned.isEmpty ? "nothing to prune" : "pruned \(pruned.count): \(pruned.map(short).joined(separator: " "))")
+        }
+    }
+
+    struct Create: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            abstract: "Start a coordinator state folder from a base model folder (creates the signing key if needed).")
+        @OptionGroup var store: StoreOption
+        @Option(help: "Base Hugging Face model folder (config.json, model.safetensors, vocab.txt).") var model: String
+        @Option(help: "Federation id.") var federation: String
+        @Option(help: "Task name (e.g. sentiment).") var task: String
+        @Option(help: "Display name.") var name: String?
+
+        func run() throws {
+            let ledger = try CoordinatorLedger(folder: store.url)
+            let staged = try ledger.store.stage(copyingFolder: URL(fileURLWithPath: model))
+            let v = try ledger.createFederation(id: federation, name: name ?? federation, task: task, base: staged)
+            print("federation \(federation): base version \(v.id)")
+            print("audit public key: \(CoordinatorLedger.defaultKeyURL(in: store.url).path).pub")
+        }
+    }
+}
+
+func short(_ id: String) -> String { String(id.prefix(12)) }
+
+func versionJSON(_ v: VersionRecord, head: String?) -> CanonicalJSON {
+    var o: [String: CanonicalJSON] = [
+        "id": .string(v.id), "sequence": .int(v.sequence), "createdAt": .string(v.createdAt),
+        "strategyParameters": .object(v.strategyParameters), "metrics": .object(v.metrics.mapValues { .double($0) }),
+        "files": .object(v.files.mapValues { .string($0) }), "weightBytes": .int(v.weightBytes),
+        "tags": .array(v.tags.map { .string($0) }), "head": .bool(v.id == head),
+    ]
+    if let p = v.parent { o["parent"] = .string(p) }
+    if let r = v.round { o["round"] = .int(r) }
+    if let s = v.strategy { o["strategy"] = .string(s) }
+    if let p = v.prunedAt { o["prunedAt"] = .string(p) }
+    return .object(o)
+}
+
+/// Left-aligned columns separated by two spaces; the first row is the header.
+func renderTable(_ rows: [[String]]) -> String {
+    guard let header = rows.first else { return "" }
+    var widths = header.map(\.count)
+    for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
+    var out = ""
+    for row in rows {
+        let cells = row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
+        out += cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
+    }
+    return out
+}

@@ -1,0 +1,174 @@
+import Foundation
+import XCTest
+@testable import PandoLedger
+
+final class AuditTamperTests: LedgerTestCase {
+    /// A state folder with three rounds; returns (folder, log lines, public key).
+    func makeLog() throws -> (URL, URL, [Data], AuditPublicKey) {
+        let folder = Fixture.folder()
+        let ledger = try Fixture.ledger(at: folder)
+        for i in 1...3 { try Fixture.round(ledger, value: Float(i)) }
+        try ledger.record(AuditEntry(event: .certificateRevoked, school: "south-middle", certificateSerial: "0a1b", reason: "laptop stolen"))
+        let url = ledger.auditURL
+        ledger.close()
+        return (folder, url, try Fixture.lines(url), try pub(folder))
+    }
+
+    /// Verifies a tampered copy of the log (without the database, so only the chain speaks).
+    func verifyCopy(_ lines: [Data], key: AuditPublicKey, rawTail: Data? = nil) throws -> VerificationReport {
+        let url = Fixture.folder().appendingPathComponent("audit.jsonl")
+        try Fixture.writeLines(lines, to: url)
+        if let rawTail {
+            let h = try FileHandle(forWritingTo: url); try h.seekToEnd(); try h.write(contentsOf: rawTail); try h.close()
+        }
+        return AuditVerifier.verify(log: url, key: key)
+    }
+
+    func testIntactLogVerifies() throws {
+        let (folder, url, lines, key) = try makeLog()
+        let report = AuditVerifier.verify(log: url, key: key, checkpoints: folder)
+        XCTAssertTrue(report.isValid, report.render())
+        XCTAssertEqual(report.validSignatures, lines.count)
+        XCTAssertEqual(report.versionFilesChecked, 4)
+    }
+
+    func testOneChangedByteIsNamed() throws {
+        let (_, _, lines, key) = try makeLog()
+        var tampered = lines
+        let text = String(decoding: tampered[5], as: UTF8.self)
+        XCTAssertTrue(text.contains("\"examples\":101"))
+        tampered[5] = Data(text.replacingOccurrences(of: "\"examples\":101", with: "\"examples\":901").utf8)  // one byte
+        let report = try verifyCopy(tampered, key: key)
+        XCTAssertFalse(report.isValid)
+        XCTAssertTrue(report.problems.contains { $0.line == 6 && $0.message.contains("signature does not verify") }, report.render())
+        XCTAssertTrue(report.problems.contains { $0.line == 7 && $0.message.contains("prev does not match") }, report.render())
+    }
+
+    func testDroppedLineIsNamed() throws {
+        let (_, _, lines, key) = try makeLog()
+        var tampered = lines
+        tampered.remove(at: 3)
+        let report = try verifyCopy(tampered, key: key)
+        XCTAssertTrue(report.problems.contains { $0.line == 4 && $0.message.contains("seq is 5, expected 4") }, report.render())
+        XCTAssertTrue(report.problems.contains { $0.line == 4 && $0.message.contains("prev does not match") }, report.render())
+    }
+
+    func testReorderedLinesAreNamed() throws {
+        let (_, _, lines, key) = try makeLog()
+        var tampered = lines
+        tampered.swapAt(2, 3)
+        let report = try verifyCopy(tampered, key: key)
+        XCTAssertTrue(report.problems.contains { $0.line == 3 && $0.message.contains("seq is 4, expected 3") }, report.render())
+        XCTAssertFalse(report.problems.contains { $0.message.contains("signature") }, "each record is still genuinely signed")
+    }
+
+    func testForgedSignatureWithAnotherKeyIsNamed() throws {
+        let (_, _, lines, key) = try makeLog()
+        // Re-seal record 4 with a different key, keeping seq and prev correct.
+        let original = try AuditRecord(line: 4, bytes: lines[3])
+        var object = original.object
+        object.removeValue(forKey: "signature")
+        object["school"] = "forged-school"
+        let signed = CanonicalJSON.object(object).encoded
+        object["signature"] = .string(try CoordinatorSigningKey().sign(signed).base64EncodedString())
+        var tampered = lines
+        tampered[3] = CanonicalJSON.object(object).encoded
+        let report = try verifyCopy(tampered, key: key)
+        XCTAssertTrue(report.problems.contains { $0.line == 4 && $0.message.contains("signature does not verify") }, report.render())
+        // The whole log checked against the wrong key fails on every line.
+        let wrong = try verifyCopy(lines, key: CoordinatorSigningKey().publicKey)
+        XCTAssertEqual(wrong.problems.count, lines.count)
+    }
+
+    func testTruncationAndTornLine() throws {
+        let (folder, url, lines, key) = try makeLog()
+        // Dropping the last records is visible against the coordinator's database.
+        try Fixture.writeLines(Array(lines.dropLast(2)), to: url)
+        let cut = AuditVerifier.verify(log: url, key: key, checkpoints: folder)
+        XCTAssertTrue(cut.problems.contains { $0.message.contains("records were removed from the end") }, cut.render())
+        let torn = try verifyCopy(lines, key: key, rawTail: Data(#"{"event":"#.utf8))
+        XCTAssertTrue(torn.problems.contains { $0.line == lines.count + 1 && $0.message.contains("incomplete") }, torn.render())
+    }
+
+    func testCheckpointByteChangeIsNamed() throws {
+        let (folder, url, _, key) = try makeLog()
+        let ledger = try CoordinatorLedger(folder: folder, readOnly: true)
+        let victim = try ledger.versions()[2].id
+        let file = ledger.store.weights(of: victim)
+        var bytes = [UInt8](try Data(contentsOf: file))
+        bytes[bytes.count - 1] ^= 0x01
+        try Data(bytes).write(to: file)
+        let report = AuditVerifier.verify(log: url, key: key, checkpoints: folder)
+        XCTAssertTrue(report.problems.contains { $0.file == "versions/\(victim)/model.safetensors" && $0.message.contains("not the version id") }, report.render())
+        // And a changed config.json is caught through the recorded file hashes.
+        try Data("{}".utf8).write(to: ledger.store.folder(of: victim).appendingPathComponent("config.json"))
+        XCTAssertTrue(AuditVerifier.verify(log: url, key: key, checkpoints: folder).problems.contains { $0.file.hasSuffix("config.json") })
+    }
+}
+
+final class SchoolLogCrossCheckTests: LedgerTestCase {
+    func testBothDirections() throws {
+        let folder = Fixture.folder()
+        let ledger = try Fixture.ledger(at: folder)
+        let north = try SchoolLog(url: folder.appendingPathComponent("school-north.jsonl"))
+        let south = try SchoolLog(url: folder.appendingPathComponent("school-south.jsonl"))
+        for i in 1...2 { try Fixture.round(ledger, value: Float(i), schoolLogs: ["north-high": north, "south-middle": south]) }
+        let key = try pub(folder)
+        let ok = AuditVerifier.verify(log: ledger.auditURL, key: key, clientLogs: [north.url, south.url])
+        XCTAssertTrue(ok.isValid, ok.render())
+        XCTAssertEqual(ok.clientEntriesChecked, 4)
+
+        // School → coordinator: the school claims an update the coordinator never logged.
+        try north.append(SchoolLogEntry(school: "north-high", round: 2, baseVersion: "x", updateSHA256: String(repeating: "ab", count: 32), wireBytes: 10, examples: 5))
+        let claimed = AuditVerifier.verify(log: ledger.auditURL, key: key, clientLogs: [north.url, south.url])
+        XCTAssertTrue(claimed.problems.contains { $0.file == "school-north.jsonl" && $0.line == 3 && $0.message.contains("different update") }, claimed.render())
+
+        // Coordinator → school: the coordinator logs an update the school never sent.
+        try ledger.record(AuditEntry(event: .updateReceived, round: 2, school: "south-middle", examples: 1, updateSHA256: String(repeating: "cd", count: 32)))
+        let extra = AuditVerifier.verify(log: ledger.auditURL, key: key, clientLogs: [south.url])
+        let line = try Fixture.lines(ledger.auditURL).count
+        XCTAssertTrue(extra.problems.contains { $0.file == "audit.jsonl" && $0.line == line && $0.message.contains("not in the school's own log") }, extra.render())
+
+        // A school log whose line was edited is caught by its own chain.
+        var lines = try Fixture.lines(south.url)
+        lines[0] = Data(String(decoding: lines[0], as: UTF8.self).replacingOccurrences(of: "\"examples\":101", with: "\"examples\":901").utf8)
+        try Fixture.writeLines(lines, to: south.url)
+        let edited = AuditVerifier.verify(log: ledger.auditURL, key: key, clientLogs: [south.url])
+        XCTAssertTrue(edited.problems.contains { $0.file == "school-south.jsonl" && $0.line == 2 && $0.message.contains("prev does not match") }, edited.render())
+        XCTAssertTrue(edited.problems.contains { $0.file == "school-south.jsonl" && $0.line == 1 && $0.message.contains("examples") }, edited.render())
+    }
+}
+
+final class CanaryTests: LedgerTestCase {
+    /// A school's data holds a unique string; the records built from its
+    /// update (hashes, counts, norms) must never contain it, in any file of
+    /// the coordinator's state folder or the school's own log.
+    func testCanaryNeverReachesAnyStoredByte() throws {
+        let canary = "CANARY-\(UUID().uuidString)"
+        let schoolData = ["text,label", "\(canary) I love maths,positive", "homework is \(canary),negative"].joined(separator: "\n")
+        let folder = Fixture.folder()
+        let ledger = try Fixture.ledger(at: folder)
+        let log = try SchoolLog(url: folder.appendingPathComponent("client/sent.jsonl"))
+        // A fake "update" derived from the data (stand-in for a trained delta).
+        let values = schoolData.utf8.prefix(64).map { Float($0) / 255 }
+        let update = Fixture.safetensors([("delta", values)])
+        let round = try ledger.startRound(strategy: "fedavg", parameters: ["serverLearningRate": 1])
+        try ledger.record(AuditEntry(event: .schoolSelected, round: round.number, school: "north-high"))
+        let norm = values.reduce(0) { $0 + Double($1 * $1) }.squareRoot()
+        try ledger.record(AuditEntry(event: .updateReceived, round: round.number, school: "north-high", baseVersion: round.baseVersion,
+                                     examples: 2, updateSHA256: Digest.sha256(update), updateL2Norm: norm, wireBytes: update.count,
+                                     privacy: ["epsilon": 3, "delta": 1e-5, "noiseMultiplier": 1.1]))
+        try log.append(SchoolLogEntry(school: "north-high", round: round.number, baseVersion: round.baseVersion,
+                                      updateSHA256: Digest.sha256(update), wireBytes: update.count, examples: 2))
+        let staged = try ledger.store.stage { try Fixture.writeModel(Array(values.prefix(4)), to: $0) }
+        try ledger.commitRound(round.number, version: staged, examplesBySchool: ["north-high": 2])
+        ledger.close()
+        let needle = Data(canary.utf8)
+        let files = Fixture.allFiles(folder)
+        XCTAssertGreaterThan(files.count, 8)
+        for file in files {
+            let bytes = try Data(contentsOf: file)
+            XCTAssertNil(bytes.range(of: needle), "canary found in \(file.path)")
+        }
+    }
+}
