@@ -19,7 +19,12 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.8.2"),
+        .package(url: "https://github.com/apple/swift-nio.git", from: "2.101.3"),
+        .package(url: "https://github.com/apple/swift-nio-ssl.git", from: "2.37.6"),
         .package(url: "https://github.com/apple/swift-crypto.git", from: "4.5.2"),
+        .package(url: "https://github.com/apple/swift-certificates.git", from: "1.21.1"),
+        .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
+        .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
     ],
     targets: [
@@ -44,6 +49,37 @@ let package = Package(
         // Network-free federation: updates, validation, streaming aggregation, strategies
         // (those files import PandoEngine only), and the in-process simulation (Simulation/).
         .target(name: "PandoFederation", dependencies: ["PandoEngine", "PandoText", "PandoData", "PandoTraining"]),
+        // Wire protocol: frames, messages, handshake, object transfer. NIOCore + SHA-256 only.
+        .target(
+            name: "PandoWire",
+            dependencies: [
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "Crypto", package: "swift-crypto"),
+            ]
+        ),
+        // District CA, school/coordinator certificates, X.509 CRL (no networking).
+        .target(
+            name: "PandoCertificates",
+            dependencies: [
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "SwiftASN1", package: "swift-asn1"),
+            ]
+        ),
+        // Mutual-TLS transport: coordinator server, school client, heartbeats, transfers.
+        .target(
+            name: "PandoTransport",
+            dependencies: [
+                "PandoWire", "PandoCertificates",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         // Content-addressed global versions, coordinator state in SQLite (GRDB),
         // the signed hash-chained audit log, the school's own log, and verification.
         .target(
@@ -58,7 +94,7 @@ let package = Package(
             name: "pando",
             dependencies: [
                 "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoFederation",
-                "PandoLedger",
+                "PandoCertificates", "PandoLedger",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -68,5 +104,19 @@ let package = Package(
         .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining"]),
         .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining"]),
         .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine"]),
+        .testTarget(name: "PandoWireTests", dependencies: ["PandoWire", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(
+            name: "PandoTransportTests",
+            dependencies: [
+                "PandoTransport", "PandoWire", "PandoCertificates",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOPosix", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "X509", package: "swift-certificates"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
     ]
 )

@@ -8,7 +8,7 @@ struct Pando: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pando",
         abstract: "Federated fine-tuning of BERT-family text classifiers for school districts.",
-        subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, PredictCommand.self, EmbedCommand.self, SimulateCommand.self, Bench.self, VersionsCommand.self, AuditCommand.self])
+        subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, PredictCommand.self, EmbedCommand.self, SimulateCommand.self, CertsCommand.self, Bench.self, VersionsCommand.self, AuditCommand.self])
 }
 
 /// Options naming the pretrained model folder.

@@ -1,0 +1,173 @@
+import Foundation
+import NIOCore
+import PandoWire
+
+/// One established, authenticated session (either end).
+///
+/// `receive()` must be called from one task at a time; `send` may be called from any task.
+/// Heartbeats are handled for you on both ends.
+public final class PandoConnection: @unchecked Sendable {
+    /// The school at the other end (coordinator side) or this school (client side), from the certificate.
+    public let schoolID: WireToken
+    /// Serial (hex) of the school's certificate.
+    public let certificateSerial: String
+    /// Capabilities both ends share.
+    public let capabilities: [WireToken]
+    public let remoteAddress: String
+    public let limits: WireLimits
+
+    let channel: Channel
+    private var inbound: NIOAsyncChannelInboundStream<WireMessage>.AsyncIterator
+    private let outbound: NIOAsyncChannelOutboundWriter<WireMessage>
+    /// Messages swallowed by `receive()` (heartbeat acks on the client).
+    private let swallow: Set<MessageType>
+
+    init(schoolID: WireToken, certificateSerial: String, capabilities: [WireToken], remoteAddress: String,
+         limits: WireLimits, channel: Channel, inbound: NIOAsyncChannelInboundStream<WireMessage>.AsyncIterator,
+         outbound: NIOAsyncChannelOutboundWriter<WireMessage>, swallow: Set<MessageType>) {
+        self.schoolID = schoolID
+        self.certificateSerial = certificateSerial
+        self.capabilities = capabilities
+        self.remoteAddress = remoteAddress
+        self.limits = limits
+        self.channel = channel
+        self.inbound = inbound
+        self.outbound = outbound
+        self.swallow = swallow
+    }
+
+    /// Sends one message (waits while the socket is not writable: bounded memory).
+    public func send(_ message: WireMessage) async throws {
+        do { try await outbound.write(message) } catch {
+            throw TransportError.connectionClosed("while sending \(message.type.name): \(error)")
+        }
+    }
+
+    /// Next application message, or throws when the connection ends.
+    public func receive() async throws -> WireMessage {
+        while true {
+            let next: WireMessage?
+            do { next = try await inbound.next() } catch let e as WireError {
+                throw TransportError.protocolViolation(e.description)
+            } catch {
+                throw TransportError.connectionClosed(TLSFiles.explain(error))
+            }
+            guard let m = next else { throw TransportError.connectionClosed("the peer closed the connection") }
+            if swallow.contains(m.type) { continue }
+            if case .goodbye(let g) = m { throw TransportError.connectionClosed("peer said goodbye (\(g.code.rawValue))") }
+            return m
+        }
+    }
+
+    /// Closes the connection (the peer sees EOF).
+    public func close() {
+        channel.close(promise: nil)
+    }
+
+    // MARK: Object transfer
+
+    /// Statistics of one transfer.
+    public struct TransferStats: Sendable, Equatable {
+        /// Offset the transfer started from (non-zero when resumed).
+        public var startOffset: UInt64
+        /// Bytes carried by this connection.
+        public var bytesTransferred: UInt64
+        public var size: UInt64
+        public var sha256: ObjectDigest
+        public var seconds: Double
+    }
+
+    /// Sends the file at `file` as object `id`: offer → (peer's request from offset) → chunks → complete → receipt.
+    /// Memory stays bounded (one chunk at a time, waits for writability). If the peer
+    /// already holds a prefix from an interrupted attempt it asks for the rest only.
+    @discardableResult
+    public func sendObject(id: WireToken, kind: ObjectKind, file: URL, sha256 known: ObjectDigest? = nil,
+                           progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) async throws -> TransferStats {
+        let started = ContinuousClock.now
+        let source = try FileObjectSource(url: file)
+        defer { source.close() }
+        let digest = try known ?? source.sha256()
+        try await send(.objectOffer(ObjectOffer(id: id, kind: kind, size: source.size, sha256: digest)))
+        let request = try await receive()
+        guard case .objectRequest(let req) = request, req.id == id else {
+            if case .objectReceipt(let r) = request, r.id == id, r.status == .refused {
+                throw TransportError.transferFailed("peer refused object \(id)")
+            }
+            throw TransportError.protocolViolation("expected objectRequest for \(id), got \(request.type.name)")
+        }
+        guard req.offset <= source.size else {
+            throw TransportError.protocolViolation("peer asked for offset \(req.offset) beyond size \(source.size)")
+        }
+        var offset = req.offset
+        let chunk = min(limits.chunkSize, limits.maxFrameLength - 128)
+        while offset < source.size {
+            let n = Int(min(UInt64(chunk), source.size - offset))
+            let data = try source.read(offset: offset, count: n, allocator: channel.allocator)
+            try await send(.objectChunk(ObjectChunk(id: id, offset: offset, data: data)))
+            offset += UInt64(n)
+            progress?(offset, source.size)
+        }
+        try await send(.objectComplete(ObjectComplete(id: id, sha256: digest)))
+        let answer = try await receive()
+        guard case .objectReceipt(let receipt) = answer, receipt.id == id else {
+            throw TransportError.protocolViolation("expected objectReceipt for \(id), got \(answer.type.name)")
+        }
+        guard receipt.status == .stored else {
+            throw TransportError.transferFailed("peer reported \(receipt.status.rawValue) for object \(id)")
+        }
+        return TransferStats(startOffset: req.offset, bytesTransferred: source.size - req.offset, size: source.size,
+                             sha256: digest, seconds: Self.seconds(since: started))
+    }
+
+    /// Receives the object announced by `offer` into `destination` (replaced atomically on success).
+    ///
+    /// Bytes are appended to `destination.partial` as they arrive; if an earlier attempt
+    /// for the same object (same size and SHA-256) left a partial file, the transfer
+    /// resumes from its length. The SHA-256 is verified before the file is moved into place.
+    @discardableResult
+    public func receiveObject(_ offer: ObjectOffer, to destination: URL, maxSize: UInt64 = .max,
+                              progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) async throws -> TransferStats {
+        let started = ContinuousClock.now
+        guard offer.size <= maxSize else {
+            try await send(.objectReceipt(ObjectReceipt(id: offer.id, status: .refused)))
+            throw TransportError.transferFailed("object \(offer.id) of \(offer.size) bytes exceeds the limit \(maxSize)")
+        }
+        let sink = try FileObjectSink(destination: destination, offer: offer)
+        defer { sink.close() }
+        let start = sink.offset
+        try await send(.objectRequest(ObjectRequest(id: offer.id, offset: start)))
+        while true {
+            let m = try await receive()
+            switch m {
+            case .objectChunk(let c) where c.id == offer.id:
+                guard c.offset == sink.offset else {
+                    throw TransportError.protocolViolation("chunk at offset \(c.offset), expected \(sink.offset)")
+                }
+                guard c.offset + UInt64(c.data.readableBytes) <= offer.size else {
+                    throw TransportError.protocolViolation("chunk runs past the offered size \(offer.size)")
+                }
+                try sink.append(c.data)
+                progress?(sink.offset, offer.size)
+            case .objectComplete(let done) where done.id == offer.id:
+                let status: ReceiptStatus
+                if sink.offset != offer.size { status = .sizeMismatch }
+                else if sink.digest() != offer.sha256 || done.sha256 != offer.sha256 { status = .digestMismatch }
+                else { status = .stored }
+                if status == .stored { try sink.commit() } else { sink.discard() }
+                try await send(.objectReceipt(ObjectReceipt(id: offer.id, status: status)))
+                guard status == .stored else {
+                    throw TransportError.transferFailed("object \(offer.id): \(status.rawValue)")
+                }
+                return TransferStats(startOffset: start, bytesTransferred: offer.size - start, size: offer.size,
+                                     sha256: offer.sha256, seconds: Self.seconds(since: started))
+            default:
+                throw TransportError.protocolViolation("unexpected \(m.type.name) during transfer of \(offer.id)")
+            }
+        }
+    }
+
+    static func seconds(since t: ContinuousClock.Instant) -> Double {
+        let d = ContinuousClock.now - t
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}

@@ -1,0 +1,114 @@
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import PandoWire
+
+/// Drops messages the peer may not send (a client sending `welcome`, …) as a protocol error.
+final class DirectionGuard: ChannelInboundHandler, Sendable {
+    typealias InboundIn = WireMessage
+    typealias InboundOut = WireMessage
+    let fromClient: Bool
+    init(fromClient: Bool) { self.fromClient = fromClient }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let m = unwrapInboundIn(data)
+        let ok = fromClient ? m.type.direction.clientMaySend : m.type.direction.coordinatorMaySend
+        if ok { context.fireChannelRead(data) } else { context.fireErrorCaught(WireError.wrongDirection(type: m.type.name)) }
+    }
+}
+
+/// Coordinator side: answers heartbeats in the pipeline (so a busy session task never
+/// makes a healthy school look dead) and records the school's reported activity.
+final class HeartbeatResponder: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WireMessage
+    typealias InboundOut = WireMessage
+    typealias OutboundOut = WireMessage
+    let status: SessionStatus
+    init(status: SessionStatus) { self.status = status }
+
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        let m = unwrapInboundIn(data)
+        if case .heartbeat(let h) = m {
+            status.record(h)
+            context.writeAndFlush(wrapOutboundOut(.heartbeatAck(HeartbeatAck(sequence: h.sequence))), promise: nil)
+            return
+        }
+        context.fireChannelRead(data)
+    }
+}
+
+/// School side: consumes heartbeat acks in the pipeline so they never queue up behind a
+/// session task that is busy (e.g. training) and stall reading.
+final class HeartbeatAckConsumer: ChannelInboundHandler, Sendable {
+    typealias InboundIn = WireMessage
+    typealias InboundOut = WireMessage
+    func channelRead(context: ChannelHandlerContext, data: NIOAny) {
+        if case .heartbeatAck = unwrapInboundIn(data) { return }
+        context.fireChannelRead(data)
+    }
+}
+
+/// Closes the connection on the first error (decode error, TLS failure, idle timeout)
+/// with a logged reason; other connections are unaffected.
+final class CloseOnErrorHandler: ChannelInboundHandler, @unchecked Sendable {
+    typealias InboundIn = WireMessage
+    typealias InboundOut = WireMessage
+    let logger: Logger
+    let describe: @Sendable () -> String
+    let idleTimeout: TimeAmount
+    private var closed = false
+
+    init(logger: Logger, idleTimeout: TimeAmount, describe: @escaping @Sendable () -> String) {
+        self.logger = logger
+        self.describe = describe
+        self.idleTimeout = idleTimeout
+    }
+
+    func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if !closed {
+            closed = true
+            let reason = (error as? WireError)?.description ?? TLSFiles.explain(error)
+            logger.warning("closing connection: \(reason)", metadata: ["peer": "\(describe())"])
+            context.close(promise: nil)
+        }
+        context.fireErrorCaught(error)
+    }
+
+    func userInboundEventTriggered(context: ChannelHandlerContext, event: Any) {
+        if let e = event as? IdleStateHandler.IdleStateEvent, e == .read {
+            if !closed {
+                closed = true
+                logger.warning("closing connection: nothing received for \(idleTimeout.nanoseconds / 1_000_000) ms (no heartbeat, no data)",
+                               metadata: ["peer": "\(describe())"])
+                context.close(promise: nil)
+            }
+            return
+        }
+        context.fireUserInboundEventTriggered(event)
+    }
+}
+
+/// What the coordinator knows about a live session (thread-safe).
+public final class SessionStatus: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var _lastHeartbeat: NIODeadline? = nil
+    private var _activity: SchoolActivity = .idle
+    private var _progress: Double? = nil
+    private var _heartbeats: UInt64 = 0
+
+    public init() {}
+
+    func record(_ h: Heartbeat) {
+        lock.withLock {
+            _lastHeartbeat = .now()
+            _activity = h.activity
+            _progress = h.progress
+            _heartbeats += 1
+        }
+    }
+
+    public var activity: SchoolActivity { lock.withLock { _activity } }
+    public var progress: Double? { lock.withLock { _progress } }
+    public var heartbeatsReceived: UInt64 { lock.withLock { _heartbeats } }
+    public var lastHeartbeat: NIODeadline? { lock.withLock { _lastHeartbeat } }
+}

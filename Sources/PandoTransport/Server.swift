@@ -1,0 +1,211 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import NIOPosix
+import NIOSSL
+import PandoCertificates
+import PandoWire
+import X509
+
+/// The coordinator's listener: mutual TLS, one session per school.
+///
+/// Each accepted connection must complete TLS with a school certificate that
+/// ``SchoolCertificateValidator`` accepts (district CA, validity, clientAuth, SAN URI,
+/// CRL — re-read when `crl.pem` changes), then send `hello`. The school's identity is
+/// the `pando://school/<ID>` SAN of its certificate. A newer session for a school
+/// replaces its older one.
+public final class CoordinatorServer: Sendable {
+    public let configuration: CoordinatorTransportConfiguration
+    let logger: Logger
+    let group: EventLoopGroup
+    let sslContext: NIOSSLContext
+    let validator: SchoolCertificateValidator
+    private let registry = SessionRegistry()
+    private let boundPort = NIOLockedValueBox<Int?>(nil)
+
+    public init(configuration: CoordinatorTransportConfiguration, logger: Logger,
+                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+        self.configuration = configuration
+        self.logger = logger
+        self.group = group
+        let cert = try TLSFiles.certificate(configuration.certificatePath, what: "coordinator certificate")
+        let key = try TLSFiles.key(configuration.privateKeyPath, what: "coordinator private key")
+        let ca = try TLSFiles.certificate(configuration.caCertificatePath, what: "district CA certificate")
+        var tls = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(cert)], privateKey: .privateKey(key))
+        tls.minimumTLSVersion = .tlsv12
+        tls.maximumTLSVersion = .tlsv13
+        tls.certificateVerification = .noHostnameVerification  // client certificate required
+        tls.trustRoots = .certificates([ca])
+        sslContext = try NIOSSLContext(configuration: tls)
+        let caCert = try Certificate(derEncoded: ca.toDERBytes())
+        validator = SchoolCertificateValidator(
+            caCertificate: caCert,
+            revocation: RevocationListFile(path: configuration.revocationListPath, caCertificate: caCert))
+        guard FileManager.default.fileExists(atPath: configuration.revocationListPath) else {
+            throw TransportError.configuration("revocation list \(configuration.revocationListPath) does not exist (run `pando certs init`)")
+        }
+    }
+
+    /// Port actually bound (useful with port 0), once listening.
+    public var port: Int? { boundPort.withLockedValue { $0 } }
+    /// Schools with a live session.
+    public var connectedSchools: [WireToken] { registry.schools }
+    /// Status of a school's live session.
+    public func status(of school: WireToken) -> SessionStatus? { registry.status(school) }
+
+    private struct Child: Sendable {
+        let channel: NIOAsyncChannel<WireMessage, WireMessage>
+        let peer: PeerBox
+        let status: SessionStatus
+    }
+
+    /// Listens until the task is cancelled, running `session` for every authenticated school.
+    /// `session` returning or throwing closes that connection only.
+    public func run(onListening: @Sendable (Int) -> Void = { _ in },
+                    session: @escaping @Sendable (PandoConnection, SessionStatus) async throws -> Void) async throws {
+        let cfg = configuration
+        let logger = self.logger
+        let sslContext = self.sslContext
+        let validator = self.validator
+        let server = try await ServerBootstrap(group: group)
+            .serverChannelOption(.backlog, value: 256)
+            .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
+            .childChannelOption(.socketOption(.tcp_nodelay), value: 1)
+            .bind(host: cfg.host, port: cfg.port) { channel in
+                channel.eventLoop.makeCompletedFuture {
+                    let peer = PeerBox(address: channel.remoteAddress.map { "\($0)" } ?? "?")
+                    let status = SessionStatus()
+                    let verify: NIOSSLCustomVerificationCallback = { certs, promise in
+                        let chain = certs.compactMap { try? Certificate(derEncoded: $0.toDERBytes()) }
+                        switch validator.validate(chain: chain) {
+                        case .accepted(let id, let serial):
+                            peer.set(school: id, serial: serial)
+                            promise.succeed(.certificateVerified)
+                        case .rejected(let reason):
+                            logger.warning("rejected client certificate: \(reason)", metadata: ["peer": "\(peer.address)"])
+                            peer.rejected = true
+                            promise.succeed(.failed)
+                        }
+                    }
+                    let sync = channel.pipeline.syncOperations
+                    try sync.addHandler(NIOSSLServerHandler(context: sslContext, customVerificationCallback: verify))
+                    try sync.addHandler(IdleStateHandler(readTimeout: cfg.idleTimeout))
+                    try sync.addHandler(ByteToMessageHandler(WireFrameDecoder(limits: cfg.limits),
+                                                             maximumBufferSize: cfg.limits.maxFrameLength + 64))
+                    try sync.addHandler(MessageToByteHandler(WireFrameEncoder(limits: cfg.limits)))
+                    try sync.addHandler(DirectionGuard(fromClient: true))
+                    try sync.addHandler(HeartbeatResponder(status: status))
+                    try sync.addHandler(CloseOnErrorHandler(logger: logger, idleTimeout: cfg.idleTimeout) { peer.describe })
+                    let async = try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
+                    return Child(channel: async, peer: peer, status: status)
+                }
+            }
+        let port = server.channel.localAddress?.port ?? cfg.port
+        boundPort.withLockedValue { $0 = port }
+        logger.info("coordinator listening", metadata: ["port": "\(port)", "tls": "mutual, TLS 1.2+"])
+        onListening(port)
+        try await withThrowingDiscardingTaskGroup { group in
+            try await server.executeThenClose { inbound in
+                for try await child in inbound {
+                    group.addTask { await self.handle(child, session: session) }
+                }
+            }
+        }
+    }
+
+    private func handle(_ child: Child, session: @escaping @Sendable (PandoConnection, SessionStatus) async throws -> Void) async {
+        let cfg = configuration
+        let channel = child.channel.channel
+        let timeout = channel.eventLoop.scheduleTask(in: cfg.handshakeTimeout) {
+            self.logger.warning("closing connection: no hello within the handshake timeout", metadata: ["peer": "\(child.peer.describe)"])
+            channel.close(promise: nil)
+        }
+        var schoolForLog = "?"
+        do {
+            try await child.channel.executeThenClose { inbound, outbound in
+                var it = inbound.makeAsyncIterator()
+                let first = try await it.next()
+                timeout.cancel()
+                guard let first else { throw TransportError.connectionClosed("before hello") }
+                guard let (id, serial) = child.peer.identity, let school = WireToken(id) else {
+                    throw TransportError.tls("no verified school identity")
+                }
+                schoolForLog = id
+                guard case .hello(let hello) = first else {
+                    let r = Reject(code: .handshakeExpected, reason: "the first message must be hello, got \(first.type.name)")
+                    try? await outbound.write(.reject(r))
+                    throw TransportError.protocolViolation(r.reason)
+                }
+                switch Handshake.evaluate(hello, schoolID: school, softwareVersion: cfg.softwareVersion,
+                                          supportedVersions: cfg.supportedProtocolVersions,
+                                          heartbeatIntervalMillis: UInt32(cfg.heartbeatInterval.nanoseconds / 1_000_000),
+                                          idleTimeoutMillis: UInt32(cfg.idleTimeout.nanoseconds / 1_000_000),
+                                          limits: cfg.limits) {
+                case .failure(let reject):
+                    self.logger.warning("rejected school \(id): \(reject.reason)", metadata: ["peer": "\(child.peer.address)"])
+                    try? await outbound.write(.reject(reject))
+                    return
+                case .success(let welcome):
+                    try await outbound.write(.welcome(welcome))
+                    self.logger.info("school connected", metadata: [
+                        "school": "\(id)", "serial": "\(serial)", "peer": "\(child.peer.address)",
+                        "software": "\(hello.softwareVersion)", "protocol": "\(hello.protocolVersion)",
+                    ])
+                    let conn = PandoConnection(schoolID: school, certificateSerial: serial, capabilities: welcome.capabilities,
+                                               remoteAddress: child.peer.address, limits: cfg.limits, channel: channel,
+                                               inbound: it, outbound: outbound, swallow: [])
+                    if let old = self.registry.register(school, channel: channel, status: child.status) {
+                        self.logger.notice("replacing older session of school \(id)")
+                        old.close(promise: nil)
+                    }
+                    defer { self.registry.unregister(school, channel: channel) }
+                    try await session(conn, child.status)
+                }
+            }
+        } catch {
+            timeout.cancel()
+            if child.peer.rejected { return }  // reason already logged by the verifier
+            let reason = (error as? WireError)?.description ?? (error as? TransportError)?.description ?? TLSFiles.explain(error)
+            logger.info("session ended: \(reason)", metadata: ["school": "\(schoolForLog)", "peer": "\(child.peer.address)"])
+        }
+    }
+}
+
+/// Identity the TLS verifier established for one connection.
+final class PeerBox: @unchecked Sendable {
+    let address: String
+    private let lock = NIOLock()
+    private var _identity: (String, String)?
+    private var _rejected = false
+    init(address: String) { self.address = address }
+    func set(school: String, serial: String) { lock.withLock { _identity = (school, serial) } }
+    var identity: (String, String)? { lock.withLock { _identity } }
+    var rejected: Bool {
+        get { lock.withLock { _rejected } }
+        set { lock.withLock { _rejected = newValue } }
+    }
+    var describe: String { identity.map { "\($0.0)@\(address)" } ?? address }
+}
+
+final class SessionRegistry: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var sessions: [WireToken: (Channel, SessionStatus)] = [:]
+
+    func register(_ school: WireToken, channel: Channel, status: SessionStatus) -> Channel? {
+        lock.withLock {
+            let old = sessions[school]?.0
+            sessions[school] = (channel, status)
+            return old
+        }
+    }
+
+    func unregister(_ school: WireToken, channel: Channel) {
+        lock.withLock {
+            if let c = sessions[school]?.0, c === channel { sessions[school] = nil }
+        }
+    }
+
+    var schools: [WireToken] { lock.withLock { sessions.keys.sorted() } }
+    func status(_ school: WireToken) -> SessionStatus? { lock.withLock { sessions[school]?.1 } }
+}

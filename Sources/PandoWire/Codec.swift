@@ -1,0 +1,201 @@
+import Foundation
+import NIOCore
+
+/// Frame and message encoding.
+///
+/// A frame is `length: UInt32 big-endian` followed by `length` bytes: one type byte
+/// (``MessageType``) and the payload. Control payloads are UTF-8 JSON objects;
+/// `objectChunk` payloads are binary (see the Protocol article).
+public enum WireCodec {
+    /// Bytes of the length prefix.
+    public static let lengthPrefixSize = 4
+
+    /// Appends one complete frame for `message` to `buffer`.
+    public static func encode(_ message: WireMessage, into buffer: inout ByteBuffer, limits: WireLimits = .default) throws {
+        let start = buffer.writerIndex
+        buffer.writeInteger(UInt32(0))  // patched below
+        buffer.writeInteger(message.type.rawValue)
+        switch message {
+        case .objectChunk(let c):
+            let id = Array(c.id.value.utf8)
+            buffer.writeInteger(UInt8(id.count))
+            buffer.writeBytes(id)
+            buffer.writeInteger(c.offset)
+            var data = c.data
+            buffer.writeBuffer(&data)
+        default:
+            let json = try jsonEncoder.encode(AnyPayload(message))
+            guard json.count <= limits.maxControlPayload else {
+                throw WireError.limitExceeded("\(message.type.name) payload \(json.count) bytes exceeds \(limits.maxControlPayload)")
+            }
+            buffer.writeBytes(json)
+        }
+        let length = buffer.writerIndex - start - lengthPrefixSize
+        guard length <= limits.maxFrameLength else {
+            buffer.moveWriterIndex(to: start)
+            throw WireError.frameTooLarge(length: length, max: limits.maxFrameLength)
+        }
+        buffer.setInteger(UInt32(length), at: start)
+    }
+
+    /// Convenience: a frame as a fresh buffer.
+    public static func frame(_ message: WireMessage, limits: WireLimits = .default) throws -> ByteBuffer {
+        var b = ByteBuffer()
+        try encode(message, into: &b, limits: limits)
+        return b
+    }
+
+    /// Removes one frame from the front of `buffer` and decodes it; `nil` when the frame
+    /// is not complete yet (nothing consumed). Throws before buffering an oversize frame.
+    public static func decodeFrame(from buffer: inout ByteBuffer, limits: WireLimits = .default) throws -> WireMessage? {
+        guard let length = buffer.getInteger(at: buffer.readerIndex, as: UInt32.self) else { return nil }
+        let len = Int(length)
+        if len == 0 { throw WireError.emptyFrame }
+        if len > limits.maxFrameLength { throw WireError.frameTooLarge(length: len, max: limits.maxFrameLength) }
+        guard buffer.readableBytes >= lengthPrefixSize + len else { return nil }
+        buffer.moveReaderIndex(forwardBy: lengthPrefixSize)
+        let typeByte: UInt8 = buffer.readInteger()!
+        let payload = buffer.readSlice(length: len - 1)!
+        return try decodeMessage(type: typeByte, payload: payload, limits: limits)
+    }
+
+    /// Decodes one message body.
+    public static func decodeMessage(type typeByte: UInt8, payload: ByteBuffer, limits: WireLimits = .default) throws -> WireMessage {
+        guard let type = MessageType(rawValue: typeByte) else { throw WireError.unknownMessageType(typeByte) }
+        var payload = payload
+        let message: WireMessage
+        if type == .objectChunk {
+            func bad(_ d: String) -> WireError { .malformed(type: type.name, detail: d) }
+            guard let idLen = payload.readInteger(as: UInt8.self), idLen > 0, Int(idLen) <= WireToken.maxLength else {
+                throw bad("bad id length")
+            }
+            guard let idBytes = payload.readBytes(length: Int(idLen)) else { throw bad("truncated id") }
+            guard let id = WireToken(String(decoding: idBytes, as: UTF8.self)) else { throw bad("id is not a token") }
+            guard let offset = payload.readInteger(as: UInt64.self) else { throw bad("truncated offset") }
+            message = .objectChunk(ObjectChunk(id: id, offset: offset, data: payload))
+        } else {
+            guard payload.readableBytes <= limits.maxControlPayload else {
+                throw WireError.limitExceeded("\(type.name) payload \(payload.readableBytes) bytes exceeds \(limits.maxControlPayload)")
+            }
+            do {
+                message = try decodeJSON(type, Data(payload.readableBytesView))
+            } catch let e as WireError {
+                throw e
+            } catch {
+                throw WireError.malformed(type: type.name, detail: Self.describe(error))
+            }
+        }
+        try message.validate(limits: limits)
+        return message
+    }
+
+    private static func decodeJSON(_ type: MessageType, _ data: Data) throws -> WireMessage {
+        let d = jsonDecoder
+        switch type {
+        case .hello: return .hello(try d.decode(Hello.self, from: data))
+        case .welcome: return .welcome(try d.decode(Welcome.self, from: data))
+        case .reject: return .reject(try d.decode(Reject.self, from: data))
+        case .heartbeat: return .heartbeat(try d.decode(Heartbeat.self, from: data))
+        case .heartbeatAck: return .heartbeatAck(try d.decode(HeartbeatAck.self, from: data))
+        case .goodbye: return .goodbye(try d.decode(Goodbye.self, from: data))
+        case .objectOffer: return .objectOffer(try d.decode(ObjectOffer.self, from: data))
+        case .objectRequest: return .objectRequest(try d.decode(ObjectRequest.self, from: data))
+        case .objectComplete: return .objectComplete(try d.decode(ObjectComplete.self, from: data))
+        case .objectReceipt: return .objectReceipt(try d.decode(ObjectReceipt.self, from: data))
+        case .roundAssignment: return .roundAssignment(try d.decode(RoundAssignment.self, from: data))
+        case .roundResult: return .roundResult(try d.decode(RoundResult.self, from: data))
+        case .objectChunk: throw WireError.malformed(type: type.name, detail: "binary")
+        }
+    }
+
+    private static func describe(_ error: Error) -> String {
+        switch error {
+        case DecodingError.dataCorrupted(let c): return "invalid data at \(path(c.codingPath)): \(c.debugDescription)"
+        case DecodingError.keyNotFound(let k, let c): return "missing field \(path(c.codingPath + [k]))"
+        case DecodingError.typeMismatch(_, let c): return "wrong type at \(path(c.codingPath))"
+        case DecodingError.valueNotFound(_, let c): return "null at \(path(c.codingPath))"
+        default: return "invalid JSON"
+        }
+    }
+
+    private static func path(_ keys: [CodingKey]) -> String {
+        keys.isEmpty ? "top level" : keys.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+    }
+
+    private static var jsonEncoder: JSONEncoder {
+        let e = JSONEncoder()
+        e.outputFormatting = [.sortedKeys]
+        return e
+    }
+
+    private static var jsonDecoder: JSONDecoder { JSONDecoder() }
+
+    private struct AnyPayload: Encodable {
+        let message: WireMessage
+        init(_ m: WireMessage) { message = m }
+        func encode(to encoder: Encoder) throws {
+            switch message {
+            case .hello(let v): try v.encode(to: encoder)
+            case .welcome(let v): try v.encode(to: encoder)
+            case .reject(let v): try v.encode(to: encoder)
+            case .heartbeat(let v): try v.encode(to: encoder)
+            case .heartbeatAck(let v): try v.encode(to: encoder)
+            case .goodbye(let v): try v.encode(to: encoder)
+            case .objectOffer(let v): try v.encode(to: encoder)
+            case .objectRequest(let v): try v.encode(to: encoder)
+            case .objectComplete(let v): try v.encode(to: encoder)
+            case .objectReceipt(let v): try v.encode(to: encoder)
+            case .roundAssignment(let v): try v.encode(to: encoder)
+            case .roundResult(let v): try v.encode(to: encoder)
+            case .objectChunk: preconditionFailure("chunks are binary")
+            }
+        }
+    }
+}
+
+/// `ByteToMessageDecoder` for frames: typed errors, never buffers more than one maximal frame.
+public struct WireFrameDecoder: NIOSingleStepByteToMessageDecoder {
+    public typealias InboundOut = WireMessage
+    public let limits: WireLimits
+    public init(limits: WireLimits = .default) { self.limits = limits }
+
+    public mutating func decode(buffer: inout ByteBuffer) throws -> WireMessage? {
+        try WireCodec.decodeFrame(from: &buffer, limits: limits)
+    }
+
+    public mutating func decodeLast(buffer: inout ByteBuffer, seenEOF: Bool) throws -> WireMessage? {
+        if let m = try decode(buffer: &buffer) { return m }
+        if buffer.readableBytes > 0 { throw WireError.truncatedFrame(buffered: buffer.readableBytes) }
+        return nil
+    }
+}
+
+/// `MessageToByteEncoder` for frames.
+public struct WireFrameEncoder: MessageToByteEncoder {
+    public typealias OutboundIn = WireMessage
+    public let limits: WireLimits
+    public init(limits: WireLimits = .default) { self.limits = limits }
+    public func encode(data: WireMessage, out: inout ByteBuffer) throws {
+        try WireCodec.encode(data, into: &out, limits: limits)
+    }
+}
+
+/// Handshake rules shared by both ends.
+public enum Handshake {
+    /// Coordinator side: accept `hello` from school `schoolID`, or say why not.
+    public static func evaluate(_ hello: Hello, schoolID: WireToken, softwareVersion: WireToken,
+                                supportedVersions: [UInt16] = [PandoProtocol.version],
+                                heartbeatIntervalMillis: UInt32, idleTimeoutMillis: UInt32,
+                                limits: WireLimits = .default) -> Result<Welcome, Reject> {
+        guard supportedVersions.contains(hello.protocolVersion) else {
+            return .failure(Reject(
+                code: .protocolVersionMismatch,
+                reason: "client speaks Pando protocol \(hello.protocolVersion) (software \(hello.softwareVersion)); this coordinator speaks \(supportedVersions.map(String.init).joined(separator: ", ")) (software \(softwareVersion)). Upgrade the older side.",
+                supportedProtocolVersions: supportedVersions))
+        }
+        let common = PandoProtocol.capabilities.filter { hello.capabilities.contains($0) }
+        return .success(Welcome(protocolVersion: hello.protocolVersion, softwareVersion: softwareVersion, capabilities: common,
+                                schoolID: schoolID, heartbeatIntervalMillis: heartbeatIntervalMillis,
+                                idleTimeoutMillis: idleTimeoutMillis, maxFrameLength: UInt32(limits.maxFrameLength)))
+    }
+}

@@ -1,0 +1,316 @@
+import Foundation
+import NIOCore
+
+/// Protocol constants.
+public enum PandoProtocol {
+    /// The wire protocol version this build speaks. Peers must speak exactly the same version.
+    public static let version: UInt16 = 1
+    /// Capabilities this build offers (intersection is negotiated in the handshake).
+    public static let capabilities: [WireToken] = ["object-transfer.v1", "resume.v1", "heartbeat.v1"]
+}
+
+/// Who may send a message type.
+public enum MessageDirection: Sendable {
+    case clientToCoordinator, coordinatorToClient, both
+    public var clientMaySend: Bool { self != .coordinatorToClient }
+    public var coordinatorMaySend: Bool { self != .clientToCoordinator }
+}
+
+/// The one-byte type of every frame. Values are fixed forever; new types get new values.
+public enum MessageType: UInt8, CaseIterable, Sendable {
+    case hello = 0x01
+    case welcome = 0x02
+    case reject = 0x03
+    case heartbeat = 0x04
+    case heartbeatAck = 0x05
+    case goodbye = 0x06
+    case objectOffer = 0x10
+    case objectRequest = 0x11
+    case objectChunk = 0x12
+    case objectComplete = 0x13
+    case objectReceipt = 0x14
+    case roundAssignment = 0x20
+    case roundResult = 0x21
+
+    public var direction: MessageDirection {
+        switch self {
+        case .hello, .heartbeat, .roundResult: return .clientToCoordinator
+        case .welcome, .reject, .heartbeatAck, .roundAssignment: return .coordinatorToClient
+        case .goodbye, .objectOffer, .objectRequest, .objectChunk, .objectComplete, .objectReceipt: return .both
+        }
+    }
+
+    public var name: String { String(describing: self) }
+}
+
+// MARK: Payloads
+
+/// First frame from the client.
+public struct Hello: Codable, Sendable, Equatable {
+    public var protocolVersion: UInt16
+    public var softwareVersion: WireToken
+    public var capabilities: [WireToken]
+    public init(protocolVersion: UInt16 = PandoProtocol.version, softwareVersion: WireToken,
+                capabilities: [WireToken] = PandoProtocol.capabilities) {
+        self.protocolVersion = protocolVersion
+        self.softwareVersion = softwareVersion
+        self.capabilities = capabilities
+    }
+}
+
+/// The coordinator's answer to an acceptable `Hello`.
+public struct Welcome: Codable, Sendable, Equatable {
+    public var protocolVersion: UInt16
+    public var softwareVersion: WireToken
+    /// Capabilities both sides have.
+    public var capabilities: [WireToken]
+    /// The school ID the coordinator read from the client certificate.
+    public var schoolID: WireToken
+    /// How often the client must send a heartbeat.
+    public var heartbeatIntervalMillis: UInt32
+    /// Silence (no frame at all) after which the coordinator drops the connection.
+    public var idleTimeoutMillis: UInt32
+    public var maxFrameLength: UInt32
+    public init(protocolVersion: UInt16 = PandoProtocol.version, softwareVersion: WireToken, capabilities: [WireToken],
+                schoolID: WireToken, heartbeatIntervalMillis: UInt32, idleTimeoutMillis: UInt32, maxFrameLength: UInt32) {
+        self.protocolVersion = protocolVersion
+        self.softwareVersion = softwareVersion
+        self.capabilities = capabilities
+        self.schoolID = schoolID
+        self.heartbeatIntervalMillis = heartbeatIntervalMillis
+        self.idleTimeoutMillis = idleTimeoutMillis
+        self.maxFrameLength = maxFrameLength
+    }
+}
+
+public enum RejectCode: String, Codable, Sendable, CaseIterable {
+    case protocolVersionMismatch = "protocol-version-mismatch"
+    case handshakeExpected = "handshake-expected"
+    case notAuthorised = "not-authorised"
+    case duplicateSession = "duplicate-session"
+    case shuttingDown = "shutting-down"
+}
+
+/// Coordinator → client only: why the session is refused. `reason` is for the school's log.
+public struct Reject: Codable, Sendable, Equatable, Error {
+    public var code: RejectCode
+    public var reason: String
+    public var supportedProtocolVersions: [UInt16]
+    public init(code: RejectCode, reason: String, supportedProtocolVersions: [UInt16] = [PandoProtocol.version]) {
+        self.code = code
+        self.reason = reason
+        self.supportedProtocolVersions = supportedProtocolVersions
+    }
+}
+
+/// What a school is doing, reported in every heartbeat.
+public enum SchoolActivity: String, Codable, Sendable, CaseIterable {
+    case idle, training, evaluating, transferring
+}
+
+public struct Heartbeat: Codable, Sendable, Equatable {
+    public var sequence: UInt64
+    public var activity: SchoolActivity
+    /// Fraction of the current activity done, 0…1, when known.
+    public var progress: Double?
+    public init(sequence: UInt64, activity: SchoolActivity, progress: Double? = nil) {
+        self.sequence = sequence
+        self.activity = activity
+        self.progress = progress
+    }
+}
+
+public struct HeartbeatAck: Codable, Sendable, Equatable {
+    public var sequence: UInt64
+    public init(sequence: UInt64) { self.sequence = sequence }
+}
+
+public enum GoodbyeCode: String, Codable, Sendable, CaseIterable {
+    case normal, shuttingDown = "shutting-down", protocolError = "protocol-error", idleTimeout = "idle-timeout"
+}
+
+public struct Goodbye: Codable, Sendable, Equatable {
+    public var code: GoodbyeCode
+    public init(code: GoodbyeCode) { self.code = code }
+}
+
+/// What kind of bytes an object holds. Objects are model tensors, never text.
+public enum ObjectKind: String, Codable, Sendable, CaseIterable {
+    /// A safetensors checkpoint (global model).
+    case checkpoint
+    /// A safetensors model delta (a school's update).
+    case update
+    /// Opaque test payload.
+    case blob
+}
+
+/// Sender → receiver: "I have this object". The receiver answers with `ObjectRequest`.
+public struct ObjectOffer: Codable, Sendable, Equatable {
+    public var id: WireToken
+    public var kind: ObjectKind
+    public var size: UInt64
+    public var sha256: ObjectDigest
+    public init(id: WireToken, kind: ObjectKind, size: UInt64, sha256: ObjectDigest) {
+        self.id = id
+        self.kind = kind
+        self.size = size
+        self.sha256 = sha256
+    }
+}
+
+/// Receiver → sender: "send from this byte offset" (0, or what a previous attempt already stored).
+public struct ObjectRequest: Codable, Sendable, Equatable {
+    public var id: WireToken
+    public var offset: UInt64
+    public init(id: WireToken, offset: UInt64) {
+        self.id = id
+        self.offset = offset
+    }
+}
+
+/// Raw bytes of an object at `offset` (binary payload, no JSON).
+public struct ObjectChunk: Sendable, Equatable {
+    public var id: WireToken
+    public var offset: UInt64
+    public var data: ByteBuffer
+    public init(id: WireToken, offset: UInt64, data: ByteBuffer) {
+        self.id = id
+        self.offset = offset
+        self.data = data
+    }
+}
+
+/// Sender → receiver: all bytes sent.
+public struct ObjectComplete: Codable, Sendable, Equatable {
+    public var id: WireToken
+    public var sha256: ObjectDigest
+    public init(id: WireToken, sha256: ObjectDigest) {
+        self.id = id
+        self.sha256 = sha256
+    }
+}
+
+public enum ReceiptStatus: String, Codable, Sendable, CaseIterable {
+    case stored, digestMismatch = "digest-mismatch", sizeMismatch = "size-mismatch", refused
+}
+
+/// Receiver → sender: the object's fate after `ObjectComplete`.
+public struct ObjectReceipt: Codable, Sendable, Equatable {
+    public var id: WireToken
+    public var status: ReceiptStatus
+    public init(id: WireToken, status: ReceiptStatus) {
+        self.id = id
+        self.status = status
+    }
+}
+
+/// A reference to an object transferred separately.
+public struct ObjectRef: Codable, Sendable, Equatable {
+    public var id: WireToken
+    public var size: UInt64
+    public var sha256: ObjectDigest
+    public init(id: WireToken, size: UInt64, sha256: ObjectDigest) {
+        self.id = id
+        self.size = size
+        self.sha256 = sha256
+    }
+}
+
+/// Coordinator → client: train round `round` starting from `model`.
+public struct RoundAssignment: Codable, Sendable, Equatable {
+    public var round: UInt64
+    public var model: ObjectRef
+    public var parameters: [WireToken: Double]
+    public init(round: UInt64, model: ObjectRef, parameters: [WireToken: Double]) {
+        self.round = round
+        self.model = model
+        self.parameters = parameters
+    }
+}
+
+public enum RoundStatus: String, Codable, Sendable, CaseIterable {
+    case completed, failed, declined
+}
+
+/// Client → coordinator: outcome of a round. Numbers and tokens only.
+public struct RoundResult: Codable, Sendable, Equatable {
+    public var round: UInt64
+    public var status: RoundStatus
+    public var update: ObjectRef?
+    public var exampleCount: UInt64
+    /// Metric name → value (finite). At most `RoundResult.maxMetrics` entries.
+    public var metrics: [WireToken: Double]
+    public static let maxMetrics = 256
+    public init(round: UInt64, status: RoundStatus, update: ObjectRef?, exampleCount: UInt64, metrics: [WireToken: Double]) {
+        self.round = round
+        self.status = status
+        self.update = update
+        self.exampleCount = exampleCount
+        self.metrics = metrics
+    }
+}
+
+// MARK: Message
+
+/// Every message of protocol version 1.
+public enum WireMessage: Sendable, Equatable {
+    case hello(Hello)
+    case welcome(Welcome)
+    case reject(Reject)
+    case heartbeat(Heartbeat)
+    case heartbeatAck(HeartbeatAck)
+    case goodbye(Goodbye)
+    case objectOffer(ObjectOffer)
+    case objectRequest(ObjectRequest)
+    case objectChunk(ObjectChunk)
+    case objectComplete(ObjectComplete)
+    case objectReceipt(ObjectReceipt)
+    case roundAssignment(RoundAssignment)
+    case roundResult(RoundResult)
+
+    public var type: MessageType {
+        switch self {
+        case .hello: return .hello
+        case .welcome: return .welcome
+        case .reject: return .reject
+        case .heartbeat: return .heartbeat
+        case .heartbeatAck: return .heartbeatAck
+        case .goodbye: return .goodbye
+        case .objectOffer: return .objectOffer
+        case .objectRequest: return .objectRequest
+        case .objectChunk: return .objectChunk
+        case .objectComplete: return .objectComplete
+        case .objectReceipt: return .objectReceipt
+        case .roundAssignment: return .roundAssignment
+        case .roundResult: return .roundResult
+        }
+    }
+
+    /// Semantic limits beyond what the types enforce.
+    public func validate(limits: WireLimits = .default) throws {
+        func fail(_ d: String) -> WireError { .malformed(type: type.name, detail: d) }
+        switch self {
+        case .hello(let h):
+            if h.capabilities.count > 64 { throw fail("more than 64 capabilities") }
+        case .welcome(let w):
+            if w.capabilities.count > 64 { throw fail("more than 64 capabilities") }
+        case .reject(let r):
+            if r.reason.utf8.count > 4096 { throw fail("reason longer than 4096 bytes") }
+            if r.supportedProtocolVersions.count > 64 { throw fail("too many versions") }
+        case .heartbeat(let h):
+            if let p = h.progress, !(p.isFinite && p >= 0 && p <= 1) { throw fail("progress outside 0…1") }
+        case .objectChunk(let c):
+            if c.data.readableBytes == 0 { throw fail("empty chunk") }
+            let (end, overflow) = c.offset.addingReportingOverflow(UInt64(c.data.readableBytes))
+            if overflow || end > UInt64(Int64.max) { throw fail("chunk offset overflows") }
+        case .roundAssignment(let a):
+            if a.parameters.count > RoundResult.maxMetrics { throw fail("too many parameters") }
+            if a.parameters.values.contains(where: { !$0.isFinite }) { throw fail("non-finite parameter") }
+        case .roundResult(let r):
+            if r.metrics.count > RoundResult.maxMetrics { throw fail("more than \(RoundResult.maxMetrics) metrics") }
+            if r.metrics.values.contains(where: { !$0.isFinite }) { throw fail("non-finite metric") }
+        case .heartbeatAck, .goodbye, .objectOffer, .objectRequest, .objectComplete, .objectReceipt:
+            break
+        }
+    }
+}

@@ -1,0 +1,215 @@
+import Foundation
+import NIOCore
+@testable import PandoWire
+import XCTest
+
+/// One fully populated sample per message type. The switch is exhaustive, so adding a
+/// message type does not compile until it has a sample here — and then the no-text
+/// test below inspects it.
+func sample(_ type: MessageType) -> WireMessage {
+    let digest = ObjectDigest.of(Array("x".utf8))
+    let ref = ObjectRef(id: "update-r3", size: 1234, sha256: digest)
+    switch type {
+    case .hello: return .hello(Hello(softwareVersion: "pando-0.1.0"))
+    case .welcome:
+        return .welcome(Welcome(softwareVersion: "pando-0.1.0", capabilities: ["resume.v1"], schoolID: "lincoln-high",
+                                heartbeatIntervalMillis: 10000, idleTimeoutMillis: 60000, maxFrameLength: 1 << 20))
+    case .reject: return .reject(Reject(code: .protocolVersionMismatch, reason: "coordinator speaks 1"))
+    case .heartbeat: return .heartbeat(Heartbeat(sequence: 9, activity: .training, progress: 0.25))
+    case .heartbeatAck: return .heartbeatAck(HeartbeatAck(sequence: 9))
+    case .goodbye: return .goodbye(Goodbye(code: .shuttingDown))
+    case .objectOffer: return .objectOffer(ObjectOffer(id: "update-r3", kind: .update, size: 1234, sha256: digest))
+    case .objectRequest: return .objectRequest(ObjectRequest(id: "update-r3", offset: 512))
+    case .objectChunk: return .objectChunk(ObjectChunk(id: "update-r3", offset: 512, data: ByteBuffer(bytes: [1, 2, 3, 4])))
+    case .objectComplete: return .objectComplete(ObjectComplete(id: "update-r3", sha256: digest))
+    case .objectReceipt: return .objectReceipt(ObjectReceipt(id: "update-r3", status: .stored))
+    case .roundAssignment: return .roundAssignment(RoundAssignment(round: 3, model: ref, parameters: ["learning_rate": 2e-5]))
+    case .roundResult:
+        return .roundResult(RoundResult(round: 3, status: .completed, update: ref, exampleCount: 812,
+                                        metrics: ["accuracy": 0.91, "macro_f1": 0.88]))
+    }
+}
+
+final class WireTests: XCTestCase {
+    func testEveryMessageRoundTrips() throws {
+        for type in MessageType.allCases {
+            let m = sample(type)
+            XCTAssertEqual(m.type, type)
+            var buf = try WireCodec.frame(m)
+            let back = try WireCodec.decodeFrame(from: &buf)
+            XCTAssertEqual(back, m, "\(type)")
+            XCTAssertEqual(buf.readableBytes, 0)
+        }
+    }
+
+    /// No client→coordinator message can carry free text: every leaf of every such
+    /// message is a number, Bool, fieldless enum, `WireToken` (restricted alphabet,
+    /// ≤ 64 bytes) or `ObjectDigest` (32 bytes). The only opaque bytes allowed are
+    /// `ObjectChunk.data`, which carries tensor objects. A `String`, `Character`,
+    /// `Data`, `[UInt8]` or `ByteBuffer` field anywhere else fails this test.
+    func testNoClientMessageCanCarryText() {
+        var violations: [String] = []
+        func walk(_ value: Any, path: String, allowBytes: Bool) {
+            switch value {
+            case is WireToken, is ObjectDigest, is Bool, is Double, is Float, is any FixedWidthInteger: return
+            case is String, is Substring, is Character, is Data, is [UInt8], is [Character]:
+                violations.append("\(path): \(type(of: value)) can hold text")
+                return
+            case is ByteBuffer:
+                if !allowBytes { violations.append("\(path): ByteBuffer can hold text") }
+                return
+            default: break
+            }
+            let mirror = Mirror(reflecting: value)
+            if mirror.displayStyle == .optional {
+                guard let child = mirror.children.first else {
+                    violations.append("\(path): sample leaves an optional nil — populate it so it can be inspected")
+                    return
+                }
+                return walk(child.value, path: path, allowBytes: allowBytes)
+            }
+            if mirror.displayStyle == .enum && mirror.children.isEmpty { return }  // fieldless enum (code, status)
+            if mirror.children.isEmpty && mirror.displayStyle != .collection && mirror.displayStyle != .dictionary {
+                violations.append("\(path): unrecognised leaf type \(type(of: value))")
+                return
+            }
+            for (i, child) in mirror.children.enumerated() {
+                walk(child.value, path: "\(path).\(child.label ?? String(i))", allowBytes: allowBytes)
+            }
+        }
+        var checked = 0
+        for type in MessageType.allCases where type.direction.clientMaySend {
+            walk(sample(type), path: "\(type)", allowBytes: type == .objectChunk)
+            checked += 1
+        }
+        XCTAssertEqual(checked, 9)
+        XCTAssertEqual(violations, [])
+
+        // The detector itself works: a String field is caught.
+        struct Leaky { var note: String = "hi" }
+        violations = []
+        walk(Leaky(), path: "Leaky", allowBytes: false)
+        XCTAssertEqual(violations.count, 1)
+        // And coordinator-only text (Reject.reason) is seen as text, which is why Reject is coordinator→client only.
+        violations = []
+        walk(sample(.reject), path: "reject", allowBytes: false)
+        XCTAssertEqual(violations.count, 1)
+        XCTAssertFalse(MessageType.reject.direction.clientMaySend)
+    }
+
+    func testTokensRejectText() {
+        // (A literal argument would be a literal coercion; go through a String variable.)
+        func tok(_ s: String) -> WireToken? { WireToken(s) }
+        XCTAssertNotNil(tok("macro_f1"))
+        XCTAssertNotNil(tok("pando-0.1.0"))
+        XCTAssertNil(tok("I feel sad today"))
+        XCTAssertNil(tok(""))
+        XCTAssertNil(tok(String(repeating: "a", count: 65)))
+        XCTAssertNil(tok("é"))
+        XCTAssertNil(tok("-leading"))
+        // JSON decoding validates too.
+        let json = #"{"round":1,"status":"completed","exampleCount":1,"metrics":{"my essay was about":1}}"#
+        XCTAssertThrowsError(try WireCodec.decodeMessage(type: MessageType.roundResult.rawValue, payload: ByteBuffer(string: json)))
+    }
+
+    func testFrameErrorsAreTyped() throws {
+        var b = ByteBuffer(bytes: [0, 0, 0, 0])
+        XCTAssertThrowsError(try WireCodec.decodeFrame(from: &b)) { XCTAssertEqual($0 as? WireError, .emptyFrame) }
+        b = ByteBuffer(bytes: [0xFF, 0xFF, 0xFF, 0xFF, 1])
+        XCTAssertThrowsError(try WireCodec.decodeFrame(from: &b)) {
+            XCTAssertEqual($0 as? WireError, .frameTooLarge(length: 0xFFFF_FFFF, max: WireLimits.default.maxFrameLength))
+        }
+        b = ByteBuffer(bytes: [0, 0, 0, 1, 0x7F])
+        XCTAssertThrowsError(try WireCodec.decodeFrame(from: &b)) { XCTAssertEqual($0 as? WireError, .unknownMessageType(0x7F)) }
+        b = ByteBuffer(bytes: [0, 0, 0, 3, 0x01, 0x7B, 0x7D])  // hello "{}"
+        XCTAssertThrowsError(try WireCodec.decodeFrame(from: &b)) {
+            guard case .malformed(let t, let d)? = $0 as? WireError else { return XCTFail("\($0)") }
+            XCTAssertEqual(t, "hello")
+            XCTAssertTrue(d.contains("missing field"), d)
+        }
+        // Incomplete frame: nothing consumed, nil returned; decodeLast reports truncation.
+        var frame = try WireCodec.frame(sample(.heartbeat))
+        var partial = frame.readSlice(length: frame.readableBytes - 2)!
+        XCTAssertNil(try WireCodec.decodeFrame(from: &partial))
+        var decoder = WireFrameDecoder()
+        XCTAssertThrowsError(try decoder.decodeLast(buffer: &partial, seenEOF: true)) {
+            guard case .truncatedFrame? = $0 as? WireError else { return XCTFail("\($0)") }
+        }
+        // Non-finite metric and out-of-range progress are rejected.
+        XCTAssertThrowsError(try WireMessage.heartbeat(Heartbeat(sequence: 1, activity: .idle, progress: 2)).validate())
+        XCTAssertThrowsError(try WireCodec.frame(.roundResult(RoundResult(round: 1, status: .completed, update: nil, exampleCount: 1, metrics: ["x": .nan]))))
+    }
+
+    func testHandshakeEvaluation() {
+        let ok = Handshake.evaluate(Hello(softwareVersion: "a"), schoolID: "s", softwareVersion: "b",
+                                    heartbeatIntervalMillis: 1000, idleTimeoutMillis: 5000)
+        guard case .success(let w) = ok else { return XCTFail() }
+        XCTAssertEqual(w.capabilities, PandoProtocol.capabilities)
+        let bad = Handshake.evaluate(Hello(protocolVersion: 2, softwareVersion: "pando-9.0.0"), schoolID: "s", softwareVersion: "pando-0.1.0",
+                                     heartbeatIntervalMillis: 1000, idleTimeoutMillis: 5000)
+        guard case .failure(let r) = bad else { return XCTFail() }
+        XCTAssertEqual(r.code, .protocolVersionMismatch)
+        XCTAssertTrue(r.reason.contains("client speaks Pando protocol 2 (software pando-9.0.0)"), r.reason)
+    }
+
+    /// Seeded random-input fuzzing of the frame and message decoders. Runs a bounded number
+    /// of iterations in CI; set PANDO_FUZZ_ITERATIONS (and PANDO_FUZZ_SEED) to run longer.
+    func testFuzzDecoders() throws {
+        let env = ProcessInfo.processInfo.environment
+        let iterations = Int(env["PANDO_FUZZ_ITERATIONS"] ?? "") ?? 20_000
+        var rng = Xorshift(seed: UInt64(env["PANDO_FUZZ_SEED"] ?? "") ?? 0x5EED)
+        let seeds = try MessageType.allCases.map { try Array(WireCodec.frame(sample($0)).readableBytesView) }
+        let limits = WireLimits(maxFrameLength: 4096, maxControlPayload: 2048, chunkSize: 1024)
+        var decoded = 0, rejected = 0
+        for _ in 0..<iterations {
+            var bytes: [UInt8]
+            switch rng.next() % 4 {
+            case 0:  // pure garbage
+                bytes = (0..<Int(rng.next() % 64)).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+            case 1:  // valid frame with flipped bytes
+                bytes = seeds[Int(rng.next() % UInt64(seeds.count))]
+                for _ in 0..<(1 + Int(rng.next() % 4)) where !bytes.isEmpty {
+                    bytes[Int(rng.next() % UInt64(bytes.count))] = UInt8(truncatingIfNeeded: rng.next())
+                }
+            case 2:  // valid frame truncated or extended
+                bytes = seeds[Int(rng.next() % UInt64(seeds.count))]
+                if rng.next() % 2 == 0 { bytes = Array(bytes.prefix(Int(rng.next() % UInt64(bytes.count + 1)))) }
+                else { bytes += (0..<Int(rng.next() % 16)).map { _ in UInt8(truncatingIfNeeded: rng.next()) } }
+            default:  // valid header, JSON-ish payload of random structure
+                let type = MessageType.allCases[Int(rng.next() % UInt64(MessageType.allCases.count))].rawValue
+                let pieces = ["{", "}", "[", "]", "\"", ":", ",", "1", "-1e999", "null", "\"id\"", "\"offset\"", "\"sha256\"", "true", "\"\u{0}\""]
+                let body = Array((0..<Int(rng.next() % 24)).map { _ in pieces[Int(rng.next() % UInt64(pieces.count))] }.joined().utf8)
+                bytes = [0, 0, UInt8((body.count + 1) >> 8), UInt8((body.count + 1) & 0xFF), type] + body
+            }
+            var buf = ByteBuffer(bytes: bytes)
+            var decoder = WireFrameDecoder(limits: limits)
+            do {
+                while let m = try decoder.decode(buffer: &buf) {
+                    decoded += 1
+                    // Whatever decodes must re-encode and decode to the same value.
+                    var again = try WireCodec.frame(m, limits: WireLimits(maxFrameLength: 1 << 20))
+                    XCTAssertEqual(try WireCodec.decodeFrame(from: &again, limits: WireLimits(maxFrameLength: 1 << 20)), m)
+                }
+                _ = try decoder.decodeLast(buffer: &buf, seenEOF: true)
+            } catch is WireError {
+                rejected += 1
+            } catch {
+                XCTFail("untyped error \(error) for \(bytes)")
+            }
+            XCTAssertLessThanOrEqual(buf.readableBytes, bytes.count)
+        }
+        XCTAssertGreaterThan(decoded, 0)
+        XCTAssertGreaterThan(rejected, 0)
+    }
+}
+
+struct Xorshift {
+    var s: UInt64
+    init(seed: UInt64) { s = seed == 0 ? 1 : seed }
+    mutating func next() -> UInt64 {
+        s ^= s << 13
+        s ^= s >> 7
+        s ^= s << 17
+        return s
+    }
+}
