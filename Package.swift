@@ -47,8 +47,9 @@ let package = Package(
         // Local training workflow, evaluation and benchmarks on top of the engine.
         .target(name: "PandoTraining", dependencies: ["PandoEngine", "PandoText", "PandoData"]),
         // Network-free federation: updates, validation, streaming aggregation, strategies
-        // (those files import PandoEngine only), and the in-process simulation (Simulation/).
-        .target(name: "PandoFederation", dependencies: ["PandoEngine", "PandoText", "PandoData", "PandoTraining"]),
+        // (those files import PandoEngine only), and the in-process simulation (Simulation/),
+        // which keeps its records in PandoLedger.
+        .target(name: "PandoFederation", dependencies: ["PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoLedger"]),
         // Wire protocol: frames, messages, handshake, object transfer. NIOCore + SHA-256 only.
         .target(
             name: "PandoWire",
@@ -102,7 +103,7 @@ let package = Package(
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
         .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining"]),
-        .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining"]),
+        .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining", "PandoLedger"]),
         .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine"]),
         .testTarget(name: "PandoWireTests", dependencies: ["PandoWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(

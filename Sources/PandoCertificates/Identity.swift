@@ -53,6 +53,7 @@ public enum CertificateError: Error, CustomStringConvertible, Equatable {
     case unknownSchool(String)
     case malformed(String)
     case io(String)
+    case insecureKeyFile(String)
 
     public var description: String {
         switch self {
@@ -64,6 +65,7 @@ public enum CertificateError: Error, CustomStringConvertible, Equatable {
         case .conflict(let what): return what
         case .malformed(let what): return what
         case .io(let what): return what
+        case .insecureKeyFile(let what): return what
         }
     }
 }

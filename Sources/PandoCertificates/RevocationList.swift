@@ -131,8 +131,8 @@ public struct RevocationList: Sendable, Equatable {
         }
         guard let thisNode = t.next() else { throw CertificateError.malformed("CRL truncated") }
         let thisUpdate = try Self.date(thisNode)
-        var nextUpdate = Date.distantFuture
-        var number = 0
+        var nextUpdate: Date? = nil
+        var number: Int? = nil
         var entries: [Entry] = []
         node = t.next()
         if let n = node, n.identifier == UTCTime.defaultIdentifier || n.identifier == GeneralizedTime.defaultIdentifier {
@@ -159,10 +159,14 @@ public struct RevocationList: Sendable, Equatable {
                 let p = Array(parts)
                 guard p.count >= 2, let oid = try? ASN1ObjectIdentifier(derEncoded: p[0]) else { continue }
                 if oid == Self.crlNumberOID, let octets = try? ASN1OctetString(derEncoded: p[p.count - 1]) {
-                    number = (try? Int(derEncoded: DER.parse(octets.bytes))) ?? 0
+                    number = try? Int(derEncoded: DER.parse(octets.bytes))
                 }
             }
         }
+        // RFC 5280 §5.1.2.5 / §5.2.3: conforming CRLs carry nextUpdate and a CRL number. Both are
+        // needed to refuse stale and replayed lists, so a list without them is refused.
+        guard let nextUpdate else { throw CertificateError.malformed("CRL has no nextUpdate time") }
+        guard let number, number > 0 else { throw CertificateError.malformed("CRL has no (positive) CRL number") }
         self.init(number: number, thisUpdate: thisUpdate, nextUpdate: nextUpdate, entries: entries)
     }
 

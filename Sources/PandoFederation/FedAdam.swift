@@ -38,6 +38,10 @@ public final class FedAdam: Strategy {
     /// Rounds committed so far.
     public private(set) var rounds = 0
     public var name: String { "fedadam" }
+    public var parameters: [String: Double] {
+        ["learningRate": decimal(settings.learningRate), "beta1": decimal(settings.beta1), "beta2": decimal(settings.beta2),
+         "tau": decimal(settings.tau)]
+    }
 
     public init(layout: ParameterLayout, settings: Settings = .init()) {
         precondition(settings.tau > 0 && settings.learningRate > 0, "FedAdam needs τ > 0 and η > 0")

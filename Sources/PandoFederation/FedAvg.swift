@@ -6,6 +6,7 @@ import PandoEngine
 public final class FedAvg: Strategy {
     public let serverLearningRate: Float
     public var name: String { "fedavg" }
+    public var parameters: [String: Double] { ["serverLearningRate": decimal(serverLearningRate)] }
 
     public init(serverLearningRate: Float = 1) {
         self.serverLearningRate = serverLearningRate

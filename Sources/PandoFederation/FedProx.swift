@@ -7,6 +7,7 @@ public final class FedProx: Strategy {
     public let mu: Float
     private let server: FedAvg
     public var name: String { "fedprox" }
+    public var parameters: [String: Double] { ["mu": decimal(mu), "serverLearningRate": decimal(server.serverLearningRate)] }
 
     public init(mu: Float = 0.01, serverLearningRate: Float = 1) {
         precondition(mu >= 0 && mu.isFinite, "FedProx μ must be a non-negative number")

@@ -43,10 +43,17 @@ public protocol Strategy: AnyObject {
     /// Model-sized server state to store with each global version so that a
     /// restarted coordinator continues exactly (empty for stateless strategies).
     var state: [String: ParameterBuffer] { get }
+    /// The strategy's hyper-parameters by name, for round records and the audit log.
+    var parameters: [String: Double] { get }
 }
 
 extension Strategy {
     public func plan(round: Int, configured: LocalTrainingPlan) -> LocalTrainingPlan { configured }
     public func makeAggregator(layout: ParameterLayout) -> any DeltaAggregator { DeltaAccumulator(layout: layout) }
     public var state: [String: ParameterBuffer] { [:] }
+    public var parameters: [String: Double] { [:] }
 }
+
+/// A `Float` setting as the decimal it was written as (`1e-4`, not
+/// `9.99999974737875e-05`), for records people read.
+func decimal(_ value: Float) -> Double { Double(value.description) ?? Double(value) }

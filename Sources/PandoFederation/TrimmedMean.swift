@@ -15,6 +15,7 @@ public final class TrimmedMean: Strategy {
     public let trim: Int
     public let serverLearningRate: Float
     public var name: String { "trimmed-mean" }
+    public var parameters: [String: Double] { ["trim": Double(trim), "serverLearningRate": decimal(serverLearningRate)] }
 
     public init(trim: Int = 1, serverLearningRate: Float = 1) {
         precondition(trim >= 0, "trim must not be negative")

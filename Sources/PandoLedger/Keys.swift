@@ -13,6 +13,10 @@ public enum Digest {
     /// Hex SHA-256 of `data`.
     public static func sha256(_ data: Data) -> String { hex(SHA256.hash(data: data)) }
 
+    /// Hex SHA-256 of bytes in memory, hashed in place (e.g. a model-sized
+    /// update buffer, without copying it into a `Data`).
+    public static func sha256(_ bytes: UnsafeRawBufferPointer) -> String { hex(SHA256.hash(data: bytes)) }
+
     /// Hex SHA-256 of a file, streamed in 1 MiB chunks (weights can be large).
     public static func sha256(fileAt url: URL) throws -> String {
         guard let handle = FileHandle(forReadingAtPath: url.path) else { throw LedgerError("\(url.path): cannot open") }

@@ -40,7 +40,24 @@ public final class SchoolClient: Sendable {
         tls.certificateChain = [.certificate(cert)]
         tls.privateKey = .privateKey(key)
         sslContext = try NIOSSLContext(configuration: tls)
-        coordinatorValidator = CoordinatorCertificateValidator(caCertificate: try Certificate(derEncoded: ca.toDERBytes()))
+        let caCert = try Certificate(derEncoded: ca.toDERBytes())
+        var revocation: RevocationListFile? = nil
+        if let crl = configuration.revocationListPath {
+            guard FileManager.default.fileExists(atPath: crl) else {
+                throw TransportError.configuration(
+                    "revocation list \(crl) does not exist; copy crl.pem from the district's certificate folder into the school bundle")
+            }
+            // A school cannot fetch a newer CRL itself: a stale one is still applied, with a warning.
+            let file = RevocationListFile(path: crl, caCertificate: caCert, stalePolicy: .warn) { [logger] problem in
+                logger.warning("\(problem)")
+            }
+            let (list, problem) = file.current()
+            if list == nil { throw TransportError.configuration(problem ?? "revocation list \(crl) is unusable") }
+            revocation = file
+        } else {
+            logger.warning("no revocation list configured: a revoked coordinator certificate would be accepted")
+        }
+        coordinatorValidator = CoordinatorCertificateValidator(caCertificate: caCert, revocation: revocation)
     }
 
     let coordinatorValidator: CoordinatorCertificateValidator
@@ -160,7 +177,8 @@ public final class SchoolClient: Sendable {
                 "school": "\(welcome.schoolID)", "coordinator": "\(serverName)", "software": "\(welcome.softwareVersion)",
             ])
             let conn = PandoConnection(schoolID: welcome.schoolID, certificateSerial: "", capabilities: welcome.capabilities,
-                                       remoteAddress: serverName, limits: cfg.limits, channel: channel.channel,
+                                       remoteAddress: serverName, limits: cfg.limits,
+                                       peerMaxFrameLength: Int(welcome.maxFrameLength), channel: channel.channel,
                                        inbound: it, outbound: outbound, swallow: [.heartbeatAck])
             let interval = welcome.heartbeatIntervalMillis > 0
                 ? Duration.milliseconds(Int64(welcome.heartbeatIntervalMillis)) : Duration.nanoseconds(cfg.heartbeatInterval.nanoseconds)

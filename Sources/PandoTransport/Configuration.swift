@@ -1,6 +1,7 @@
 import Foundation
 import NIOCore
 import NIOSSL
+import PandoCertificates
 import PandoWire
 
 /// Errors the transport surfaces to its callers, each naming the problem.
@@ -22,7 +23,10 @@ public enum TransportError: Error, CustomStringConvertible, Sendable {
 
     public var description: String {
         switch self {
-        case .rejected(let r): return "coordinator rejected the session (\(r.code.rawValue)): \(r.reason)"
+        case .rejected(let r):
+            // The reason is peer text (up to 4 KiB on the wire): cap it for logs.
+            let reason = r.reason.count <= 300 ? r.reason : String(r.reason.prefix(300)) + "…"
+            return "coordinator rejected the session (\(r.code.rawValue)): \(reason)"
         case .protocolVersionMismatch(let l, let r):
             return "protocol version mismatch: this side speaks \(l), the peer speaks \(r); upgrade the older side"
         case .tls(let s): return "TLS: \(s)"
@@ -57,13 +61,16 @@ public struct CoordinatorTransportConfiguration: Sendable {
     public var softwareVersion: WireToken
     /// Protocol versions accepted (default: this build's).
     public var supportedProtocolVersions: [UInt16]
+    /// Most connections open at once (authenticated or still in TLS/hello). Connections beyond
+    /// it are closed at accept, so a flood of unauthenticated handshakes cannot exhaust the coordinator.
+    public var maxConnections: Int
 
     public init(host: String = "0.0.0.0", port: Int = 7443, certificatePath: String, privateKeyPath: String,
                 caCertificatePath: String, revocationListPath: String,
                 heartbeatInterval: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60),
                 handshakeTimeout: TimeAmount = .seconds(20), limits: WireLimits = .default,
                 softwareVersion: WireToken = PandoTransportInfo.softwareVersion,
-                supportedProtocolVersions: [UInt16] = [PandoProtocol.version]) {
+                supportedProtocolVersions: [UInt16] = [PandoProtocol.version], maxConnections: Int = 1024) {
         self.host = host
         self.port = port
         self.certificatePath = certificatePath
@@ -76,6 +83,7 @@ public struct CoordinatorTransportConfiguration: Sendable {
         self.limits = limits
         self.softwareVersion = softwareVersion
         self.supportedProtocolVersions = supportedProtocolVersions
+        self.maxConnections = maxConnections
     }
 
     /// Conventional paths inside a `pando certs` folder.
@@ -99,6 +107,10 @@ public struct SchoolTransportConfiguration: Sendable {
     public var certificatePath: String
     public var privateKeyPath: String
     public var caCertificatePath: String
+    /// The district CRL (`crl.pem` of the school bundle), checked against the coordinator's
+    /// certificate so a retired (e.g. leaked) coordinator certificate is refused. If set, the
+    /// file must exist. `nil` skips the check (not recommended).
+    public var revocationListPath: String?
     public var connectTimeout: TimeAmount
     /// Silence after which the client gives up on the connection (the coordinator acks every heartbeat).
     public var idleTimeout: TimeAmount
@@ -111,7 +123,8 @@ public struct SchoolTransportConfiguration: Sendable {
     var protocolVersion: UInt16 = PandoProtocol.version
 
     public init(coordinatorHost: String, port: Int = 7443, serverName: String? = nil, certificatePath: String,
-                privateKeyPath: String, caCertificatePath: String, connectTimeout: TimeAmount = .seconds(15),
+                privateKeyPath: String, caCertificatePath: String, revocationListPath: String? = nil,
+                connectTimeout: TimeAmount = .seconds(15),
                 idleTimeout: TimeAmount = .seconds(60), heartbeatInterval: TimeAmount = .seconds(10),
                 backoff: Backoff = Backoff(), limits: WireLimits = .default,
                 softwareVersion: WireToken = PandoTransportInfo.softwareVersion) {
@@ -121,6 +134,7 @@ public struct SchoolTransportConfiguration: Sendable {
         self.certificatePath = certificatePath
         self.privateKeyPath = privateKeyPath
         self.caCertificatePath = caCertificatePath
+        self.revocationListPath = revocationListPath
         self.connectTimeout = connectTimeout
         self.idleTimeout = idleTimeout
         self.heartbeatInterval = heartbeatInterval
@@ -135,7 +149,8 @@ public struct SchoolTransportConfiguration: Sendable {
         return Self(coordinatorHost: coordinatorHost, port: port,
                     certificatePath: d.appendingPathComponent("school.pem").path,
                     privateKeyPath: d.appendingPathComponent("school-key.pem").path,
-                    caCertificatePath: d.appendingPathComponent("ca.pem").path)
+                    caCertificatePath: d.appendingPathComponent("ca.pem").path,
+                    revocationListPath: d.appendingPathComponent("crl.pem").path)
     }
 }
 
@@ -184,10 +199,16 @@ enum TLSFiles {
 
     static func key(_ path: String, what: String) throws -> NIOSSLPrivateKey {
         guard FileManager.default.fileExists(atPath: path) else { throw TransportError.configuration("\(what) \(path) does not exist") }
+        if let problem = PrivateKeyFile.permissionProblem(path: path) { throw TransportError.configuration("\(what): \(problem)") }
         do { return try NIOSSLPrivateKey(file: path, format: .pem) } catch {
             // Never include key material in errors or logs.
             throw TransportError.configuration("\(what) \(path) is not a PEM private key")
         }
+    }
+
+    /// A reason for a log line: at most 300 characters, whatever produced it.
+    static func loggable(_ s: String) -> String {
+        s.count <= 300 ? s : String(s.prefix(300)) + "…"
     }
 
     /// Maps NIOSSL errors to a sentence a school IT person can act on.

@@ -15,6 +15,8 @@ public final class PandoConnection: @unchecked Sendable {
     public let capabilities: [WireToken]
     public let remoteAddress: String
     public let limits: WireLimits
+    /// The peer's largest accepted frame, when it announced one (the coordinator does, in `welcome`).
+    public let peerMaxFrameLength: Int?
 
     let channel: Channel
     private var inbound: NIOAsyncChannelInboundStream<WireMessage>.AsyncIterator
@@ -23,13 +25,14 @@ public final class PandoConnection: @unchecked Sendable {
     private let swallow: Set<MessageType>
 
     init(schoolID: WireToken, certificateSerial: String, capabilities: [WireToken], remoteAddress: String,
-         limits: WireLimits, channel: Channel, inbound: NIOAsyncChannelInboundStream<WireMessage>.AsyncIterator,
+         limits: WireLimits, peerMaxFrameLength: Int? = nil, channel: Channel, inbound: NIOAsyncChannelInboundStream<WireMessage>.AsyncIterator,
          outbound: NIOAsyncChannelOutboundWriter<WireMessage>, swallow: Set<MessageType>) {
         self.schoolID = schoolID
         self.certificateSerial = certificateSerial
         self.capabilities = capabilities
         self.remoteAddress = remoteAddress
         self.limits = limits
+        self.peerMaxFrameLength = peerMaxFrameLength
         self.channel = channel
         self.inbound = inbound
         self.outbound = outbound
@@ -82,7 +85,7 @@ public final class PandoConnection: @unchecked Sendable {
     /// already holds a prefix from an interrupted attempt it asks for the rest only.
     @discardableResult
     public func sendObject(id: WireToken, kind: ObjectKind, file: URL, sha256 known: ObjectDigest? = nil,
-                           progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) async throws -> TransferStats {
+                           progress: (@Sendable (UInt64, UInt64) async -> Void)? = nil) async throws -> TransferStats {
         let started = ContinuousClock.now
         let source = try FileObjectSource(url: file)
         defer { source.close() }
@@ -99,13 +102,14 @@ public final class PandoConnection: @unchecked Sendable {
             throw TransportError.protocolViolation("peer asked for offset \(req.offset) beyond size \(source.size)")
         }
         var offset = req.offset
-        let chunk = min(limits.chunkSize, limits.maxFrameLength - 128)
+        let chunk = Self.chunkLength(chunkSize: limits.chunkSize, ownMaxFrame: limits.maxFrameLength,
+                                     peerMaxFrame: peerMaxFrameLength, idLength: id.value.utf8.count)
         while offset < source.size {
             let n = Int(min(UInt64(chunk), source.size - offset))
             let data = try source.read(offset: offset, count: n, allocator: channel.allocator)
             try await send(.objectChunk(ObjectChunk(id: id, offset: offset, data: data)))
             offset += UInt64(n)
-            progress?(offset, source.size)
+            await progress?(offset, source.size)
         }
         try await send(.objectComplete(ObjectComplete(id: id, sha256: digest)))
         let answer = try await receive()
@@ -119,18 +123,30 @@ public final class PandoConnection: @unchecked Sendable {
                              sha256: digest, seconds: Self.seconds(since: started))
     }
 
+    /// Data bytes per chunk: the configured chunk size, shrunk so the whole frame (type byte,
+    /// id length, id, offset, data) fits both this side's and the peer's frame limit; at least 1.
+    static func chunkLength(chunkSize: Int, ownMaxFrame: Int, peerMaxFrame: Int?, idLength: Int) -> Int {
+        let frameLimit = min(ownMaxFrame, peerMaxFrame ?? Int.max)
+        let header = 1 + 1 + max(0, min(idLength, 255)) + 8
+        let room = frameLimit > header ? frameLimit - header : 0  // never negative, never overflows
+        return max(1, min(chunkSize, room))
+    }
+
     /// Receives the object announced by `offer` into `destination` (replaced atomically on success).
+    ///
+    /// An offer larger than `maxSize` bytes is refused (the sender gets a `refused` receipt)
+    /// before anything is written, so a peer cannot fill the disk: pass the largest object you expect.
     ///
     /// Bytes are appended to `destination.partial` as they arrive; if an earlier attempt
     /// for the same object (same size and SHA-256) left a partial file, the transfer
     /// resumes from its length. The SHA-256 is verified before the file is moved into place.
     @discardableResult
-    public func receiveObject(_ offer: ObjectOffer, to destination: URL, maxSize: UInt64 = .max,
-                              progress: (@Sendable (UInt64, UInt64) -> Void)? = nil) async throws -> TransferStats {
+    public func receiveObject(_ offer: ObjectOffer, to destination: URL, maxSize: UInt64,
+                              progress: (@Sendable (UInt64, UInt64) async -> Void)? = nil) async throws -> TransferStats {
         let started = ContinuousClock.now
         guard offer.size <= maxSize else {
             try await send(.objectReceipt(ObjectReceipt(id: offer.id, status: .refused)))
-            throw TransportError.transferFailed("object \(offer.id) of \(offer.size) bytes exceeds the limit \(maxSize)")
+            throw TransportError.transferFailed("refused object \(offer.id): \(offer.size) bytes exceeds the limit of \(maxSize) bytes")
         }
         let sink = try FileObjectSink(destination: destination, offer: offer)
         defer { sink.close() }
@@ -147,7 +163,7 @@ public final class PandoConnection: @unchecked Sendable {
                     throw TransportError.protocolViolation("chunk runs past the offered size \(offer.size)")
                 }
                 try sink.append(c.data)
-                progress?(sink.offset, offer.size)
+                await progress?(sink.offset, offer.size)
             case .objectComplete(let done) where done.id == offer.id:
                 let status: ReceiptStatus
                 if sink.offset != offer.size { status = .sizeMismatch }

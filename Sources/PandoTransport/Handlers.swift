@@ -67,7 +67,7 @@ final class CloseOnErrorHandler: ChannelInboundHandler, @unchecked Sendable {
     func errorCaught(context: ChannelHandlerContext, error: Error) {
         if !closed {
             closed = true
-            let reason = (error as? WireError)?.description ?? TLSFiles.explain(error)
+            let reason = TLSFiles.loggable((error as? WireError)?.description ?? TLSFiles.explain(error))
             logger.warning("closing connection: \(reason)", metadata: ["peer": "\(describe())"])
             context.close(promise: nil)
         }

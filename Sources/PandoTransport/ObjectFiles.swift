@@ -104,10 +104,18 @@ final class FileObjectSink {
 
     func digest() -> ObjectDigest { ObjectDigest(hasher.finalize()) }
 
+    /// rename(2) over the destination (atomic: a crash leaves the old or the new object, never
+    /// neither), then fsync the folder so the rename itself is durable.
     func commit() throws {
-        fsync(fd)
-        try? FileManager.default.removeItem(at: destination)
-        try FileManager.default.moveItem(at: partial, to: destination)
+        guard fsync(fd) == 0 else { throw TransportError.transferFailed("cannot fsync \(partial.path): \(String(cString: strerror(errno)))") }
+        guard rename(partial.path, destination.path) == 0 else {
+            throw TransportError.transferFailed("cannot rename \(partial.path) to \(destination.path): \(String(cString: strerror(errno)))")
+        }
+        let dir = open(destination.deletingLastPathComponent().path, O_RDONLY | O_DIRECTORY)
+        if dir >= 0 {
+            fsync(dir)
+            _ = Foundation.close(dir)
+        }
         try? FileManager.default.removeItem(at: meta)
     }
 

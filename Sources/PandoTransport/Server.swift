@@ -22,6 +22,7 @@ public final class CoordinatorServer: Sendable {
     let sslContext: NIOSSLContext
     let validator: SchoolCertificateValidator
     private let registry = SessionRegistry()
+    private let admission: Admission
     private let boundPort = NIOLockedValueBox<Int?>(nil)
 
     public init(configuration: CoordinatorTransportConfiguration, logger: Logger,
@@ -29,6 +30,7 @@ public final class CoordinatorServer: Sendable {
         self.configuration = configuration
         self.logger = logger
         self.group = group
+        admission = Admission(limit: configuration.maxConnections)
         let cert = try TLSFiles.certificate(configuration.certificatePath, what: "coordinator certificate")
         let key = try TLSFiles.key(configuration.privateKeyPath, what: "coordinator private key")
         let ca = try TLSFiles.certificate(configuration.caCertificatePath, what: "district CA certificate")
@@ -41,10 +43,13 @@ public final class CoordinatorServer: Sendable {
         let caCert = try Certificate(derEncoded: ca.toDERBytes())
         validator = SchoolCertificateValidator(
             caCertificate: caCert,
-            revocation: RevocationListFile(path: configuration.revocationListPath, caCertificate: caCert))
+            revocation: RevocationListFile(path: configuration.revocationListPath, caCertificate: caCert, stalePolicy: .refuse) {
+                [logger] problem in logger.error("\(problem)")
+            })
         guard FileManager.default.fileExists(atPath: configuration.revocationListPath) else {
             throw TransportError.configuration("revocation list \(configuration.revocationListPath) does not exist (run `pando certs init`)")
         }
+        _ = validator.revocation?.current()  // report a rejected, stale or nearly stale CRL at start-up, not at the first handshake
     }
 
     /// Port actually bound (useful with port 0), once listening.
@@ -58,6 +63,8 @@ public final class CoordinatorServer: Sendable {
         let channel: NIOAsyncChannel<WireMessage, WireMessage>
         let peer: PeerBox
         let status: SessionStatus
+        /// Over `maxConnections`: closed at once by `handle`, nothing served.
+        let refused: Bool
     }
 
     /// Listens until the task is cancelled, running `session` for every authenticated school.
@@ -68,6 +75,7 @@ public final class CoordinatorServer: Sendable {
         let logger = self.logger
         let sslContext = self.sslContext
         let validator = self.validator
+        let admission = self.admission
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -98,7 +106,16 @@ public final class CoordinatorServer: Sendable {
                     try sync.addHandler(HeartbeatResponder(status: status))
                     try sync.addHandler(CloseOnErrorHandler(logger: logger, idleTimeout: cfg.idleTimeout) { peer.describe })
                     let async = try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
-                    return Child(channel: async, peer: peer, status: status)
+                    let (admitted, logRefusal) = admission.enter()
+                    if admitted {
+                        channel.closeFuture.whenComplete { _ in admission.leave() }
+                    } else {
+                        if logRefusal {
+                            logger.warning("refusing connections: \(cfg.maxConnections) connections open (maxConnections)",
+                                           metadata: ["peer": "\(peer.address)", "refusedSoFar": "\(admission.refusedCount)"])
+                        }
+                    }
+                    return Child(channel: async, peer: peer, status: status, refused: !admitted)
                 }
             }
         let port = server.channel.localAddress?.port ?? cfg.port
@@ -117,6 +134,11 @@ public final class CoordinatorServer: Sendable {
     private func handle(_ child: Child, session: @escaping @Sendable (PandoConnection, SessionStatus) async throws -> Void) async {
         let cfg = configuration
         let channel = child.channel.channel
+        if child.refused {
+            channel.close(promise: nil)
+            try? await child.channel.executeThenClose { _, _ in }
+            return
+        }
         let timeout = channel.eventLoop.scheduleTask(in: cfg.handshakeTimeout) {
             self.logger.warning("closing connection: no hello within the handshake timeout", metadata: ["peer": "\(child.peer.describe)"])
             channel.close(promise: nil)
@@ -139,8 +161,8 @@ public final class CoordinatorServer: Sendable {
                 }
                 switch Handshake.evaluate(hello, schoolID: school, softwareVersion: cfg.softwareVersion,
                                           supportedVersions: cfg.supportedProtocolVersions,
-                                          heartbeatIntervalMillis: UInt32(cfg.heartbeatInterval.nanoseconds / 1_000_000),
-                                          idleTimeoutMillis: UInt32(cfg.idleTimeout.nanoseconds / 1_000_000),
+                                          heartbeatIntervalMillis: UInt32(clamping: cfg.heartbeatInterval.nanoseconds / 1_000_000),
+                                          idleTimeoutMillis: UInt32(clamping: cfg.idleTimeout.nanoseconds / 1_000_000),
                                           limits: cfg.limits) {
                 case .failure(let reject):
                     self.logger.warning("rejected school \(id): \(reject.reason)", metadata: ["peer": "\(child.peer.address)"])
@@ -166,10 +188,40 @@ public final class CoordinatorServer: Sendable {
         } catch {
             timeout.cancel()
             if child.peer.rejected { return }  // reason already logged by the verifier
-            let reason = (error as? WireError)?.description ?? (error as? TransportError)?.description ?? TLSFiles.explain(error)
+            let reason = TLSFiles.loggable(
+                (error as? WireError)?.description ?? (error as? TransportError)?.description ?? TLSFiles.explain(error))
             logger.info("session ended: \(reason)", metadata: ["school": "\(schoolForLog)", "peer": "\(child.peer.address)"])
         }
     }
+}
+
+/// Counts open connections against `maxConnections`.
+final class Admission: @unchecked Sendable {
+    private let lock = NIOLock()
+    private let limit: Int
+    private var open = 0
+    private var refused = 0
+    private var lastLogged: NIODeadline? = nil
+    init(limit: Int) { self.limit = limit }
+
+    /// (admitted, whether to log the refusal — at most once per second).
+    func enter() -> (Bool, Bool) {
+        lock.withLock {
+            if open < limit {
+                open += 1
+                return (true, false)
+            }
+            refused += 1
+            let now = NIODeadline.now()
+            if let last = lastLogged, now - last < .seconds(1) { return (false, false) }
+            lastLogged = now
+            return (false, true)
+        }
+    }
+
+    func leave() { lock.withLock { open -= 1 } }
+    var refusedCount: Int { lock.withLock { refused } }
+    var openCount: Int { lock.withLock { open } }
 }
 
 /// Identity the TLS verifier established for one connection.

@@ -108,9 +108,16 @@ public enum WireCodec {
         }
     }
 
-    private static func describe(_ error: Error) -> String {
+    /// Describes a decoding failure using only the static schema: the field path is built
+    /// from field names this protocol defines (dictionary keys and anything else the peer
+    /// chose are shown as `<key>`), and no value or Foundation message (which may quote the
+    /// offending value, e.g. "Cannot initialize X from invalid String value …") is included.
+    /// These descriptions end up in the coordinator's log, which must never hold school text.
+    static func describe(_ error: Error) -> String {
         switch error {
-        case DecodingError.dataCorrupted(let c): return "invalid data at \(path(c.codingPath)): \(c.debugDescription)"
+        case DecodingError.dataCorrupted(let c):
+            if c.codingPath.isEmpty { return "not a valid JSON object" }
+            return "invalid value at \(path(c.codingPath))"
         case DecodingError.keyNotFound(let k, let c): return "missing field \(path(c.codingPath + [k]))"
         case DecodingError.typeMismatch(_, let c): return "wrong type at \(path(c.codingPath))"
         case DecodingError.valueNotFound(_, let c): return "null at \(path(c.codingPath))"
@@ -118,8 +125,21 @@ public enum WireCodec {
         }
     }
 
-    private static func path(_ keys: [CodingKey]) -> String {
-        keys.isEmpty ? "top level" : keys.map { $0.intValue.map(String.init) ?? $0.stringValue }.joined(separator: ".")
+    /// Every field name of every JSON payload in protocol version 1 (the static schema).
+    /// Keys outside it are peer-chosen (dictionary keys) and are never echoed.
+    static let schemaFieldNames: Set<String> = [
+        "protocolVersion", "softwareVersion", "capabilities", "schoolID", "heartbeatIntervalMillis",
+        "idleTimeoutMillis", "maxFrameLength", "code", "reason", "supportedProtocolVersions", "sequence",
+        "activity", "progress", "id", "kind", "size", "sha256", "offset", "status", "round", "model",
+        "parameters", "update", "exampleCount", "metrics",
+    ]
+
+    static func path(_ keys: [CodingKey]) -> String {
+        if keys.isEmpty { return "top level" }
+        return keys.prefix(8).map { k -> String in
+            if let i = k.intValue, i >= 0 { return String(i) }  // array index (a number, never text)
+            return schemaFieldNames.contains(k.stringValue) ? k.stringValue : "<key>"
+        }.joined(separator: ".")
     }
 
     private static var jsonEncoder: JSONEncoder {
@@ -196,6 +216,6 @@ public enum Handshake {
         let common = PandoProtocol.capabilities.filter { hello.capabilities.contains($0) }
         return .success(Welcome(protocolVersion: hello.protocolVersion, softwareVersion: softwareVersion, capabilities: common,
                                 schoolID: schoolID, heartbeatIntervalMillis: heartbeatIntervalMillis,
-                                idleTimeoutMillis: idleTimeoutMillis, maxFrameLength: UInt32(limits.maxFrameLength)))
+                                idleTimeoutMillis: idleTimeoutMillis, maxFrameLength: UInt32(clamping: limits.maxFrameLength)))
     }
 }

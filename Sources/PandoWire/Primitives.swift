@@ -143,9 +143,17 @@ public enum WireError: Error, Equatable, CustomStringConvertible {
         case .emptyFrame: return "frame length 0 (a frame holds at least its type byte)"
         case .truncatedFrame(let n): return "connection ended inside a frame (\(n) bytes buffered)"
         case .unknownMessageType(let t): return String(format: "unknown message type 0x%02x", t)
-        case .malformed(let t, let d): return "malformed \(t) message: \(d)"
+        case .malformed(let t, let d): return "malformed \(Self.capped(t)) message: \(Self.capped(d))"
         case .wrongDirection(let t): return "\(t) is not allowed in this direction"
-        case .limitExceeded(let what): return what
+        case .limitExceeded(let what): return Self.capped(what)
         }
+    }
+
+    /// Longest detail a description carries (defence in depth: details are built from the
+    /// static schema, but a description must never grow with peer input).
+    public static let maxDetailLength = 200
+
+    static func capped(_ s: String) -> String {
+        s.utf8.count <= maxDetailLength ? s : String(decoding: s.utf8.prefix(maxDetailLength), as: UTF8.self) + "…"
     }
 }

@@ -1,13 +1,14 @@
 import ArgumentParser
 import Foundation
 import PandoEngine
+import PandoFederation
 import PandoText
 import PandoTraining
 
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference throughput, GFLOP/s and peak memory.",
-        subcommands: [Train.self, Infer.self])
+        subcommands: [Train.self, Infer.self, Aggregate.self])
 
     struct Common: ParsableArguments {
         @OptionGroup var model: ModelOption
@@ -74,6 +75,27 @@ struct Bench: ParsableCommand {
             let (model, name, folder) = try common.load()
             let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
             try common.emit(Benchmark.infer(model: model, name: name, batches: batches, warmup: common.warmup))
+        }
+    }
+
+    struct Aggregate: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Streaming FedAvg throughput and memory against a plain copy of the same bytes.")
+        @OptionGroup var model: ModelOption
+        @Option(help: "Deltas to aggregate.") var schools = 50
+        @Option(help: "Threads (default: all cores).") var threads: Int?
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func run() throws {
+            if let threads { Parallel.workers = max(1, threads) }
+            let (model, _) = try BertModel.load(from: try model.resolve(), head: .encoderOnly)
+            let report = AggregationBenchmark.run(layout: model.layout, schools: schools)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print(report.table)
+            }
         }
     }
 }

@@ -8,7 +8,7 @@ struct CertsCommand: ParsableCommand {
         commandName: "certs",
         abstract: "District CA, coordinator and school certificates, revocation (CRL).",
         discussion: "Private keys are written with mode 0600 and never printed. See certs/README.md.",
-        subcommands: [Init.self, IssueCoordinator.self, IssueSchool.self, Revoke.self, List.self])
+        subcommands: [Init.self, IssueCoordinator.self, IssueSchool.self, Revoke.self, RefreshCRL.self, List.self])
 
     struct Folder: ParsableArguments {
         @Option(name: .long, help: "Certificate folder (keep it private; it holds the CA key).")
@@ -39,7 +39,8 @@ struct CertsCommand: ParsableCommand {
 
     struct IssueCoordinator: ParsableCommand {
         static let configuration = CommandConfiguration(
-            commandName: "issue-coordinator", abstract: "Issue the coordinator's server certificate.")
+            commandName: "issue-coordinator",
+            abstract: "Issue the coordinator's server certificate (revokes any earlier coordinator certificate).")
         @OptionGroup var folder: Folder
         @Option(name: .customLong("host"), help: "DNS name or IP schools dial (repeat for several).")
         var hosts: [String] = []
@@ -48,10 +49,15 @@ struct CertsCommand: ParsableCommand {
 
         func run() throws {
             let ca = try folder.open()
+            let previous = try wrap { try ca.list().filter { $0.kind == "coordinator" && $0.revokedAt == nil }.map(\.serial) }
             let cert = try wrap { try ca.issueCoordinator(hosts: hosts, validityDays: days) }
             let dir = CertificateAuthority.coordinatorDirectory(folder.url)
             print("coordinator certificate for \(hosts.joined(separator: ", ")) serial \(PandoIdentity.hex(cert.serialNumber))")
             print("files: \(dir.path)/{coordinator.pem, coordinator-key.pem, ca.pem}")
+            if !previous.isEmpty {
+                print("revoked the previous coordinator certificate(s): \(previous.joined(separator: ", "))")
+                print("CRL updated: \(ca.crlPath.path); give every school the new crl.pem (also copied into schools/<ID>/crl.pem)")
+            }
         }
     }
 
@@ -71,7 +77,7 @@ struct CertsCommand: ParsableCommand {
             let cert = try wrap { try ca.issueSchool(id: id, validityDays: days, replace: replace) }
             let dir = CertificateAuthority.schoolDirectory(folder.url, id: id)
             print("school \(id): serial \(PandoIdentity.hex(cert.serialNumber)), valid until \(ISO8601DateFormatter().string(from: cert.notValidAfter))")
-            print("give the school this folder (over a private channel): \(dir.path)/{school.pem, school-key.pem, ca.pem}")
+            print("give the school this folder (over a private channel): \(dir.path)/{school.pem, school-key.pem, ca.pem, crl.pem}")
         }
     }
 
@@ -87,6 +93,20 @@ struct CertsCommand: ParsableCommand {
             let serials = try wrap { try ca.revoke(schoolID: id) }
             print("revoked school \(id): serial(s) \(serials.joined(separator: ", "))")
             print("CRL updated: \(ca.crlPath.path) (copy it to the coordinator if it runs elsewhere)")
+        }
+    }
+
+    struct RefreshCRL: ParsableCommand {
+        static let configuration = CommandConfiguration(
+            commandName: "refresh-crl",
+            abstract: "Republish crl.pem with a new number and a fresh year of validity.",
+            discussion: "The coordinator refuses every school once its CRL is past its nextUpdate (it warns 30 days ahead). Run this well within the year and copy crl.pem to the coordinator if it runs elsewhere.")
+        @OptionGroup var folder: Folder
+
+        func run() throws {
+            let ca = try folder.open()
+            let crl = try wrap { try ca.refreshCRL() }
+            print("CRL \(crl.number) published: \(ca.crlPath.path), \(crl.entries.count) revoked, valid until \(ISO8601DateFormatter().string(from: crl.nextUpdate))")
         }
     }
 

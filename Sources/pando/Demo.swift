@@ -13,6 +13,15 @@ struct DemoCommand: ParsableCommand {
         (FedAvg, weighted by examples), and the new global version is scored on \
         deploy/demo/questions.test.csv. Run from the repository root after deploy/bootstrap.
 
+        The coordinator records everything in --state (default demo-state/): each global version \
+        as a model folder named by the SHA-256 of its weights, state.sqlite, and the signed, \
+        hash-chained audit log (audit.jsonl, public key keys/coordinator.key.pub); each school \
+        keeps its own log of the updates it sent (schools/<school>.jsonl). No text of the data is \
+        ever recorded. At the end the demo verifies the whole trail (signatures, hash chain, the \
+        school logs against the coordinator's log, version files against their ids) and prints \
+        the `pando audit verify` command that repeats the check. Running the demo again continues \
+        the federation in demo-state/; delete the folder to start over.
+
         For now the coordinator and schools run in this one process (`pando simulate`'s code \
         path); the mutual-TLS transport is not wired in yet.
         """)
@@ -21,6 +30,7 @@ struct DemoCommand: ParsableCommand {
     @Option(help: "Federated rounds.") var rounds = 3
     @Option(help: "Folder of the embedded demo data.") var demoData = "deploy/demo"
     @Option(help: "Per-round metrics CSV to write.") var csv = "demo-rounds.csv"
+    @Option(help: "Coordinator state folder (versions, audit log, keys, school logs); continued if it exists.") var state = "demo-state"
 
     func run() throws {
         let train = demoData + "/questions.train.csv", test = demoData + "/questions.test.csv"
@@ -31,6 +41,7 @@ struct DemoCommand: ParsableCommand {
             "--data", train, "--test", test, "--schools", "3", "--alpha", "1.0", "--rounds", "\(rounds)",
             "--strategy", "fedavg", "--local-epochs", "1", "--learning-rate", "1e-4", "--batch-size", "32",
             "--max-length", "64", "--csv", csv, "--seed", "42",
+            "--state", state, "--federation", "demo",
         ]
         if let folder = model.model { arguments += ["--model", folder] }
         let simulation = try SimulateCommand.parse(arguments)

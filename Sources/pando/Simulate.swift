@@ -3,6 +3,7 @@ import Foundation
 import PandoData
 import PandoEngine
 import PandoFederation
+import PandoLedger
 import PandoText
 import PandoTraining
 
@@ -21,6 +22,15 @@ struct SimulateCommand: ParsableCommand {
         Dirichlet(α) label skew, then runs federated rounds: every school trains locally from the \
         global weights, its delta is validated and aggregated by --strategy, and the new global \
         model is scored on the test set. Per-round metrics are printed and written to --csv.
+
+        RECORDS: the coordinator keeps its state in --state: every global version (the base model, \
+        then each committed round) as a Hugging Face folder named by the SHA-256 of its \
+        model.safetensors, state.sqlite, and the signed, hash-chained audit.jsonl (school selected, \
+        each update's SHA-256, L2 norm and size, rejections with their reason, commits and aborts; \
+        never any text of the data). Each school keeps its own log of what it sent in \
+        <state>/schools/<school>.jsonl. At the end the trail is verified as `pando audit verify` \
+        does, and the command to repeat that check is printed. An existing --state folder is \
+        continued from its head version.
 
         IN-PROCESS: schools and coordinator run in this one process and exchange deltas in \
         memory. The aggregation, validation and strategy code are the coordinator's own, but the \
@@ -53,6 +63,8 @@ struct SimulateCommand: ParsableCommand {
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
     @Option(help: "Per-round metrics CSV to write.") var csv = "simulation.csv"
+    @Option(help: "Coordinator state folder: versions, state.sqlite, signed audit log, keys, school logs (continued if it exists).") var state = "pando-state"
+    @Option(help: "Federation id recorded in a new --state folder.") var federation = "simulation"
     @Option(help: "Threads for GEMMs and kernels (default: all cores).") var threads: Int?
 
     func run() throws {
@@ -107,6 +119,16 @@ struct SimulateCommand: ParsableCommand {
 
         let federation = try LocalFederation(global: global, tokenizer: tokenizer, schools: simulated, test: testData,
                                              strategy: chosen, settings: settings)
+        let stateURL = URL(fileURLWithPath: state)
+        let ledger = try SimulationLedger(folder: stateURL, federationID: self.federation, tokenizerFolder: folder)
+        defer { ledger.close() }
+        let resumed = try federation.record(to: ledger)
+        let baseVersion = federation.version
+        if resumed {
+            print("state: \(state) (continuing federation '\(try ledger.ledger.federation()?.id ?? "?")' from version \(short(baseVersion)) at round \(federation.nextRound)\(chosen.state.isEmpty ? "" : "; \(chosen.name)'s server state starts afresh"))")
+        } else {
+            print("state: \(state) (new federation '\(self.federation)', base version \(short(baseVersion)))")
+        }
         federation.onSchoolTrained = { school, round, metrics in
             FileHandle.standardError.write(Data(String(format: "  round %d: %@ trained, loss %.4f, %.0f steps, %.1f s\n",
                                                        round, school, metrics["train_loss"] ?? .nan, metrics["steps"] ?? 0,
@@ -117,15 +139,62 @@ struct SimulateCommand: ParsableCommand {
             metricNames.map { name in String(format: "%@ %.4f", name, m[name] ?? .nan) }.joined(separator: ", ")
         }
         let initial = try federation.evaluate()
-        print("round 0 (base model): test \(show(initial.summary))")
+        print("round \(federation.nextRound - 1) (\(resumed ? "version" : "base model") \(short(baseVersion))): test \(show(initial.summary))")
         let records = try federation.run { r in
             let rejected = r.rejected.isEmpty ? "" : "; rejected: " + r.rejected.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
             print(String(format: "round %d %@: %d schools, train loss %.4f, test %@; up %@, down %@; %.1f s%@",
-                         r.round, r.committed ? "committed \(r.version)" : "ABORTED (kept \(r.version))", r.schools.count,
-                         r.trainLoss, show(r.test), bytes(r.bytesUp), bytes(r.bytesDown), r.seconds, rejected))
+                         r.round, r.committed ? "committed \(short(r.version)) (from \(short(r.baseVersion)))" : "ABORTED (kept \(short(r.version)))",
+                         r.schools.count, r.trainLoss, show(r.test), bytes(r.bytesUp), bytes(r.bytesDown), r.seconds, rejected))
         }
-        try AtomicFile.write(Data(LocalFederation.csv(records, initial: initial.summary).utf8), to: URL(fileURLWithPath: csv))
-        print("per-round metrics: \(csv) (in-process simulation)")
+        try AtomicFile.write(Data(LocalFederation.csv(records, initial: initial.summary, initialVersion: baseVersion).utf8),
+                             to: URL(fileURLWithPath: csv))
+
+        // Summary.
+        let headline = metricNames[0]
+        print("\nsummary (in-process simulation)")
+        print("  rounds:       \(records.filter(\.committed).count) committed, \(records.filter { !$0.committed }.count) aborted")
+        print("  " + "test \(headline):".padding(toLength: max(14, headline.count + 7), withPad: " ", startingAt: 0)
+              + ([String(format: "start %.4f", initial.summary[headline] ?? .nan)]
+                 + records.map { String(format: "r%d %.4f", $0.round, $0.test[headline] ?? .nan) }).joined(separator: " → "))
+        let runVersions = Set([baseVersion] + records.filter(\.committed).map(\.version))
+        print("  versions:     (id = SHA-256 of model.safetensors)")
+        for v in try ledger.ledger.versions() where runVersions.contains(v.id) {
+            let origin = v.round.map { "round \($0)" } ?? "base model"
+            print("    \(short(v.id))  \(origin), parent \(v.parent.map(short) ?? "none")\(v.id == federation.version ? "  HEAD" : "")")
+        }
+        let up = records.map(\.bytesUp).reduce(0, +), down = records.map(\.bytesDown).reduce(0, +)
+        print("  bytes moved:  \(bytes(up + down)) (updates up \(bytes(up)), global weights down \(bytes(down)))")
+        let logPath = path(state, "audit.jsonl"), keyPath = path(state, "keys/coordinator.key.pub")
+        let schoolLogs = ledger.schoolLogURLs.map { path(state, "schools/" + $0.lastPathComponent) }
+        print("  state folder: \(path(state, "")) (state.sqlite, versions/)")
+        print("  audit log:    \(logPath)")
+        print("  public key:   \(keyPath)")
+        print("  school logs:  \(schoolLogs.joined(separator: ", "))")
+        print("  per-round metrics: \(csv)")
+        let command = (["pando audit verify --log", shellQuoted(logPath), "--key", shellQuoted(keyPath)]
+            + schoolLogs.flatMap { ["--client-log", shellQuoted($0)] } + ["--checkpoints", shellQuoted(state)]).joined(separator: " ")
+        print("  verify:       \(command)")
+        let report = try ledger.verify()
+        var verdict = "\(report.recordsChecked) records, \(report.validSignatures) signatures valid with key \(report.keyFingerprint); \(report.clientEntriesChecked) school-log entries cross-checked; \(report.versionFilesChecked) version files hashed"
+        if !report.notes.isEmpty { verdict += "; \(report.notes.count) note\(report.notes.count == 1 ? "" : "s")" }
+        if report.isValid {
+            print("audit verify: VERIFIED (\(verdict))")
+        } else {
+            print("audit verify: FAILED, \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s") (\(verdict))")
+            for p in report.problems { print("  \(p)") }
+            throw ExitCode(1)
+        }
+    }
+
+    /// `folder/name` as the user wrote `folder` (relative stays relative).
+    func path(_ folder: String, _ name: String) -> String {
+        var f = folder
+        while f.count > 1, f.hasSuffix("/") { f.removeLast() }
+        return f + "/" + name
+    }
+
+    func shellQuoted(_ s: String) -> String {
+        s.allSatisfy { $0.isLetter || $0.isNumber || "/._-+:=@".contains($0) } ? s : "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
 
     func bytes(_ n: Int) -> String {

@@ -59,19 +59,184 @@ final class CertificateTests: XCTestCase {
         p.waitUntilExit()
         let text = String(decoding: out.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
         XCTAssertEqual(p.terminationStatus, 0, text)
-        XCTAssertTrue(text.contains("Revoked Certificates") && text.contains("verify OK") || text.contains("verify ok"), text)
+        XCTAssertTrue(text.contains("Revoked Certificates") && (text.contains("verify OK") || text.contains("verify ok")), text)
+        let issuedJSON = try String(contentsOf: pki.dir.appendingPathComponent("issued.json"), encoding: .utf8)
+        XCTAssertTrue(issuedJSON.contains("\"crlNumber\" : 2"), issuedJSON)
 
-        // Another CA's signature is refused; a tampered file keeps the last good list.
+        // Another CA's signature is refused.
         let rogue = try TestPKI(name: "Rogue")
         XCTAssertThrowsError(try RevocationList(verifying: bytes, caCertificate: rogue.ca.certificate))
+    }
+
+    /// A well-formed CRL signed by another key (same issuer name) keeps the last good list.
+    func testCRLSignedByAnotherKeyKeepsLastGoodList() throws {
+        let pki = try TestPKI()
+        try pki.ca.issueSchool(id: "a")
+        try pki.ca.revoke(schoolID: "a")
+        let good = try pki.ca.currentCRL()
         let file = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate)
-        XCTAssertEqual(file.current().list?.entries.count, 1)
-        var der = try RevocationList(verifying: bytes, caCertificate: pki.ca.certificate)
-            .derEncoded(caCertificate: pki.ca.certificate, caKey: .init())  // signed by the wrong key
-        der[der.count - 3] ^= 1
-        try Data(der).write(to: pki.ca.crlPath)
+        XCTAssertEqual(file.current().list, good)
+        var forged = good
+        forged.number += 1
+        forged.entries = []  // would un-revoke "a"
+        try Data(forged.derEncoded(caCertificate: pki.ca.certificate, caKey: .init())).write(to: pki.ca.crlPath)
         let (list, warning) = file.current()
-        XCTAssertEqual(list?.entries.count, 1)
+        XCTAssertEqual(list, good)
+        XCTAssertTrue(warning?.contains("does not verify") ?? false, warning ?? "no warning")
+    }
+
+    /// The real CRL with one bit of its signature flipped keeps the last good list.
+    func testCRLWithCorruptedSignatureKeepsLastGoodList() throws {
+        let pki = try TestPKI()
+        try pki.ca.issueSchool(id: "a")
+        try pki.ca.revoke(schoolID: "a")
+        let good = try pki.ca.currentCRL()
+        let file = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate)
+        XCTAssertEqual(file.current().list, good)
+        let pem = try String(contentsOf: pki.ca.crlPath, encoding: .utf8)
+        let base64 = pem.split(separator: "\n").filter { !$0.hasPrefix("-----") }.joined()
+        var der = try [UInt8](XCTUnwrap(Data(base64Encoded: base64)))
+        der[der.count - 3] ^= 1  // inside the ECDSA signature
+        try Data(der).write(to: pki.ca.crlPath)
+        XCTAssertThrowsError(try RevocationList(verifying: der, caCertificate: pki.ca.certificate))
+        let (list, warning) = file.current()
+        XCTAssertEqual(list, good)
         XCTAssertNotNil(warning)
+    }
+
+    /// Putting an older (validly signed) crl.pem back must not un-revoke a school.
+    func testOlderCRLReplayIsRefused() throws {
+        let pki = try TestPKI()
+        let cert = try pki.ca.issueSchool(id: "victim")
+        let old = try Data(contentsOf: pki.ca.crlPath)  // CRL 1: nothing revoked
+        let reports = LogCapture()
+        let file = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate) { reports.append($0) }
+        let validator = SchoolCertificateValidator(caCertificate: pki.ca.certificate, revocation: file)
+        XCTAssertEqual(validator.validate(chain: [cert]), .accepted(schoolID: "victim", serial: PandoIdentity.hex(cert.serialNumber)))
+        try pki.ca.revoke(schoolID: "victim")  // CRL 2
+        guard case .rejected(let r1) = validator.validate(chain: [cert]) else { return XCTFail("revoked school accepted") }
+        XCTAssertTrue(r1.contains("revoked"), r1)
+        try old.write(to: pki.ca.crlPath)  // replay CRL 1
+        guard case .rejected(let r2) = validator.validate(chain: [cert]) else { return XCTFail("replayed CRL un-revoked the school") }
+        XCTAssertTrue(r2.contains("revoked"), r2)
+        XCTAssertEqual(file.current().list?.number, 2)
+        XCTAssertTrue(reports.contains("CRL number 1, older than number 2"), reports.lines.joined(separator: "\n"))
+        XCTAssertEqual(reports.lines.filter { $0.contains("older than") }.count, 1, "reported once, not per handshake")
+        // A newer CRL is taken up again.
+        try pki.ca.refreshCRL()
+        XCTAssertEqual(file.current().list?.number, 3)
+        XCTAssertNil(file.current().warning)
+    }
+
+    /// The CA never reuses a CRL number, even when crl.pem is missing or unreadable.
+    func testCRLNumberIsKeptInTheLedger() throws {
+        let pki = try TestPKI()
+        try pki.ca.issueSchool(id: "a")
+        try pki.ca.revoke(schoolID: "a")
+        XCTAssertEqual(try pki.ca.currentCRL().number, 2)
+        try Data("garbage".utf8).write(to: pki.ca.crlPath)
+        try pki.ca.refreshCRL()
+        XCTAssertEqual(try pki.ca.currentCRL().number, 3, "number continues from issued.json, not from 1")
+        try FileManager.default.removeItem(at: pki.ca.crlPath)
+        try CertificateAuthority(directory: pki.dir).refreshCRL()
+        XCTAssertEqual(try pki.ca.currentCRL().number, 4)
+        XCTAssertEqual(try pki.ca.currentCRL().entries.count, 1)
+        // A folder from before the number was kept (issued.json a bare array) continues from crl.pem.
+        let ledger = pki.dir.appendingPathComponent("issued.json")
+        let object = try XCTUnwrap(JSONSerialization.jsonObject(with: Data(contentsOf: ledger)) as? [String: Any])
+        try JSONSerialization.data(withJSONObject: try XCTUnwrap(object["certificates"])).write(to: ledger)
+        try pki.ca.issueSchool(id: "b")
+        try pki.ca.revoke(schoolID: "b")
+        XCTAssertEqual(try pki.ca.currentCRL().number, 5)
+        XCTAssertEqual(try pki.ca.list().count, 4)
+    }
+
+    /// Past its nextUpdate the coordinator's CRL is stale: schools are refused (fail closed) with a
+    /// clear reason; a school's copy (policy .warn) is still applied, with a warning.
+    func testStaleCRLFailsClosedOnTheCoordinator() throws {
+        let pki = try TestPKI()
+        let cert = try pki.ca.issueSchool(id: "s")
+        let later = Date().addingTimeInterval(CertificateAuthority.crlValidity + 86400)
+        let reports = LogCapture()
+        let file = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate) { reports.append($0) }
+        let validator = SchoolCertificateValidator(caCertificate: pki.ca.certificate, revocation: file)
+        guard case .rejected(let reason) = validator.validate(chain: [cert], now: later) else { return XCTFail("stale CRL accepted") }
+        XCTAssertTrue(reason.contains("is stale") && reason.contains("pando certs refresh-crl"), reason)
+        XCTAssertTrue(reports.contains("is stale"))
+        // Nearly stale: accepted, with a warning.
+        let soon = Date().addingTimeInterval(CertificateAuthority.crlValidity - 86400)
+        XCTAssertEqual(validator.validate(chain: [cert], now: soon), .accepted(schoolID: "s", serial: PandoIdentity.hex(cert.serialNumber)))
+        XCTAssertTrue(reports.contains("expires at"))
+        // School side: still applied.
+        let schoolSide = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate, stalePolicy: .warn)
+        let (list, warning) = schoolSide.current(now: later)
+        XCTAssertNotNil(list)
+        XCTAssertTrue(warning?.contains("still applying") ?? false)
+        // A refreshed CRL (published "later") ends the refusal.
+        try pki.ca.refreshCRL(now: later)
+        XCTAssertEqual(validator.validate(chain: [cert], now: later), .accepted(schoolID: "s", serial: PandoIdentity.hex(cert.serialNumber)))
+    }
+
+    /// revoke writes the CRL before the ledger: if the CRL cannot be written the school is not
+    /// shown as revoked, and running revoke again works (it is idempotent).
+    func testRevokeWritesCRLFirstAndIsIdempotent() throws {
+        let pki = try TestPKI()
+        let cert = try pki.ca.issueSchool(id: "s")
+        // Make crl.pem impossible to replace: a non-empty directory in its place.
+        try FileManager.default.removeItem(at: pki.ca.crlPath)
+        try FileManager.default.createDirectory(at: pki.ca.crlPath.appendingPathComponent("x"), withIntermediateDirectories: true)
+        XCTAssertThrowsError(try pki.ca.revoke(schoolID: "s"))
+        XCTAssertNil(try pki.ca.list().first { $0.name == "s" }?.revokedAt, "ledger must not say revoked when the CRL was not written")
+        try FileManager.default.removeItem(at: pki.ca.crlPath)
+        let serials = try pki.ca.revoke(schoolID: "s")
+        XCTAssertEqual(serials, [PandoIdentity.hex(cert.serialNumber)])
+        XCTAssertNotNil(try pki.ca.currentCRL().revocationDate(of: cert.serialNumber))
+        let n = try pki.ca.currentCRL().number
+        // Again: no unknownSchool error; the CRL is republished.
+        XCTAssertEqual(try pki.ca.revoke(schoolID: "s"), serials)
+        XCTAssertEqual(try pki.ca.currentCRL().number, n + 1)
+        XCTAssertNotNil(try pki.ca.currentCRL().revocationDate(of: cert.serialNumber))
+        XCTAssertThrowsError(try pki.ca.revoke(schoolID: "never-issued"))
+        // No temp files left behind by the atomic writes.
+        let leftovers = try FileManager.default.contentsOfDirectory(atPath: pki.dir.path).filter { $0.hasSuffix(".tmp") }
+        XCTAssertEqual(leftovers, [])
+    }
+
+    /// Re-issuing the coordinator certificate revokes the old one; school bundles carry crl.pem
+    /// and the school-side validator refuses the old certificate.
+    func testReissuingCoordinatorRevokesTheOldCertificate() throws {
+        let pki = try TestPKI()
+        let coordPEM = pki.dir.appendingPathComponent("coordinator/coordinator.pem")
+        let old = try Certificate(pemEncoded: String(contentsOf: coordPEM, encoding: .utf8))
+        let new = try pki.ca.issueCoordinator(hosts: ["localhost"])
+        let school = try pki.school("s")
+        let bundleCRL = school.appendingPathComponent("crl.pem")
+        XCTAssertTrue(FileManager.default.fileExists(atPath: bundleCRL.path), "school bundle must include crl.pem")
+        let validator = CoordinatorCertificateValidator(
+            caCertificate: pki.ca.certificate,
+            revocation: RevocationListFile(path: bundleCRL.path, caCertificate: pki.ca.certificate, stalePolicy: .warn))
+        XCTAssertNil(validator.problem(chain: [new], serverName: "localhost"))
+        let problem = validator.problem(chain: [old], serverName: "localhost")
+        XCTAssertTrue(problem?.contains("was revoked at") ?? false, problem ?? "old coordinator certificate accepted")
+        let coordinators = try pki.ca.list().filter { $0.kind == "coordinator" }
+        XCTAssertEqual(coordinators.map { $0.revokedAt != nil }, [true, false])
+        // Bundles issued earlier get the new CRL copied into their folder too.
+        let other = try TestPKI()
+        let early = try other.school("early")
+        try other.ca.issueCoordinator(hosts: ["localhost"])
+        let copy = try RevocationList(verifying: [UInt8](Data(contentsOf: early.appendingPathComponent("crl.pem"))),
+                                      caCertificate: other.ca.certificate)
+        XCTAssertEqual(copy, try other.ca.currentCRL())
+    }
+
+    func testInsecureKeyFilesAreRefused() throws {
+        let pki = try TestPKI()
+        let caKey = pki.dir.appendingPathComponent("ca-key.pem").path
+        chmod(caKey, 0o644)
+        XCTAssertThrowsError(try CertificateAuthority(directory: pki.dir)) { e in
+            XCTAssertTrue("\(e)".contains(caKey) && "\(e)".contains("chmod 600"), "\(e)")
+        }
+        chmod(caKey, 0o600)
+        XCTAssertNoThrow(try CertificateAuthority(directory: pki.dir))
     }
 }

@@ -52,6 +52,7 @@ final class HandshakeTests: XCTestCase {
         // The rogue school trusts the real CA for the server, but its own cert is from the rogue CA.
         var cfg = pki.clientConfig(school: rogueSchool, port: server.port)
         cfg.caCertificatePath = pki.ca.caPath.path
+        cfg.revocationListPath = pki.ca.crlPath.path
         try await assertRefused(cfg, logs: logs, reason: "was not issued by the district CA")
     }
 

@@ -43,12 +43,15 @@ final class RobustnessTests: XCTestCase {
             let client = try SchoolClient(configuration: pki.clientConfig(school: school, port: server.port),
                                           logger: logs.logger(name))
             client._testingPauseHeartbeats.withLockedValue { $0 = true }
+            let mark = logs.mark
             try await client.withConnection { conn in
                 try await injectRaw(conn, bytes)
                 let closed = await waitClosed(conn, timeout: 5)
                 XCTAssertTrue(closed, "\(name): server did not close the connection")
             }
-            let logged = await logs.waitFor(reason)
+            // Only this case's lines, and only the line about this school's connection: cases that
+            // share a reason ("exceeds the maximum") cannot pass on each other's lines.
+            let logged = await logs.waitFor([reason, "peer=hostile-\(i)@"], after: mark)
             XCTAssertTrue(logged, "\(name): no log line with \(reason.debugDescription)\n\(logs.lines.suffix(5).joined(separator: "\n"))")
         }
 
@@ -56,12 +59,13 @@ final class RobustnessTests: XCTestCase {
         let trunc = try SchoolClient(configuration: pki.clientConfig(school: try pki.school("truncator"), port: server.port),
                                      logger: logs.logger("trunc"))
         trunc._testingPauseHeartbeats.withLockedValue { $0 = true }
+        let truncMark = logs.mark
         try await trunc.withConnection { conn in
             try await injectRaw(conn, [0, 0, 0, 50, 0x04, 0x7B, 0x22])
             try await Task.sleep(for: .milliseconds(100))
             try await conn.channel.close()
         }
-        let truncLogged = await logs.waitFor("connection ended inside a frame")
+        let truncLogged = await logs.waitFor(["connection ended inside a frame", "truncator"], after: truncMark)
         XCTAssertTrue(truncLogged)
 
         // The server still serves: the bystander is alive and a new school connects.

@@ -18,14 +18,24 @@ final class LogCapture: @unchecked Sendable {
     func logger(_ label: String) -> Logger {
         Logger(label: label) { _ in Handler(capture: self) }
     }
-    /// Polls until a line contains `needle`.
+    /// Number of lines so far: pass it to `waitFor(_:after:)` to look only at later lines.
+    var mark: Int { box.withLockedValue { $0.count } }
+    /// Whether a line logged at index `after` or later contains every string in `needles`.
+    func contains(all needles: [String], after: Int) -> Bool {
+        lines.dropFirst(after).contains { line in needles.allSatisfy { line.contains($0) } }
+    }
+    /// Polls until a line contains `needle` (only lines from index `after` on, when given).
     func waitFor(_ needle: String, timeout: Double = 5) async -> Bool {
+        await waitFor([needle], after: 0, timeout: timeout)
+    }
+    /// Polls until one line logged at index `after` or later contains every string in `needles`.
+    func waitFor(_ needles: [String], after: Int, timeout: Double = 5) async -> Bool {
         let end = Date().addingTimeInterval(timeout)
         while Date() < end {
-            if contains(needle) { return true }
+            if contains(all: needles, after: after) { return true }
             try? await Task.sleep(for: .milliseconds(20))
         }
-        return contains(needle)
+        return contains(all: needles, after: after)
     }
 
     struct Handler: LogHandler {

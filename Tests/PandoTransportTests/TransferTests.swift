@@ -59,7 +59,7 @@ final class TransferTests: XCTestCase {
             guard case .objectOffer(let offer) = first else { throw TransportError.protocolViolation("want offer") }
             let startedAt = Date()
             do {
-                let stats = try await conn.receiveObject(offer, to: dest) { got, total in
+                let stats = try await conn.receiveObject(offer, to: dest, maxSize: UInt64(size)) { got, total in
                     flight.withLockedValue { $0.received = got }
                     if got >= total / 2, !cutDone.withLockedValue({ $0 }) {
                         cutDone.withLockedValue { $0 = true }
@@ -142,8 +142,8 @@ final class TransferTests: XCTestCase {
         let server = try await RunningServer(pki.serverConfig(idle: .milliseconds(600), heartbeat: .seconds(30)),
                                              logger: logs.logger("coord")) { conn, status in
             guard case .objectOffer(let offer) = try await conn.receive() else { return }
-            let stats = try await conn.receiveObject(offer, to: work.appendingPathComponent("got.bin")) { _, _ in
-                usleep(25_000)  // a slow disk: ~64 chunks × 25 ms ≈ 1.6 s in total
+            let stats = try await conn.receiveObject(offer, to: work.appendingPathComponent("got.bin"), maxSize: 4 << 20) { _, _ in
+                try? await Task.sleep(for: .milliseconds(25))  // a slow disk: ~64 chunks × 25 ms ≈ 1.6 s in total
             }
             stored.withLockedValue { $0 = stats.seconds }
             try await drainSession(conn, status)
@@ -186,12 +186,13 @@ final class TransferTests: XCTestCase {
         try await client.withConnection { conn in
             guard case .objectOffer(let offer) = try await conn.receive() else { return XCTFail("offer expected") }
             let out = work.appendingPathComponent("got.safetensors")
-            let stats = try await conn.receiveObject(offer, to: out)
+            try Data("an older object that the commit replaces".utf8).write(to: out)
+            let stats = try await conn.receiveObject(offer, to: out, maxSize: 8 << 20)
             XCTAssertEqual(stats.sha256, digest)
             XCTAssertEqual(try FileObjectSource(url: out).sha256(), digest)
             guard case .objectOffer(let bad) = try await conn.receive() else { return XCTFail("offer expected") }
             do {
-                try await conn.receiveObject(bad, to: work.appendingPathComponent("bad.safetensors"))
+                try await conn.receiveObject(bad, to: work.appendingPathComponent("bad.safetensors"), maxSize: 8 << 20)
                 XCTFail("must refuse")
             } catch TransportError.transferFailed(let why) {
                 XCTAssertTrue(why.contains("digest-mismatch"), why)

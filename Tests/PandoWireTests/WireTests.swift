@@ -201,6 +201,58 @@ final class WireTests: XCTestCase {
         XCTAssertGreaterThan(decoded, 0)
         XCTAssertGreaterThan(rejected, 0)
     }
+
+    /// Decoding errors end up in the coordinator's log: they must never quote what the peer
+    /// sent (dictionary keys, enum values, token values, raw JSON), only the static schema.
+    func testDecodeErrorsNeverEchoPeerText() {
+        let canary = "the student wrote zebrapurple lighthouse"
+        let token = "zebrapurple-lighthouse"
+        let cases: [(MessageType, String, String)] = [
+            (.roundResult, #"{"round":1,"status":"completed","exampleCount":1,"metrics":{"\#(canary)":0.5}}"#, "metrics.<key>"),
+            (.roundResult, #"{"round":1,"status":"completed","exampleCount":1,"metrics":{"\#(token)":"\#(canary)"}}"#, "wrong type at metrics.<key>"),
+            (.roundResult, #"{"round":1,"status":"\#(canary)","exampleCount":1,"metrics":{}}"#, "invalid value at status"),
+            (.roundResult, #"{"round":1,"status":"completed","exampleCount":1,"metrics":{},"update":{"id":"\#(canary)","size":1,"sha256":"\#(canary)"}}"#, "invalid value at update.id"),
+            (.roundAssignment, #"{"round":1,"model":{"id":"m","size":1,"sha256":"00"},"parameters":{"\#(token)":"\#(canary)"}}"#, "at model.sha256"),
+            (.heartbeat, #"{"sequence":1,"activity":"\#(canary)"}"#, "invalid value at activity"),
+            (.heartbeat, canary, "not a valid JSON object"),
+            (.hello, #"{"protocolVersion":1,"softwareVersion":"\#(canary)","capabilities":[]}"#, "invalid value at softwareVersion"),
+            (.hello, #"{"protocolVersion":1,"softwareVersion":"x","capabilities":["ok","\#(canary)"]}"#, "invalid value at capabilities.1"),
+            (.objectOffer, #"{"id":"a","kind":"\#(canary)","size":1,"sha256":"x"}"#, "invalid value at kind"),
+        ]
+        for (type, json, expected) in cases {
+            do {
+                _ = try WireCodec.decodeMessage(type: type.rawValue, payload: ByteBuffer(string: json))
+                XCTFail("decoded \(json)")
+            } catch {
+                let text = "\(error) \(String(reflecting: error))"
+                XCTAssertFalse(text.contains("zebrapurple") || text.contains("lighthouse") || text.contains("student"), text)
+                XCTAssertTrue("\(error)".contains(expected), "\(error) lacks \(expected)")
+            }
+        }
+        // Any description stays short whatever the peer sends.
+        XCTAssertLessThan(WireError.malformed(type: "x", detail: String(repeating: "a", count: 70_000)).description.utf8.count, 300)
+    }
+
+    /// The schema field list used to render error paths covers every field of every message.
+    func testSchemaFieldNamesCoverEveryField() throws {
+        func keys(_ value: Any, dynamic: Bool, into out: inout Set<String>) {
+            if let dict = value as? [String: Any] {
+                for (k, v) in dict {
+                    if !dynamic { out.insert(k) }
+                    keys(v, dynamic: !dynamic && (k == "metrics" || k == "parameters"), into: &out)
+                }
+            } else if let array = value as? [Any] {
+                for v in array { keys(v, dynamic: false, into: &out) }
+            }
+        }
+        var fields = Set<String>()
+        for type in MessageType.allCases where type != .objectChunk {
+            var frame = try WireCodec.frame(sample(type))
+            frame.moveReaderIndex(forwardBy: 5)
+            keys(try JSONSerialization.jsonObject(with: Data(frame.readableBytesView)), dynamic: false, into: &fields)
+        }
+        XCTAssertTrue(fields.isSubset(of: WireCodec.schemaFieldNames), "missing: \(fields.subtracting(WireCodec.schemaFieldNames))")
+    }
 }
 
 struct Xorshift {

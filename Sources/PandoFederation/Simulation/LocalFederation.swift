@@ -46,6 +46,8 @@ public struct RoundRecord: Codable, Sendable {
     public var trainLoss: Double
     /// L2 norm of each accepted delta.
     public var updateNorms: [String: Double]
+    /// SHA-256 of each update's wire bytes (`ModelUpdate.wireSHA256`), accepted or not; empty without a ledger.
+    public var updateSHA256: [String: String] = [:]
     /// Test metrics of the global model after the round (`accuracy`, `macro_f1`, `rmse`, `loss`, …).
     public var test: [String: Double]
     /// Bytes of one delta on the wire as Float32: 4 × parameter count.
@@ -78,8 +80,13 @@ public final class LocalFederation {
     public let schools: [SimulatedSchool]
     public let labels: [String]
     public let task: TaskKind
-    /// The current global version id (`v0` the base; `v<round>` after each commit).
+    /// The current global version id: with a ledger (`record(to:)`) the SHA-256
+    /// of its model.safetensors; without one `v0` for the base, `v<round>` after each commit.
     public private(set) var version = "v0"
+    /// The number the next round gets (after the ledger's last round when it was reopened).
+    public private(set) var nextRound = 1
+    /// The coordinator's record keeper, when attached.
+    public private(set) var ledger: SimulationLedger?
     private let encoded: [EncodedDataset]
     private let testSequences: [[Int32]]
     private let testTargets: [Target]
@@ -89,6 +96,8 @@ public final class LocalFederation {
     private var rng: SplitMix64
     /// Called after each school's local training with its id, the round and its training metrics.
     public var onSchoolTrained: ((String, Int, [String: Double]) -> Void)?
+    /// Test hook: alters an update after local training, before it is sent (a faulty or hostile school).
+    var tamper: ((inout ModelUpdate) -> Void)?
 
     /// - Parameters:
     ///   - global: the starting model; its parameters are updated in place each committed round.
@@ -127,6 +136,20 @@ public final class LocalFederation {
         rng = SplitMix64(seed: settings.seed ^ 0xFED_A7E)
     }
 
+    /// Makes `ledger` the coordinator's record keeper: a new state folder gets
+    /// the current global weights as its base version; an existing one is
+    /// continued from its head version, whose weights replace the global ones.
+    /// Returns true when an existing federation was reopened.
+    @discardableResult
+    public func record(to ledger: SimulationLedger) throws -> Bool {
+        precondition(self.ledger == nil, "a ledger is already attached")
+        let opened = try ledger.open(global: global, task: task.rawValue)
+        self.ledger = ledger
+        version = opened.version
+        nextRound = opened.nextRound
+        return opened.resumed
+    }
+
     /// Test metrics of the current global model.
     public func evaluate() throws -> EvaluationMetrics {
         try Evaluation.metrics(logits: evaluator.logits(testSequences), targets: testTargets, task: task,
@@ -143,42 +166,92 @@ public final class LocalFederation {
         return order.prefix(k).sorted()
     }
 
-    /// Runs round `round`: select, train each school, validate and aggregate, commit, evaluate.
-    public func runRound(_ round: Int) throws -> RoundRecord {
+    /// Runs the next round: select, train each school, validate and aggregate,
+    /// commit, evaluate. With a ledger every step is recorded (round started,
+    /// schools selected, each update received or rejected with its SHA-256, the
+    /// new version or the abort) and each school logs what it sent.
+    public func runRound() throws -> RoundRecord {
         let start = Date()
         let base = version
-        let plan = strategy.plan(round: round, configured: settings.plan)
+        let plan = strategy.plan(round: nextRound, configured: settings.plan)
+        var round = nextRound
+        if let ledger {
+            let started = try ledger.startRound(strategy: strategy, plan: plan, settings: settings)
+            guard started.base == base else {
+                try? ledger.abort(round: started.number, reason: "the simulation's global version differs from the ledger's head")
+                throw TrainingError("the ledger's head \(started.base.prefix(12)) is not the simulation's version \(base.prefix(12))")
+            }
+            round = started.number
+        }
+        nextRound = round + 1
+        do {
+            return try runRound(round, base: base, plan: plan, start: start)
+        } catch {
+            // Never the error's text: it could quote data. The round stays unusable.
+            if let ledger, (try? ledger.ledger.roundInFlight())?.number == round {
+                try? ledger.abort(round: round, reason: "the round stopped with an error (\(type(of: error)))")
+            }
+            throw error
+        }
+    }
+
+    private func runRound(_ round: Int, base: String, plan: LocalTrainingPlan, start: Date) throws -> RoundRecord {
         let aggregation = AggregationRound(round: round, baseVersion: base, layout: global.layout, strategy: strategy,
                                            maxNorm: settings.maxUpdateNorm)
         let selected = selectSchools()
+        for s in selected { try ledger?.selected(schools[s].id, round: round, base: base) }
         var trainSeconds = 0.0, slowest = 0.0, aggregateSeconds = 0.0, weightedLoss = 0.0
         var bytesPerUpdate = 0, sent = 0
+        var hashes = [String: String]()
         for s in selected {
             var schoolPlan = plan
             schoolPlan.seed = settings.seed
-            let update = try updater.train(school: schools[s].id, data: encoded[s], from: global, round: round,
+            var update = try updater.train(school: schools[s].id, data: encoded[s], from: global, round: round,
                                            baseVersion: base, plan: schoolPlan)
+            tamper?(&update)
             onSchoolTrained?(update.school, round, update.metrics)
             let t = update.metrics["seconds"] ?? 0
             trainSeconds += t
             slowest = max(slowest, t)
             bytesPerUpdate = update.wireBytes
             sent += 1
+            // In-process the bytes the school sends are the bytes the coordinator
+            // receives, so one hash serves the school's log and the coordinator's record.
+            let sha = ledger == nil ? nil : update.wireSHA256
+            if let sha {
+                hashes[update.school] = sha
+                try ledger?.schoolSent(update, sha256: sha)
+            }
             let a = Date()
-            if aggregation.submit(update) == nil {
+            let rejection = aggregation.submit(update)
+            if rejection == nil {
                 weightedLoss += (update.metrics["train_loss"] ?? 0) * Double(update.exampleCount)
             }
             aggregateSeconds += Date().timeIntervalSince(a)
+            if let sha, let ledger {
+                let norm = rejection == nil ? aggregation.accepted.last!.norm : DeltaMath.norm(update.delta.buffer)
+                try ledger.received(update, sha256: sha, norm: norm, rejection: rejection)
+            }
         }
         let a = Date()
         let committed = aggregation.commit(to: global.parameters, quorum: settings.quorum)
         aggregateSeconds += Date().timeIntervalSince(a)
-        if committed { version = "v\(round)" }
         let e = Date()
         let metrics = try evaluate()
         let evaluateSeconds = Date().timeIntervalSince(e)
+        if committed {
+            if let ledger {
+                let examples = Dictionary(aggregation.accepted.map { ($0.school, $0.exampleCount) }, uniquingKeysWith: { a, _ in a })
+                version = try ledger.commit(round: round, global: global, metrics: metrics.summary, examplesBySchool: examples)
+            } else {
+                version = "v\(round)"
+            }
+        } else if let ledger {
+            let needed = max(1, settings.quorum)
+            try ledger.abort(round: round, reason: "quorum not reached: \(aggregation.accepted.count) of \(selected.count) updates accepted, \(needed) required")
+        }
         let examples = aggregation.totalExamples
-        return RoundRecord(
+        var record = RoundRecord(
             round: round, baseVersion: base, version: version, committed: committed,
             schools: selected.map { schools[$0].id },
             rejected: Dictionary(aggregation.rejected.map { ($0.school, $0.reason.description) }, uniquingKeysWith: { a, _ in a }),
@@ -188,13 +261,15 @@ public final class LocalFederation {
             bytesDown: selected.count * 4 * global.parameterCount,
             trainSeconds: trainSeconds, slowestSchoolSeconds: slowest, aggregateSeconds: aggregateSeconds,
             evaluateSeconds: evaluateSeconds, seconds: Date().timeIntervalSince(start))
+        record.updateSHA256 = hashes
+        return record
     }
 
     /// Runs `settings.rounds` rounds; `onRound` sees each record as it completes.
     public func run(onRound: (RoundRecord) -> Void = { _ in }) throws -> [RoundRecord] {
         var records: [RoundRecord] = []
-        for round in 1...settings.rounds {
-            let record = try runRound(round)
+        for _ in 0..<settings.rounds {
+            let record = try runRound()
             records.append(record)
             onRound(record)
         }
@@ -202,7 +277,7 @@ public final class LocalFederation {
     }
 
     /// Per-round records as CSV: one row per round, test metrics as columns.
-    public static func csv(_ records: [RoundRecord], initial: [String: Double]? = nil) -> String {
+    public static func csv(_ records: [RoundRecord], initial: [String: Double]? = nil, initialVersion: String = "v0") -> String {
         let metricNames = Array(Set(records.flatMap { $0.test.keys } + (initial?.keys.map { $0 } ?? []))).sorted()
         var lines = [(["round", "version", "committed", "schools", "rejected", "examples", "train_loss"]
             + metricNames.map { "test_" + $0 }
@@ -210,7 +285,7 @@ public final class LocalFederation {
                "aggregate_seconds", "evaluate_seconds", "seconds"]).joined(separator: ",")]
         func f(_ x: Double?) -> String { x.map { String(format: "%.6g", $0) } ?? "" }
         if let initial {
-            lines.append((["0", "v0", "true", "0", "0", "0", ""] + metricNames.map { f(initial[$0]) }
+            lines.append((["0", initialVersion, "true", "0", "0", "0", ""] + metricNames.map { f(initial[$0]) }
                 + ["0", "0", "0", "0", "0", "0", "0", "0"]).joined(separator: ","))
         }
         for r in records {

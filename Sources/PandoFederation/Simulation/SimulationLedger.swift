@@ -1,0 +1,167 @@
+import Foundation
+import PandoEngine
+import PandoLedger
+
+extension ModelUpdate {
+    /// Hex SHA-256 of the update as it goes on the wire: the delta's Float32
+    /// values in layout order, little-endian (`wireBytes` bytes). Hashed in
+    /// place, without a copy, on little-endian machines.
+    public var wireSHA256: String {
+        let values = delta.buffer
+        #if _endian(little)
+        return withExtendedLifetime(delta) {
+            Digest.sha256(UnsafeRawBufferPointer(start: values.base, count: 4 * values.count))
+        }
+        #else
+        let bytes = (0..<values.count).flatMap { i -> [UInt8] in
+            withUnsafeBytes(of: values[i].bitPattern.littleEndian) { Array($0) }
+        }
+        return bytes.withUnsafeBytes { Digest.sha256($0) }
+        #endif
+    }
+}
+
+/// The coordinator's record keeper for an in-process simulation, over a
+/// `CoordinatorLedger` state folder, plus each simulated school's own log:
+///
+/// ```
+/// <folder>/state.sqlite, versions/<sha256>/, audit.jsonl, keys/  (the coordinator's, see docs/audit-format.md)
+/// <folder>/schools/<school>.jsonl                                 (each school's SchoolLog)
+/// ```
+///
+/// Every global version (the base model, then each committed round) is written
+/// as a complete Hugging Face folder whose id is the SHA-256 of its
+/// model.safetensors. Records hold identifiers, hashes and numbers only, never
+/// text of the schools' data.
+public final class SimulationLedger {
+    public let folder: URL
+    public let ledger: CoordinatorLedger
+    /// Federation id recorded when the folder is new (an existing folder keeps its own).
+    public let federationID: String
+    /// Tokenizer files copied into every version folder.
+    public let companionFiles: [URL]
+    private var schoolLogs: [String: SchoolLog] = [:]
+
+    /// Opens (creating if needed) the state folder and its signing key; takes the coordinator's lock.
+    /// - Parameter tokenizerFolder: the base model's folder; its tokenizer files go into every version.
+    public init(folder: URL, federationID: String = "simulation", tokenizerFolder: URL? = nil) throws {
+        self.folder = folder
+        self.federationID = federationID
+        ledger = try CoordinatorLedger(folder: folder)
+        let fm = FileManager.default
+        companionFiles = tokenizerFolder.map { source in
+            ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+                .map { source.appendingPathComponent($0) }.filter { fm.fileExists(atPath: $0.path) }
+        } ?? []
+        // Officers need the public half; make sure it sits beside the key even for an older key.
+        if !fm.fileExists(atPath: publicKeyURL.path) {
+            try CoordinatorSigningKey.load(from: CoordinatorLedger.defaultKeyURL(in: folder)).publicKey.save(to: publicKeyURL)
+        }
+    }
+
+    public var auditLogURL: URL { ledger.auditURL }
+    public var publicKeyURL: URL { CoordinatorLedger.defaultKeyURL(in: folder).appendingPathExtension("pub") }
+    public var schoolLogFolder: URL { folder.appendingPathComponent("schools", isDirectory: true) }
+
+    /// The log file of `school` (its id with characters outside `A-Z a-z 0-9 . _ -` replaced by `_`).
+    public func schoolLogURL(_ school: String) -> URL {
+        let safe = String(school.unicodeScalars.map { c -> Character in
+            c.isASCII && (CharacterSet.alphanumerics.contains(c) || "._-".unicodeScalars.contains(c)) ? Character(c) : "_"
+        })
+        return schoolLogFolder.appendingPathComponent((safe.hasPrefix(".") ? "_" + safe : safe) + ".jsonl")
+    }
+
+    /// Every school log in the folder (this run's and earlier runs'), sorted.
+    public var schoolLogURLs: [URL] {
+        let names = (try? FileManager.default.contentsOfDirectory(atPath: schoolLogFolder.path)) ?? []
+        return names.filter { $0.hasSuffix(".jsonl") }.sorted().map { schoolLogFolder.appendingPathComponent($0) }
+    }
+
+    /// Writes `model` as a staged (not yet visible) version.
+    func stage(_ model: BertModel) throws -> StagedVersion {
+        try ledger.store.stage { try model.save(to: $0, copying: companionFiles) }
+    }
+
+    /// Starts the federation with `global` as its base version, or reopens the
+    /// existing one and loads its head version's weights into `global` (its
+    /// model and head must match). Returns the head version and the next round number.
+    func open(global: BertModel, task: String) throws -> (version: String, nextRound: Int, resumed: Bool) {
+        guard let federation = try ledger.federation() else {
+            let base = try stage(global)
+            let record = try ledger.createFederation(id: federationID, name: federationID, task: task, base: base)
+            return (record.id, 1, false)
+        }
+        guard federation.task == task else {
+            throw LedgerError("\(folder.path) holds federation '\(federation.id)' for a \(federation.task) task, not \(task): use another state folder")
+        }
+        guard let head = try ledger.head() else { throw LedgerError("\(folder.path): the federation has no head version") }
+        guard ledger.store.hasWeights(head.id) else { throw LedgerError("\(folder.path): head version \(head.id.prefix(12)) has no weights on disk") }
+        let (model, _) = try BertModel.load(from: ledger.store.folder(of: head.id))
+        guard model.layout == global.layout, model.head == global.head else {
+            throw LedgerError("\(folder.path) holds federation '\(federation.id)' of another model or label set: use another state folder")
+        }
+        global.parameters.buffer.copy(from: model.parameters.buffer)
+        let next = (try ledger.rounds().map(\.number).max() ?? 0) + 1
+        return (head.id, next, true)
+    }
+
+    /// Records the start of a round from the head with the strategy and the plan sent to schools.
+    func startRound(strategy: any Strategy, plan: LocalTrainingPlan, settings: SimulationSettings) throws -> (number: Int, base: String) {
+        var parameters = strategy.parameters.mapValues { CanonicalJSON.double($0) }
+        parameters["localEpochs"] = .int(plan.epochs)
+        parameters["localLearningRate"] = .double(decimal(plan.learningRate))
+        parameters["localBatchSize"] = .int(plan.batchSize)
+        parameters["maxLength"] = .int(plan.maxLength)
+        if let mu = plan.proximalMu { parameters["proximalMu"] = .double(decimal(mu)) }
+        parameters["maxUpdateNorm"] = .double(settings.maxUpdateNorm)
+        parameters["quorum"] = .int(settings.quorum)
+        parameters["fractionPerRound"] = .double(settings.fractionPerRound)
+        let round = try ledger.startRound(strategy: strategy.name, parameters: parameters)
+        return (round.number, round.baseVersion)
+    }
+
+    func selected(_ school: String, round: Int, base: String) throws {
+        try ledger.record(AuditEntry(event: .schoolSelected, round: round, school: school, baseVersion: base))
+    }
+
+    /// The school's side: it appends what it sent to its own log.
+    func schoolSent(_ update: ModelUpdate, sha256: String) throws {
+        let log: SchoolLog
+        if let open = schoolLogs[update.school] { log = open } else {
+            log = try SchoolLog(url: schoolLogURL(update.school))
+            schoolLogs[update.school] = log
+        }
+        try log.append(SchoolLogEntry(school: update.school, round: update.round, baseVersion: update.baseVersion,
+                                      updateSHA256: sha256, wireBytes: update.wireBytes, examples: update.exampleCount,
+                                      federation: try ledger.federation()?.id))
+    }
+
+    /// The coordinator's side: the update as received, accepted (`rejection` nil) or not.
+    func received(_ update: ModelUpdate, sha256: String, norm: Double, rejection: UpdateRejection?) throws {
+        try ledger.record(AuditEntry(event: rejection == nil ? .updateReceived : .updateRejected, round: update.round,
+                                     school: update.school, baseVersion: update.baseVersion, examples: update.exampleCount,
+                                     updateSHA256: sha256, updateL2Norm: norm, wireBytes: update.wireBytes,
+                                     reason: rejection?.description))
+    }
+
+    /// Writes the new global weights as a version and commits the round; returns the version id.
+    func commit(round: Int, global: BertModel, metrics: [String: Double], examplesBySchool: [String: Int]) throws -> String {
+        let staged = try stage(global)
+        return try ledger.commitRound(round, version: staged, metrics: metrics.filter { $0.value.isFinite },
+                                      examplesBySchool: examplesBySchool).id
+    }
+
+    func abort(round: Int, reason: String) throws {
+        try ledger.abortRound(round, reason: reason)
+    }
+
+    /// Runs `pando audit verify`'s checks over this folder: the audit log with its
+    /// public key, every school log, and the versions on disk with their lineage.
+    public func verify() throws -> VerificationReport {
+        AuditVerifier.verify(log: auditLogURL, key: try AuditPublicKey.load(from: publicKeyURL),
+                             clientLogs: schoolLogURLs, checkpoints: folder)
+    }
+
+    /// Releases the state folder's lock.
+    public func close() { ledger.close() }
+}
