@@ -182,10 +182,15 @@ public struct AuditRecord: Sendable {
     public var tag: String? { object["tag"]?.stringValue }
     public var signature: Data? { object["signature"]?.stringValue.flatMap { Data(base64Encoded: $0) } }
 
-    /// Reads every record of a log file, skipping lines that do not parse.
-    public static func readAll(_ url: URL) throws -> [AuditRecord] {
+    /// Reads every record of a log file; lines that do not parse are skipped
+    /// and their numbers returned, so a caller can say so.
+    public static func readAll(_ url: URL) throws -> (records: [AuditRecord], unreadableLines: [Int]) {
         let data: Data
         do { data = try Data(contentsOf: url) } catch { throw LedgerError("\(url.path): cannot read") }
-        return AuditFormat.lines(of: data).lines.compactMap { try? AuditRecord(line: $0.number, bytes: $0.bytes) }
+        var records: [AuditRecord] = [], unreadable: [Int] = []
+        for line in AuditFormat.lines(of: data).lines {
+            if let record = try? AuditRecord(line: line.number, bytes: line.bytes) { records.append(record) } else { unreadable.append(line.number) }
+        }
+        return (records, unreadable)
     }
 }

@@ -227,7 +227,7 @@ public enum AuditVerifier {
     static func checkVersions(_ records: [AuditRecord], logName: String, folder: URL, report: inout VerificationReport) {
         let fm = FileManager.default
         let versionsDir = fm.fileExists(atPath: folder.appendingPathComponent("versions").path) ? folder.appendingPathComponent("versions") : folder
-        guard let store = try? CheckpointStore(folder: versionsDir) else {
+        guard let store = try? CheckpointStore(folder: versionsDir, readOnly: true) else {
             report.problem(folder.path, nil, "cannot open the checkpoint folder")
             return
         }

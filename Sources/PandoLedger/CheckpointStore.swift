@@ -36,10 +36,11 @@ public struct CheckpointStore: Sendable {
     public static let weightsFile = "model.safetensors"
     public let folder: URL
 
-    /// Opens (creating if needed) the store at `folder`.
-    public init(folder: URL) throws {
+    /// Opens the store at `folder`, creating it unless `readOnly` (a
+    /// verifier must not change the folder it checks).
+    public init(folder: URL, readOnly: Bool = false) throws {
         self.folder = folder
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
+        if !readOnly { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) }
     }
 
     /// The folder of version `id` (whether or not it still exists).

@@ -116,7 +116,7 @@ public final class CoordinatorLedger: @unchecked Sendable {
         let fm = FileManager.default
         if readOnly {
             guard fm.fileExists(atPath: databaseURL.path) else { throw LedgerError("\(folder.path): no coordinator state (state.sqlite missing)") }
-            store = try CheckpointStore(folder: folder.appendingPathComponent("versions"))
+            store = try CheckpointStore(folder: folder.appendingPathComponent("versions"), readOnly: true)
             var config = Configuration()
             config.readonly = true
             dbQueue = try DatabaseQueue(path: databaseURL.path, configuration: config)
@@ -458,7 +458,11 @@ public final class CoordinatorLedger: @unchecked Sendable {
     /// Tags a version; tagged versions survive retention.
     public func tag(_ reference: String, as name: String) throws {
         let target = try version(reference)
-        guard !name.isEmpty, !Digest.isSHA256(name), name != "head" else { throw LedgerError("invalid tag name '\(name)'") }
+        // A tag that looks like a hex id prefix would shadow prefix lookups of version ids.
+        let hexLike = name.count >= 4 && name.allSatisfy { $0.isHexDigit }
+        guard !name.isEmpty, !hexLike, name != "head" else {
+            throw LedgerError("invalid tag name '\(name)': empty, 'head', or hex-like (it would shadow version id prefixes)")
+        }
         let now = Date()
         try write { db in
             try db.execute(sql: "INSERT OR REPLACE INTO tags (name, version, createdAt) VALUES (?, ?, ?)",

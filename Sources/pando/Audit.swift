@@ -52,7 +52,10 @@ struct AuditCommand: ParsableCommand {
         @Flag(help: "Also list every record (time, event, school, hashes).") var events = false
 
         func run() throws {
-            let records = try AuditRecord.readAll(URL(fileURLWithPath: log))
+            let (records, unreadable) = try AuditRecord.readAll(URL(fileURLWithPath: log))
+            if !unreadable.isEmpty {
+                FileHandle.standardError.write(Data("warning: \(log): \(unreadable.count) unreadable line(s) skipped (first: line \(unreadable[0])); run `pando audit verify`\n".utf8))
+            }
             let rounds = RoundSummary.from(records)
             if json {
                 print(CanonicalJSON.array(rounds.map(\.json)).description)
@@ -79,7 +82,7 @@ struct AuditCommand: ParsableCommand {
                     if let new = r.newVersion { parts.append(String(new.prefix(8))) }
                     if let tag = r.tag { parts.append("tag " + tag) }
                     if let reason = r.reason { parts.append("(\(reason))") }
-                    print("\(r.time ?? "?")  \(r.eventName ?? "?")  \(parts.joined(separator: " "))")
+                    print(terminalSafe("\(r.time ?? "?")  \(r.eventName ?? "?")  \(parts.joined(separator: " "))"))
                 }
             }
             if events {

@@ -217,7 +217,9 @@ func versionJSON(_ v: VersionRecord, head: String?) -> CanonicalJSON {
 }
 
 /// Left-aligned columns separated by two spaces; the first row is the header.
+/// Cells are made terminal-safe: audit logs are read before they are verified.
 func renderTable(_ rows: [[String]]) -> String {
+    let rows = rows.map { $0.map(terminalSafe) }
     guard let header = rows.first else { return "" }
     var widths = header.map(\.count)
     for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
@@ -225,6 +227,20 @@ func renderTable(_ rows: [[String]]) -> String {
     for row in rows {
         let cells = row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
         out += cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
+    }
+    return out
+}
+
+/// `text` with control characters (escape sequences included) shown as
+/// `\u{…}`, so that a crafted log line cannot drive the terminal.
+func terminalSafe(_ text: String) -> String {
+    var out = ""
+    for scalar in text.unicodeScalars {
+        if scalar.properties.generalCategory == .control || scalar.properties.generalCategory == .format {
+            out += "\\u{\(String(scalar.value, radix: 16))}"
+        } else {
+            out.unicodeScalars.append(scalar)
+        }
     }
     return out
 }

@@ -71,7 +71,7 @@ final class LedgerSimulationTests: XCTestCase {
         XCTAssertEqual(reloaded.parameters.values, federation.global.parameters.values)
 
         // The audit log: every selection, every update with its hash, every commit.
-        let audit = try AuditRecord.readAll(ledger.auditLogURL)
+        let audit = try AuditRecord.readAll(ledger.auditLogURL).records
         XCTAssertEqual(audit.filter { $0.event == .schoolSelected }.count, 6)
         XCTAssertEqual(audit.filter { $0.event == .roundCommitted }.map(\.newVersion), records.map(\.version))
         let received = audit.filter { $0.event == .updateReceived }
@@ -139,7 +139,7 @@ final class LedgerSimulationTests: XCTestCase {
         XCTAssertTrue(first.rejected["school-1"]?.contains("NaN") ?? false, "\(first.rejected)")
         XCTAssertEqual(first.examples, federation.schools[0].data.count + federation.schools[2].data.count)
 
-        let audit = try AuditRecord.readAll(ledger.auditLogURL)
+        let audit = try AuditRecord.readAll(ledger.auditLogURL).records
         let rejected = audit.filter { $0.event == .updateRejected }
         XCTAssertEqual(rejected.count, 1)
         XCTAssertEqual(rejected.first?.school, "school-1")

@@ -58,12 +58,14 @@ final class CheckpointStoreTests: LedgerTestCase {
 
         try ledger.tag(base.id, as: "pilot")
         XCTAssertEqual(try ledger.version("pilot").id, base.id)
+        // A hex-looking tag would shadow id-prefix lookups.
+        XCTAssertThrowsError(try ledger.tag(base.id, as: String(v1.id.prefix(6))))
         XCTAssertEqual(try ledger.version(String(v1.id.prefix(8))).id, v1.id)
         try ledger.rollback(to: "pilot", reason: "v1 regressed")
         XCTAssertEqual(try ledger.head()?.id, base.id)
         XCTAssertEqual(try ledger.versions().count, 2, "rollback never deletes history")
         XCTAssertEqual(try ledger.headHistory().map(\.cause), ["created", "round 1", "rollback"])
-        let records = try AuditRecord.readAll(ledger.auditURL)
+        let records = try AuditRecord.readAll(ledger.auditURL).records
         XCTAssertEqual(records.last?.event, .rollback)
         XCTAssertEqual(records.last?.baseVersion, v1.id)
         // The next round builds on the rolled-back head.
@@ -119,7 +121,7 @@ final class DurabilityTests: LedgerTestCase {
             XCTAssertEqual(try ledger.versions(), versionsBefore, point)
             XCTAssertEqual(try ledger.round(round.number).status, .inFlight, point)
             XCTAssertEqual(try Data(contentsOf: ledger.auditURL), auditBefore, point)
-            XCTAssertEqual(try ledger.auditHead().count, try AuditRecord.readAll(ledger.auditURL).count)
+            XCTAssertEqual(try ledger.auditHead().count, try AuditRecord.readAll(ledger.auditURL).records.count)
             XCTAssertFalse(ledger.store.hasWeights(staged.id), "uncommitted weights are removed")
         }
         let round = try ledger.roundInFlight()!
@@ -142,7 +144,7 @@ final class DurabilityTests: LedgerTestCase {
         XCTAssertEqual(reopened.recovery.abortedRounds, [r2.number])
         XCTAssertEqual(try reopened.round(r2.number).status, .aborted)
         XCTAssertEqual(try reopened.head()?.id, v1.id)
-        let last = try XCTUnwrap(AuditRecord.readAll(reopened.auditURL).last)
+        let last = try XCTUnwrap(AuditRecord.readAll(reopened.auditURL).records.last)
         XCTAssertEqual(last.event, .roundAborted)
         XCTAssertEqual(last.round, r2.number)
         XCTAssertTrue(AuditVerifier.verify(log: reopened.auditURL, key: try pub(folder), checkpoints: folder).isValid)
