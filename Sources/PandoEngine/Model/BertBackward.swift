@@ -74,47 +74,33 @@ extension BertModel {
             let o = offsets.layers[l]
             let a = ws.activations(l)
             let x = ws.input(ofLayer: l).base
-            let dH1 = ws.dResidual!, dBranch = ws.dDropped!
-            // Output LayerNorm; its input was drop(ffn + b2) + h1.
+            let dH1 = ws.dResidual!
+            // Output LayerNorm; its input was drop(ffn + b2) + h1, so dH1 is also h1's residual gradient.
             LayerNormKernel.backward(
                 dOutput: dOut.base, normalized: a.normalized2.base, inverseStd: a.inverseStd2.base, gamma: p(o.norm2Gamma),
                 rows: N, cols: H, dInput: dH1.base, dGamma: g(o.norm2Gamma), dBeta: g(o.norm2Beta), scratch: ws.normScratch)
-            let ffnDrop = dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? noDropout
-            var dFFNOut = dH1.base
-            if ffnDrop.isActive {
-                dBranch.slice(0, N * H).copy(from: dH1.slice(0, N * H))
-                ffnDrop.apply(dBranch.base, count: N * H)
-                dFFNOut = dBranch.base
-            }
-            BLAS.gemv(trans: true, m: N, n: H, a: dFFNOut, lda: H, x: ws.ones.base, beta: 1, y: g(o.ffnOutBias))
+            let dFFNOut = throughDropout(dH1, count: N * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)), scratch: ws.dDropped)
+            // ffn = act(h1·W1ᵀ + b1)·W2ᵀ + b2; the activation is recomputed from its input.
             Elementwise.activation(a.ffnPre.base, count: N * I, activation: c.activation, output: ws.ffnActivation.base)
-            BLAS.gemm(transA: true, m: H, n: I, k: N, a: dFFNOut, lda: H, b: ws.ffnActivation.base, ldb: I, beta: 1, c: g(o.ffnOutWeight), ldc: I)
-            BLAS.gemm(m: N, n: I, k: H, a: dFFNOut, lda: H, b: p(o.ffnOutWeight), ldb: I, c: ws.dFFN.base, ldc: I)
+            linearBackward(dOutput: dFFNOut, input: ws.ffnActivation.base, rows: N, inputs: I, outputs: H,
+                           weight: o.ffnOutWeight, bias: o.ffnOutBias, gradients: gradients, dInput: ws.dFFN.base, accumulate: false, workspace: ws)
             Elementwise.activationBackward(ws.dFFN.base, pre: a.ffnPre.base, count: N * I, activation: c.activation)
-            BLAS.gemv(trans: true, m: N, n: I, a: ws.dFFN.base, lda: I, x: ws.ones.base, beta: 1, y: g(o.ffnInBias))
-            BLAS.gemm(transA: true, m: I, n: H, k: N, a: ws.dFFN.base, lda: I, b: a.attentionOut.base, ldb: H, beta: 1, c: g(o.ffnInWeight), ldc: H)
-            BLAS.gemm(m: N, n: H, k: I, a: ws.dFFN.base, lda: I, b: p(o.ffnInWeight), ldb: H, beta: 1, c: dH1.base, ldc: H)
+            linearBackward(dOutput: ws.dFFN.base, input: a.attentionOut.base, rows: N, inputs: H, outputs: I,
+                           weight: o.ffnInWeight, bias: o.ffnInBias, gradients: gradients, dInput: dH1.base, accumulate: true, workspace: ws)
             // Attention LayerNorm; its input was drop(attn + bo) + x.
             LayerNormKernel.backward(
                 dOutput: dH1.base, normalized: a.normalized1.base, inverseStd: a.inverseStd1.base, gamma: p(o.norm1Gamma),
                 rows: N, cols: H, dInput: dIn.base, dGamma: g(o.norm1Gamma), dBeta: g(o.norm1Beta), scratch: ws.normScratch)
-            let attnDrop = dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? noDropout
-            var dAttnOut = dIn.base
-            if attnDrop.isActive {
-                dBranch.slice(0, N * H).copy(from: dIn.slice(0, N * H))
-                attnDrop.apply(dBranch.base, count: N * H)
-                dAttnOut = dBranch.base
-            }
-            BLAS.gemv(trans: true, m: N, n: H, a: dAttnOut, lda: H, x: ws.ones.base, beta: 1, y: g(o.attentionOutBias))
-            BLAS.gemm(transA: true, m: H, n: H, k: N, a: dAttnOut, lda: H, b: a.context.base, ldb: H, beta: 1, c: g(o.attentionOutWeight), ldc: H)
-            BLAS.gemm(m: N, n: H, k: H, a: dAttnOut, lda: H, b: p(o.attentionOutWeight), ldb: H, c: ws.dContext.base, ldc: H)
+            let dAttnOut = throughDropout(dIn, count: N * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
+            linearBackward(dOutput: dAttnOut, input: a.context.base, rows: N, inputs: H, outputs: H,
+                           weight: o.attentionOutWeight, bias: o.attentionOutBias, gradients: gradients, dInput: ws.dContext.base, accumulate: false, workspace: ws)
             AttentionKernel.backward(
                 qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table, probabilities: a.probabilities.base,
                 dropped: ws.dropped.base, dContext: ws.dContext.base, dProbabilities: ws.dProbabilities.base, dQKV: ws.dQKV.base,
                 dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? noDropout)
-            BLAS.gemv(trans: true, m: N, n: 3 * H, a: ws.dQKV.base, lda: 3 * H, x: ws.ones.base, beta: 1, y: g(o.qkvBias))
-            BLAS.gemm(transA: true, m: 3 * H, n: H, k: N, a: ws.dQKV.base, lda: 3 * H, b: x, ldb: H, beta: 1, c: g(o.qkvWeight), ldc: H)
-            BLAS.gemm(m: N, n: H, k: 3 * H, a: ws.dQKV.base, lda: 3 * H, b: p(o.qkvWeight), ldb: H, beta: 1, c: dIn.base, ldc: H)
+            // dIn already holds the residual gradient of x; the projections add theirs.
+            linearBackward(dOutput: ws.dQKV.base, input: x, rows: N, inputs: H, outputs: 3 * H,
+                           weight: o.qkvWeight, bias: o.qkvBias, gradients: gradients, dInput: dIn.base, accumulate: true, workspace: ws)
             swap(&dOut, &dIn)
         }
 
@@ -132,6 +118,33 @@ extension BertModel {
             let w = word + Int(batch.tokenIDs[t]) * H, q = pos + Int(ws.positions[t]) * H, y = typ + Int(batch.typeIDs[t]) * H
             for j in 0..<H { w[j] += d[j]; q[j] += d[j]; y[j] += d[j] }
         }
+    }
+}
+
+extension BertModel {
+    /// Backward of `y = x·Wᵀ + b` over `rows` rows: adds `dW = dYᵀ·x` and
+    /// `db = Σ dY` into `gradients`, and writes (or, with `accumulate`, adds)
+    /// `dX = dY·W` into `dInput`.
+    @inline(__always)
+    func linearBackward(
+        dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
+        weight: Int, bias: Int, gradients: ParameterBuffer, dInput: UnsafeMutablePointer<Float>, accumulate: Bool,
+        workspace ws: BertWorkspace
+    ) {
+        let g = gradients.buffer.base
+        BLAS.gemv(trans: true, m: rows, n: outputs, a: dOutput, lda: outputs, x: ws.ones.base, beta: 1, y: g + bias)
+        BLAS.gemm(transA: true, m: outputs, n: inputs, k: rows, a: dOutput, lda: outputs, b: input, ldb: inputs, beta: 1, c: g + weight, ldc: inputs)
+        BLAS.gemm(m: rows, n: inputs, k: outputs, a: dOutput, lda: outputs, b: p(weight), ldb: inputs, beta: accumulate ? 1 : 0, c: dInput, ldc: inputs)
+    }
+
+    /// The gradient through a dropout mask: `grad` itself when dropout is
+    /// off, else a masked copy in `scratch` (the residual path keeps `grad`).
+    @inline(__always)
+    func throughDropout(_ grad: FloatBuffer, count: Int, mask: DropoutMask?, scratch: FloatBuffer) -> UnsafeMutablePointer<Float> {
+        guard let mask, mask.isActive else { return grad.base }
+        scratch.slice(0, count).copy(from: grad.slice(0, count))
+        mask.apply(scratch.base, count: count)
+        return scratch.base
     }
 }
 
