@@ -123,7 +123,7 @@ public final class Trainer {
         settings.learningRate = options.learningRate
         settings.schedule = .linear(warmupSteps: warmup, totalSteps: totalSteps)
         settings.maxGradientNorm = options.maxGradientNorm
-        settings.adam = AdamW.Settings(weightDecay: options.weightDecay)
+        settings.adam = AdamW.Settings(epsilon: options.adamEpsilon ?? 1e-8, weightDecay: options.weightDecay)
         settings.seed = options.seed
         settings.dropout = options.dropout
         let batchCap = min(options.batchSize, epochSize)

@@ -22,6 +22,9 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     /// Fraction of all updates spent warming the learning rate up from 0.
     public var warmupRatio: Double = 0.1
     public var weightDecay: Float = 0.01
+    /// AdamW's ε (Hugging Face's `adam_epsilon`); nil is 1e-8. Optional so
+    /// that records written before it existed still load.
+    public var adamEpsilon: Float? = nil
     public var maxGradientNorm: Float = 1.0
     /// Seeds the head's initialisation, the split, shuffling, oversampling and dropout.
     public var seed: UInt64 = 42
@@ -60,6 +63,7 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         guard learningRate > 0, learningRate.isFinite else { throw bad("--learning-rate must be positive") }
         guard (0...1).contains(warmupRatio) else { throw bad("--warmup-ratio must be in 0...1") }
         guard weightDecay >= 0 else { throw bad("--weight-decay must not be negative") }
+        guard (adamEpsilon ?? 1e-8) > 0 else { throw bad("--adam-epsilon must be positive") }
         guard freezeLayers >= 0 else { throw bad("--freeze-layers must not be negative") }
         if let patience, patience < 1 { throw bad("--patience must be at least 1") }
         if let r = scoreRange, r.count != 2 || r[0] >= r[1] { throw bad("score range must be two increasing integers") }

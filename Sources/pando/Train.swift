@@ -57,6 +57,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Fraction of updates for linear warm-up (then linear decay to 0).") var warmupRatio = 0.1
     @Option(help: "AdamW weight decay (never on biases or LayerNorm).") var weightDecay: Float = 0.01
     @Option(help: "Clip the global gradient norm to this.") var maxGradientNorm: Float = 1.0
+    @Option(help: "AdamW ε.") var adamEpsilon: Float = 1e-8
     @Option(help: "Seed for head initialisation, split, shuffling, oversampling and dropout.") var seed: UInt64 = 42
     @Option(help: "Loss weights per class: auto (balanced from frequencies) or none.") var classWeights: TrainingOptions.ClassWeighting = .none
     @Flag(help: "Oversample smaller classes up to the largest each epoch.") var oversample = false
@@ -101,6 +102,7 @@ struct TrainCommand: ParsableCommand {
         options.warmupRatio = warmupRatio
         options.weightDecay = weightDecay
         options.maxGradientNorm = maxGradientNorm
+        options.adamEpsilon = adamEpsilon
         options.seed = seed
         options.classWeights = classWeights
         options.oversample = oversample
