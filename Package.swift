@@ -99,11 +99,13 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
-        .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine"]),
+        // Fixture paths and helpers shared by the test targets.
+        .target(name: "PandoTestSupport", dependencies: ["PandoEngine"], path: "Tests/PandoTestSupport"),
+        .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine", "PandoTestSupport"]),
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
-        .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining"]),
-        .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining", "PandoLedger"]),
+        .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining", "PandoTestSupport"]),
+        .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining", "PandoLedger", "PandoTestSupport"]),
         .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine"]),
         .testTarget(name: "PandoWireTests", dependencies: ["PandoWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(

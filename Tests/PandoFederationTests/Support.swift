@@ -1,48 +1,16 @@
 import Foundation
 import PandoData
 import PandoEngine
+import PandoTestSupport
 @testable import PandoFederation
 import XCTest
 
 enum Fixtures {
-    static let root = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
-        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
-
-    static func json(_ path: String) throws -> [String: Any] {
-        try JSONSerialization.jsonObject(with: Data(contentsOf: root.appendingPathComponent(path))) as! [String: Any]
-    }
-
-    static func temporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("pando-federation-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }
-
-    /// The tiny random BERT (vocab 99, hidden 32, 2 layers) with a made-up vocabulary tok0 … tok93.
-    static func tinyModelFolder() throws -> URL {
-        let folder = try temporaryDirectory().appendingPathComponent("tiny")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        for name in ["config.json", "model.safetensors"] {
-            try FileManager.default.copyItem(at: root.appendingPathComponent("tiny/softmax/\(name)"), to: folder.appendingPathComponent(name))
-        }
-        let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (0..<94).map { "tok\($0)" }
-        try (vocab.joined(separator: "\n") + "\n").write(to: folder.appendingPathComponent("vocab.txt"), atomically: true, encoding: .utf8)
-        return folder
-    }
-
-    /// A padded batch from inputs.json, packed by its attention mask.
-    static func packedBatch(_ inputs: [String: Any]) -> PackedBatch {
-        let ids = inputs["input_ids"] as! [[Int]]
-        let types = inputs["token_type_ids"] as! [[Int]]
-        let mask = inputs["attention_mask"] as! [[Int]]
-        var seqs: [[Int32]] = [], tys: [[Int32]] = []
-        for (row, m) in mask.enumerated() {
-            let n = m.reduce(0, +)
-            seqs.append(ids[row].prefix(n).map(Int32.init))
-            tys.append(types[row].prefix(n).map(Int32.init))
-        }
-        return PackedBatch(sequences: seqs, types: tys)
-    }
+    static let root = TestFixtures.root
+    static func json(_ path: String) throws -> [String: Any] { try TestFixtures.json(path) }
+    static func temporaryDirectory() throws -> URL { try TestFixtures.temporaryDirectory(prefix: "pando-federation-test") }
+    static func tinyModelFolder() throws -> URL { try TestFixtures.tinyModelFolder() }
+    static func packedBatch(_ inputs: [String: Any]) -> PackedBatch { TestFixtures.packedBatch(inputs) }
 }
 
 /// A three-tensor layout of 12 values.

@@ -1,40 +1,16 @@
 import Foundation
 import PandoData
 import PandoEngine
+import PandoTestSupport
 @testable import PandoTraining
 import XCTest
 
 enum TestFiles {
-    static let fixtures = URL(fileURLWithPath: #filePath).resolvingSymlinksInPath()
-        .deletingLastPathComponent().deletingLastPathComponent().appendingPathComponent("Fixtures")
-    static let repository = fixtures.deletingLastPathComponent().deletingLastPathComponent()
-
-    static func temporaryDirectory() throws -> URL {
-        let url = FileManager.default.temporaryDirectory.appendingPathComponent("pando-training-test-\(UUID().uuidString)")
-        try FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
-        return url
-    }
-
-    /// The tiny random BERT (vocab 99, hidden 32, 2 layers, 40 positions) with a
-    /// made-up vocabulary: 5 special tokens and the words tok0 … tok93.
-    static func tinyModel() throws -> URL {
-        let folder = try temporaryDirectory().appendingPathComponent("tiny")
-        try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
-        for name in ["config.json", "model.safetensors"] {
-            try FileManager.default.copyItem(at: fixtures.appendingPathComponent("tiny/softmax/\(name)"), to: folder.appendingPathComponent(name))
-        }
-        let vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + (0..<94).map { "tok\($0)" }
-        try (vocab.joined(separator: "\n") + "\n").write(to: folder.appendingPathComponent("vocab.txt"), atomically: true, encoding: .utf8)
-        return folder
-    }
-
-    static func defaultModel() throws -> URL {
-        let url = repository.appendingPathComponent("models/default")
-        guard FileManager.default.fileExists(atPath: url.appendingPathComponent("model.safetensors").path) else {
-            throw XCTSkip("models/default is missing: run deploy/bootstrap")
-        }
-        return url
-    }
+    static let fixtures = TestFixtures.root
+    static let repository = TestFixtures.repository
+    static func temporaryDirectory() throws -> URL { try TestFixtures.temporaryDirectory(prefix: "pando-training-test") }
+    static func tinyModel() throws -> URL { try TestFixtures.tinyModelFolder() }
+    static func defaultModel() throws -> URL { try TestFixtures.defaultModel() }
 }
 
 /// A separable synthetic task: class "a" texts use tok0…tok9, class "b" tok10…tok19,
