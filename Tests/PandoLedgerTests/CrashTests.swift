@@ -29,7 +29,13 @@ final class SigkillTests: LedgerTestCase {
         try Fixture.ledger(at: folder).close()
         let key = try pub(folder)
         var lastHeadRounds = 0
-        for (attempt, delay) in [0.4, 0.9, 0.25, 1.3, 0.6].enumerated() {
+        let audit = folder.appendingPathComponent("audit.jsonl")
+        func auditBytes() -> Int { ((try? FileManager.default.attributesOfItem(atPath: audit.path))?[.size] as? Int) ?? 0 }
+        // Delays count from the moment the child has visibly committed work (its
+        // audit lines grew), so a slow start on a loaded machine cannot make the
+        // kill land before the child did anything.
+        for (attempt, delay) in [0.05, 0.3, 0.0, 0.5, 0.15].enumerated() {
+            let before = auditBytes()
             let child = Process()
             child.executableURL = binary
             child.arguments = ["PandoLedgerTests.CrashChild/testCommitForever"]
@@ -39,6 +45,9 @@ final class SigkillTests: LedgerTestCase {
             child.standardOutput = FileHandle.nullDevice
             child.standardError = FileHandle.nullDevice
             try child.run()
+            let started = Date()
+            while auditBytes() < before + 4096, Date().timeIntervalSince(started) < 60 { Thread.sleep(forTimeInterval: 0.01) }
+            XCTAssertGreaterThanOrEqual(auditBytes(), before + 4096, "attempt \(attempt): the child committed within a minute")
             Thread.sleep(forTimeInterval: delay)
             kill(child.processIdentifier, SIGKILL)
             child.waitUntilExit()
