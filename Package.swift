@@ -100,7 +100,7 @@ let package = Package(
             ]
         ),
         // Fixture paths and helpers shared by the test targets.
-        .target(name: "PandoTestSupport", dependencies: ["PandoEngine"], path: "Tests/PandoTestSupport"),
+        .target(name: "PandoTestSupport", dependencies: ["PandoEngine", "PandoData"], path: "Tests/PandoTestSupport"),
         .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine", "PandoTestSupport"]),
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),

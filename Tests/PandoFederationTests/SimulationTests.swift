@@ -1,6 +1,7 @@
 import Foundation
 import PandoData
 import PandoEngine
+import PandoTestSupport
 @testable import PandoFederation
 import PandoText
 import PandoTraining

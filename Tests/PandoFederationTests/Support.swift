@@ -31,22 +31,6 @@ func update(_ delta: ParameterBuffer, school: String = "s", examples: Int = 10, 
     ModelUpdate(school: school, round: round, baseVersion: base, delta: delta, exampleCount: examples)
 }
 
-/// A separable synthetic task: class "a" texts use tok0…tok9, class "b" tok10…tok19,
-/// both mixed with filler tok20…tok49.
-func synthetic(count: Int, seed: UInt64) -> [(text: String, label: String)] {
-    var rng = SplitMix64(seed: seed)
-    return (0..<count).map { i in
-        let label = i % 2 == 0 ? "a" : "b"
-        let base = label == "a" ? 0 : 10
-        let n = 3 + Int(rng.next() % 8)
-        var words: [String] = []
-        for _ in 0..<n {
-            words.append(rng.next() % 2 == 0 ? "tok\(base + Int(rng.next() % 10))" : "tok\(20 + Int(rng.next() % 30))")
-        }
-        return (words.joined(separator: " "), label)
-    }
-}
-
 func dataset(_ rows: [(text: String, label: String)], labels: [String] = ["a", "b"]) throws -> LabeledDataset {
     let map = try LabelMap(names: labels)
     return LabeledDataset(task: .classification, labels: map,

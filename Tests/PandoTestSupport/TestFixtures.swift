@@ -1,4 +1,5 @@
 import Foundation
+import PandoData
 import PandoEngine
 import XCTest
 
@@ -60,3 +61,21 @@ public enum TestFixtures {
         return PackedBatch(sequences: sequences, types: typeIDs)
     }
 }
+
+/// A separable synthetic task: class "a" texts use tok0…tok9, class "b" tok10…tok19,
+/// both mixed with filler tok20…tok49. `canary` is appended to every text.
+public func synthetic(count: Int, seed: UInt64, canary: String = "") -> [(text: String, label: String)] {
+    var rng = SplitMix64(seed: seed)
+    return (0..<count).map { i in
+        let label = i % 2 == 0 ? "a" : "b"
+        let base = label == "a" ? 0 : 10
+        let n = 3 + Int(rng.next() % 8)
+        var words: [String] = []
+        for _ in 0..<n {
+            words.append(rng.next() % 2 == 0 ? "tok\(base + Int(rng.next() % 10))" : "tok\(20 + Int(rng.next() % 30))")
+        }
+        if !canary.isEmpty { words.append(canary) }
+        return (words.joined(separator: " "), label)
+    }
+}
+
