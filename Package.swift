@@ -34,6 +34,8 @@ let package = Package(
             path: "Sources/COpenBLAS",
             providers: [.apt(["libopenblas-dev"])]
         ),
+        // glibc's malloc.h (mallopt), for the transport's allocator policy.
+        .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
         // Tensors, checkpoints, BERT forward/backward, optimisers. No networking.
         .target(
             name: "PandoEngine",
@@ -71,7 +73,7 @@ let package = Package(
         .target(
             name: "PandoTransport",
             dependencies: [
-                "PandoWire", "PandoCertificates",
+                "PandoWire", "PandoCertificates", "CMalloc",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

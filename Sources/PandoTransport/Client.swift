@@ -30,6 +30,7 @@ public final class SchoolClient: Sendable {
         self.logger = logger
         self.group = group
         let cert = try TLSFiles.certificate(configuration.certificatePath, what: "school certificate")
+        AllocatorPolicy.apply()
         let key = try TLSFiles.key(configuration.privateKeyPath, what: "school private key")
         let ca = try TLSFiles.certificate(configuration.caCertificatePath, what: "district CA certificate")
         var tls = TLSConfiguration.makeClientConfiguration()
@@ -136,7 +137,7 @@ public final class SchoolClient: Sendable {
                         try sync.addHandler(DirectionGuard(fromClient: false))
                         try sync.addHandler(HeartbeatAckConsumer())
                         try sync.addHandler(CloseOnErrorHandler(logger: logger, idleTimeout: cfg.idleTimeout) { "coordinator \(serverName)" })
-                        return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
+                        return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel, configuration: WireLimits.asyncChannelConfiguration)
                     }
                 }
         } catch {

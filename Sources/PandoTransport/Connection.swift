@@ -148,7 +148,7 @@ public final class PandoConnection: @unchecked Sendable {
             try await send(.objectReceipt(ObjectReceipt(id: offer.id, status: .refused)))
             throw TransportError.transferFailed("refused object \(offer.id): \(offer.size) bytes exceeds the limit of \(maxSize) bytes")
         }
-        let sink = try FileObjectSink(destination: destination, offer: offer)
+        let sink = try await Self.openSink(destination: destination, offer: offer, patience: .seconds(30))
         defer { sink.close() }
         let start = sink.offset
         try await send(.objectRequest(ObjectRequest(id: offer.id, offset: start)))
@@ -178,6 +178,20 @@ public final class PandoConnection: @unchecked Sendable {
                                      sha256: offer.sha256, seconds: Self.seconds(since: started))
             default:
                 throw TransportError.protocolViolation("unexpected \(m.type.name) during transfer of \(offer.id)")
+            }
+        }
+    }
+
+    /// Opens the sink, waiting (polling) while a receiver from an earlier, dropped connection
+    /// still holds the same partial file; it lets go as soon as it notices its connection ended.
+    static func openSink(destination: URL, offer: ObjectOffer, patience: Duration) async throws -> FileObjectSink {
+        let giveUp = ContinuousClock.now + patience
+        while true {
+            do { return try FileObjectSink(destination: destination, offer: offer) } catch is SinkBusy {
+                guard ContinuousClock.now < giveUp else {
+                    throw TransportError.transferFailed("object \(offer.id): \(destination.lastPathComponent) is still being received by an earlier connection")
+                }
+                try await Task.sleep(for: .milliseconds(20))
             }
         }
     }

@@ -54,6 +54,10 @@ final class FileObjectSource {
     func close() { _ = Foundation.close(fd) }
 }
 
+/// Another receiver (typically one whose connection just dropped and is still draining
+/// buffered chunks) holds the partial file of the same destination.
+struct SinkBusy: Error {}
+
 /// Writes an incoming object to `<destination>.partial`, remembering which object it is in
 /// `<destination>.partial.meta` so a later attempt can resume; `commit` renames into place.
 final class FileObjectSink {
@@ -64,19 +68,33 @@ final class FileObjectSink {
     private(set) var offset: UInt64
     private var hasher = SHA256()
 
+    /// Opens (or creates) the partial file and takes an exclusive lock on it, so a receiver
+    /// left over from a dropped connection can never write into the file a newer attempt is
+    /// resuming. Throws `SinkBusy` while another receiver holds the lock.
     init(destination: URL, offer: ObjectOffer) throws {
         self.destination = destination
         partial = URL(fileURLWithPath: destination.path + ".partial")
         meta = URL(fileURLWithPath: destination.path + ".partial.meta")
-        let expected = "\(offer.sha256.hex) \(offer.size)"
-        let existing = (try? String(contentsOf: meta, encoding: .utf8)) ?? ""
-        let resumable = existing == expected && FileManager.default.fileExists(atPath: partial.path)
-        if !resumable {
-            try? FileManager.default.removeItem(at: partial)
-            try Data(expected.utf8).write(to: meta, options: .atomic)
-        }
         fd = open(partial.path, O_RDWR | O_CREAT, 0o600)
         guard fd >= 0 else { throw TransportError.transferFailed("cannot create \(partial.path): \(String(cString: strerror(errno)))") }
+        guard flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            let busy = errno == EWOULDBLOCK
+            let reason = String(cString: strerror(errno))
+            _ = Foundation.close(fd)
+            if busy { throw SinkBusy() }
+            throw TransportError.transferFailed("cannot lock \(partial.path): \(reason)")
+        }
+        let expected = "\(offer.sha256.hex) \(offer.size)"
+        let existing = (try? String(contentsOf: meta, encoding: .utf8)) ?? ""
+        if existing != expected {
+            do {
+                guard ftruncate(fd, 0) == 0 else { throw TransportError.transferFailed("cannot truncate \(partial.path)") }
+                try Data(expected.utf8).write(to: meta, options: .atomic)
+            } catch {
+                _ = Foundation.close(fd)
+                throw error
+            }
+        }
         var st = stat()
         fstat(fd, &st)
         var have = min(UInt64(st.st_size), offer.size)

@@ -31,6 +31,7 @@ public final class CoordinatorServer: Sendable {
         self.logger = logger
         self.group = group
         admission = Admission(limit: configuration.maxConnections)
+        AllocatorPolicy.apply()
         let cert = try TLSFiles.certificate(configuration.certificatePath, what: "coordinator certificate")
         let key = try TLSFiles.key(configuration.privateKeyPath, what: "coordinator private key")
         let ca = try TLSFiles.certificate(configuration.caCertificatePath, what: "district CA certificate")
@@ -105,7 +106,7 @@ public final class CoordinatorServer: Sendable {
                     try sync.addHandler(DirectionGuard(fromClient: true))
                     try sync.addHandler(HeartbeatResponder(status: status))
                     try sync.addHandler(CloseOnErrorHandler(logger: logger, idleTimeout: cfg.idleTimeout) { peer.describe })
-                    let async = try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel)
+                    let async = try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel, configuration: WireLimits.asyncChannelConfiguration)
                     let (admitted, logRefusal) = admission.enter()
                     if admitted {
                         channel.closeFuture.whenComplete { _ in admission.leave() }

@@ -200,4 +200,33 @@ final class TransferTests: XCTestCase {
             XCTAssertFalse(FileManager.default.fileExists(atPath: work.appendingPathComponent("bad.safetensors").path))
         }
     }
+
+    /// A receiver left over from a dropped connection holds the partial file: a newer attempt
+    /// waits for it instead of writing into the same file, then resumes from what it left.
+    func testSecondReceiverWaitsForTheFirstThenResumes() async throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pando-sink-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        let bytes = (0..<10_000).map { UInt8(truncatingIfNeeded: $0 &* 31) }
+        let offer = ObjectOffer(id: "u", kind: .update, size: UInt64(bytes.count), sha256: .of(bytes))
+        let dest = dir.appendingPathComponent("u.bin")
+        let first = try FileObjectSink(destination: dest, offer: offer)
+        try first.append(ByteBuffer(bytes: bytes[0..<4_000]))
+        XCTAssertThrowsError(try FileObjectSink(destination: dest, offer: offer)) { XCTAssertTrue($0 is SinkBusy, "\($0)") }
+        do {
+            _ = try await PandoConnection.openSink(destination: dest, offer: offer, patience: .milliseconds(100))
+            XCTFail("must give up while the first receiver holds the file")
+        } catch TransportError.transferFailed(let why) {
+            XCTAssertTrue(why.contains("earlier connection"), why)
+        }
+        let release = Task { try await Task.sleep(for: .milliseconds(100)); first.close() }
+        let second = try await PandoConnection.openSink(destination: dest, offer: offer, patience: .seconds(5))
+        defer { second.close() }
+        _ = try await release.value
+        XCTAssertEqual(second.offset, 4_000, "resumes from what the first receiver stored")
+        try second.append(ByteBuffer(bytes: bytes[4_000...]))
+        XCTAssertEqual(second.digest(), offer.sha256)
+        try second.commit()
+        XCTAssertEqual(try Data(contentsOf: dest), Data(bytes))
+    }
 }

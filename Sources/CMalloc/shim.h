@@ -1,0 +1,2 @@
+// glibc allocator tuning (mallopt); see PandoTransport/AllocatorPolicy.swift.
+#include <malloc.h>
