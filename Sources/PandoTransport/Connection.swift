@@ -98,10 +98,32 @@ public final class PandoConnection: @unchecked Sendable {
             }
             throw TransportError.protocolViolation("expected objectRequest for \(id), got \(request.type.name)")
         }
-        guard req.offset <= source.size else {
-            throw TransportError.protocolViolation("peer asked for offset \(req.offset) beyond size \(source.size)")
+        let stats = try await stream(source, id: id, digest: digest, from: req.offset, progress: progress)
+        return TransferStats(startOffset: req.offset, bytesTransferred: stats, size: source.size,
+                             sha256: digest, seconds: Self.seconds(since: started))
+    }
+
+    /// Answers a peer's unsolicited `objectRequest` for `file` (object `request.id`, whose
+    /// SHA-256 is `sha256`): chunks from the requested offset → complete → receipt.
+    /// This is how a school fetches a global version named in its `roundAssignment`.
+    @discardableResult
+    public func serveObject(_ request: ObjectRequest, file: URL, sha256: ObjectDigest,
+                            progress: (@Sendable (UInt64, UInt64) async -> Void)? = nil) async throws -> TransferStats {
+        let started = ContinuousClock.now
+        let source = try FileObjectSource(url: file)
+        defer { source.close() }
+        let sent = try await stream(source, id: request.id, digest: sha256, from: request.offset, progress: progress)
+        return TransferStats(startOffset: request.offset, bytesTransferred: sent, size: source.size,
+                             sha256: sha256, seconds: Self.seconds(since: started))
+    }
+
+    /// Chunks from `start`, then `objectComplete`, then waits for a `stored` receipt; returns the bytes sent.
+    private func stream(_ source: FileObjectSource, id: WireToken, digest: ObjectDigest, from start: UInt64,
+                        progress: (@Sendable (UInt64, UInt64) async -> Void)?) async throws -> UInt64 {
+        guard start <= source.size else {
+            throw TransportError.protocolViolation("peer asked for offset \(start) beyond size \(source.size)")
         }
-        var offset = req.offset
+        var offset = start
         let chunk = Self.chunkLength(chunkSize: limits.chunkSize, ownMaxFrame: limits.maxFrameLength,
                                      peerMaxFrame: peerMaxFrameLength, idLength: id.value.utf8.count)
         while offset < source.size {
@@ -119,8 +141,7 @@ public final class PandoConnection: @unchecked Sendable {
         guard receipt.status == .stored else {
             throw TransportError.transferFailed("peer reported \(receipt.status.rawValue) for object \(id)")
         }
-        return TransferStats(startOffset: req.offset, bytesTransferred: source.size - req.offset, size: source.size,
-                             sha256: digest, seconds: Self.seconds(since: started))
+        return source.size - start
     }
 
     /// Data bytes per chunk: the configured chunk size, shrunk so the whole frame (type byte,
@@ -143,11 +164,35 @@ public final class PandoConnection: @unchecked Sendable {
     @discardableResult
     public func receiveObject(_ offer: ObjectOffer, to destination: URL, maxSize: UInt64,
                               progress: (@Sendable (UInt64, UInt64) async -> Void)? = nil) async throws -> TransferStats {
-        let started = ContinuousClock.now
         guard offer.size <= maxSize else {
-            try await send(.objectReceipt(ObjectReceipt(id: offer.id, status: .refused)))
+            try await refuse(offer)
             throw TransportError.transferFailed("refused object \(offer.id): \(offer.size) bytes exceeds the limit of \(maxSize) bytes")
         }
+        return try await fetch(offer, to: destination, progress: progress)
+    }
+
+    /// Declines an offer (the sender gets a `refused` receipt and stops).
+    public func refuse(_ offer: ObjectOffer) async throws {
+        try await send(.objectReceipt(ObjectReceipt(id: offer.id, status: .refused)))
+    }
+
+    /// Fetches the object `reference` names from the peer into `destination` (replaced
+    /// atomically once its SHA-256 checks): sends `objectRequest` from the length of any
+    /// partial file an interrupted attempt left, then stores the chunks. The school's side
+    /// of getting a global version by hash. Refused locally when larger than `maxSize`.
+    @discardableResult
+    public func fetchObject(_ reference: ObjectRef, kind: ObjectKind, to destination: URL, maxSize: UInt64,
+                            progress: (@Sendable (UInt64, UInt64) async -> Void)? = nil) async throws -> TransferStats {
+        guard reference.size <= maxSize else {
+            throw TransportError.transferFailed("object \(reference.id) is \(reference.size) bytes, over the limit of \(maxSize) bytes")
+        }
+        let offer = ObjectOffer(id: reference.id, kind: kind, size: reference.size, sha256: reference.sha256)
+        return try await fetch(offer, to: destination, progress: progress)
+    }
+
+    private func fetch(_ offer: ObjectOffer, to destination: URL,
+                       progress: (@Sendable (UInt64, UInt64) async -> Void)?) async throws -> TransferStats {
+        let started = ContinuousClock.now
         let sink = try await Self.openSink(destination: destination, offer: offer, patience: .seconds(30))
         defer { sink.close() }
         let start = sink.offset

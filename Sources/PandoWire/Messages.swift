@@ -216,14 +216,31 @@ public struct ObjectRef: Codable, Sendable, Equatable {
     }
 }
 
-/// Coordinator → client: train round `round` starting from `model`.
+/// What a round asks of a school.
+public enum RoundTask: String, Codable, Sendable, CaseIterable {
+    /// Fine-tune `model` on the school's training data and send the delta.
+    case train
+    /// Score `model` on the school's validation data and send aggregate metrics only.
+    case evaluate
+}
+
+/// Coordinator → client: train (or evaluate) round `round` starting from `model`.
+///
+/// `model` names the global version by its SHA-256; the school fetches it with an
+/// unsolicited `objectRequest` unless it holds it already. `nonce` is fresh per
+/// assignment and must come back in the `roundResult`, so a result can answer only
+/// the assignment it was made for.
 public struct RoundAssignment: Codable, Sendable, Equatable {
     public var round: UInt64
+    public var task: RoundTask
     public var model: ObjectRef
+    public var nonce: WireToken
     public var parameters: [WireToken: Double]
-    public init(round: UInt64, model: ObjectRef, parameters: [WireToken: Double]) {
+    public init(round: UInt64, task: RoundTask = .train, model: ObjectRef, nonce: WireToken, parameters: [WireToken: Double]) {
         self.round = round
+        self.task = task
         self.model = model
+        self.nonce = nonce
         self.parameters = parameters
     }
 }
@@ -235,14 +252,20 @@ public enum RoundStatus: String, Codable, Sendable, CaseIterable {
 /// Client → coordinator: outcome of a round. Numbers and tokens only.
 public struct RoundResult: Codable, Sendable, Equatable {
     public var round: UInt64
+    /// The assignment's task and nonce, echoed.
+    public var task: RoundTask
+    public var nonce: WireToken
     public var status: RoundStatus
     public var update: ObjectRef?
     public var exampleCount: UInt64
     /// Metric name → value (finite). At most `RoundResult.maxMetrics` entries.
     public var metrics: [WireToken: Double]
     public static let maxMetrics = 256
-    public init(round: UInt64, status: RoundStatus, update: ObjectRef?, exampleCount: UInt64, metrics: [WireToken: Double]) {
+    public init(round: UInt64, task: RoundTask = .train, nonce: WireToken, status: RoundStatus, update: ObjectRef?,
+                exampleCount: UInt64, metrics: [WireToken: Double]) {
         self.round = round
+        self.task = task
+        self.nonce = nonce
         self.status = status
         self.update = update
         self.exampleCount = exampleCount

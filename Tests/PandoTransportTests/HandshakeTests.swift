@@ -16,7 +16,7 @@ final class HandshakeTests: XCTestCase {
         let seen = NIOLockedValueBox<[String]>([])
         let server = try await RunningServer(pki.serverConfig(), logger: logs.logger("coord")) { conn, status in
             seen.withLockedValue { $0.append(conn.schoolID.value) }
-            try await conn.send(.roundAssignment(RoundAssignment(round: 1, model: ObjectRef(id: "m1", size: 0, sha256: .of([UInt8]())), parameters: ["lr": 0.001])))
+            try await conn.send(.roundAssignment(RoundAssignment(round: 1, model: ObjectRef(id: "m1", size: 0, sha256: .of([UInt8]())), nonce: "n1", parameters: ["lr": 0.001])))
             try await drainSession(conn, status)
         }
         defer { Task { await server.stop() } }

@@ -25,11 +25,11 @@ final class HardeningTests: XCTestCase {
         let server = try await RunningServer(pki.serverConfig(), logger: logs.logger("coord"), session: drainSession)
         defer { Task { await server.stop() } }
         let frames: [(String, [UInt8], String)] = [
-            ("bad-metric-key", Self.frame(.roundResult, json: #"{"round":1,"status":"completed","exampleCount":1,"metrics":{"\#(canary)":0.5}}"#),
+            ("bad-metric-key", Self.frame(.roundResult, json: #"{"round":1,"task":"train","nonce":"n1","status":"completed","exampleCount":1,"metrics":{"\#(canary)":0.5}}"#),
              "malformed roundResult message: "),
-            ("token-key-bad-value", Self.frame(.roundResult, json: #"{"round":1,"status":"completed","exampleCount":1,"metrics":{"zebrapurple-lighthouse":"\#(canary)"}}"#),
+            ("token-key-bad-value", Self.frame(.roundResult, json: #"{"round":1,"task":"train","nonce":"n1","status":"completed","exampleCount":1,"metrics":{"zebrapurple-lighthouse":"\#(canary)"}}"#),
              "wrong type at metrics.<key>"),
-            ("bad-status", Self.frame(.roundResult, json: #"{"round":1,"status":"\#(canary)","exampleCount":1,"metrics":{}}"#),
+            ("bad-status", Self.frame(.roundResult, json: #"{"round":1,"task":"train","nonce":"n1","status":"\#(canary)","exampleCount":1,"metrics":{}}"#),
              "invalid value at status"),
             ("bad-activity", Self.frame(.heartbeat, json: #"{"sequence":1,"activity":"\#(canary)"}"#),
              "invalid value at activity"),

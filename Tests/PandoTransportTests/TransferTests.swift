@@ -229,4 +229,46 @@ final class TransferTests: XCTestCase {
         try second.commit()
         XCTAssertEqual(try Data(contentsOf: dest), Data(bytes))
     }
+
+    /// The school fetches a version named in an assignment by hash: an interrupted fetch
+    /// resumes from its partial file; the coordinator serves from the requested offset.
+    func testFetchByHashResumesFromThePartialFile() async throws {
+        let pki = try TestPKI()
+        let logs = LogCapture()
+        let work = pki.dir.appendingPathComponent("fetch")
+        try FileManager.default.createDirectory(at: work, withIntermediateDirectories: true)
+        let model = work.appendingPathComponent("model.safetensors")
+        let digest = try makeObject(size: 2_500_000, at: model)
+        let ref = ObjectRef(id: "model-abc", size: 2_500_000, sha256: digest)
+        let served = NIOLockedValueBox<[UInt64]>([])
+        let server = try await RunningServer(pki.serverConfig(), logger: logs.logger("coord")) { conn, status in
+            guard case .objectRequest(let request) = try await conn.receive() else { return XCTFail("request expected") }
+            XCTAssertEqual(request.id, ref.id)
+            served.withLockedValue { $0.append(request.offset) }
+            try await conn.serveObject(request, file: model, sha256: digest)
+            try await drainSession(conn, status)
+        }
+        defer { Task { await server.stop() } }
+        // A previous attempt left the first 1,000,000 bytes.
+        let out = work.appendingPathComponent("cache.safetensors")
+        let prefix = try Data(contentsOf: model).prefix(1_000_000)
+        try prefix.write(to: URL(fileURLWithPath: out.path + ".partial"))
+        try Data("\(digest.hex) 2500000".utf8).write(to: URL(fileURLWithPath: out.path + ".partial.meta"))
+        let client = try SchoolClient(configuration: pki.clientConfig(school: try pki.school("fetcher"), port: server.port),
+                                      logger: logs.logger("school"))
+        let stats = try await client.withConnection { conn in
+            try await conn.fetchObject(ref, kind: .checkpoint, to: out, maxSize: 4 << 20)
+        }
+        XCTAssertEqual(served.withLockedValue { $0 }, [1_000_000])
+        XCTAssertEqual(stats.startOffset, 1_000_000)
+        XCTAssertEqual(try FileObjectSource(url: out).sha256(), digest)
+        do {
+            _ = try await client.withConnection { conn in
+                try await conn.fetchObject(ref, kind: .checkpoint, to: out, maxSize: 1 << 20)
+            }
+            XCTFail("an object over maxSize must be refused")
+        } catch TransportError.transferFailed(let why) {
+            XCTAssertTrue(why.contains("over the limit"), why)
+        }
+    }
 }

@@ -23,9 +23,9 @@ func sample(_ type: MessageType) -> WireMessage {
     case .objectChunk: return .objectChunk(ObjectChunk(id: "update-r3", offset: 512, data: ByteBuffer(bytes: [1, 2, 3, 4])))
     case .objectComplete: return .objectComplete(ObjectComplete(id: "update-r3", sha256: digest))
     case .objectReceipt: return .objectReceipt(ObjectReceipt(id: "update-r3", status: .stored))
-    case .roundAssignment: return .roundAssignment(RoundAssignment(round: 3, model: ref, parameters: ["learning_rate": 2e-5]))
+    case .roundAssignment: return .roundAssignment(RoundAssignment(round: 3, model: ref, nonce: "0f3a9c", parameters: ["learning_rate": 2e-5]))
     case .roundResult:
-        return .roundResult(RoundResult(round: 3, status: .completed, update: ref, exampleCount: 812,
+        return .roundResult(RoundResult(round: 3, nonce: "0f3a9c", status: .completed, update: ref, exampleCount: 812,
                                         metrics: ["accuracy": 0.91, "macro_f1": 0.88]))
     }
 }
@@ -108,7 +108,7 @@ final class WireTests: XCTestCase {
         XCTAssertNil(tok("é"))
         XCTAssertNil(tok("-leading"))
         // JSON decoding validates too.
-        let json = #"{"round":1,"status":"completed","exampleCount":1,"metrics":{"my essay was about":1}}"#
+        let json = #"{"round":1,"task":"train","nonce":"n1","status":"completed","exampleCount":1,"metrics":{"my essay was about":1}}"#
         XCTAssertThrowsError(try WireCodec.decodeMessage(type: MessageType.roundResult.rawValue, payload: ByteBuffer(string: json)))
     }
 
@@ -137,7 +137,7 @@ final class WireTests: XCTestCase {
         }
         // Non-finite metric and out-of-range progress are rejected.
         XCTAssertThrowsError(try WireMessage.heartbeat(Heartbeat(sequence: 1, activity: .idle, progress: 2)).validate())
-        XCTAssertThrowsError(try WireCodec.frame(.roundResult(RoundResult(round: 1, status: .completed, update: nil, exampleCount: 1, metrics: ["x": .nan]))))
+        XCTAssertThrowsError(try WireCodec.frame(.roundResult(RoundResult(round: 1, nonce: "n", status: .completed, update: nil, exampleCount: 1, metrics: ["x": .nan]))))
     }
 
     func testHandshakeEvaluation() {
@@ -208,16 +208,18 @@ final class WireTests: XCTestCase {
         let canary = "the student wrote zebrapurple lighthouse"
         let token = "zebrapurple-lighthouse"
         let cases: [(MessageType, String, String)] = [
-            (.roundResult, #"{"round":1,"status":"completed","exampleCount":1,"metrics":{"\#(canary)":0.5}}"#, "metrics.<key>"),
-            (.roundResult, #"{"round":1,"status":"completed","exampleCount":1,"metrics":{"\#(token)":"\#(canary)"}}"#, "wrong type at metrics.<key>"),
-            (.roundResult, #"{"round":1,"status":"\#(canary)","exampleCount":1,"metrics":{}}"#, "invalid value at status"),
-            (.roundResult, #"{"round":1,"status":"completed","exampleCount":1,"metrics":{},"update":{"id":"\#(canary)","size":1,"sha256":"\#(canary)"}}"#, "invalid value at update.id"),
-            (.roundAssignment, #"{"round":1,"model":{"id":"m","size":1,"sha256":"00"},"parameters":{"\#(token)":"\#(canary)"}}"#, "at model.sha256"),
+            (.roundResult, #"{"round":1,"task":"train","nonce":"n1","status":"completed","exampleCount":1,"metrics":{"\#(canary)":0.5}}"#, "metrics.<key>"),
+            (.roundResult, #"{"round":1,"task":"train","nonce":"n1","status":"completed","exampleCount":1,"metrics":{"\#(token)":"\#(canary)"}}"#, "wrong type at metrics.<key>"),
+            (.roundResult, #"{"round":1,"task":"train","nonce":"n1","status":"\#(canary)","exampleCount":1,"metrics":{}}"#, "invalid value at status"),
+            (.roundResult, #"{"round":1,"task":"train","nonce":"n1","status":"completed","exampleCount":1,"metrics":{},"update":{"id":"\#(canary)","size":1,"sha256":"\#(canary)"}}"#, "invalid value at update.id"),
+            (.roundAssignment, #"{"round":1,"task":"train","nonce":"n1","model":{"id":"m","size":1,"sha256":"00"},"parameters":{"\#(token)":"\#(canary)"}}"#, "at model.sha256"),
             (.heartbeat, #"{"sequence":1,"activity":"\#(canary)"}"#, "invalid value at activity"),
             (.heartbeat, canary, "not a valid JSON object"),
             (.hello, #"{"protocolVersion":1,"softwareVersion":"\#(canary)","capabilities":[]}"#, "invalid value at softwareVersion"),
             (.hello, #"{"protocolVersion":1,"softwareVersion":"x","capabilities":["ok","\#(canary)"]}"#, "invalid value at capabilities.1"),
             (.objectOffer, #"{"id":"a","kind":"\#(canary)","size":1,"sha256":"x"}"#, "invalid value at kind"),
+            (.roundResult, #"{"round":1,"task":"train","nonce":"\#(canary)","status":"completed","exampleCount":1,"metrics":{}}"#, "invalid value at nonce"),
+            (.roundAssignment, #"{"round":1,"task":"\#(canary)","nonce":"n","model":{"id":"m","size":1,"sha256":"00"},"parameters":{}}"#, "invalid value at task"),
         ]
         for (type, json, expected) in cases {
             do {
