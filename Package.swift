@@ -13,6 +13,8 @@ let package = Package(
     platforms: [.macOS(.v14)],
     products: [
         .executable(name: "pando", targets: ["pando"]),
+        .executable(name: "pando-coordinator", targets: ["pando-coordinator"]),
+        .executable(name: "pando-client", targets: ["pando-client"]),
         .library(name: "PandoEngine", targets: ["PandoEngine"]),
         .library(name: "PandoText", targets: ["PandoText"]),
         .library(name: "PandoData", targets: ["PandoData"]),
@@ -26,6 +28,7 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-asn1.git", from: "1.7.4"),
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
+        .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
         // OpenBLAS's CBLAS interface (libopenblas-dev).
@@ -93,12 +96,43 @@ let package = Package(
                 .product(name: "Crypto", package: "swift-crypto"),
             ]
         ),
+        // The coordinator and school services: configuration files, the round driver
+        // over the transport, the school agent. What the executables run.
+        .target(
+            name: "PandoServices",
+            dependencies: [
+                "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoFederation", "PandoLedger",
+                "PandoTransport", "PandoWire", "PandoCertificates",
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Yams", package: "Yams"),
+            ]
+        ),
         .executableTarget(
             name: "pando",
             dependencies: [
                 "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoFederation",
-                "PandoCertificates", "PandoLedger",
+                "PandoCertificates", "PandoLedger", "PandoServices", "PandoTransport",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "pando-coordinator",
+            dependencies: [
+                "PandoServices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
+        .executableTarget(
+            name: "pando-client",
+            dependencies: [
+                "PandoServices",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         // Fixture paths and helpers shared by the test targets.
@@ -110,6 +144,15 @@ let package = Package(
         .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining", "PandoLedger", "PandoTestSupport"]),
         .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine"]),
         .testTarget(name: "PandoWireTests", dependencies: ["PandoWire", .product(name: "NIOCore", package: "swift-nio")]),
+        .testTarget(
+            name: "PandoServicesTests",
+            dependencies: [
+                "PandoServices", "PandoTransport", "PandoFederation", "PandoLedger", "PandoEngine", "PandoData",
+                "PandoTraining", "PandoCertificates", "PandoWire", "PandoTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
         .testTarget(
             name: "PandoTransportTests",
             dependencies: [

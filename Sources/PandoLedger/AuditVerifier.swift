@@ -207,14 +207,16 @@ public enum AuditVerifier {
                     report.problem(e.file, e.line, "\(where_): base version \(a.prefix(12)) here, \(b.prefix(12)) in the coordinator's log line \(r.line)")
                 }
                 if r.event == .updateRejected { report.note(e.file, e.line, "\(where_) was rejected by the coordinator (log line \(r.line)): \(r.reason ?? "no reason")") }
-            } else if let other = updates.first(where: { $0.school == e.school && $0.round == e.round }) {
+            } else if let other = updates.first(where: { $0.school == e.school && $0.round == e.round && $0.updateSHA256 != nil }) {
                 report.problem(e.file, e.line, "\(where_): the coordinator's log line \(other.line) records a different update \(other.updateSHA256?.prefix(12) ?? "?") for this school and round")
             } else {
                 report.problem(e.file, e.line, "\(where_): not in the coordinator's log")
             }
         }
         // Coordinator → school, for the schools whose logs were given.
-        for r in updates {
+        // A rejection without a hash records a school that sent nothing (it disconnected,
+        // declined or missed the deadline); there is nothing for its log to hold.
+        for r in updates where r.updateSHA256 != nil {
             guard let school = r.school, let file = fileOfSchool[school] else { continue }
             if !clientEntries.contains(where: { $0.school == school && $0.round == r.round && $0.update == r.updateSHA256 }) {
                 report.problem(logName, r.line, "update \(r.updateSHA256?.prefix(12) ?? "?") from school \(school) in round \(r.round.map(String.init) ?? "?") is not in the school's own log \(file)")

@@ -23,6 +23,9 @@ public final class SchoolClient: Sendable {
     private let counters = NIOLockedValueBox<(connects: Int, heartbeats: UInt64)>((0, 0))
     /// Tests only: stop sending heartbeats (to simulate a hung client).
     let _testingPauseHeartbeats = NIOLockedValueBox(false)
+    /// Sees every plaintext byte this client writes to the connection, just before TLS
+    /// encrypts it (for tests that prove what leaves a school). Set it before connecting.
+    public let plaintextTap = NIOLockedValueBox<(@Sendable (ByteBuffer) -> Void)?>(nil)
 
     public init(configuration: SchoolTransportConfiguration, logger: Logger,
                 group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
@@ -130,6 +133,7 @@ public final class SchoolClient: Sendable {
                         }
                         try sync.addHandler(NIOSSLClientHandler(context: sslContext, serverHostname: sniName,
                                                                 customVerificationCallback: verify))
+                        if let tap = self.plaintextTap.withLockedValue({ $0 }) { try sync.addHandler(PlaintextTap(tap)) }
                         try sync.addHandler(IdleStateHandler(readTimeout: cfg.idleTimeout))
                         try sync.addHandler(ByteToMessageHandler(WireFrameDecoder(limits: cfg.limits),
                                                                  maximumBufferSize: cfg.limits.maxFrameLength + 64))

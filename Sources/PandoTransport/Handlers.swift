@@ -112,3 +112,16 @@ public final class SessionStatus: @unchecked Sendable {
     public var heartbeatsReceived: UInt64 { lock.withLock { _heartbeats } }
     public var lastHeartbeat: NIODeadline? { lock.withLock { _lastHeartbeat } }
 }
+
+/// Passes outbound plaintext bytes to a closure on their way into TLS (see `SchoolClient.plaintextTap`).
+final class PlaintextTap: ChannelOutboundHandler, Sendable {
+    typealias OutboundIn = ByteBuffer
+    typealias OutboundOut = ByteBuffer
+    let tap: @Sendable (ByteBuffer) -> Void
+    init(_ tap: @escaping @Sendable (ByteBuffer) -> Void) { self.tap = tap }
+
+    func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
+        tap(unwrapOutboundIn(data))
+        context.write(data, promise: promise)
+    }
+}

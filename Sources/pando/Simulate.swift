@@ -120,7 +120,7 @@ struct SimulateCommand: ParsableCommand {
         let federation = try LocalFederation(global: global, tokenizer: tokenizer, schools: simulated, test: testData,
                                              strategy: chosen, settings: settings)
         let stateURL = URL(fileURLWithPath: state)
-        let ledger = try SimulationLedger(folder: stateURL, federationID: self.federation, tokenizerFolder: folder)
+        let ledger = try FederationLedger(folder: stateURL, federationID: self.federation, tokenizerFolder: folder)
         defer { ledger.close() }
         let resumed = try federation.record(to: ledger)
         let baseVersion = federation.version

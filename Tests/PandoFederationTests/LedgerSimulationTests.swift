@@ -12,7 +12,7 @@ import XCTest
 final class LedgerSimulationTests: XCTestCase {
     /// The tiny fixture simulation of `SimulationTests`, recording to `state`;
     /// `canary` is planted in every text of school-1.
-    func simulation(state: URL, canary: String = "", rounds: Int = 2) throws -> (LocalFederation, SimulationLedger) {
+    func simulation(state: URL, canary: String = "", rounds: Int = 2) throws -> (LocalFederation, FederationLedger) {
         let folder = try Fixtures.tinyModelFolder()
         let (model, _) = try BertModel.load(from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b"]), seed: 7)
         let tokenizer = try BertTokenizer(folder: folder)
@@ -32,12 +32,12 @@ final class LedgerSimulationTests: XCTestCase {
         settings.plan.dropout = false
         let federation = try LocalFederation(global: model, tokenizer: tokenizer, schools: schools, test: test,
                                              strategy: FedAvg(), settings: settings)
-        let ledger = try SimulationLedger(folder: state, federationID: "test", tokenizerFolder: folder)
+        let ledger = try FederationLedger(folder: state, federationID: "test", tokenizerFolder: folder)
         try federation.record(to: ledger)
         return (federation, ledger)
     }
 
-    func verify(_ ledger: SimulationLedger) throws -> VerificationReport {
+    func verify(_ ledger: FederationLedger) throws -> VerificationReport {
         AuditVerifier.verify(log: ledger.auditLogURL, key: try AuditPublicKey.load(from: ledger.publicKeyURL),
                              clientLogs: ledger.schoolLogURLs, checkpoints: ledger.folder)
     }

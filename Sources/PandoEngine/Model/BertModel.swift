@@ -65,6 +65,11 @@ public final class BertModel: @unchecked Sendable {
     /// The tensor names and shapes of a BERT encoder with a head, in the
     /// order they sit in the flat buffer. Query, key and value are adjacent so
     /// the three projections run as one GEMM.
+    /// The parameter layout of a model with `config` and `head`, without allocating it.
+    public static func layout(config: BertConfig, head: ClassifierHead) -> ParameterLayout {
+        makeLayout(config: config, head: head).0
+    }
+
     static func makeLayout(config c: BertConfig, head: ClassifierHead) -> (ParameterLayout, Offsets) {
         var layout = ParameterLayout()
         var o = Offsets()

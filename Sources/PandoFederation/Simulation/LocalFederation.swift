@@ -86,7 +86,7 @@ public final class LocalFederation {
     /// The number the next round gets (after the ledger's last round when it was reopened).
     public private(set) var nextRound = 1
     /// The coordinator's record keeper, when attached.
-    public private(set) var ledger: SimulationLedger?
+    public private(set) var ledger: FederationLedger?
     private let encoded: [EncodedDataset]
     private let testSequences: [[Int32]]
     private let testTargets: [Target]
@@ -141,7 +141,7 @@ public final class LocalFederation {
     /// continued from its head version, whose weights replace the global ones.
     /// Returns true when an existing federation was reopened.
     @discardableResult
-    public func record(to ledger: SimulationLedger) throws -> Bool {
+    public func record(to ledger: FederationLedger) throws -> Bool {
         precondition(self.ledger == nil, "a ledger is already attached")
         let opened = try ledger.open(global: global, task: task.rawValue)
         self.ledger = ledger
@@ -176,7 +176,8 @@ public final class LocalFederation {
         let plan = strategy.plan(round: nextRound, configured: settings.plan)
         var round = nextRound
         if let ledger {
-            let started = try ledger.startRound(strategy: strategy, plan: plan, settings: settings)
+            let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: settings.maxUpdateNorm,
+                                                quorum: settings.quorum, fractionPerRound: settings.fractionPerRound)
             guard started.base == base else {
                 try? ledger.abort(round: started.number, reason: "the simulation's global version differs from the ledger's head")
                 throw TrainingError("the ledger's head \(started.base.prefix(12)) is not the simulation's version \(base.prefix(12))")

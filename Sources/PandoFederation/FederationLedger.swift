@@ -21,8 +21,9 @@ extension ModelUpdate {
     }
 }
 
-/// The coordinator's record keeper for an in-process simulation, over a
-/// `CoordinatorLedger` state folder, plus each simulated school's own log:
+/// The coordinator's record keeper, over a `CoordinatorLedger` state folder: what
+/// the networked coordinator and the in-process simulation both call to record a
+/// round. In a simulation it also keeps each simulated school's own log:
 ///
 /// ```
 /// <folder>/state.sqlite, versions/<sha256>/, audit.jsonl, keys/  (the coordinator's, see docs/audit-format.md)
@@ -33,7 +34,7 @@ extension ModelUpdate {
 /// as a complete Hugging Face folder whose id is the SHA-256 of its
 /// model.safetensors. Records hold identifiers, hashes and numbers only, never
 /// text of the schools' data.
-public final class SimulationLedger {
+public final class FederationLedger {
     public let folder: URL
     public let ledger: CoordinatorLedger
     /// Federation id recorded when the folder is new (an existing folder keeps its own).
@@ -78,14 +79,14 @@ public final class SimulationLedger {
     }
 
     /// Writes `model` as a staged (not yet visible) version.
-    func stage(_ model: BertModel) throws -> StagedVersion {
+    public func stage(_ model: BertModel) throws -> StagedVersion {
         try ledger.store.stage { try model.save(to: $0, copying: companionFiles) }
     }
 
     /// Starts the federation with `global` as its base version, or reopens the
     /// existing one and loads its head version's weights into `global` (its
     /// model and head must match). Returns the head version and the next round number.
-    func open(global: BertModel, task: String) throws -> (version: String, nextRound: Int, resumed: Bool) {
+    public func open(global: BertModel, task: String) throws -> (version: String, nextRound: Int, resumed: Bool) {
         guard let federation = try ledger.federation() else {
             let base = try stage(global)
             let record = try ledger.createFederation(id: federationID, name: federationID, task: task, base: base)
@@ -106,26 +107,27 @@ public final class SimulationLedger {
     }
 
     /// Records the start of a round from the head with the strategy and the plan sent to schools.
-    func startRound(strategy: any Strategy, plan: LocalTrainingPlan, settings: SimulationSettings) throws -> (number: Int, base: String) {
+    public func startRound(strategy: any Strategy, plan: LocalTrainingPlan, maxUpdateNorm: Double, quorum: Int,
+                           fractionPerRound: Double) throws -> (number: Int, base: String) {
         var parameters = strategy.parameters.mapValues { CanonicalJSON.double($0) }
         parameters["localEpochs"] = .int(plan.epochs)
         parameters["localLearningRate"] = .double(decimal(plan.learningRate))
         parameters["localBatchSize"] = .int(plan.batchSize)
         parameters["maxLength"] = .int(plan.maxLength)
         if let mu = plan.proximalMu { parameters["proximalMu"] = .double(decimal(mu)) }
-        parameters["maxUpdateNorm"] = .double(settings.maxUpdateNorm)
-        parameters["quorum"] = .int(settings.quorum)
-        parameters["fractionPerRound"] = .double(settings.fractionPerRound)
+        parameters["maxUpdateNorm"] = .double(maxUpdateNorm)
+        parameters["quorum"] = .int(quorum)
+        parameters["fractionPerRound"] = .double(fractionPerRound)
         let round = try ledger.startRound(strategy: strategy.name, parameters: parameters)
         return (round.number, round.baseVersion)
     }
 
-    func selected(_ school: String, round: Int, base: String) throws {
+    public func selected(_ school: String, round: Int, base: String) throws {
         try ledger.record(AuditEntry(event: .schoolSelected, round: round, school: school, baseVersion: base))
     }
 
     /// The school's side: it appends what it sent to its own log.
-    func schoolSent(_ update: ModelUpdate, sha256: String) throws {
+    public func schoolSent(_ update: ModelUpdate, sha256: String) throws {
         let log: SchoolLog
         if let open = schoolLogs[update.school] { log = open } else {
             log = try SchoolLog(url: schoolLogURL(update.school))
@@ -137,7 +139,7 @@ public final class SimulationLedger {
     }
 
     /// The coordinator's side: the update as received, accepted (`rejection` nil) or not.
-    func received(_ update: ModelUpdate, sha256: String, norm: Double, rejection: UpdateRejection?) throws {
+    public func received(_ update: ModelUpdate, sha256: String, norm: Double, rejection: UpdateRejection?) throws {
         try ledger.record(AuditEntry(event: rejection == nil ? .updateReceived : .updateRejected, round: update.round,
                                      school: update.school, baseVersion: update.baseVersion, examples: update.exampleCount,
                                      updateSHA256: sha256, updateL2Norm: norm, wireBytes: update.wireBytes,
@@ -145,13 +147,13 @@ public final class SimulationLedger {
     }
 
     /// Writes the new global weights as a version and commits the round; returns the version id.
-    func commit(round: Int, global: BertModel, metrics: [String: Double], examplesBySchool: [String: Int]) throws -> String {
+    public func commit(round: Int, global: BertModel, metrics: [String: Double], examplesBySchool: [String: Int]) throws -> String {
         let staged = try stage(global)
         return try ledger.commitRound(round, version: staged, metrics: metrics.filter { $0.value.isFinite },
                                       examplesBySchool: examplesBySchool).id
     }
 
-    func abort(round: Int, reason: String) throws {
+    public func abort(round: Int, reason: String) throws {
         try ledger.abortRound(round, reason: reason)
     }
 

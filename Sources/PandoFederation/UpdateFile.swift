@@ -1,0 +1,58 @@
+import Foundation
+import PandoEngine
+
+/// An update's delta as it travels and rests on disk: the Float32 values of the
+/// delta in layout order, little-endian, nothing else (`4 × parameter count`
+/// bytes). Its SHA-256 is `ModelUpdate.wireSHA256`; the layout both ends agree on
+/// comes from the global version the school trained from.
+public enum UpdateFile {
+    /// Writes `delta` to `url` atomically (temp file, fsync, rename).
+    public static func write(_ delta: ParameterBuffer, to url: URL) throws {
+        let values = delta.buffer
+        try withExtendedLifetime(delta) {
+            try AtomicFile.write(to: url) { writer in
+                #if _endian(little)
+                try writer.write(UnsafeRawBufferPointer(start: values.base, count: 4 * values.count))
+                #else
+                var bytes = [UInt8]()
+                bytes.reserveCapacity(4 * values.count)
+                for i in 0..<values.count { withUnsafeBytes(of: values[i].bitPattern.littleEndian) { bytes += $0 } }
+                try bytes.withUnsafeBytes { try writer.write($0) }
+                #endif
+            }
+        }
+    }
+
+    /// Reads the file at `url` into `delta` (whose layout says how many values to expect).
+    /// A file of another size is an error naming the file and both sizes; `delta` is then unchanged.
+    public static func read(_ url: URL, into delta: ParameterBuffer) throws {
+        let expected = 4 * delta.layout.count
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else { throw UpdateFileError(path: url.path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw UpdateFileError(path: url.path, reason: "cannot stat") }
+        guard Int(st.st_size) == expected else {
+            throw UpdateFileError(path: url.path, reason: "\(st.st_size) bytes, expected \(expected) (4 × \(delta.layout.count) parameters of the global model)")
+        }
+        let values = delta.buffer
+        try withExtendedLifetime(delta) {
+            let raw = UnsafeMutableRawPointer(values.base)
+            var done = 0
+            while done < expected {
+                let n = pread(fd, raw + done, expected - done, off_t(done))
+                guard n > 0 else { throw UpdateFileError(path: url.path, reason: "short read at byte \(done)") }
+                done += n
+            }
+            #if !_endian(little)
+            for i in 0..<values.count { values.base[i] = Float(bitPattern: UInt32(littleEndian: values.base[i].bitPattern)) }
+            #endif
+        }
+    }
+}
+
+public struct UpdateFileError: Error, CustomStringConvertible {
+    public let path: String
+    public let reason: String
+    public var description: String { "update file \(path): \(reason)" }
+}

@@ -1,0 +1,335 @@
+import Foundation
+import PandoData
+import PandoEngine
+import PandoFederation
+
+/// Which aggregation method a federation uses, and its settings, as written in
+/// the configuration file; `make(layout:)` turns it into the `Strategy` value.
+public struct StrategyChoice: Sendable, Equatable, Decodable {
+    public enum Name: String, Sendable, Codable, CaseIterable {
+        case fedavg, fedprox, fedadam
+        case trimmedMean = "trimmed-mean"
+    }
+
+    public var name: Name = .fedavg
+    /// FedProx's μ.
+    public var mu: Float = 0.01
+    /// FedAvg/FedProx/trimmed mean: 1 is plain averaging; FedAdam: η.
+    public var serverLearningRate: Float?
+    public var beta1: Float = 0.9
+    public var beta2: Float = 0.99
+    public var tau: Float = 1e-6
+    /// Trimmed mean: updates dropped at each end per coordinate.
+    public var trim = 1
+    /// The validator's L2 bound on one delta.
+    public var maxUpdateNorm = 1e4
+
+    public init(name: Name = .fedavg) { self.name = name }
+
+    enum Keys: String, CodingKey, CaseIterable {
+        case name, mu, server_learning_rate, beta1, beta2, tau, trim, max_update_norm
+    }
+
+    public init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        name = try c.decodeIfPresent(Name.self, forKey: .name) ?? .fedavg
+        mu = try c.decodeIfPresent(Float.self, forKey: .mu) ?? mu
+        serverLearningRate = try c.decodeIfPresent(Float.self, forKey: .server_learning_rate)
+        beta1 = try c.decodeIfPresent(Float.self, forKey: .beta1) ?? beta1
+        beta2 = try c.decodeIfPresent(Float.self, forKey: .beta2) ?? beta2
+        tau = try c.decodeIfPresent(Float.self, forKey: .tau) ?? tau
+        trim = try c.decodeIfPresent(Int.self, forKey: .trim) ?? trim
+        maxUpdateNorm = try c.decodeIfPresent(Double.self, forKey: .max_update_norm) ?? maxUpdateNorm
+    }
+
+    /// The strategy value, with server state sized for `layout`.
+    public func make(layout: ParameterLayout) -> any Strategy {
+        switch name {
+        case .fedavg: return FedAvg(serverLearningRate: serverLearningRate ?? 1)
+        case .fedprox: return FedProx(mu: mu, serverLearningRate: serverLearningRate ?? 1)
+        case .fedadam:
+            return FedAdam(layout: layout, settings: .init(learningRate: serverLearningRate ?? 1e-3, beta1: beta1, beta2: beta2, tau: tau))
+        case .trimmedMean: return TrimmedMean(trim: trim, serverLearningRate: serverLearningRate ?? 1)
+        }
+    }
+
+    /// Problems a person should fix before a federation starts.
+    func validate(file: String) throws {
+        func bad(_ field: String, _ why: String) -> ConfigurationError { ConfigurationError(file: file, field: "strategy.\(field)", why) }
+        if let lr = serverLearningRate, !(lr > 0) { throw bad("server_learning_rate", "must be positive") }
+        if name == .fedprox, !(mu >= 0) { throw bad("mu", "must be at least 0") }
+        if name == .fedadam {
+            if !(beta1 >= 0 && beta1 < 1) { throw bad("beta1", "must be in [0, 1)") }
+            if !(beta2 >= 0 && beta2 < 1) { throw bad("beta2", "must be in [0, 1)") }
+            if !(tau > 0) { throw bad("tau", "must be positive") }
+        }
+        if name == .trimmedMean, trim < 0 { throw bad("trim", "must be at least 0") }
+        if !(maxUpdateNorm > 0) { throw bad("max_update_norm", "must be positive") }
+    }
+}
+
+/// How rounds are run: the part of a federation's settings that is not the model.
+public struct RoundSettings: Sendable, Equatable {
+    public var rounds = 5
+    /// Fraction of connected schools asked each round …
+    public var fraction = 1.0
+    /// … but at least this many; a round does not start with fewer connected.
+    public var minSchools = 1
+    /// Accepted updates needed to commit a round.
+    public var quorum = 1
+    /// A round that has not gathered every selected school's update by then commits
+    /// with what it has (if the quorum holds) or is aborted.
+    public var roundDeadline: Duration = .seconds(3600)
+    /// How long a round waits for `minSchools` to be connected before it is skipped.
+    public var waitForSchools: Duration = .seconds(600)
+    /// Ask the schools to score each new version on their validation data.
+    public var federatedEvaluation = true
+    public var evaluationDeadline: Duration = .seconds(900)
+    public var seed: UInt64 = 42
+    public init() {}
+}
+
+/// Everything `pando-coordinator --config FILE` reads (YAML).
+///
+/// ```yaml
+/// federation:
+///   id: district-questions
+///   task: classification            # classification | multi-label | regression
+///   labels: [ABBR, DESC, ENTY, HUM, LOC, NUM]
+///   base_model: ../models/default   # a Hugging Face BERT folder
+///   rounds: 5
+///   seed: 42
+/// selection: {fraction: 1.0, min_schools: 2, quorum: 2, round_deadline_seconds: 3600}
+/// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
+/// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
+/// coordinator:
+///   listen: 0.0.0.0
+///   port: 7443
+///   state: coordinator-state
+///   certificate: certs/coordinator.pem
+///   key: certs/coordinator.key
+///   ca: certs/ca.pem
+///   crl: certs/crl.pem
+/// ```
+/// Relative paths are relative to the configuration file's folder.
+public struct CoordinatorConfiguration: Sendable {
+    public var federationID: String
+    public var task: TaskKind
+    /// Class or label names in model output order (`["score"]` for regression).
+    public var labels: [String]
+    public var baseModel: URL
+    public var rounds = RoundSettings()
+    public var plan = LocalTrainingPlan()
+    public var strategy = StrategyChoice()
+    public var listen = "0.0.0.0"
+    public var port = 7443
+    public var stateFolder: URL
+    public var certificate: URL
+    public var privateKey: URL
+    public var caCertificate: URL
+    public var revocationList: URL
+
+    public init(federationID: String, task: TaskKind, labels: [String], baseModel: URL, stateFolder: URL,
+                certificate: URL, privateKey: URL, caCertificate: URL, revocationList: URL) {
+        self.federationID = federationID
+        self.task = task
+        self.labels = labels
+        self.baseModel = baseModel
+        self.stateFolder = stateFolder
+        self.certificate = certificate
+        self.privateKey = privateKey
+        self.caCertificate = caCertificate
+        self.revocationList = revocationList
+    }
+
+    /// Reads and checks `url`; errors name the file and the field.
+    public static func load(from url: URL) throws -> CoordinatorConfiguration {
+        let file = try ConfigurationFile.load(CoordinatorFile.self, from: url)
+        let f = file.federation, c = file.coordinator
+        var config = CoordinatorConfiguration(
+            federationID: f.id, task: f.task, labels: f.task == .regression ? ["score"] : (f.labels ?? []),
+            baseModel: resolve(f.base_model, relativeTo: url), stateFolder: resolve(c.state, relativeTo: url),
+            certificate: resolve(c.certificate, relativeTo: url), privateKey: resolve(c.key, relativeTo: url),
+            caCertificate: resolve(c.ca, relativeTo: url),
+            revocationList: c.crl.map { resolve($0, relativeTo: url) } ?? resolve("crl.pem", relativeTo: resolve(c.ca, relativeTo: url)))
+        config.listen = c.listen ?? config.listen
+        config.port = c.port ?? config.port
+        config.rounds.rounds = f.rounds ?? config.rounds.rounds
+        config.rounds.seed = f.seed ?? config.rounds.seed
+        if let s = file.selection {
+            config.rounds.fraction = s.fraction ?? config.rounds.fraction
+            config.rounds.minSchools = s.min_schools ?? config.rounds.minSchools
+            config.rounds.quorum = s.quorum ?? config.rounds.quorum
+            if let d = s.round_deadline_seconds { config.rounds.roundDeadline = .seconds(d) }
+            if let d = s.wait_for_schools_seconds { config.rounds.waitForSchools = .seconds(d) }
+            config.rounds.federatedEvaluation = s.federated_evaluation ?? config.rounds.federatedEvaluation
+            if let d = s.evaluation_deadline_seconds { config.rounds.evaluationDeadline = .seconds(d) }
+        }
+        if let l = file.local { config.plan = try l.apply(to: config.plan, file: url.path) }
+        config.plan.seed = config.rounds.seed
+        if let s = file.strategy { config.strategy = s }
+        try config.validate(file: url.path, labelsGiven: f.labels != nil)
+        return config
+    }
+
+    func validate(file: String, labelsGiven: Bool) throws {
+        func bad(_ field: String, _ why: String) -> ConfigurationError { ConfigurationError(file: file, field: field, why) }
+        if task != .regression {
+            guard labelsGiven, labels.count >= (task == .classification ? 2 : 1) else {
+                throw bad("federation.labels", task == .classification ? "list at least two class names" : "list the label names")
+            }
+            if let dup = Dictionary(grouping: labels, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
+                throw bad("federation.labels", "'\(dup)' is listed twice")
+            }
+        }
+        guard !federationID.isEmpty else { throw bad("federation.id", "must not be empty") }
+        let r = rounds
+        if r.rounds < 1 { throw bad("federation.rounds", "must be at least 1") }
+        if !(r.fraction > 0 && r.fraction <= 1) { throw bad("selection.fraction", "must be in (0, 1]") }
+        if r.minSchools < 1 { throw bad("selection.min_schools", "must be at least 1") }
+        if r.quorum < 1 { throw bad("selection.quorum", "must be at least 1") }
+        if r.quorum > r.minSchools { throw bad("selection.quorum", "\(r.quorum) can never be met with min_schools \(r.minSchools): raise min_schools") }
+        try plan.check(file: file)
+        try strategy.validate(file: file)
+        if !(1...65535).contains(port) { throw bad("coordinator.port", "must be 1–65535") }
+    }
+}
+
+extension LocalTrainingPlan {
+    func check(file: String) throws {
+        func bad(_ field: String, _ why: String) -> ConfigurationError { ConfigurationError(file: file, field: "local.\(field)", why) }
+        if epochs < 1 { throw bad("epochs", "must be at least 1") }
+        if !(learningRate > 0) { throw bad("learning_rate", "must be positive") }
+        if batchSize < 1 { throw bad("batch_size", "must be at least 1") }
+        if maxLength < 3 { throw bad("max_length", "must be at least 3 ([CLS] text [SEP])") }
+        if !(warmupRatio >= 0 && warmupRatio < 1) { throw bad("warmup_ratio", "must be in [0, 1)") }
+        if !(weightDecay >= 0) { throw bad("weight_decay", "must be at least 0") }
+    }
+}
+
+// MARK: File schema
+
+struct CoordinatorFile: Decodable {
+    var federation: FederationSection
+    var selection: SelectionSection?
+    var local: LocalSection?
+    var strategy: StrategyChoice?
+    var coordinator: CoordinatorSection
+
+    enum Keys: String, CodingKey, CaseIterable { case federation, selection, local, strategy, coordinator }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        federation = try c.decode(FederationSection.self, forKey: .federation)
+        selection = try c.decodeIfPresent(SelectionSection.self, forKey: .selection)
+        local = try c.decodeIfPresent(LocalSection.self, forKey: .local)
+        strategy = try c.decodeIfPresent(StrategyChoice.self, forKey: .strategy)
+        coordinator = try c.decode(CoordinatorSection.self, forKey: .coordinator)
+    }
+}
+
+struct FederationSection: Decodable {
+    var id: String
+    var task: TaskKind
+    var labels: [String]?
+    var base_model: String
+    var rounds: Int?
+    var seed: UInt64?
+    enum Keys: String, CodingKey, CaseIterable { case id, task, labels, base_model, rounds, seed }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        id = try c.decode(String.self, forKey: .id)
+        task = try c.decode(TaskKind.self, forKey: .task)
+        labels = try c.decodeIfPresent([String].self, forKey: .labels)
+        base_model = try c.decode(String.self, forKey: .base_model)
+        rounds = try c.decodeIfPresent(Int.self, forKey: .rounds)
+        seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
+    }
+}
+
+struct SelectionSection: Decodable {
+    var fraction: Double?
+    var min_schools: Int?
+    var quorum: Int?
+    var round_deadline_seconds: Int64?
+    var wait_for_schools_seconds: Int64?
+    var federated_evaluation: Bool?
+    var evaluation_deadline_seconds: Int64?
+    enum Keys: String, CodingKey, CaseIterable {
+        case fraction, min_schools, quorum, round_deadline_seconds, wait_for_schools_seconds, federated_evaluation, evaluation_deadline_seconds
+    }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        fraction = try c.decodeIfPresent(Double.self, forKey: .fraction)
+        min_schools = try c.decodeIfPresent(Int.self, forKey: .min_schools)
+        quorum = try c.decodeIfPresent(Int.self, forKey: .quorum)
+        round_deadline_seconds = try c.decodeIfPresent(Int64.self, forKey: .round_deadline_seconds)
+        wait_for_schools_seconds = try c.decodeIfPresent(Int64.self, forKey: .wait_for_schools_seconds)
+        federated_evaluation = try c.decodeIfPresent(Bool.self, forKey: .federated_evaluation)
+        evaluation_deadline_seconds = try c.decodeIfPresent(Int64.self, forKey: .evaluation_deadline_seconds)
+    }
+}
+
+struct LocalSection: Decodable {
+    var values: [Keys: Double] = [:]
+    var dropout: Bool?
+    var linear_decay: Bool?
+    enum Keys: String, CodingKey, CaseIterable {
+        case epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay, max_gradient_norm, dropout, linear_decay
+    }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        for key in Keys.allCases where key != .dropout && key != .linear_decay {
+            if let v = try c.decodeIfPresent(Double.self, forKey: key) { values[key] = v }
+        }
+        dropout = try c.decodeIfPresent(Bool.self, forKey: .dropout)
+        linear_decay = try c.decodeIfPresent(Bool.self, forKey: .linear_decay)
+    }
+
+    func apply(to plan: LocalTrainingPlan, file: String) throws -> LocalTrainingPlan {
+        var p = plan
+        func whole(_ key: Keys) throws -> Int? {
+            guard let v = values[key] else { return nil }
+            guard v.rounded() == v, abs(v) < 1e9 else {
+                throw ConfigurationError(file: file, field: "local.\(key.rawValue)", "must be a whole number")
+            }
+            return Int(v)
+        }
+        p.epochs = try whole(.epochs) ?? p.epochs
+        p.batchSize = try whole(.batch_size) ?? p.batchSize
+        p.maxLength = try whole(.max_length) ?? p.maxLength
+        p.learningRate = values[.learning_rate].map(Float.init) ?? p.learningRate
+        p.warmupRatio = values[.warmup_ratio] ?? p.warmupRatio
+        p.weightDecay = values[.weight_decay].map(Float.init) ?? p.weightDecay
+        if let g = values[.max_gradient_norm] { p.maxGradientNorm = g > 0 ? Float(g) : nil }
+        p.dropout = dropout ?? p.dropout
+        p.linearDecay = linear_decay ?? p.linearDecay
+        return p
+    }
+}
+
+struct CoordinatorSection: Decodable {
+    var listen: String?
+    var port: Int?
+    var state: String
+    var certificate: String
+    var key: String
+    var ca: String
+    var crl: String?
+    enum Keys: String, CodingKey, CaseIterable { case listen, port, state, certificate, key, ca, crl }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        listen = try c.decodeIfPresent(String.self, forKey: .listen)
+        port = try c.decodeIfPresent(Int.self, forKey: .port)
+        state = try c.decode(String.self, forKey: .state)
+        certificate = try c.decode(String.self, forKey: .certificate)
+        key = try c.decode(String.self, forKey: .key)
+        ca = try c.decode(String.self, forKey: .ca)
+        crl = try c.decodeIfPresent(String.self, forKey: .crl)
+    }
+}

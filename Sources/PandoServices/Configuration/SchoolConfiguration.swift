@@ -1,0 +1,192 @@
+import Foundation
+import PandoData
+import PandoTraining
+import PandoTransport
+
+/// Everything `pando-client --config FILE` reads (YAML).
+///
+/// ```yaml
+/// school:
+///   data: data/comments.csv          # .csv, .tsv or .jsonl; never leaves this machine
+///   text_column: text
+///   label_column: label
+///   validation_fraction: 0.1         # or  validation: data/comments.val.csv
+/// federation:                        # as the district announced it
+///   task: classification
+///   labels: [ABBR, DESC, ENTY, HUM, LOC, NUM]
+///   base_model: ../models/default    # config.json + vocab.txt of the shared encoder
+/// coordinator: {host: pando.district.example, port: 7443}
+/// tls:
+///   folder: certs/lincoln-high       # school.pem, school-key.pem, ca.pem, crl.pem
+/// cache: pando-cache                 # downloaded global versions, outgoing updates, the school log
+/// ```
+/// Relative paths are relative to the configuration file's folder.
+public struct SchoolConfiguration: Sendable {
+    public var data: URL
+    public var validation: URL?
+    public var validationFraction = 0.1
+    public var format: DataFormat
+    /// The federation's label names in output order (`["score"]` for regression).
+    public var labels: [String]
+    public var baseModel: URL
+    public var transport: SchoolTransportConfiguration
+    public var cache: URL
+    /// The school's own record of every update it sent.
+    public var log: URL
+    public var threads: Int?
+
+    public init(data: URL, format: DataFormat, labels: [String], baseModel: URL, transport: SchoolTransportConfiguration,
+                cache: URL, log: URL? = nil) {
+        self.data = data
+        self.format = format
+        self.labels = labels
+        self.baseModel = baseModel
+        self.transport = transport
+        self.cache = cache
+        self.log = log ?? cache.appendingPathComponent("school-log.jsonl")
+    }
+
+    public var task: TaskKind { format.task }
+
+    /// Reads and checks `url`; errors name the file and the field.
+    public static func load(from url: URL) throws -> SchoolConfiguration {
+        let file = try ConfigurationFile.load(SchoolFile.self, from: url)
+        let s = file.school, f = file.federation, c = file.coordinator, t = file.tls
+        func bad(_ field: String, _ why: String) -> ConfigurationError { ConfigurationError(file: url.path, field: field, why) }
+        var format = DataFormat(task: f.task)
+        format.textColumn = s.text_column ?? format.textColumn
+        format.labelColumn = s.label_column ?? format.labelColumn
+        format.multiLabelDelimiter = s.label_delimiter ?? format.multiLabelDelimiter
+        format.policy = s.on_bad_rows ?? .fail
+        let labels = f.task == .regression ? ["score"] : (f.labels ?? [])
+        if f.task != .regression, labels.count < (f.task == .classification ? 2 : 1) {
+            throw bad("federation.labels", "list the federation's label names, in the district's order")
+        }
+        let transport: SchoolTransportConfiguration
+        if let folder = t.folder {
+            var cfg = SchoolTransportConfiguration.fromSchoolFolder(resolve(folder, relativeTo: url).path,
+                                                                  coordinatorHost: c.host, port: c.port ?? 7443)
+            if let v = t.certificate { cfg.certificatePath = resolve(v, relativeTo: url).path }
+            if let v = t.key { cfg.privateKeyPath = resolve(v, relativeTo: url).path }
+            if let v = t.ca { cfg.caCertificatePath = resolve(v, relativeTo: url).path }
+            if let v = t.crl { cfg.revocationListPath = resolve(v, relativeTo: url).path }
+            transport = cfg
+        } else {
+            guard let cert = t.certificate else { throw bad("tls.certificate", "missing (or give tls.folder)") }
+            guard let key = t.key else { throw bad("tls.key", "missing (or give tls.folder)") }
+            guard let ca = t.ca else { throw bad("tls.ca", "missing (or give tls.folder)") }
+            transport = SchoolTransportConfiguration(
+                coordinatorHost: c.host, port: c.port ?? 7443, certificatePath: resolve(cert, relativeTo: url).path,
+                privateKeyPath: resolve(key, relativeTo: url).path, caCertificatePath: resolve(ca, relativeTo: url).path,
+                revocationListPath: t.crl.map { resolve($0, relativeTo: url).path })
+        }
+        var config = SchoolConfiguration(
+            data: resolve(s.data, relativeTo: url), format: format, labels: labels,
+            baseModel: resolve(f.base_model, relativeTo: url), transport: transport,
+            cache: resolve(file.cache ?? "pando-cache", relativeTo: url),
+            log: file.log.map { resolve($0, relativeTo: url) })
+        config.transport.serverName = c.server_name
+        config.validation = s.validation.map { resolve($0, relativeTo: url) }
+        config.validationFraction = s.validation_fraction ?? config.validationFraction
+        config.threads = file.threads
+        guard config.validationFraction >= 0, config.validationFraction < 1 else {
+            throw bad("school.validation_fraction", "must be in [0, 1)")
+        }
+        if let p = c.port, !(1...65535).contains(p) { throw bad("coordinator.port", "must be 1–65535") }
+        return config
+    }
+}
+
+// MARK: File schema
+
+struct SchoolFile: Decodable {
+    var school: SchoolSection
+    var federation: SchoolFederationSection
+    var coordinator: AddressSection
+    var tls: TLSSection
+    var cache: String?
+    var log: String?
+    var threads: Int?
+    enum Keys: String, CodingKey, CaseIterable { case school, federation, coordinator, tls, cache, log, threads }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        school = try c.decode(SchoolSection.self, forKey: .school)
+        federation = try c.decode(SchoolFederationSection.self, forKey: .federation)
+        coordinator = try c.decode(AddressSection.self, forKey: .coordinator)
+        tls = try c.decode(TLSSection.self, forKey: .tls)
+        cache = try c.decodeIfPresent(String.self, forKey: .cache)
+        log = try c.decodeIfPresent(String.self, forKey: .log)
+        threads = try c.decodeIfPresent(Int.self, forKey: .threads)
+    }
+}
+
+struct SchoolSection: Decodable {
+    var data: String
+    var text_column: String?
+    var label_column: String?
+    var label_delimiter: String?
+    var on_bad_rows: BadRowPolicy?
+    var validation: String?
+    var validation_fraction: Double?
+    enum Keys: String, CodingKey, CaseIterable {
+        case data, text_column, label_column, label_delimiter, on_bad_rows, validation, validation_fraction
+    }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        data = try c.decode(String.self, forKey: .data)
+        text_column = try c.decodeIfPresent(String.self, forKey: .text_column)
+        label_column = try c.decodeIfPresent(String.self, forKey: .label_column)
+        label_delimiter = try c.decodeIfPresent(String.self, forKey: .label_delimiter)
+        on_bad_rows = try c.decodeIfPresent(BadRowPolicy.self, forKey: .on_bad_rows)
+        validation = try c.decodeIfPresent(String.self, forKey: .validation)
+        validation_fraction = try c.decodeIfPresent(Double.self, forKey: .validation_fraction)
+    }
+}
+
+struct SchoolFederationSection: Decodable {
+    var task: TaskKind
+    var labels: [String]?
+    var base_model: String
+    enum Keys: String, CodingKey, CaseIterable { case task, labels, base_model }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        task = try c.decode(TaskKind.self, forKey: .task)
+        labels = try c.decodeIfPresent([String].self, forKey: .labels)
+        base_model = try c.decode(String.self, forKey: .base_model)
+    }
+}
+
+struct AddressSection: Decodable {
+    var host: String
+    var port: Int?
+    var server_name: String?
+    enum Keys: String, CodingKey, CaseIterable { case host, port, server_name }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        host = try c.decode(String.self, forKey: .host)
+        port = try c.decodeIfPresent(Int.self, forKey: .port)
+        server_name = try c.decodeIfPresent(String.self, forKey: .server_name)
+    }
+}
+
+struct TLSSection: Decodable {
+    var folder: String?
+    var certificate: String?
+    var key: String?
+    var ca: String?
+    var crl: String?
+    enum Keys: String, CodingKey, CaseIterable { case folder, certificate, key, ca, crl }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        folder = try c.decodeIfPresent(String.self, forKey: .folder)
+        certificate = try c.decodeIfPresent(String.self, forKey: .certificate)
+        key = try c.decodeIfPresent(String.self, forKey: .key)
+        ca = try c.decodeIfPresent(String.self, forKey: .ca)
+        crl = try c.decodeIfPresent(String.self, forKey: .crl)
+    }
+}

@@ -1,0 +1,469 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import NIOCore
+import PandoData
+import PandoEngine
+import PandoFederation
+import PandoLedger
+import PandoTraining
+import PandoTransport
+import PandoWire
+
+/// What one networked round did (identifiers and numbers only).
+public struct FederatedRoundReport: Sendable, Codable {
+    public var round: Int
+    public var baseVersion: String
+    /// The version the round produced, or the base when it was aborted.
+    public var version: String
+    public var committed: Bool
+    public var selected: [String]
+    public var accepted: [String]
+    /// School → why it is not in the aggregate (rejected update, disconnected, deadline, declined).
+    public var leftOut: [String: String]
+    public var examples: Int
+    /// Example-weighted mean of the accepted schools' local training loss.
+    public var trainLoss: Double
+    public var updateNorms: [String: Double]
+    public var bytesUp: UInt64
+    public var bytesDown: UInt64
+    /// Federated evaluation of the new version: example-weighted means of the schools' validation metrics.
+    public var evaluation: [String: Double]
+    public var evaluationExamples: Int
+    public var evaluatedSchools: [String]
+    /// Test metrics an observer computed (`pando simulate` scores its held-out split).
+    public var test: [String: Double] = [:]
+    public var aggregateSeconds: Double
+    public var seconds: Double
+}
+
+/// The coordinator service: listens for schools over mutual TLS and runs federated
+/// rounds over whoever is connected.
+///
+/// Each round: select schools (seeded sample of the connected ones) → send each an
+/// assignment naming the head version by SHA-256, with the strategy's plan and a fresh
+/// nonce → schools fetch the version if they lack it, train, upload their delta and
+/// send a result → each update is checked (round, nonce, base, shapes, finiteness, norm
+/// bound) and folded at once into the strategy's streaming aggregator → with the quorum
+/// by the deadline the new version is committed (weights, version record and audit
+/// record together), else the round is aborted and the head stays → the schools score
+/// the new version on their validation data (federated evaluation). A school that
+/// disconnects, misses the deadline or sends an invalid update is left out of the round
+/// with a recorded reason and is asked again in later rounds.
+public final class Coordinator: @unchecked Sendable {
+    public let configuration: CoordinatorConfiguration
+    public var transport: CoordinatorTransportConfiguration
+    let logger: Logger
+    /// Called once the listener is bound, with its port.
+    public var onListening: (@Sendable (Int) -> Void)?
+    /// Called after each round with its report.
+    public var onRound: (@Sendable (FederatedRoundReport) -> Void)?
+    /// Called on the compute lane after each commit with the new global model; returns
+    /// test metrics to put in the report (a simulation's held-out split). Never sees school data.
+    public var observeCommit: (@Sendable (BertModel) throws -> [String: Double])?
+    /// Time a disconnected school has to come back before it is left out of the round.
+    public var reconnectGrace: Duration = .seconds(30)
+    /// Progress lines (round started, school trained, committed) for a person watching.
+    public var onProgress: (@Sendable (String) -> Void)?
+
+    private let stopRequested = NIOLockedValueBox(false)
+
+    public init(configuration: CoordinatorConfiguration, logger: Logger) {
+        self.configuration = configuration
+        self.logger = logger
+        transport = CoordinatorTransportConfiguration(
+            host: configuration.listen, port: configuration.port,
+            certificatePath: configuration.certificate.path, privateKeyPath: configuration.privateKey.path,
+            caCertificatePath: configuration.caCertificate.path, revocationListPath: configuration.revocationList.path)
+    }
+
+    /// Asks `run` to finish after the current round.
+    public func stop() { stopRequested.withLockedValue { $0 = true } }
+
+    /// Opens the state folder (continuing its federation if it has one), starts the
+    /// listener, runs `configuration.rounds.rounds` rounds, and returns their reports.
+    public func run() async throws -> [FederatedRoundReport] {
+        let cfg = configuration
+        let head = ClassifierHead(objective: cfg.task.objective, labels: cfg.labels)
+        let global = try await ComputeLane.run { try BertModel.load(from: cfg.baseModel, head: head, seed: cfg.rounds.seed).0 }
+        let ledger = try FederationLedger(folder: cfg.stateFolder, federationID: cfg.federationID, tokenizerFolder: cfg.baseModel)
+        defer { ledger.close() }
+        let recovery = ledger.ledger.recovery
+        for n in recovery.abortedRounds { logger.notice("round \(n) was in flight when the coordinator stopped: recorded as aborted") }
+        let opened = try ledger.open(global: global, task: cfg.task.rawValue)
+        if let federation = try ledger.ledger.federation(), federation.id != cfg.federationID {
+            throw RoundError("\(cfg.stateFolder.path) holds federation '\(federation.id)', not '\(cfg.federationID)': use another state folder")
+        }
+        logger.info("federation \(cfg.federationID): head version \(opened.version.prefix(12)), next round \(opened.nextRound)\(opened.resumed ? " (continued)" : " (new)")")
+        let strategy = cfg.strategy.make(layout: global.layout)
+        let incoming = cfg.stateFolder.appendingPathComponent("incoming", isDirectory: true)
+        try FileManager.default.createDirectory(at: incoming, withIntermediateDirectories: true)
+        let hub = SessionHub(incoming: incoming, logger: logger)
+        let server = try CoordinatorServer(configuration: transport, logger: logger)
+        let listening = AsyncStream.makeStream(of: Int.self)
+        let serverTask = Task {
+            try await server.run(onListening: { port in listening.continuation.yield(port); listening.continuation.finish() }) { conn, _ in
+                try await hub.serve(conn)
+            }
+        }
+        defer { serverTask.cancel() }
+        var portIterator = listening.stream.makeAsyncIterator()
+        guard let port = await portIterator.next() else {
+            _ = try await serverTask.value  // surfaces the bind error
+            throw RoundError("the coordinator stopped before listening")
+        }
+        onListening?(port)
+
+        let driver = RoundDriver(coordinator: self, hub: hub, ledger: ledger, global: global, strategy: strategy,
+                                 labels: LabelSetID(task: cfg.task, labels: cfg.labels))
+        var reports: [FederatedRoundReport] = []
+        var events = hub.events.makeAsyncIterator()
+        for _ in 0..<cfg.rounds.rounds {
+            if stopRequested.withLockedValue({ $0 }) { break }
+            let report = try await driver.runRound(events: &events)
+            reports.append(report)
+            onRound?(report)
+        }
+        serverTask.cancel()
+        hub.finish()
+        return reports
+    }
+}
+
+/// The coordinator's round logic over the hub: one round at a time.
+final class RoundDriver: @unchecked Sendable {
+    let coordinator: Coordinator
+    let hub: SessionHub
+    let ledger: FederationLedger
+    let global: BertModel
+    let strategy: any Strategy
+    let labels: LabelSetID
+    let delta: ParameterBuffer
+    var version: String
+    var rng: SplitMix64
+    private var timerCounter = 0
+    var config: CoordinatorConfiguration { coordinator.configuration }
+    var logger: Logger { coordinator.logger }
+
+    init(coordinator: Coordinator, hub: SessionHub, ledger: FederationLedger, global: BertModel, strategy: any Strategy, labels: LabelSetID) {
+        self.coordinator = coordinator
+        self.hub = hub
+        self.ledger = ledger
+        self.global = global
+        self.strategy = strategy
+        self.labels = labels
+        delta = ParameterBuffer(layout: global.layout)
+        version = (try? ledger.ledger.head()?.id) ?? ""
+        rng = SplitMix64(seed: coordinator.configuration.rounds.seed ^ 0xC0_0D1A)
+    }
+
+    func progress(_ line: String) {
+        logger.info("\(line)")
+        coordinator.onProgress?(line)
+    }
+
+    /// A timer event `after` from now; returns its token.
+    func timer(after: Duration) -> (Int, Task<Void, Never>) {
+        timerCounter += 1
+        let token = timerCounter
+        let hub = self.hub
+        let task = Task {
+            try? await Task.sleep(for: after)
+            if !Task.isCancelled { hub.post(.timer(token)) }
+        }
+        return (token, task)
+    }
+
+    func waitForSchools(events: inout AsyncStream<HubEvent>.Iterator) async throws -> [String] {
+        let needed = config.rounds.minSchools
+        var connected = hub.connectedSchools
+        if connected.count >= needed { return connected }
+        progress("waiting for schools: \(connected.count) of \(needed) connected")
+        let (token, task) = timer(after: config.rounds.waitForSchools)
+        defer { task.cancel() }
+        while connected.count < needed {
+            guard let event = await events.next() else { throw CancellationError() }
+            switch event {
+            case .timer(let t) where t == token:
+                throw RoundError("only \(hub.connectedSchools.count) of the \(needed) schools a round needs (selection.min_schools) connected within \(config.rounds.waitForSchools)")
+            case .connected, .disconnected:
+                connected = hub.connectedSchools
+            default: continue
+            }
+        }
+        return connected
+    }
+
+    func select(from connected: [String]) -> [String] {
+        let n = connected.count
+        let k = min(n, max(config.rounds.minSchools, Int((Double(n) * config.rounds.fraction).rounded(.up))))
+        if k == n { return connected }
+        var order = connected
+        seededShuffle(&order, using: &rng)
+        return Array(order.prefix(k)).sorted()
+    }
+
+    static func nonce() -> WireToken {
+        var g = SystemRandomNumberGenerator()
+        let hex = (0..<16).map { _ in String(format: "%02x", UInt8.random(in: 0...255, using: &g)) }.joined()
+        return WireToken(hex)!
+    }
+
+    func modelRef(_ version: String) throws -> (ObjectRef, URL) {
+        let file = ledger.ledger.store.weights(of: version)
+        let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
+        guard let digest = ObjectDigest(hex: version) else { throw RoundError("version id \(version) is not a SHA-256") }
+        return (ObjectRef(id: WireToken("model-\(version.prefix(16))")!, size: UInt64(size), sha256: digest), file)
+    }
+
+    /// Sends assignments to `schools`; returns those it could not reach.
+    func assign(_ schools: [String], round: Int, task: RoundTask, model: ObjectRef, plan: LocalTrainingPlan,
+                nonces: [String: WireToken]) async -> [String: String] {
+        let parameters = RoundParameters.encode(plan, labels: labels)
+        return await withTaskGroup(of: (String, String?).self) { group in
+            for school in schools {
+                let hub = self.hub
+                group.addTask {
+                    guard let session = hub.session(school) else { return (school, "disconnected before the assignment") }
+                    let a = RoundAssignment(round: UInt64(round), task: task, model: model, nonce: nonces[school]!, parameters: parameters)
+                    do {
+                        try await session.gate.withLock { try await session.connection.send(.roundAssignment(a)) }
+                        return (school, nil)
+                    } catch {
+                        return (school, "the assignment could not be sent (connection lost)")
+                    }
+                }
+            }
+            var failed: [String: String] = [:]
+            for await (school, why) in group { if let why { failed[school] = why } }
+            return failed
+        }
+    }
+
+    func runRound(events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
+        let start = ContinuousClock.now
+        let connected = try await waitForSchools(events: &events)
+        let selected = select(from: connected)
+        let plan = strategy.plan(round: 0, configured: config.plan)
+        let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
+                                            quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction)
+        let round = started.number, base = started.base
+        version = base
+        do {
+            return try await runRound(round, base: base, selected: selected, plan: plan, start: start, events: &events)
+        } catch {
+            if (try? ledger.ledger.roundInFlight())?.number == round {
+                try? ledger.abort(round: round, reason: "the round stopped with an error (\(type(of: error)))")
+            }
+            hub.closeRound()
+            throw error
+        }
+    }
+
+    private func runRound(_ round: Int, base: String, selected: [String], plan: LocalTrainingPlan, start: ContinuousClock.Instant,
+                          events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
+        let cfg = config
+        let aggregation = AggregationRound(round: round, baseVersion: base, layout: global.layout, strategy: strategy,
+                                           maxNorm: cfg.strategy.maxUpdateNorm)
+        let (model, modelFile) = try modelRef(base)
+        var nonces: [String: WireToken] = [:]
+        var expected: [String: Expectation] = [:]
+        for s in selected {
+            nonces[s] = Self.nonce()
+            expected[s] = Expectation(nonce: nonces[s]!, uploadID: WireToken("update-r\(round)")!)
+            try ledger.selected(s, round: round, base: base)
+        }
+        hub.openRound(OpenRound(number: round, task: .train, model: model, modelFile: modelFile, expected: expected,
+                                updateSize: UInt64(4 * global.parameterCount)))
+        progress("round \(round): \(selected.count) school(s) selected (\(selected.joined(separator: ", "))), base \(base.prefix(12))")
+
+        var leftOut: [String: String] = [:]
+        var pending = Set(selected)
+        var weightedLoss = 0.0
+        var aggregateSeconds = 0.0
+        // Records a school as left out; an update it stored but never confirmed is recorded with its hash.
+        func leaveOut(_ school: String, _ reason: String) throws {
+            guard pending.remove(school) != nil else { return }
+            leftOut[school] = reason
+            var entry = AuditEntry(event: .updateRejected, round: round, school: school, baseVersion: base, reason: reason)
+            if let up = hub.current?.expected[school]?.upload {
+                entry.updateSHA256 = up.digest.hex
+                entry.wireBytes = Int(up.size)
+                try? FileManager.default.removeItem(at: up.file)
+            }
+            try ledger.ledger.record(entry)
+            progress("round \(round): \(school) left out: \(reason)")
+        }
+        for (school, why) in await assign(selected, round: round, task: .train, model: model, plan: plan, nonces: nonces) {
+            try leaveOut(school, why)
+        }
+        let (deadline, deadlineTask) = timer(after: cfg.rounds.roundDeadline)
+        defer { deadlineTask.cancel() }
+        var graceTimers: [Int: String] = [:]
+        var graceTasks: [Task<Void, Never>] = []
+        defer { graceTasks.forEach { $0.cancel() } }
+
+        while !pending.isEmpty {
+            guard let event = await events.next() else { throw CancellationError() }
+            switch event {
+            case .timer(let t) where t == deadline:
+                for school in pending.sorted() { try leaveOut(school, "missed the round deadline (\(cfg.rounds.roundDeadline))") }
+            case .timer(let t):
+                if let school = graceTimers.removeValue(forKey: t), pending.contains(school), hub.session(school) == nil {
+                    try leaveOut(school, "disconnected during the round")
+                }
+            case .disconnected(let school) where pending.contains(school):
+                let (token, task) = timer(after: coordinator.reconnectGrace)
+                graceTimers[token] = school
+                graceTasks.append(task)
+            case .result(let school, let result):
+                guard pending.contains(school), result.round == UInt64(round), result.task == .train,
+                      result.nonce == nonces[school] else {
+                    logger.notice("ignoring a stale or unexpected result from \(school) (round \(result.round))")
+                    continue
+                }
+                guard result.status == .completed else {
+                    try leaveOut(school, "the school reported \(result.status.rawValue)")
+                    continue
+                }
+                guard let up = hub.current?.expected[school]?.upload, let ref = result.update,
+                      ref.sha256 == up.digest, ref.size == up.size else {
+                    try leaveOut(school, "its result names no stored update")
+                    continue
+                }
+                pending.remove(school)
+                let t0 = ContinuousClock.now
+                let examples = Int(clamping: result.exampleCount)
+                let metrics = Dictionary(uniqueKeysWithValues: result.metrics.map { ($0.key.value, $0.value) })
+                let update = ModelUpdate(school: school, round: round, baseVersion: base, delta: delta,
+                                         exampleCount: examples, metrics: metrics)
+                let folded = Unchecked((aggregation, update, up.file))
+                let rejection: UpdateRejection?
+                let norm: Double
+                do {
+                    (rejection, norm) = try await ComputeLane.run {
+                        let (aggregation, update, file) = folded.value
+                        try UpdateFile.read(file, into: update.delta)
+                        let rejection = aggregation.submit(update)
+                        let norm = rejection == nil ? aggregation.accepted.last!.norm : DeltaMath.norm(update.delta.buffer)
+                        return (rejection, norm)
+                    }
+                } catch {
+                    leftOut[school] = "its update could not be read (\(error))"
+                    try ledger.ledger.record(AuditEntry(event: .updateRejected, round: round, school: school, baseVersion: base,
+                                                        examples: examples, updateSHA256: up.digest.hex, wireBytes: Int(up.size),
+                                                        reason: leftOut[school]))
+                    continue
+                }
+                aggregateSeconds += Self.seconds(since: t0)
+                try? FileManager.default.removeItem(at: up.file)
+                try ledger.received(update, sha256: up.digest.hex, norm: norm, rejection: rejection)
+                if let rejection {
+                    leftOut[school] = "update rejected: \(rejection)"
+                    progress("round \(round): \(school) update rejected: \(rejection)")
+                } else {
+                    weightedLoss += (metrics["train_loss"] ?? 0) * Double(examples)
+                    progress(String(format: "round %d: %@ update accepted (%d examples, loss %.4f, norm %.3f)",
+                                    round, school, examples, metrics["train_loss"] ?? .nan, norm))
+                }
+            default:
+                continue
+            }
+        }
+        let bytes = hub.closeRound()
+        let t0 = ContinuousClock.now
+        let global = Unchecked(global)
+        let commit = Unchecked(aggregation)
+        let quorum = cfg.rounds.quorum
+        let committed = try await ComputeLane.run { commit.value.commit(to: global.value.parameters, quorum: quorum) }
+        var test: [String: Double] = [:]
+        let examples = aggregation.totalExamples
+        if committed {
+            let bySchool = Dictionary(aggregation.accepted.map { ($0.school, $0.exampleCount) }, uniquingKeysWith: { a, _ in a })
+            let ledger = Unchecked(ledger)
+            version = try await ComputeLane.run {
+                try ledger.value.commit(round: round, global: global.value, metrics: [:], examplesBySchool: bySchool)
+            }
+            if let observe = coordinator.observeCommit {
+                test = try await ComputeLane.run { try observe(global.value) }
+            }
+            progress("round \(round): committed version \(version.prefix(12)) from \(aggregation.accepted.count) update(s), \(examples) examples")
+        } else {
+            let reason = "quorum not reached: \(aggregation.accepted.count) of \(selected.count) updates accepted, \(quorum) required"
+            try ledger.abort(round: round, reason: reason)
+            progress("round \(round): ABORTED (\(reason)); version \(base.prefix(12)) stays")
+        }
+        aggregateSeconds += Self.seconds(since: t0)
+
+        var report = FederatedRoundReport(
+            round: round, baseVersion: base, version: version, committed: committed, selected: selected,
+            accepted: aggregation.accepted.map(\.school), leftOut: leftOut, examples: examples,
+            trainLoss: examples > 0 ? weightedLoss / Double(examples) : .nan,
+            updateNorms: Dictionary(aggregation.accepted.map { ($0.school, $0.norm) }, uniquingKeysWith: { a, _ in a }),
+            bytesUp: bytes?.bytesUp ?? 0, bytesDown: bytes?.bytesDown ?? 0, evaluation: [:], evaluationExamples: 0,
+            evaluatedSchools: [], test: test, aggregateSeconds: aggregateSeconds, seconds: 0)
+        if committed && cfg.rounds.federatedEvaluation {
+            try await evaluate(round: round, plan: plan, report: &report, events: &events)
+        }
+        report.seconds = Self.seconds(since: start)
+        return report
+    }
+
+    /// Asks every connected school to score the current version; combines their metrics weighted by examples.
+    func evaluate(round: Int, plan: LocalTrainingPlan, report: inout FederatedRoundReport,
+                  events: inout AsyncStream<HubEvent>.Iterator) async throws {
+        let schools = hub.connectedSchools
+        guard !schools.isEmpty else { return }
+        let (model, modelFile) = try modelRef(version)
+        var nonces: [String: WireToken] = [:]
+        for s in schools { nonces[s] = Self.nonce() }
+        hub.openRound(OpenRound(number: round, task: .evaluate, model: model, modelFile: modelFile,
+                                expected: nonces.mapValues { Expectation(nonce: $0) }, updateSize: 0))
+        var pending = Set(schools)
+        for (school, _) in await assign(schools, round: round, task: .evaluate, model: model, plan: plan, nonces: nonces) {
+            pending.remove(school)
+        }
+        let (deadline, task) = timer(after: config.rounds.evaluationDeadline)
+        defer { task.cancel() }
+        var sums: [String: Double] = [:], counts: [String: Int] = [:]
+        var total = 0
+        var evaluated: [String] = []
+        while !pending.isEmpty {
+            guard let event = await events.next() else { throw CancellationError() }
+            switch event {
+            case .timer(let t) where t == deadline:
+                logger.notice("round \(round): evaluation deadline passed without \(pending.sorted().joined(separator: ", "))")
+                pending.removeAll()
+            case .disconnected(let school):
+                pending.remove(school)
+            case .result(let school, let r):
+                guard pending.contains(school), r.round == UInt64(round), r.task == .evaluate, r.nonce == nonces[school] else { continue }
+                pending.remove(school)
+                guard r.status == .completed, r.exampleCount > 0 else { continue }
+                let n = Int(clamping: r.exampleCount)
+                total += n
+                evaluated.append(school)
+                for (k, v) in r.metrics where v.isFinite {
+                    sums[k.value, default: 0] += v * Double(n)
+                    counts[k.value, default: 0] += n
+                }
+            default: continue
+            }
+        }
+        let bytes = hub.closeRound()
+        report.bytesDown += bytes?.bytesDown ?? 0
+        // Only metrics every evaluating school reported.
+        report.evaluation = sums.filter { counts[$0.key] == total }.mapValues { $0 / Double(max(total, 1)) }
+        report.evaluationExamples = total
+        report.evaluatedSchools = evaluated.sorted()
+        if total > 0 {
+            let shown = ["accuracy", "macro_f1", "micro_f1", "rmse", "loss"].compactMap { k in report.evaluation[k].map { String(format: "%@ %.4f", k, $0) } }
+            progress("round \(round): federated evaluation over \(evaluated.count) school(s), \(total) validation examples: \(shown.joined(separator: ", "))")
+        }
+    }
+
+    static func seconds(since t: ContinuousClock.Instant) -> Double {
+        let d = ContinuousClock.now - t
+        return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
+    }
+}

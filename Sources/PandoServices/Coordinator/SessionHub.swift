@@ -1,0 +1,198 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import PandoTransport
+import PandoWire
+
+/// A mutual-exclusion lock for async code: one transfer or assignment at a time on a
+/// connection, so an assignment never lands in the middle of a chunk stream.
+actor AsyncGate {
+    private var busy = false
+    private var waiters: [CheckedContinuation<Void, Never>] = []
+
+    func acquire() async {
+        if !busy {
+            busy = true
+            return
+        }
+        await withCheckedContinuation { waiters.append($0) }
+    }
+
+    func release() {
+        if waiters.isEmpty { busy = false } else { waiters.removeFirst().resume() }
+    }
+
+    nonisolated func withLock<T: Sendable>(_ body: @Sendable () async throws -> T) async throws -> T {
+        await acquire()
+        do {
+            let value = try await body()
+            await release()
+            return value
+        } catch {
+            await release()
+            throw error
+        }
+    }
+}
+
+/// One school's live connection, as the round driver sees it.
+final class SchoolSession: Sendable {
+    let school: String
+    let connection: PandoConnection
+    let gate = AsyncGate()
+    let id = UUID()
+    init(school: String, connection: PandoConnection) {
+        self.school = school
+        self.connection = connection
+    }
+}
+
+/// What sessions tell the round driver.
+enum HubEvent: Sendable {
+    case connected(String)
+    case disconnected(String)
+    case uploaded(String, round: Int)
+    case result(String, RoundResult)
+    /// A timer the driver set went off (`token` says which).
+    case timer(Int)
+}
+
+/// What one school owes the open round.
+struct Expectation: Sendable {
+    var nonce: WireToken
+    var uploadID: WireToken?
+    var upload: (file: URL, digest: ObjectDigest, size: UInt64)?
+}
+
+/// The round the coordinator has open: who is expected to do what, which object may
+/// be fetched, and the bytes moved. Sessions consult it to accept or refuse uploads.
+struct OpenRound: Sendable {
+    var number: Int
+    var task: RoundTask
+    var model: ObjectRef
+    var modelFile: URL
+    var expected: [String: Expectation]
+    var updateSize: UInt64
+    var bytesUp: UInt64 = 0
+    var bytesDown: UInt64 = 0
+}
+
+/// The meeting point of the connection handlers (one task per school) and the round
+/// driver: live sessions, the open round, and a stream of events for the driver.
+final class SessionHub: @unchecked Sendable {
+    private let lock = NIOLock()
+    private var sessions: [String: SchoolSession] = [:]
+    private var open: OpenRound?
+    /// Objects schools may fetch: the open round's model and the previous one.
+    private var servable: [(id: WireToken, file: URL, digest: ObjectDigest)] = []
+    let events: AsyncStream<HubEvent>
+    private let continuation: AsyncStream<HubEvent>.Continuation
+    let incoming: URL
+    let logger: Logger
+
+    init(incoming: URL, logger: Logger) {
+        (events, continuation) = AsyncStream.makeStream(of: HubEvent.self)
+        self.incoming = incoming
+        self.logger = logger
+    }
+
+    func post(_ event: HubEvent) { continuation.yield(event) }
+    func finish() { continuation.finish() }
+
+    var connectedSchools: [String] { lock.withLock { sessions.keys.sorted() } }
+    func session(_ school: String) -> SchoolSession? { lock.withLock { sessions[school] } }
+
+    func register(_ s: SchoolSession) {
+        lock.withLock { sessions[s.school] = s }
+        post(.connected(s.school))
+    }
+
+    func unregister(_ s: SchoolSession) {
+        let removed = lock.withLock { () -> Bool in
+            guard sessions[s.school]?.id == s.id else { return false }
+            sessions[s.school] = nil
+            return true
+        }
+        if removed { post(.disconnected(s.school)) }
+    }
+
+    func openRound(_ round: OpenRound) {
+        lock.withLock {
+            servable.removeAll { $0.id == round.model.id }
+            servable = Array(servable.suffix(1)) + [(round.model.id, round.modelFile, round.model.sha256)]
+            open = round
+        }
+    }
+
+    /// Closes the open round; returns it (with its byte counts).
+    @discardableResult
+    func closeRound() -> OpenRound? {
+        lock.withLock {
+            defer { open = nil }
+            return open
+        }
+    }
+
+    var current: OpenRound? { lock.withLock { open } }
+
+    func servableObject(_ id: WireToken) -> (URL, ObjectDigest)? {
+        lock.withLock { servable.first { $0.id == id }.map { ($0.file, $0.digest) } }
+    }
+
+    func countDown(_ bytes: UInt64) { lock.withLock { open?.bytesDown += bytes } }
+
+    /// Where to store `offer` from `school`, or nil to refuse it: only the update the open
+    /// training round expects from this school, of the model's exact size, not yet received.
+    func uploadDestination(school: String, offer: ObjectOffer) -> (URL, Int)? {
+        lock.withLock {
+            guard let r = open, r.task == .train, offer.kind == .update, offer.size == r.updateSize,
+                  let e = r.expected[school], e.uploadID == offer.id, e.upload == nil else { return nil }
+            let safe = String(school.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+            return (incoming.appendingPathComponent("r\(r.number)-\(safe).delta"), r.number)
+        }
+    }
+
+    func uploaded(school: String, round: Int, offer: ObjectOffer, file: URL, bytesOnWire: UInt64) {
+        lock.withLock {
+            guard open?.number == round else { return }
+            open?.expected[school]?.upload = (file, offer.sha256, offer.size)
+            open?.bytesUp += bytesOnWire
+        }
+        post(.uploaded(school, round: round))
+    }
+
+    /// The connection handler of one school session: serves fetches, takes uploads,
+    /// passes results to the driver. Returns (throws) when the connection ends.
+    func serve(_ connection: PandoConnection) async throws {
+        let session = SchoolSession(school: connection.schoolID.value, connection: connection)
+        register(session)
+        defer { unregister(session) }
+        while true {
+            let message = try await connection.receive()
+            switch message {
+            case .objectRequest(let request):
+                guard let (file, digest) = servableObject(request.id) else {
+                    throw TransportError.protocolViolation("request for unknown object \(request.id)")
+                }
+                let stats = try await session.gate.withLock {
+                    try await connection.serveObject(request, file: file, sha256: digest)
+                }
+                countDown(stats.bytesTransferred)
+            case .objectOffer(let offer):
+                guard let (destination, round) = uploadDestination(school: session.school, offer: offer) else {
+                    logger.notice("refusing object \(offer.id) from \(session.school): no open round expects it")
+                    try await connection.refuse(offer)
+                    continue
+                }
+                let stats = try await session.gate.withLock {
+                    try await connection.receiveObject(offer, to: destination, maxSize: offer.size)
+                }
+                uploaded(school: session.school, round: round, offer: offer, file: destination, bytesOnWire: stats.bytesTransferred)
+            case .roundResult(let result):
+                post(.result(session.school, result))
+            default:
+                throw TransportError.protocolViolation("unexpected \(message.type.name) from a school")
+            }
+        }
+    }
+}

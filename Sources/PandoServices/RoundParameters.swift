@@ -1,0 +1,107 @@
+import Crypto
+import Dispatch
+import Foundation
+import PandoData
+import PandoFederation
+import PandoWire
+
+/// The hyper-parameters of a `roundAssignment`, both ways: the coordinator writes the
+/// strategy's plan into the assignment's number map, the school reads it back.
+enum RoundParameters {
+    static let labelSetDigest: WireToken = "labelSetDigest"
+    static let labelCount: WireToken = "labelCount"
+
+    static func encode(_ plan: LocalTrainingPlan, labels: LabelSetID) -> [WireToken: Double] {
+        var p: [WireToken: Double] = [
+            "localEpochs": Double(plan.epochs),
+            "learningRate": Double(plan.learningRate.description) ?? Double(plan.learningRate),
+            "batchSize": Double(plan.batchSize),
+            "maxLength": Double(plan.maxLength),
+            "warmupRatio": plan.warmupRatio,
+            "linearDecay": plan.linearDecay ? 1 : 0,
+            "weightDecay": Double(plan.weightDecay.description) ?? Double(plan.weightDecay),
+            "dropout": plan.dropout ? 1 : 0,
+            "seed": Double(plan.seed & 0x1F_FFFF_FFFF_FFFF),  // exact in a double
+            labelSetDigest: labels.digest,
+            labelCount: Double(labels.count),
+        ]
+        if let g = plan.maxGradientNorm { p["maxGradientNorm"] = Double(g) }
+        if let mu = plan.proximalMu { p["proximalMu"] = Double(mu.description) ?? Double(mu) }
+        return p
+    }
+
+    /// The plan in `parameters`; a missing or out-of-range value is an error naming it.
+    static func decode(_ parameters: [WireToken: Double]) throws -> LocalTrainingPlan {
+        func value(_ key: WireToken) throws -> Double {
+            guard let v = parameters[key] else { throw RoundError("the assignment has no \(key)") }
+            return v
+        }
+        func whole(_ key: WireToken, _ range: ClosedRange<Int>) throws -> Int {
+            let v = try value(key)
+            guard v.rounded() == v, v >= Double(range.lowerBound), v <= Double(range.upperBound) else {
+                throw RoundError("the assignment's \(key) \(v) is not a whole number in \(range)")
+            }
+            return Int(v)
+        }
+        var plan = LocalTrainingPlan()
+        plan.epochs = try whole("localEpochs", 1...1000)
+        plan.batchSize = try whole("batchSize", 1...4096)
+        plan.maxLength = try whole("maxLength", 3...8192)
+        plan.learningRate = Float(try value("learningRate"))
+        guard plan.learningRate > 0, plan.learningRate < 1 else { throw RoundError("the assignment's learningRate \(plan.learningRate) is out of range") }
+        plan.warmupRatio = parameters["warmupRatio"] ?? 0
+        guard plan.warmupRatio >= 0, plan.warmupRatio < 1 else { throw RoundError("the assignment's warmupRatio is out of range") }
+        plan.linearDecay = (parameters["linearDecay"] ?? 0) != 0
+        plan.weightDecay = Float(parameters["weightDecay"] ?? 0.01)
+        plan.dropout = (parameters["dropout"] ?? 1) != 0
+        plan.maxGradientNorm = parameters["maxGradientNorm"].map(Float.init)
+        plan.proximalMu = parameters["proximalMu"].map(Float.init)
+        plan.seed = UInt64(try whole("seed", 0...Int(0x1F_FFFF_FFFF_FFFF)))
+        return plan
+    }
+}
+
+/// A federation's label set as a number both ends can compare: the first 48 bits of the
+/// SHA-256 of the task and the label names in order (exact in a double).
+struct LabelSetID: Sendable, Equatable {
+    let digest: Double
+    let count: Int
+
+    init(task: TaskKind, labels: [String]) {
+        let text = ([task.rawValue] + labels).joined(separator: "\n")
+        let hash = Array(SHA256.hash(data: Data(text.utf8)))
+        var x: UInt64 = 0
+        for b in hash.prefix(6) { x = x << 8 | UInt64(b) }
+        digest = Double(x)
+        count = labels.count
+    }
+}
+
+/// A round-level problem (a bad assignment, a mismatched label set); its text is Pando's own.
+public struct RoundError: Error, CustomStringConvertible {
+    public let description: String
+    public init(_ description: String) { self.description = description }
+}
+
+/// Runs CPU-heavy work (training, evaluation, aggregation, checkpoint writes) on one
+/// serial thread outside Swift's cooperative pool, so heartbeats and transfers keep
+/// flowing while it runs, and so several in-process schools (a simulation) take turns
+/// on the cores instead of oversubscribing them.
+public enum ComputeLane {
+    static let queue = DispatchQueue(label: "pando.compute", qos: .userInitiated)
+
+    public static func run<T: Sendable>(_ body: @escaping @Sendable () throws -> T) async throws -> T {
+        try await withCheckedThrowingContinuation { continuation in
+            queue.async {
+                continuation.resume(with: Result { try body() })
+            }
+        }
+    }
+}
+
+/// Hands a value that is used by one task at a time (the compute lane) across a
+/// `@Sendable` boundary.
+struct Unchecked<T>: @unchecked Sendable {
+    let value: T
+    init(_ value: T) { self.value = value }
+}

@@ -1,0 +1,336 @@
+import Foundation
+import Logging
+import NIOConcurrencyHelpers
+import PandoData
+import PandoEngine
+import PandoFederation
+import PandoLedger
+import PandoText
+import PandoTraining
+import PandoTransport
+import PandoWire
+
+/// What a school agent reports as it works (for progress displays; numbers only).
+public enum SchoolEvent: Sendable {
+    case connected
+    case assignment(round: Int, task: RoundTask)
+    case fetched(round: Int, bytes: UInt64, cached: Bool)
+    case trained(round: Int, examples: Int, metrics: [String: Double])
+    case sent(round: Int, bytes: UInt64)
+    case evaluated(round: Int, examples: Int, metrics: [String: Double])
+    case declined(round: Int, reason: String)
+}
+
+/// The school's side of the federation: keeps one outbound connection to the
+/// coordinator and answers its assignments, one at a time.
+///
+/// For a `train` assignment it fetches the global version by SHA-256 (unless cached),
+/// fine-tunes it on the school's training data with the shared engine
+/// (`LocalUpdater`), writes the delta, offers it, records what it sent in its own
+/// `SchoolLog` once the coordinator has stored it, and sends the `roundResult`. For an
+/// `evaluate` assignment it scores the version on its validation data and returns
+/// aggregate metrics only. The data never leaves this object: only weights, counts and
+/// metrics go on the wire.
+public final class SchoolAgent: @unchecked Sendable {
+    public let configuration: SchoolConfiguration
+    public let client: SchoolClient
+    let logger: Logger
+    let training: LabeledDataset
+    let validation: LabeledDataset?
+    let tokenizer: BertTokenizer
+    let config: BertConfig
+    let head: ClassifierHead
+    let labelSet: LabelSetID
+    let scoreRange: [Int]?
+    let schoolLog: SchoolLog
+    /// Hook for progress displays.
+    public var onEvent: (@Sendable (SchoolEvent) -> Void)?
+    /// Test hook: alters the delta file after local training, before it is offered.
+    var tamper: (@Sendable (URL) throws -> Void)?
+
+    /// State that survives reconnects: an update the coordinator may not have stored yet.
+    private let pending = NIOLockedValueBox<PendingUpload?>(nil)
+    private var updater: LocalUpdater?
+    private var encodedCache: (maxLength: Int, train: EncodedDataset, validation: EncodedDataset?)?
+
+    struct PendingUpload: Sendable {
+        var assignment: RoundAssignment
+        var file: URL
+        var digest: ObjectDigest
+        var size: UInt64
+        var examples: Int
+        var metrics: [String: Double]
+    }
+
+    /// Loads the school's data as the configuration says and checks it against the
+    /// federation's label set; refuses (throws) on unreadable data, labels outside the
+    /// federation's set, or a bad certificate, before anything connects.
+    public convenience init(configuration: SchoolConfiguration, logger: Logger) throws {
+        let labelMap = configuration.task == .regression ? nil : try LabelMap(names: configuration.labels)
+        let all: LabeledDataset
+        do { all = try configuration.format.load(configuration.data, labels: labelMap) } catch {
+            throw RoundError("school data \(configuration.data.path): \(error)")
+        }
+        let training: LabeledDataset, validation: LabeledDataset?
+        if let file = configuration.validation {
+            training = all
+            do { validation = try configuration.format.load(file, labels: labelMap ?? all.labels) } catch {
+                throw RoundError("validation data \(file.path): \(error)")
+            }
+        } else if configuration.validationFraction > 0, all.count >= 10 {
+            var rng = SplitMix64(seed: 0x5C4001)
+            let (t, v) = all.stratifiedSplit(validationFraction: configuration.validationFraction, using: &rng)
+            training = t
+            validation = v
+        } else {
+            training = all
+            validation = nil
+        }
+        try self.init(configuration: configuration, training: training, validation: validation, logger: logger)
+    }
+
+    /// An agent over data already in memory (`pando simulate` hands each school its shard).
+    public init(configuration: SchoolConfiguration, training: LabeledDataset, validation: LabeledDataset?, logger: Logger) throws {
+        guard training.count > 0 else { throw RoundError("the school has no training examples") }
+        guard training.task == configuration.task else {
+            throw RoundError("the school's data is \(training.task.rawValue) but the federation's task is \(configuration.task.rawValue)")
+        }
+        if configuration.task != .regression, training.labels.names != configuration.labels {
+            throw RoundError("the school's label map \(training.labels.names) differs from the federation's \(configuration.labels)")
+        }
+        self.configuration = configuration
+        self.logger = logger
+        self.training = training
+        self.validation = validation?.count == 0 ? nil : validation
+        let model = configuration.baseModel
+        do {
+            tokenizer = try BertTokenizer(folder: model)
+            config = try BertConfig(contentsOf: model.appendingPathComponent("config.json"))
+        } catch {
+            throw RoundError("base model \(model.path): \(error)")
+        }
+        head = ClassifierHead(objective: configuration.task.objective, labels: configuration.labels)
+        labelSet = LabelSetID(task: configuration.task, labels: configuration.labels)
+        scoreRange = configuration.task == .regression
+            ? Evaluation.inferScoreRange(training.examples.compactMap { $0.target.score }) : nil
+        try FileManager.default.createDirectory(at: configuration.cache.appendingPathComponent("versions"), withIntermediateDirectories: true)
+        try FileManager.default.createDirectory(at: configuration.cache.appendingPathComponent("outgoing"), withIntermediateDirectories: true)
+        schoolLog = try SchoolLog(url: configuration.log)
+        client = try SchoolClient(configuration: configuration.transport, logger: logger)
+    }
+
+    public var trainingExamples: Int { training.count }
+    public var validationExamples: Int { validation?.count ?? 0 }
+
+    /// Serves the coordinator until cancelled, reconnecting with backoff whenever the
+    /// connection fails. `maxAttempts` bounds consecutive failed connection attempts.
+    public func run(maxAttempts: Int? = nil) async throws {
+        try await client.run(maxAttempts: maxAttempts) { conn in
+            self.onEvent?(.connected)
+            if let p = self.pending.withLockedValue({ $0 }) {
+                self.logger.info("re-sending the update of round \(p.assignment.round) after reconnecting")
+                try await self.deliver(p, on: conn)
+            }
+            while true {
+                let message = try await conn.receive()
+                guard case .roundAssignment(let a) = message else {
+                    throw TransportError.protocolViolation("expected roundAssignment, got \(message.type.name)")
+                }
+                try await self.handle(a, on: conn)
+            }
+        }
+    }
+
+    func handle(_ a: RoundAssignment, on conn: PandoConnection) async throws {
+        let round = Int(a.round)
+        onEvent?(.assignment(round: round, task: a.task))
+        logger.info("round \(round): \(a.task.rawValue) from version \(a.model.sha256.hex.prefix(12))")
+        // A newer assignment supersedes an update the coordinator never took.
+        pending.withLockedValue { $0 = nil }
+        let plan: LocalTrainingPlan
+        do {
+            plan = try RoundParameters.decode(a.parameters)
+            guard a.parameters[RoundParameters.labelSetDigest] == labelSet.digest else {
+                throw RoundError("the federation's label set differs from this school's configuration (\(configuration.labels.count) labels): ask the district for the current federation settings")
+            }
+        } catch {
+            return try await decline(a, reason: "\(error)", on: conn)
+        }
+        let model: BertModel
+        do {
+            client.setActivity(.transferring)
+            model = try await fetchVersion(a, on: conn)
+        } catch let e as TransportError {
+            throw e  // the connection is gone: reconnect
+        } catch {
+            client.setActivity(.idle)
+            return try await decline(a, reason: "\(error)", on: conn)
+        }
+        switch a.task {
+        case .train: try await train(a, model: model, plan: plan, on: conn)
+        case .evaluate: try await evaluate(a, model: model, plan: plan, on: conn)
+        }
+        client.setActivity(.idle)
+    }
+
+    /// The version's weights: from the cache, else fetched by hash (resuming a partial download).
+    func fetchVersion(_ a: RoundAssignment, on conn: PandoConnection) async throws -> BertModel {
+        let sha = a.model.sha256.hex
+        let folder = configuration.cache.appendingPathComponent("versions/\(sha)", isDirectory: true)
+        let weights = folder.appendingPathComponent("model.safetensors")
+        let fm = FileManager.default
+        let cached = fm.fileExists(atPath: weights.path)
+        if !cached {
+            try fm.createDirectory(at: folder, withIntermediateDirectories: true)
+            let limit = UInt64(4 * BertModel.layout(config: config, head: head).count) + (64 << 20)
+            let stats = try await conn.fetchObject(a.model, kind: .checkpoint, to: weights, maxSize: limit)
+            onEvent?(.fetched(round: Int(a.round), bytes: stats.bytesTransferred, cached: false))
+            pruneCache(keeping: sha)
+        } else {
+            onEvent?(.fetched(round: Int(a.round), bytes: 0, cached: true))
+        }
+        let configCopy = folder.appendingPathComponent("config.json")
+        if !fm.fileExists(atPath: configCopy.path) {
+            try fm.copyItem(at: configuration.baseModel.appendingPathComponent("config.json"), to: configCopy)
+        }
+        let head = self.head
+        return try await ComputeLane.run {
+            let (model, report) = try BertModel.load(from: folder, head: head)
+            guard report.initialized.isEmpty else {
+                throw RoundError("global version \(sha.prefix(12)) lacks \(report.initialized.joined(separator: ", ")) for this federation's head")
+            }
+            return model
+        }
+    }
+
+    /// Keeps the newest two versions in the cache.
+    func pruneCache(keeping sha: String) {
+        let dir = configuration.cache.appendingPathComponent("versions")
+        let fm = FileManager.default
+        guard let names = try? fm.contentsOfDirectory(atPath: dir.path) else { return }
+        let dated = names.compactMap { name -> (String, Date)? in
+            let attrs = try? fm.attributesOfItem(atPath: dir.appendingPathComponent(name).path)
+            return (attrs?[.modificationDate] as? Date).map { (name, $0) }
+        }.sorted { $0.1 > $1.1 }
+        for (name, _) in dated.dropFirst(2) where name != sha {
+            try? fm.removeItem(at: dir.appendingPathComponent(name))
+        }
+    }
+
+    func encoded(maxLength: Int) -> (train: EncodedDataset, validation: EncodedDataset?) {
+        let length = min(maxLength, config.maxPositions)
+        if let c = encodedCache, c.maxLength == length { return (c.train, c.validation) }
+        let train = EncodedDataset(training, tokenizer: tokenizer, maxLength: length)
+        let validation = self.validation.map { EncodedDataset($0, tokenizer: tokenizer, maxLength: length) }
+        encodedCache = (length, train, validation)
+        return (train, validation)
+    }
+
+    func train(_ a: RoundAssignment, model: BertModel, plan: LocalTrainingPlan, on conn: PandoConnection) async throws {
+        let round = Int(a.round)
+        client.setActivity(.training, progress: 0)
+        let school = conn.schoolID.value
+        let file = configuration.cache.appendingPathComponent("outgoing/update-r\(round).delta")
+        let data = encoded(maxLength: plan.maxLength).train
+        if updater == nil || updater!.model.layout != model.layout { updater = LocalUpdater(like: model) }
+        let updater = Unchecked(self.updater!)
+        let result: (String, [String: Double])
+        do {
+            result = try await ComputeLane.run {
+                let update = try updater.value.train(school: school, data: data, from: model, round: round,
+                                               baseVersion: a.model.sha256.hex, plan: plan)
+                try UpdateFile.write(update.delta, to: file)
+                return (update.wireSHA256, update.metrics)
+            }
+        } catch {
+            client.setActivity(.idle)
+            return try await decline(a, reason: "local training failed: \(error)", on: conn, status: .failed)
+        }
+        try tamper?(file)
+        let digest = try ObjectDigest(hex: tamper == nil ? result.0 : Self.sha256(of: file)).orThrow("bad digest")
+        let size = UInt64((try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0)
+        onEvent?(.trained(round: round, examples: data.count, metrics: result.1))
+        let upload = PendingUpload(assignment: a, file: file, digest: digest, size: size, examples: data.count, metrics: result.1)
+        pending.withLockedValue { $0 = upload }
+        try await deliver(upload, on: conn)
+    }
+
+    /// Offers the update, logs it once stored, sends the result.
+    func deliver(_ p: PendingUpload, on conn: PandoConnection) async throws {
+        let round = Int(p.assignment.round)
+        client.setActivity(.transferring)
+        let id = WireToken("update-r\(round)")!
+        do {
+            let stats = try await conn.sendObject(id: id, kind: .update, file: p.file, sha256: p.digest)
+            onEvent?(.sent(round: round, bytes: stats.bytesTransferred))
+        } catch TransportError.transferFailed(let why) {
+            // The coordinator refused it (the round closed, or it already has it): nothing to log.
+            logger.warning("round \(round): the coordinator did not take the update (\(why))")
+            pending.withLockedValue { $0 = nil }
+            try? FileManager.default.removeItem(at: p.file)
+            client.setActivity(.idle)
+            return
+        }
+        try schoolLog.append(SchoolLogEntry(school: conn.schoolID.value, round: round, baseVersion: p.assignment.model.sha256.hex,
+                                            updateSHA256: p.digest.hex, wireBytes: Int(p.size), examples: p.examples))
+        let metrics = Self.wireMetrics(p.metrics)
+        try await conn.send(.roundResult(RoundResult(
+            round: p.assignment.round, task: .train, nonce: p.assignment.nonce, status: .completed,
+            update: ObjectRef(id: id, size: p.size, sha256: p.digest), exampleCount: UInt64(p.examples), metrics: metrics)))
+        pending.withLockedValue { $0 = nil }
+        try? FileManager.default.removeItem(at: p.file)
+        logger.info("round \(round): update sent (\(p.size) bytes, \(p.examples) examples)")
+        client.setActivity(.idle)
+    }
+
+    func evaluate(_ a: RoundAssignment, model: BertModel, plan: LocalTrainingPlan, on conn: PandoConnection) async throws {
+        let round = Int(a.round)
+        guard let data = encoded(maxLength: plan.maxLength).validation else {
+            return try await decline(a, reason: "no validation data (set school.validation or validation_fraction)", on: conn)
+        }
+        client.setActivity(.evaluating)
+        let task = configuration.task, labels = configuration.labels, range = scoreRange
+        let metrics: EvaluationMetrics
+        do {
+            metrics = try await ComputeLane.run {
+                let inference = BatchedInference(model: model, batchSize: 64, maxLength: data.sequences.map(\.count).max() ?? 8)
+                return try Evaluation.metrics(logits: inference.logits(data.sequences), targets: data.targets, task: task,
+                                              labels: labels, scoreRange: range)
+            }
+        } catch {
+            return try await decline(a, reason: "evaluation failed: \(error)", on: conn, status: .failed)
+        }
+        onEvent?(.evaluated(round: round, examples: data.count, metrics: metrics.summary))
+        try await conn.send(.roundResult(RoundResult(
+            round: a.round, task: .evaluate, nonce: a.nonce, status: .completed, update: nil,
+            exampleCount: UInt64(data.count), metrics: Self.wireMetrics(metrics.summary))))
+    }
+
+    func decline(_ a: RoundAssignment, reason: String, on conn: PandoConnection, status: PandoWire.RoundStatus = .declined) async throws {
+        logger.error("round \(a.round): \(status.rawValue): \(reason)")
+        onEvent?(.declined(round: Int(a.round), reason: reason))
+        client.setActivity(.idle)
+        try await conn.send(.roundResult(RoundResult(round: a.round, task: a.task, nonce: a.nonce, status: status,
+                                                     update: nil, exampleCount: 0, metrics: [:])))
+    }
+
+    /// Finite metrics under valid token names (at most `RoundResult.maxMetrics`).
+    static func wireMetrics(_ m: [String: Double]) -> [WireToken: Double] {
+        var out: [WireToken: Double] = [:]
+        for (k, v) in m.sorted(by: { $0.key < $1.key }) where v.isFinite && out.count < RoundResult.maxMetrics {
+            if let t = WireToken(k) { out[t] = v }
+        }
+        return out
+    }
+
+    static func sha256(of file: URL) throws -> String {
+        try Digest.sha256(fileAt: file)
+    }
+}
+
+extension Optional {
+    func orThrow(_ message: String) throws -> Wrapped {
+        guard let v = self else { throw RoundError(message) }
+        return v
+    }
+}

@@ -1,0 +1,62 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PandoServices
+
+/// `pando-client --config school.yaml`: one school's on-premises agent.
+@main
+struct ClientCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pando-client",
+        abstract: "Take part in a federation: train on this school's data, send only weight deltas.",
+        discussion: """
+        Reads the school's YAML configuration (see deploy/examples/school.yaml), loads and checks \
+        its data against the federation's label set, then dials out to the coordinator over \
+        mutual TLS and answers its rounds until stopped: fetch the global version by hash, \
+        fine-tune locally, send the delta, log what was sent to the school's own log. The data \
+        never leaves this machine. Reconnects with backoff if the connection drops.
+        """)
+
+    @Option(help: "The school's configuration file (YAML).") var config: String
+    @Option(help: "Give up after this many failed connection attempts in a row (default: never).") var maxAttempts: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        let configuration: SchoolConfiguration
+        let agent: SchoolAgent
+        do {
+            configuration = try SchoolConfiguration.load(from: URL(fileURLWithPath: config))
+            agent = try SchoolAgent(configuration: configuration, logger: Logger(label: "pando.client"))
+        } catch {
+            throw ValidationError("\(error)")
+        }
+        print("data: \(agent.trainingExamples) training and \(agent.validationExamples) validation examples; "
+              + "coordinator \(configuration.transport.coordinatorHost):\(configuration.transport.port); "
+              + "own log \(configuration.log.path)")
+        agent.onEvent = { event in
+            switch event {
+            case .connected: print("connected")
+            case .assignment(let round, let task): print("round \(round): \(task.rawValue)")
+            case .fetched(let round, let bytes, let cached):
+                print(cached ? "round \(round): global version already cached" : "round \(round): fetched the global version (\(bytes) bytes)")
+            case .trained(let round, let examples, let metrics):
+                print(String(format: "round %d: trained on %d examples, loss %.4f, %.1f s", round, examples,
+                             metrics["train_loss"] ?? .nan, metrics["seconds"] ?? 0))
+            case .sent(let round, let bytes): print("round \(round): update sent (\(bytes) bytes)")
+            case .evaluated(let round, let examples, let metrics):
+                let shown = ["accuracy", "macro_f1", "micro_f1", "rmse"].compactMap { k in metrics[k].map { String(format: "%@ %.4f", k, $0) } }
+                print("round \(round): evaluated on \(examples) validation examples: \(shown.joined(separator: ", "))")
+            case .declined(let round, let reason): print("round \(round): declined: \(reason)")
+            }
+        }
+        try await agent.run(maxAttempts: maxAttempts)
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

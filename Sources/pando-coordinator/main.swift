@@ -1,0 +1,69 @@
+import ArgumentParser
+import Foundation
+import Logging
+import PandoServices
+
+/// `pando-coordinator --config coordinator.yaml`: the district's central service.
+@main
+struct CoordinatorCommand: AsyncParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "pando-coordinator",
+        abstract: "Run federated rounds for the schools that connect (mutual TLS).",
+        discussion: """
+        Reads the federation's YAML configuration (see deploy/examples/coordinator.yaml), opens \
+        or creates its state folder (global versions, state.sqlite, the signed audit log), listens \
+        for schools, and runs the configured rounds: select connected schools, send each the head \
+        version's hash and the training plan, validate and aggregate their weight deltas, commit a \
+        new version when the quorum arrives by the deadline, then ask the schools to evaluate it. \
+        Restarting continues the federation from its last committed version.
+        """)
+
+    @Option(help: "The federation's configuration file (YAML).") var config: String
+    @Option(help: "Rounds to run (overrides federation.rounds).") var rounds: Int?
+    @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: Logger.Level = .info
+
+    func run() async throws {
+        let level = logLevel
+        LoggingSystem.bootstrap { label in
+            var handler = StreamLogHandler.standardError(label: label)
+            handler.logLevel = level
+            return handler
+        }
+        var configuration: CoordinatorConfiguration
+        do { configuration = try CoordinatorConfiguration.load(from: URL(fileURLWithPath: config)) } catch {
+            throw ValidationError("\(error)")
+        }
+        if let rounds {
+            guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+            configuration.rounds.rounds = rounds
+        }
+        let settings = configuration
+        let coordinator = Coordinator(configuration: settings, logger: Logger(label: "pando.coordinator"))
+        coordinator.onListening = { port in print("listening on \(settings.listen):\(port) (mutual TLS)") }
+        coordinator.onRound = { r in print(Self.describe(r)) }
+        let reports = try await coordinator.run()
+        print("done: \(reports.filter(\.committed).count) of \(reports.count) rounds committed; audit log \(configuration.stateFolder.appendingPathComponent("audit.jsonl").path)")
+    }
+}
+
+extension CoordinatorCommand {
+    static func describe(_ r: FederatedRoundReport) -> String {
+        var parts: [String] = []
+        parts.append(r.committed ? "committed \(r.version.prefix(12))" : "aborted, head stays \(r.version.prefix(12))")
+        parts.append("\(r.accepted.count)/\(r.selected.count) updates accepted, \(r.examples) examples")
+        let evaluation: [String] = ["accuracy", "macro_f1", "micro_f1", "rmse"].compactMap { k in
+            guard let v = r.evaluation[k] else { return nil }
+            return String(format: "%@ %.4f", k, v)
+        }
+        if !evaluation.isEmpty {
+            parts.append("federated evaluation (\(r.evaluationExamples) examples): " + evaluation.joined(separator: ", "))
+        }
+        if !r.leftOut.isEmpty {
+            let left: [String] = r.leftOut.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }
+            parts.append("left out: " + left.joined(separator: ", "))
+        }
+        return "round \(r.round): " + parts.joined(separator: "; ")
+    }
+}
+
+extension Logger.Level: @retroactive ExpressibleByArgument {}

@@ -1,0 +1,168 @@
+import Foundation
+import Logging
+import NIOCore
+import PandoData
+import PandoEngine
+import PandoFederation
+import PandoLedger
+@testable import PandoServices
+import PandoTestSupport
+import XCTest
+
+/// Coordinator and three schools over mutual TLS on loopback (in this process), tiny model.
+final class EndToEndTests: XCTestCase {
+    /// Copies of the deltas each school offered, keyed "<school>-update-r<round>.delta".
+    final class Captured: @unchecked Sendable {
+        let folder: URL
+        init(folder: URL) { self.folder = folder }
+        func delta(_ school: String, round: Int, layout: ParameterLayout) throws -> ParameterBuffer {
+            let b = ParameterBuffer(layout: layout)
+            try UpdateFile.read(folder.appendingPathComponent("\(school)-update-r\(round).delta"), into: b)
+            return b
+        }
+    }
+
+    func run(strategy: StrategyChoice, rounds: Int = 2, canary: String = "",
+             tap: (@Sendable (ByteBuffer) -> Void)? = nil) async throws -> (reports: [FederatedRoundReport], state: URL, captured: Captured,
+                                                                           layout: ParameterLayout, logs: LogLines, work: URL) {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e")
+        let state = work.appendingPathComponent("state")
+        let model = try TestFixtures.tinyModelFolder()
+        let logs = LogLines()
+        let federation = try LoopbackFederation(configuration: Federation.configuration(model: model, state: state, rounds: rounds, strategy: strategy),
+                                                schools: try Federation.schools(canary: canary), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: logs.logger("e2e"))
+        let captured = Captured(folder: work.appendingPathComponent("captured"))
+        try FileManager.default.createDirectory(at: captured.folder, withIntermediateDirectories: true)
+        federation.prepareAgent = { id, agent in
+            agent.tamper = { url in
+                try FileManager.default.copyItem(at: url, to: captured.folder.appendingPathComponent("\(id)-\(url.lastPathComponent)"))
+            }
+            if let tap { agent.client.plaintextTap.withLockedValue { $0 = tap } }
+        }
+        let reports = try await federation.run()
+        let layout = try BertModel.load(from: model, head: ClassifierHead(objective: TaskKind.classification.objective, labels: Federation.labels)).0.layout
+        return (reports, state, captured, layout, logs, work)
+    }
+
+    func weights(_ state: URL, _ version: String) throws -> ParameterBuffer {
+        try BertModel.load(from: state.appendingPathComponent("versions/\(version)"),
+                           head: ClassifierHead(objective: TaskKind.classification.objective, labels: Federation.labels)).0.parameters
+    }
+
+    func verify(_ state: URL) throws -> VerificationReport {
+        let logs = try FileManager.default.contentsOfDirectory(atPath: state.appendingPathComponent("schools").path)
+            .filter { $0.hasSuffix(".jsonl") }.map { state.appendingPathComponent("schools/\($0)") }
+        XCTAssertEqual(logs.count, 3, "one log per school")
+        return AuditVerifier.verify(log: state.appendingPathComponent("audit.jsonl"),
+                                    key: try AuditPublicKey.load(from: state.appendingPathComponent("keys/coordinator.key.pub")),
+                                    clientLogs: logs, checkpoints: state)
+    }
+
+    func testFedAvgRoundsOverTLSMatchTheHandComputedWeightedMean() async throws {
+        let r = try await run(strategy: StrategyChoice(name: .fedavg))
+        XCTAssertEqual(r.reports.count, 2)
+        let sizes = ["north": 60, "south": 90, "west": 40]
+        for report in r.reports {
+            XCTAssertTrue(report.committed, "round \(report.round): \(report.leftOut)")
+            XCTAssertEqual(report.accepted.sorted(), ["north", "south", "west"])
+            XCTAssertEqual(report.examples, 190)
+            XCTAssertEqual(report.bytesUp, UInt64(3 * 4 * r.layout.count), "three deltas of 4 bytes per parameter")
+            XCTAssertEqual(report.evaluatedSchools, ["north", "south", "west"])
+            XCTAssertEqual(report.evaluationExamples, 60)
+            XCTAssertNotNil(report.evaluation["accuracy"])
+            // The committed version is base + Σ nᵢ Δᵢ / Σ nᵢ of the deltas the schools sent.
+            let base = try weights(r.state, report.baseVersion), new = try weights(r.state, report.version)
+            var expected = [Double](repeating: 0, count: r.layout.count)
+            for (school, n) in sizes {
+                let d = try r.captured.delta(school, round: report.round, layout: r.layout)
+                for i in 0..<r.layout.count { expected[i] += Double(n) * Double(d.buffer[i]) / 190 }
+            }
+            var worst = 0.0
+            for i in 0..<r.layout.count { worst = max(worst, abs(Double(new.buffer[i]) - Double(base.buffer[i]) - expected[i])) }
+            XCTAssertLessThan(worst, 1e-6, "round \(report.round)")
+        }
+        XCTAssertEqual(r.reports[1].baseVersion, r.reports[0].version, "round 2 trains from round 1's version")
+        // Bytes down: every school fetched each new version once (train in round 1: base; eval: v1; round 2 cached v1; eval: v2).
+        XCTAssertGreaterThan(r.reports[0].bytesDown, 0)
+        let report = try verify(r.state)
+        XCTAssertTrue(report.isValid, "\(report.problems)")
+        XCTAssertEqual(report.clientEntriesChecked, 6)
+    }
+
+    func testFedAdamFirstRoundFollowsItsFormula() async throws {
+        var choice = StrategyChoice(name: .fedadam)
+        choice.serverLearningRate = 1e-2
+        let r = try await run(strategy: choice, rounds: 1)
+        let report = try XCTUnwrap(r.reports.first)
+        XCTAssertTrue(report.committed)
+        let base = try weights(r.state, report.baseVersion), new = try weights(r.state, report.version)
+        let sizes = ["north": 60.0, "south": 90.0, "west": 40.0]
+        var worst = 0.0
+        var deltas: [String: ParameterBuffer] = [:]
+        for s in sizes.keys { deltas[s] = try r.captured.delta(s, round: 1, layout: r.layout) }
+        for i in 0..<r.layout.count {
+            let g = sizes.reduce(0.0) { $0 + $1.value * Double(deltas[$1.key]!.buffer[i]) } / 190
+            // m₀ = 0, v₀ = τ²: m = (1 − β1) g, v = β2 τ² + (1 − β2) g², w += η m / (√v + τ)
+            let m = 0.1 * g, v = 0.99 * 1e-12 + 0.01 * g * g
+            let step = 1e-2 * m / (v.squareRoot() + 1e-6)
+            worst = max(worst, abs(Double(new.buffer[i]) - Double(base.buffer[i]) - step))
+        }
+        XCTAssertLessThan(worst, 1e-6)
+    }
+
+    func testFedProxTellsSchoolsMuAndAveragesOnTheServer() async throws {
+        var choice = StrategyChoice(name: .fedprox)
+        choice.mu = 0.05
+        let r = try await run(strategy: choice, rounds: 1)
+        let report = try XCTUnwrap(r.reports.first)
+        XCTAssertTrue(report.committed)
+        let audit = try String(contentsOf: r.state.appendingPathComponent("audit.jsonl"), encoding: .utf8)
+        XCTAssertTrue(audit.contains("\"proximalMu\":0.05"), "the round record carries μ")
+        let base = try weights(r.state, report.baseVersion), new = try weights(r.state, report.version)
+        var worst = 0.0
+        let sizes = ["north": 60.0, "south": 90.0, "west": 40.0]
+        var deltas: [String: ParameterBuffer] = [:]
+        for s in sizes.keys { deltas[s] = try r.captured.delta(s, round: 1, layout: r.layout) }
+        for i in 0..<r.layout.count {
+            let g = sizes.reduce(0.0) { $0 + $1.value * Double(deltas[$1.key]!.buffer[i]) } / 190
+            worst = max(worst, abs(Double(new.buffer[i]) - Double(base.buffer[i]) - g))
+        }
+        XCTAssertLessThan(worst, 1e-6)
+    }
+
+    /// A unique string planted in every school's texts never appears in any byte a school
+    /// writes to its connection (tapped before encryption) nor in any coordinator file.
+    func testCanaryNeverLeavesTheSchools() async throws {
+        let canary = "zebracanary7781"
+        let frames = FrameBytes()
+        let r = try await run(strategy: StrategyChoice(name: .fedavg), rounds: 1, canary: canary, tap: { frames.add($0) })
+        XCTAssertTrue(r.reports.first?.committed ?? false)
+        XCTAssertGreaterThan(frames.count, 3 * 4 * r.layout.count, "the tap saw the uploads")
+        let needle = Array(canary.utf8)
+        XCTAssertFalse(frames.contains(needle), "canary on the wire")
+        // Every file under the coordinator's state folder.
+        var checked = 0
+        let e = FileManager.default.enumerator(at: r.state, includingPropertiesForKeys: [.isRegularFileKey])!
+        for case let url as URL in e where (try? url.resourceValues(forKeys: [.isRegularFileKey]).isRegularFile) == true {
+            let data = try Data(contentsOf: url)
+            XCTAssertNil(data.firstRange(of: Data(needle)), "canary in \(url.path)")
+            checked += 1
+        }
+        XCTAssertGreaterThan(checked, 5)
+        XCTAssertFalse(r.logs.contains(canary), "canary in a log line")
+    }
+}
+
+/// Plaintext bytes a tap saw (kept whole so a string split across writes is still found).
+final class FrameBytes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var bytes: [UInt8] = []
+    func add(_ b: ByteBuffer) { lock.lock(); bytes += b.readableBytesView; lock.unlock() }
+    var count: Int { lock.lock(); defer { lock.unlock() }; return bytes.count }
+    func contains(_ needle: [UInt8]) -> Bool {
+        lock.lock(); defer { lock.unlock() }
+        guard bytes.count >= needle.count else { return false }
+        return Data(bytes).firstRange(of: Data(needle)) != nil
+    }
+}
