@@ -2,7 +2,7 @@ import ArgumentParser
 import Foundation
 
 /// `pando demo`: the README's main job on the embedded data.
-struct DemoCommand: ParsableCommand {
+struct DemoCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "demo",
         abstract: "Three schools fine-tune one shared model in federated rounds on the embedded demo data.",
@@ -22,17 +22,18 @@ struct DemoCommand: ParsableCommand {
         the `pando audit verify` command that repeats the check. Running the demo again continues \
         the federation in demo-state/; delete the folder to start over.
 
-        For now the coordinator and schools run in this one process (`pando simulate`'s code \
-        path); the mutual-TLS transport is not wired in yet.
+        The coordinator and the three school clients are the production services, talking mutual \
+        TLS over 127.0.0.1 with certificates from a temporary district CA (`pando simulate`'s path).
         """)
 
     @OptionGroup var model: ModelOption
     @Option(help: "Federated rounds.") var rounds = 3
     @Option(help: "Folder of the embedded demo data.") var demoData = "deploy/demo"
     @Option(help: "Per-round metrics CSV to write.") var csv = "demo-rounds.csv"
+    @Option(help: "Plot of test accuracy per round (SVG).") var plot = "demo-rounds.svg"
     @Option(help: "Coordinator state folder (versions, audit log, keys, school logs); continued if it exists.") var state = "demo-state"
 
-    func run() throws {
+    func run() async throws {
         let train = demoData + "/questions.train.csv", test = demoData + "/questions.test.csv"
         for file in [train, test] where !FileManager.default.fileExists(atPath: file) {
             throw ValidationError("\(file) not found: run `pando demo` from the repository root, or pass --demo-data")
@@ -40,11 +41,11 @@ struct DemoCommand: ParsableCommand {
         var arguments = [
             "--data", train, "--test", test, "--schools", "3", "--alpha", "1.0", "--rounds", "\(rounds)",
             "--strategy", "fedavg", "--local-epochs", "1", "--learning-rate", "1e-4", "--batch-size", "32",
-            "--max-length", "64", "--csv", csv, "--seed", "42",
+            "--max-length", "64", "--csv", csv, "--plot", plot, "--seed", "42", "--centralized-epochs", "0",
             "--state", state, "--federation", "demo",
         ]
         if let folder = model.model { arguments += ["--model", folder] }
         let simulation = try SimulateCommand.parse(arguments)
-        try simulation.run()
+        try await simulation.run()
     }
 }

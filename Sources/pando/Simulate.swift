@@ -3,7 +3,9 @@ import Foundation
 import PandoData
 import PandoEngine
 import PandoFederation
+import Logging
 import PandoLedger
+import PandoServices
 import PandoText
 import PandoTraining
 
@@ -13,28 +15,30 @@ enum StrategyName: String, ExpressibleByArgument, CaseIterable {
     case trimmedMean = "trimmed-mean"
 }
 
-struct SimulateCommand: ParsableCommand {
+struct SimulateCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "simulate",
-        abstract: "Simulate federated fine-tuning over N schools in this process (no network yet).",
+        abstract: "Simulate federated fine-tuning over N schools: the real coordinator and clients over TLS on loopback.",
         discussion: """
         Splits --data into a stratified held-out test set and N school shards with a seeded \
-        Dirichlet(α) label skew, then runs federated rounds: every school trains locally from the \
-        global weights, its delta is validated and aggregated by --strategy, and the new global \
-        model is scored on the test set. Per-round metrics are printed and written to --csv.
+        Dirichlet(α) label skew (each shard keeps --school-validation-fraction for federated \
+        evaluation). Then it runs the production code path on this machine: a district CA and \
+        certificates are made in a temporary folder, the coordinator listens on 127.0.0.1, and N \
+        school clients dial in over mutual TLS; each round the coordinator sends the head version's \
+        hash and the plan, the schools fetch it, train locally, upload their deltas, and the \
+        coordinator validates, aggregates with --strategy and commits. After each commit the new \
+        global model is scored on the held-out test split (here only: a real coordinator has no \
+        test data) and the schools evaluate it on their validation splits.
 
-        RECORDS: the coordinator keeps its state in --state: every global version (the base model, \
-        then each committed round) as a Hugging Face folder named by the SHA-256 of its \
-        model.safetensors, state.sqlite, and the signed, hash-chained audit.jsonl (school selected, \
-        each update's SHA-256, L2 norm and size, rejections with their reason, commits and aborts; \
-        never any text of the data). Each school keeps its own log of what it sent in \
-        <state>/schools/<school>.jsonl. At the end the trail is verified as `pando audit verify` \
-        does, and the command to repeat that check is printed. An existing --state folder is \
-        continued from its head version.
+        Prints per-round test metrics, bytes moved and, unless --centralized-epochs 0, the result of \
+        centralized fine-tuning on the same pooled training examples for comparison; writes --csv \
+        (per-round metrics) and --plot (SVG).
 
-        IN-PROCESS: schools and coordinator run in this one process and exchange deltas in \
-        memory. The aggregation, validation and strategy code are the coordinator's own, but the \
-        mutual-TLS transport is not built yet, so nothing here goes over a network.
+        RECORDS: the coordinator keeps its state in --state: every global version as a Hugging Face \
+        folder named by the SHA-256 of its model.safetensors, state.sqlite, and the signed, \
+        hash-chained audit.jsonl (never any text of the data). Each school keeps its own log of what \
+        it sent in <state>/schools/<school>.jsonl. At the end the trail is verified as `pando audit \
+        verify` does. An existing --state folder is continued from its head version.
         """)
 
     @OptionGroup var model: ModelOption
@@ -62,15 +66,23 @@ struct SimulateCommand: ParsableCommand {
     @Option(help: "Reject a delta whose L2 norm exceeds this.") var maxUpdateNorm = 1e4
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
+    @Option(help: "Fraction of each school's shard kept for its federated evaluation (0: none).") var schoolValidationFraction = 0.1
+    @Option(help: "Accepted updates needed to commit a round (default: all schools asked).") var quorum: Int?
+    @Option(help: "Epochs of centralized fine-tuning on the pooled training data, for comparison (0: skip).") var centralizedEpochs = 3
+    @Option(help: "Learning rate of the centralized comparison (default: --learning-rate).") var centralizedLearningRate: Float?
     @Option(help: "Per-round metrics CSV to write.") var csv = "simulation.csv"
+    @Option(help: "Plot of test accuracy (or the task's headline metric) per round, SVG.") var plot = "simulation.svg"
     @Option(help: "Coordinator state folder: versions, state.sqlite, signed audit log, keys, school logs (continued if it exists).") var state = "pando-state"
     @Option(help: "Federation id recorded in a new --state folder.") var federation = "simulation"
     @Option(help: "Threads for GEMMs and kernels (default: all cores).") var threads: Int?
+    @Flag(help: "Show the services' log lines (connections, transfers) on standard error.") var verbose = false
 
-    func run() throws {
+    func run() async throws {
         if let threads { Parallel.workers = max(1, threads) }
         guard schools >= 1 else { throw ValidationError("--schools must be at least 1") }
         guard testFraction > 0, testFraction < 1 else { throw ValidationError("--test-fraction must be in (0, 1)") }
+        guard schoolValidationFraction >= 0, schoolValidationFraction < 1 else { throw ValidationError("--school-validation-fraction must be in [0, 1)") }
+        guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
         let format = columns.format(task: task)
         let all = try format.load(URL(fileURLWithPath: data), labels: nil)
         reportSkips(all)
@@ -85,96 +97,168 @@ struct SimulateCommand: ParsableCommand {
         }
         guard testData.count > 0 else { throw ValidationError("--test-fraction \(testFraction) leaves no test examples") }
         let shards = try trainData.dirichletShards(schools, alpha: alpha, using: &rng)
+        var members: [LoopbackFederation.School] = []
+        for (i, shard) in shards.enumerated() {
+            guard shard.count > 0 else { throw ValidationError("school \(i + 1) received no examples: use fewer --schools or a larger α") }
+            var split = SplitMix64(seed: seed &+ UInt64(i + 1))
+            let parts = schoolValidationFraction > 0 && shard.count >= 10
+                ? shard.stratifiedSplit(validationFraction: schoolValidationFraction, using: &split) : (shard, nil)
+            members.append(LoopbackFederation.School(id: "school-\(i + 1)", training: parts.0, validation: parts.1))
+        }
 
         let folder = try model.resolve()
-        let head = ClassifierHead(objective: task.objective, labels: task == .regression ? ["score"] : all.labels.names)
-        let (global, _) = try BertModel.load(from: folder, head: head, seed: seed)
+        let labels = task == .regression ? ["score"] : all.labels.names
+        let head = ClassifierHead(objective: task.objective, labels: labels)
         let tokenizer = try BertTokenizer(folder: folder)
-
-        let chosen: any Strategy
+        let maxLength = maxLength
+        var config = CoordinatorConfiguration(
+            federationID: federation, task: task, labels: labels, baseModel: folder, stateFolder: URL(fileURLWithPath: state),
+            certificate: URL(fileURLWithPath: "/"), privateKey: URL(fileURLWithPath: "/"), caCertificate: URL(fileURLWithPath: "/"),
+            revocationList: URL(fileURLWithPath: "/"))
+        config.rounds.rounds = rounds
+        config.rounds.fraction = fraction
+        let asked = min(schools, max(1, Int((Double(schools) * fraction).rounded(.up))))
+        config.rounds.minSchools = asked
+        config.rounds.quorum = min(quorum ?? asked, asked)
+        config.rounds.seed = seed
+        config.rounds.federatedEvaluation = schoolValidationFraction > 0
+        config.plan.epochs = localEpochs
+        config.plan.learningRate = learningRate
+        config.plan.warmupRatio = warmupRatio
+        config.plan.batchSize = batchSize
+        config.plan.maxLength = maxLength
+        config.plan.dropout = !noDropout
+        config.plan.seed = seed
+        var choice = StrategyChoice()
         switch strategy {
-        case .fedavg: chosen = FedAvg(serverLearningRate: serverLearningRate ?? 1)
-        case .fedprox: chosen = FedProx(mu: mu, serverLearningRate: serverLearningRate ?? 1)
-        case .fedadam:
-            chosen = FedAdam(layout: global.layout, settings: .init(learningRate: serverLearningRate ?? 1e-3, beta1: beta1, beta2: beta2, tau: tau))
-        case .trimmedMean: chosen = TrimmedMean(trim: trim, serverLearningRate: serverLearningRate ?? 1)
+        case .fedavg: choice.name = .fedavg
+        case .fedprox: choice.name = .fedprox
+        case .fedadam: choice.name = .fedadam
+        case .trimmedMean: choice.name = .trimmedMean
         }
-        var settings = SimulationSettings()
-        settings.rounds = rounds
-        settings.fractionPerRound = fraction
-        settings.maxUpdateNorm = maxUpdateNorm
-        settings.seed = seed
-        settings.plan.epochs = localEpochs
-        settings.plan.learningRate = learningRate
-        settings.plan.warmupRatio = warmupRatio
-        settings.plan.batchSize = batchSize
-        settings.plan.maxLength = maxLength
-        settings.plan.dropout = !noDropout
-        settings.plan.seed = seed
+        choice.mu = mu
+        choice.serverLearningRate = serverLearningRate
+        choice.beta1 = beta1
+        choice.beta2 = beta2
+        choice.tau = tau
+        choice.trim = trim
+        choice.maxUpdateNorm = maxUpdateNorm
+        config.strategy = choice
 
-        let simulated = shards.enumerated().map { SimulatedSchool(id: "school-\($0.offset + 1)", data: $0.element) }
-        print("IN-PROCESS SIMULATION: \(schools) schools and the coordinator run in this process; deltas are exchanged in memory (the TLS transport is not built yet).")
-        print("data: \(trainData.count) training examples across schools (Dirichlet α = \(alpha), sizes \(shards.map(\.count).map(String.init).joined(separator: "/"))), \(testData.count) test")
-        print("strategy: \(chosen.name); \(rounds) rounds, \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize); \(global.parameterCount) parameters (\(bytes(4 * global.parameterCount)) per delta)")
+        let pki = FileManager.default.temporaryDirectory.appendingPathComponent("pando-simulate-\(UUID().uuidString)")
+        defer { try? FileManager.default.removeItem(at: pki) }
+        let verbose = self.verbose
+        var logger = Logger(label: "pando.simulate") { label in
+            var h = StreamLogHandler.standardError(label: label)
+            h.logLevel = verbose ? .info : .error
+            return h
+        }
+        logger.logLevel = verbose ? .info : .error
+        let loopback = try LoopbackFederation(configuration: config, schools: members, workFolder: pki,
+                                              schoolLogFolder: URL(fileURLWithPath: state).appendingPathComponent("schools"),
+                                              logger: logger)
 
-        let federation = try LocalFederation(global: global, tokenizer: tokenizer, schools: simulated, test: testData,
-                                             strategy: chosen, settings: settings)
-        let stateURL = URL(fileURLWithPath: state)
-        let ledger = try FederationLedger(folder: stateURL, federationID: self.federation, tokenizerFolder: folder)
-        defer { ledger.close() }
-        let resumed = try federation.record(to: ledger)
-        let baseVersion = federation.version
-        if resumed {
-            print("state: \(state) (continuing federation '\(try ledger.ledger.federation()?.id ?? "?")' from version \(short(baseVersion)) at round \(federation.nextRound)\(chosen.state.isEmpty ? "" : "; \(chosen.name)'s server state starts afresh"))")
-        } else {
-            print("state: \(state) (new federation '\(self.federation)', base version \(short(baseVersion)))")
+        // The simulation's own view: the held-out test split, scored after every commit.
+        let testSet = EncodedDataset(testData, tokenizer: tokenizer, maxLength: min(maxLength, 512))
+        let scoreRange = task == .regression ? Evaluation.inferScoreRange(trainData.examples.compactMap { $0.target.score }) : nil
+        let task = self.task
+        let evaluateTest: @Sendable (BertModel) throws -> [String: Double] = { model in
+            let inference = BatchedInference(model: model, batchSize: 64, maxLength: testSet.sequences.map(\.count).max() ?? 8)
+            return try Evaluation.metrics(logits: inference.logits(testSet.sequences), targets: testSet.targets, task: task,
+                                          labels: labels, scoreRange: scoreRange).summary
         }
-        federation.onSchoolTrained = { school, round, metrics in
-            FileHandle.standardError.write(Data(String(format: "  round %d: %@ trained, loss %.4f, %.0f steps, %.1f s\n",
-                                                       round, school, metrics["train_loss"] ?? .nan, metrics["steps"] ?? 0,
-                                                       metrics["seconds"] ?? 0).utf8))
-        }
+        loopback.coordinator.observeCommit = evaluateTest
         let metricNames = task == .regression ? ["rmse", "mae", "loss"] : task == .multiLabel ? ["micro_f1", "macro_f1", "loss"] : ["accuracy", "macro_f1", "loss"]
-        func show(_ m: [String: Double]) -> String {
+        let headline = metricNames[0]
+        @Sendable func show(_ m: [String: Double]) -> String {
             metricNames.map { name in String(format: "%@ %.4f", name, m[name] ?? .nan) }.joined(separator: ", ")
         }
-        let initial = try federation.evaluate()
-        print("round \(federation.nextRound - 1) (\(resumed ? "version" : "base model") \(short(baseVersion))): test \(show(initial.summary))")
-        let records = try federation.run { r in
-            let rejected = r.rejected.isEmpty ? "" : "; rejected: " + r.rejected.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
-            print(String(format: "round %d %@: %d schools, train loss %.4f, test %@; up %@, down %@; %.1f s%@",
-                         r.round, r.committed ? "committed \(short(r.version)) (from \(short(r.baseVersion)))" : "ABORTED (kept \(short(r.version)))",
-                         r.schools.count, r.trainLoss, show(r.test), bytes(r.bytesUp), bytes(r.bytesDown), r.seconds, rejected))
+        print("federated simulation: \(schools) schools dial in to the coordinator over mutual TLS on 127.0.0.1 (certificates from a temporary district CA)")
+        let sizes = members.map { "\($0.training.count)" + ($0.validation.map { "+\($0.count)" } ?? "") }.joined(separator: "/")
+        print("data: \(trainData.count) training examples across schools (Dirichlet α = \(alpha); train+validation per school \(sizes)), \(testData.count) test")
+        let initialModel = try BertModel.load(from: folder, head: head, seed: seed).0
+        print("strategy: \(choice.name.rawValue); \(rounds) round(s), \(asked) of \(schools) schools asked per round, quorum \(config.rounds.quorum); \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize), max length \(maxLength); \(initialModel.parameterCount) parameters (\(bytes(4 * initialModel.parameterCount)) per delta)")
+
+        loopback.coordinator.onProgress = { line in FileHandle.standardError.write(Data("  \(line)\n".utf8)) }
+        loopback.onSchoolEvent = { school, event in
+            if case .trained(let round, let examples, let m) = event {
+                FileHandle.standardError.write(Data(String(format: "  round %d: %@ trained on %d examples, loss %.4f, %.1f s\n",
+                                                           round, school, examples, m["train_loss"] ?? .nan, m["seconds"] ?? 0).utf8))
+            }
         }
-        try AtomicFile.write(Data(LocalFederation.csv(records, initial: initial.summary, initialVersion: baseVersion).utf8),
-                             to: URL(fileURLWithPath: csv))
+        loopback.coordinator.onRound = { r in
+            let left = r.leftOut.isEmpty ? "" : "; left out: " + r.leftOut.sorted { $0.key < $1.key }.map { "\($0.key) (\($0.value))" }.joined(separator: ", ")
+            let fed = r.evaluation[headline].map { String(format: "; schools' validation %@ %.4f", headline, $0) } ?? ""
+            print(String(format: "round %d %@: %d/%d updates, train loss %.4f, test %@%@; up %@, down %@; %.1f s%@",
+                         r.round, r.committed ? "committed \(short(r.version)) (from \(short(r.baseVersion)))" : "ABORTED (kept \(short(r.version)))",
+                         r.accepted.count, r.selected.count, r.trainLoss, show(r.test), fed,
+                         bytes(Int(r.bytesUp)), bytes(Int(r.bytesDown)), r.seconds, left))
+        }
+        let initial = try evaluateTest(initialModel)
+        print("round 0 (base model): test \(show(initial))")
+        let reports = try await loopback.run()
+        let committedHead = reports.last?.version ?? ""
+
+        var centralized: [String: Double]? = nil
+        if centralizedEpochs > 0 {
+            print("centralized comparison: \(centralizedEpochs) epoch(s) on the same \(members.map(\.training.count).reduce(0, +)) training examples pooled, lr \(centralizedLearningRate ?? learningRate)…")
+            var options = TrainingOptions()
+            options.epochs = centralizedEpochs
+            options.learningRate = centralizedLearningRate ?? learningRate
+            options.batchSize = batchSize
+            options.maxLength = maxLength
+            options.seed = seed
+            options.warmupRatio = 0.1
+            options.patience = nil
+            options.dropout = !noDropout
+            let pooled = LabeledDataset(task: trainData.task, labels: trainData.labels,
+                                        examples: members.flatMap(\.training.examples))
+            let trainer = try Trainer(baseModel: folder, task: task, labels: trainData.labels, options: options)
+            let out = pki.appendingPathComponent("centralized")
+            // Scored on the test split after every epoch; the last epoch is reported (no selection on test).
+            let record = try trainer.run(train: pooled, validation: testData, output: out)
+            centralized = record.epochs.last?.validation.summary
+            print("centralized: test \(show(centralized ?? [:])) after \(record.epochs.count) epoch(s)")
+        }
+
+        try AtomicFile.write(Data(Self.csv(reports, initial: initial).utf8), to: URL(fileURLWithPath: csv))
+        let points = [initial[headline] ?? .nan] + reports.map { $0.test[headline] ?? .nan }
+        try AtomicFile.write(Data(SVGPlot.rounds(points, reference: centralized?[headline], metric: headline,
+                                                 title: "\(choice.name.rawValue), \(schools) schools, α = \(alpha)").utf8),
+                             to: URL(fileURLWithPath: plot))
 
         // Summary.
-        let headline = metricNames[0]
-        print("\nsummary (in-process simulation)")
-        print("  rounds:       \(records.filter(\.committed).count) committed, \(records.filter { !$0.committed }.count) aborted")
+        let ledger = try CoordinatorLedger(folder: URL(fileURLWithPath: state), readOnly: true)
+        print("\nsummary (coordinator and \(schools) school clients over mutual TLS on loopback)")
+        print("  rounds:       \(reports.filter(\.committed).count) committed, \(reports.filter { !$0.committed }.count) aborted")
         print("  " + "test \(headline):".padding(toLength: max(14, headline.count + 7), withPad: " ", startingAt: 0)
-              + ([String(format: "start %.4f", initial.summary[headline] ?? .nan)]
-                 + records.map { String(format: "r%d %.4f", $0.round, $0.test[headline] ?? .nan) }).joined(separator: " → "))
-        let runVersions = Set([baseVersion] + records.filter(\.committed).map(\.version))
-        print("  versions:     (id = SHA-256 of model.safetensors)")
-        for v in try ledger.ledger.versions() where runVersions.contains(v.id) {
-            let origin = v.round.map { "round \($0)" } ?? "base model"
-            print("    \(short(v.id))  \(origin), parent \(v.parent.map(short) ?? "none")\(v.id == federation.version ? "  HEAD" : "")")
+              + ([String(format: "start %.4f", initial[headline] ?? .nan)]
+                 + reports.map { String(format: "r%d %.4f", $0.round, $0.test[headline] ?? .nan) }).joined(separator: " → "))
+        if let centralized {
+            print(String(format: "  centralized:  %@ %.4f (%d epochs, pooled data)", headline, centralized[headline] ?? .nan, centralizedEpochs))
         }
-        let up = records.map(\.bytesUp).reduce(0, +), down = records.map(\.bytesDown).reduce(0, +)
-        print("  bytes moved:  \(bytes(up + down)) (updates up \(bytes(up)), global weights down \(bytes(down)))")
+        let runVersions = Set(reports.flatMap { [$0.baseVersion, $0.version] })
+        print("  versions:     (id = SHA-256 of model.safetensors)")
+        for v in try ledger.versions() where runVersions.contains(v.id) {
+            let origin = v.round.map { "round \($0)" } ?? "base model"
+            print("    \(short(v.id))  \(origin), parent \(v.parent.map(short) ?? "none")\(v.id == committedHead ? "  HEAD" : "")")
+        }
+        let up = reports.map { Int($0.bytesUp) }.reduce(0, +), down = reports.map { Int($0.bytesDown) }.reduce(0, +)
+        print("  bytes moved:  \(bytes(up + down)) (updates up \(bytes(up)), global versions down \(bytes(down)))")
         let logPath = path(state, "audit.jsonl"), keyPath = path(state, "keys/coordinator.key.pub")
-        let schoolLogs = ledger.schoolLogURLs.map { path(state, "schools/" + $0.lastPathComponent) }
+        let schoolLogFolder = URL(fileURLWithPath: state).appendingPathComponent("schools")
+        let schoolLogs = ((try? FileManager.default.contentsOfDirectory(atPath: schoolLogFolder.path)) ?? [])
+            .filter { $0.hasSuffix(".jsonl") }.sorted().map { path(state, "schools/" + $0) }
         print("  state folder: \(path(state, "")) (state.sqlite, versions/)")
         print("  audit log:    \(logPath)")
         print("  public key:   \(keyPath)")
         print("  school logs:  \(schoolLogs.joined(separator: ", "))")
-        print("  per-round metrics: \(csv)")
+        print("  per-round metrics: \(csv); plot: \(plot)")
         let command = (["pando audit verify --log", shellQuoted(logPath), "--key", shellQuoted(keyPath)]
             + schoolLogs.flatMap { ["--client-log", shellQuoted($0)] } + ["--checkpoints", shellQuoted(state)]).joined(separator: " ")
         print("  verify:       \(command)")
-        let report = try ledger.verify()
+        let report = AuditVerifier.verify(log: URL(fileURLWithPath: logPath), key: try AuditPublicKey.load(from: URL(fileURLWithPath: keyPath)),
+                                          clientLogs: schoolLogs.map { URL(fileURLWithPath: $0) }, checkpoints: URL(fileURLWithPath: state))
         var verdict = "\(report.recordsChecked) records, \(report.validSignatures) signatures valid with key \(report.keyFingerprint); \(report.clientEntriesChecked) school-log entries cross-checked; \(report.versionFilesChecked) version files hashed"
         if !report.notes.isEmpty { verdict += "; \(report.notes.count) note\(report.notes.count == 1 ? "" : "s")" }
         if report.isValid {
@@ -184,6 +268,25 @@ struct SimulateCommand: ParsableCommand {
             for p in report.problems { print("  \(p)") }
             throw ExitCode(1)
         }
+    }
+
+    /// Per-round records as CSV: one row per round, test and federated-evaluation metrics as columns.
+    static func csv(_ reports: [FederatedRoundReport], initial: [String: Double]) -> String {
+        let testNames = Array(Set(reports.flatMap { $0.test.keys } + initial.keys)).sorted()
+        let evalNames = Array(Set(reports.flatMap { $0.evaluation.keys })).sorted()
+        var lines = [(["round", "version", "committed", "selected", "accepted", "left_out", "examples", "train_loss"]
+            + testNames.map { "test_" + $0 } + evalNames.map { "federated_" + $0 }
+            + ["evaluation_examples", "bytes_up", "bytes_down", "aggregate_seconds", "seconds"]).joined(separator: ",")]
+        func f(_ x: Double?) -> String { x.map { String(format: "%.6g", $0) } ?? "" }
+        lines.append((["0", "", "true", "0", "0", "0", "0", ""] + testNames.map { f(initial[$0]) } + evalNames.map { _ in "" }
+            + ["0", "0", "0", "0", "0"]).joined(separator: ","))
+        for r in reports {
+            lines.append(([String(r.round), r.version, String(r.committed), String(r.selected.count), String(r.accepted.count),
+                           String(r.leftOut.count), String(r.examples), f(r.trainLoss)]
+                + testNames.map { f(r.test[$0]) } + evalNames.map { f(r.evaluation[$0]) }
+                + [String(r.evaluationExamples), String(r.bytesUp), String(r.bytesDown), f(r.aggregateSeconds), f(r.seconds)]).joined(separator: ","))
+        }
+        return lines.joined(separator: "\n") + "\n"
     }
 
     /// `folder/name` as the user wrote `folder` (relative stays relative).
