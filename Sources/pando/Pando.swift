@@ -9,23 +9,13 @@ struct Pando: AsyncParsableCommand {
         commandName: "pando",
         abstract: "Federated fine-tuning of BERT-family text classifiers for school districts.",
         subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, PredictCommand.self, EmbedCommand.self, SimulateCommand.self, CertsCommand.self, Bench.self, VersionsCommand.self, AuditCommand.self])
+}
 
-    static func main() async {
-        // Progress goes to standard error and results to standard output; keep them in order
-        // when both are piped to one file.
-        nonisolated(unsafe) let out = stdout
-        setvbuf(out, nil, _IOLBF, 0)
-        do {
-            var command = try parseAsRoot()
-            if var asyncCommand = command as? AsyncParsableCommand {
-                try await asyncCommand.run()
-            } else {
-                try command.run()
-            }
-        } catch {
-            exit(withError: error)
-        }
-    }
+/// Writes a progress line to standard error after flushing standard output, so the two
+/// stay in order when both go to one file.
+func progressLine(_ line: String) {
+    fflush(nil)
+    FileHandle.standardError.write(Data((line + "\n").utf8))
 }
 
 /// Options naming the pretrained model folder.

@@ -179,11 +179,11 @@ struct SimulateCommand: AsyncParsableCommand {
         let initialModel = try BertModel.load(from: folder, head: head, seed: seed).0
         print("strategy: \(choice.name.rawValue); \(rounds) round(s), \(asked) of \(schools) schools asked per round, quorum \(config.rounds.quorum); \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize), max length \(maxLength); \(initialModel.parameterCount) parameters (\(bytes(4 * initialModel.parameterCount)) per delta)")
 
-        loopback.coordinator.onProgress = { line in FileHandle.standardError.write(Data("  \(line)\n".utf8)) }
+        loopback.coordinator.onProgress = { line in progressLine("  " + line) }
         loopback.onSchoolEvent = { school, event in
             if case .trained(let round, let examples, let m) = event {
-                FileHandle.standardError.write(Data(String(format: "  round %d: %@ trained on %d examples, loss %.4f, %.1f s\n",
-                                                           round, school, examples, m["train_loss"] ?? .nan, m["seconds"] ?? 0).utf8))
+                progressLine(String(format: "  round %d: %@ trained on %d examples, loss %.4f, %.1f s",
+                                    round, school, examples, m["train_loss"] ?? .nan, m["seconds"] ?? 0))
             }
         }
         loopback.coordinator.onRound = { r in
