@@ -294,9 +294,9 @@ final class RoundDriver: @unchecked Sendable {
             try ledger.ledger.record(entry)
             progress("round \(round): \(school) left out: \(reason)")
         }
-        for (school, why) in await assign(selected, round: round, task: .train, model: model, plan: plan, nonces: nonces) {
-            try leaveOut(school, why)
-        }
+        let unreachable = await assign(selected, round: round, task: .train, model: model, plan: plan, nonces: nonces)
+        for (school, why) in unreachable.sorted(by: { $0.key < $1.key }) { try leaveOut(school, why) }
+        progress("round \(round): assignment sent to \(selected.count - unreachable.count) school(s); deadline \(cfg.rounds.roundDeadline)")
         let (deadline, deadlineTask) = timer(after: cfg.rounds.roundDeadline)
         defer { deadlineTask.cancel() }
         var graceTimers: [Int: String] = [:]
