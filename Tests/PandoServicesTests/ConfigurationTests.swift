@@ -1,0 +1,90 @@
+import Foundation
+import Logging
+@testable import PandoServices
+import PandoTestSupport
+import XCTest
+
+final class ConfigurationTests: XCTestCase {
+    func write(_ text: String, name: String = "coordinator.yaml") throws -> URL {
+        let dir = try TestFixtures.temporaryDirectory(prefix: "pando-config")
+        let url = dir.appendingPathComponent(name)
+        try text.write(to: url, atomically: true, encoding: .utf8)
+        return url
+    }
+
+    let valid = """
+    federation: {id: f, task: classification, labels: [a, b], base_model: model, rounds: 3}
+    selection: {min_schools: 2, quorum: 2}
+    local: {epochs: 2, learning_rate: 2.0e-5, batch_size: 16, max_length: 64}
+    strategy: {name: fedadam, server_learning_rate: 1.0e-3}
+    coordinator: {state: state, certificate: c.pem, key: k.pem, ca: pki/ca.pem}
+    """
+
+    func testShippedExamplesLoad() throws {
+        let examples = TestFixtures.repository.appendingPathComponent("deploy/examples")
+        let c = try CoordinatorConfiguration.load(from: examples.appendingPathComponent("coordinator.yaml"))
+        XCTAssertEqual(c.labels, ["ABBR", "DESC", "ENTY", "HUM", "LOC", "NUM"])
+        XCTAssertEqual(c.baseModel.resolvingSymlinksInPath().path,
+                       TestFixtures.repository.appendingPathComponent("models/default").resolvingSymlinksInPath().path)
+        let s = try SchoolConfiguration.load(from: examples.appendingPathComponent("school.yaml"))
+        XCTAssertEqual(s.labels, c.labels, "the school example announces the same federation")
+        XCTAssertTrue(s.transport.certificatePath.hasSuffix("schools/lincoln-high/school.pem"))
+    }
+
+    func testValuesAndRelativePaths() throws {
+        let url = try write(valid)
+        let c = try CoordinatorConfiguration.load(from: url)
+        XCTAssertEqual(c.plan.epochs, 2)
+        XCTAssertEqual(c.plan.learningRate, 2e-5)
+        XCTAssertEqual(c.rounds.quorum, 2)
+        XCTAssertEqual(c.strategy.name, .fedadam)
+        XCTAssertEqual(c.stateFolder.path, url.deletingLastPathComponent().appendingPathComponent("state").path)
+        XCTAssertEqual(c.revocationList.lastPathComponent, "crl.pem")
+        XCTAssertEqual(c.revocationList.deletingLastPathComponent().lastPathComponent, "pki", "the CRL defaults to the CA's folder")
+    }
+
+    func expectError(_ yaml: String, _ fragments: [String], file: StaticString = #filePath, line: UInt = #line) throws {
+        let url = try write(yaml)
+        XCTAssertThrowsError(try CoordinatorConfiguration.load(from: url), file: file, line: line) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.hasPrefix(url.path), "names the file: \(text)", file: file, line: line)
+            for f in fragments { XCTAssertTrue(text.contains(f), "'\(f)' missing from: \(text)", file: file, line: line) }
+        }
+    }
+
+    func testErrorsNameTheFileAndTheField() throws {
+        try expectError(valid.replacingOccurrences(of: "learning_rate", with: "learning_rte"), ["local.learning_rte", "unknown setting"])
+        try expectError(valid.replacingOccurrences(of: "epochs: 2", with: "epochs: two"), ["local.epochs"])
+        try expectError(valid.replacingOccurrences(of: "epochs: 2", with: "epochs: 2.5"), ["local.epochs", "whole number"])
+        try expectError(valid.replacingOccurrences(of: "task: classification, ", with: ""), ["federation.task", "missing"])
+        try expectError(valid.replacingOccurrences(of: "task: classification", with: "task: sorting"), ["federation.task"])
+        try expectError(valid.replacingOccurrences(of: "quorum: 2", with: "quorum: 3"), ["selection.quorum", "min_schools"])
+        try expectError(valid.replacingOccurrences(of: "labels: [a, b]", with: "labels: [a, a]"), ["federation.labels", "twice"])
+        try expectError(valid.replacingOccurrences(of: "name: fedadam", with: "name: fedsgd"), ["strategy.name"])
+        try expectError("federation: [unclosed\n", ["not valid YAML"])
+    }
+
+    func testSchoolRefusesDataOutsideTheFederationsLabels() throws {
+        let dir = try TestFixtures.temporaryDirectory(prefix: "pando-school-config")
+        try "text,label\nhello there,a\nsomething else,c\n".write(to: dir.appendingPathComponent("data.csv"), atomically: true, encoding: .utf8)
+        let model = try TestFixtures.tinyModelFolder()
+        let yaml = """
+        school: {data: data.csv, validation_fraction: 0}
+        federation: {task: classification, labels: [a, b], base_model: \(model.path)}
+        coordinator: {host: 127.0.0.1}
+        tls: {folder: nowhere}
+        """
+        try yaml.write(to: dir.appendingPathComponent("school.yaml"), atomically: true, encoding: .utf8)
+        let config = try SchoolConfiguration.load(from: dir.appendingPathComponent("school.yaml"))
+        XCTAssertThrowsError(try SchoolAgent(configuration: config, logger: Logger(label: "t"))) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains("data.csv:3") && text.contains("unknown label"), text)
+            XCTAssertFalse(text.contains("something else"), "the text of a row is never quoted: \(text)")
+        }
+        // With good data, a missing certificate is the next refusal, before any connection.
+        try "text,label\nhello there,a\nsomething else,b\n".write(to: dir.appendingPathComponent("data.csv"), atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try SchoolAgent(configuration: config, logger: Logger(label: "t"))) { error in
+            XCTAssertTrue("\(error)".contains("school.pem"), "\(error)")
+        }
+    }
+}
