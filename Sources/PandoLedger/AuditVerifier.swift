@@ -189,6 +189,10 @@ public enum AuditVerifier {
 
     static func crossCheck(_ records: [AuditRecord], logName: String, clientLogs: [URL], report: inout VerificationReport) {
         let updates = records.filter { $0.event == .updateReceived || $0.event == .updateRejected }
+        // A round the coordinator aborted produced no version, so an update one side holds and
+        // the other lacks changed no model: the coordinator stopped (or the link broke) between
+        // storing an update and recording it. Reported as a note, never silently.
+        let aborted = Set(records.filter { $0.event == .roundAborted }.compactMap(\.round))
         var clientEntries = [ClientEntry]()
         var fileOfSchool = [String: String]()
         for url in clientLogs {
@@ -209,6 +213,8 @@ public enum AuditVerifier {
                 if r.event == .updateRejected { report.note(e.file, e.line, "\(where_) was rejected by the coordinator (log line \(r.line)): \(r.reason ?? "no reason")") }
             } else if let other = updates.first(where: { $0.school == e.school && $0.round == e.round && $0.updateSHA256 != nil }) {
                 report.problem(e.file, e.line, "\(where_): the coordinator's log line \(other.line) records a different update \(other.updateSHA256?.prefix(12) ?? "?") for this school and round")
+            } else if aborted.contains(e.round) {
+                report.note(e.file, e.line, "\(where_): not in the coordinator's log; round \(e.round) was aborted, so the update was never used")
             } else {
                 report.problem(e.file, e.line, "\(where_): not in the coordinator's log")
             }
@@ -219,6 +225,10 @@ public enum AuditVerifier {
         for r in updates where r.updateSHA256 != nil {
             guard let school = r.school, let file = fileOfSchool[school] else { continue }
             if !clientEntries.contains(where: { $0.school == school && $0.round == r.round && $0.update == r.updateSHA256 }) {
+                if r.event == .updateRejected, let round = r.round, aborted.contains(round) {
+                    report.note(logName, r.line, "update \(r.updateSHA256?.prefix(12) ?? "?") from school \(school) in aborted round \(round) is not in the school's own log \(file) (stored, never used)")
+                    continue
+                }
                 report.problem(logName, r.line, "update \(r.updateSHA256?.prefix(12) ?? "?") from school \(school) in round \(r.round.map(String.init) ?? "?") is not in the school's own log \(file)")
             }
         }

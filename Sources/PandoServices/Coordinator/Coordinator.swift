@@ -98,6 +98,7 @@ public final class Coordinator: @unchecked Sendable {
         let strategy = cfg.strategy.make(layout: global.layout)
         let incoming = cfg.stateFolder.appendingPathComponent("incoming", isDirectory: true)
         try FileManager.default.createDirectory(at: incoming, withIntermediateDirectories: true)
+        try recoverIncoming(incoming, ledger: ledger)
         let hub = SessionHub(incoming: incoming, logger: logger)
         let server = try CoordinatorServer(configuration: transport, logger: logger)
         let listening = AsyncStream.makeStream(of: Int.self)
@@ -127,6 +128,28 @@ public final class Coordinator: @unchecked Sendable {
         serverTask.cancel()
         hub.finish()
         return reports
+    }
+}
+
+extension Coordinator {
+    /// Updates stored by a coordinator that stopped before using them: their round was
+    /// recorded as aborted when the ledger reopened; each is recorded as rejected with its
+    /// hash (the school may have logged it as sent) and removed, with any partial upload.
+    func recoverIncoming(_ incoming: URL, ledger: FederationLedger) throws {
+        let fm = FileManager.default
+        for name in try fm.contentsOfDirectory(atPath: incoming.path).sorted() {
+            let file = incoming.appendingPathComponent(name)
+            defer { try? fm.removeItem(at: file) }
+            guard name.hasPrefix("r"), name.hasSuffix(".delta"), let dash = name.firstIndex(of: "-"),
+                  let round = Int(name[name.index(after: name.startIndex)..<dash]) else { continue }
+            let school = String(name[name.index(after: dash)...].dropLast(".delta".count))
+            guard (try ledger.ledger.roundInFlight())?.number != round else { continue }
+            let size = (try fm.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
+            try ledger.ledger.record(AuditEntry(
+                event: .updateRejected, round: round, school: school, updateSHA256: try Digest.sha256(fileAt: file), wireBytes: size,
+                reason: "stored, but the coordinator stopped before using it (round \(round) aborted at restart)"))
+            logger.notice("round \(round): discarded the update \(school) uploaded before the coordinator stopped")
+        }
     }
 }
 

@@ -147,7 +147,7 @@ final class SessionHub: @unchecked Sendable {
         lock.withLock {
             guard let r = open, r.task == .train, offer.kind == .update, offer.size == r.updateSize,
                   let e = r.expected[school], e.uploadID == offer.id, e.upload == nil else { return nil }
-            let safe = String(school.map { $0.isLetter || $0.isNumber || $0 == "-" || $0 == "_" ? $0 : "_" })
+            let safe = String(school.map { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) ? $0 : "_" })
             return (incoming.appendingPathComponent("r\(r.number)-\(safe).delta"), r.number)
         }
     }

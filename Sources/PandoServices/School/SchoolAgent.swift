@@ -47,6 +47,8 @@ public final class SchoolAgent: @unchecked Sendable {
     public var onEvent: (@Sendable (SchoolEvent) -> Void)?
     /// Test hook: alters the delta file after local training, before it is offered.
     var tamper: (@Sendable (URL) throws -> Void)?
+    /// Test hook: called after each uploaded chunk (a slow link).
+    var uploadPacing: (@Sendable (UInt64, UInt64) async -> Void)?
 
     /// State that survives reconnects: an update the coordinator may not have stored yet.
     private let pending = NIOLockedValueBox<PendingUpload?>(nil)
@@ -261,7 +263,7 @@ public final class SchoolAgent: @unchecked Sendable {
         client.setActivity(.transferring)
         let id = WireToken("update-r\(round)")!
         do {
-            let stats = try await conn.sendObject(id: id, kind: .update, file: p.file, sha256: p.digest)
+            let stats = try await conn.sendObject(id: id, kind: .update, file: p.file, sha256: p.digest, progress: uploadPacing)
             onEvent?(.sent(round: round, bytes: stats.bytesTransferred))
         } catch TransportError.transferFailed(let why) {
             // The coordinator refused it (the round closed, or it already has it): nothing to log.
