@@ -43,6 +43,7 @@ struct ClientCommand: AsyncParsableCommand {
             switch event {
             case .connected: print("connected")
             case .assignment(let round, let task): print("round \(round): \(task.rawValue)")
+            case .training(let round, let fraction): print(String(format: "round %d: training %.0f%%", round, fraction * 100))
             case .fetched(let round, let bytes, let cached):
                 print(cached ? "round \(round): global version already cached" : "round \(round): fetched the global version (\(bytes) bytes)")
             case .trained(let round, let examples, let metrics):

@@ -25,8 +25,9 @@ public final class LocalUpdater {
     }
 
     /// Trains `data` from `global`'s weights with `plan` and returns the update.
+    /// `progress` sees the fraction of the round's updates done after each one.
     public func train(school: String, data: EncodedDataset, from global: BertModel, round: Int, baseVersion: String,
-                      plan: LocalTrainingPlan) throws -> ModelUpdate {
+                      plan: LocalTrainingPlan, progress: ((Double) -> Void)? = nil) throws -> ModelUpdate {
         precondition(global.layout == model.layout, "global model differs from the local copy's layout")
         guard data.count > 0 else { throw TrainingError("school \(school) has no training examples") }
         let start = Date()
@@ -60,7 +61,10 @@ public final class LocalUpdater {
             let batches = Trainer.batchPlan(indices: Array(0..<data.count), lengths: lengths, batchSize: plan.batchSize,
                                             groupingBatches: lengthGroupingBatches, using: &rng)
             let stats: EpochStatistics
-            do { stats = try tuner.runEpoch(batches, data: data) } catch {
+            let done = steps
+            do {
+                stats = try tuner.runEpoch(batches, data: data) { s in progress?(Double(done + s.steps) / Double(max(total, 1))) }
+            } catch {
                 throw TrainingError("school \(school), round \(round): \(error)")
             }
             lossSum += stats.lossSum

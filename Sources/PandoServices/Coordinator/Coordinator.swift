@@ -267,7 +267,8 @@ final class RoundDriver: @unchecked Sendable {
         let start = ContinuousClock.now
         let connected = try await waitForSchools(events: &events)
         let selected = select(from: connected)
-        let plan = strategy.plan(round: 0, configured: config.plan)
+        let upcoming = (try ledger.ledger.rounds().map(\.number).max() ?? 0) + 1
+        let plan = strategy.plan(round: upcoming, configured: config.plan)
         let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
                                             quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction)
         let round = started.number, base = started.base

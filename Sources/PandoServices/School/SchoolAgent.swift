@@ -14,6 +14,8 @@ import PandoWire
 public enum SchoolEvent: Sendable {
     case connected
     case assignment(round: Int, task: RoundTask)
+    /// Local training progress, in tenths (0.1, 0.2, …).
+    case training(round: Int, fraction: Double)
     case fetched(round: Int, bytes: UInt64, cached: Bool)
     case trained(round: Int, examples: Int, metrics: [String: Double])
     case sent(round: Int, bytes: UInt64)
@@ -238,9 +240,18 @@ public final class SchoolAgent: @unchecked Sendable {
         let updater = Unchecked(self.updater!)
         let result: (String, [String: Double])
         do {
+            let client = self.client, onEvent = self.onEvent
             result = try await ComputeLane.run {
+                var shown = 0
                 let update = try updater.value.train(school: school, data: data, from: model, round: round,
-                                               baseVersion: a.model.sha256.hex, plan: plan)
+                                                     baseVersion: a.model.sha256.hex, plan: plan) { fraction in
+                    client.setActivity(.training, progress: fraction)
+                    let tenths = Int(fraction * 10)
+                    if tenths > shown, tenths < 10 {
+                        shown = tenths
+                        onEvent?(.training(round: round, fraction: Double(tenths) / 10))
+                    }
+                }
                 try UpdateFile.write(update.delta, to: file)
                 return (update.wireSHA256, update.metrics)
             }
