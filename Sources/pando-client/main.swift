@@ -36,24 +36,24 @@ struct ClientCommand: AsyncParsableCommand {
         } catch {
             throw ValidationError("\(error)")
         }
-        print("data: \(agent.trainingExamples) training and \(agent.validationExamples) validation examples; "
+        say("data: \(agent.trainingExamples) training and \(agent.validationExamples) validation examples; "
               + "coordinator \(configuration.transport.coordinatorHost):\(configuration.transport.port); "
               + "own log \(configuration.log.path)")
         agent.onEvent = { event in
             switch event {
-            case .connected: print("connected")
-            case .assignment(let round, let task): print("round \(round): \(task.rawValue)")
-            case .training(let round, let fraction): print(String(format: "round %d: training %.0f%%", round, fraction * 100))
+            case .connected: say("connected")
+            case .assignment(let round, let task): say("round \(round): \(task.rawValue)")
+            case .training(let round, let fraction): say(String(format: "round %d: training %.0f%%", round, fraction * 100))
             case .fetched(let round, let bytes, let cached):
-                print(cached ? "round \(round): global version already cached" : "round \(round): fetched the global version (\(bytes) bytes)")
+                say(cached ? "round \(round): global version already cached" : "round \(round): fetched the global version (\(bytes) bytes)")
             case .trained(let round, let examples, let metrics):
-                print(String(format: "round %d: trained on %d examples, loss %.4f, %.1f s", round, examples,
+                say(String(format: "round %d: trained on %d examples, loss %.4f, %.1f s", round, examples,
                              metrics["train_loss"] ?? .nan, metrics["seconds"] ?? 0))
-            case .sent(let round, let bytes): print("round \(round): update sent (\(bytes) bytes)")
+            case .sent(let round, let bytes): say("round \(round): update sent (\(bytes) bytes)")
             case .evaluated(let round, let examples, let metrics):
                 let shown = ["accuracy", "macro_f1", "micro_f1", "rmse"].compactMap { k in metrics[k].map { String(format: "%@ %.4f", k, $0) } }
-                print("round \(round): evaluated on \(examples) validation examples: \(shown.joined(separator: ", "))")
-            case .declined(let round, let reason): print("round \(round): declined: \(reason)")
+                say("round \(round): evaluated on \(examples) validation examples: \(shown.joined(separator: ", "))")
+            case .declined(let round, let reason): say("round \(round): declined: \(reason)")
             }
         }
         try await agent.run(maxAttempts: maxAttempts)
@@ -61,3 +61,9 @@ struct ClientCommand: AsyncParsableCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Prints a line and flushes, so progress shows at once even when standard output is a file.
+func say(_ line: String) {
+    print(line)
+    fflush(nil)
+}

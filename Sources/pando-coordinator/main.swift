@@ -39,10 +39,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         let settings = configuration
         let coordinator = Coordinator(configuration: settings, logger: Logger(label: "pando.coordinator"))
-        coordinator.onListening = { port in print("listening on \(settings.listen):\(port) (mutual TLS)") }
-        coordinator.onRound = { r in print(Self.describe(r)) }
+        coordinator.onListening = { port in say("listening on \(settings.listen):\(port) (mutual TLS)") }
+        coordinator.onRound = { r in say(Self.describe(r)) }
         let reports = try await coordinator.run()
-        print("done: \(reports.filter(\.committed).count) of \(reports.count) rounds committed; audit log \(configuration.stateFolder.appendingPathComponent("audit.jsonl").path)")
+        say("done: \(reports.filter(\.committed).count) of \(reports.count) rounds committed; audit log \(configuration.stateFolder.appendingPathComponent("audit.jsonl").path)")
     }
 }
 
@@ -67,3 +67,9 @@ extension CoordinatorCommand {
 }
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+
+/// Prints a line and flushes, so progress shows at once even when standard output is a file.
+func say(_ line: String) {
+    print(line)
+    fflush(nil)
+}
