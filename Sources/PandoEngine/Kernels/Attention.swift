@@ -74,11 +74,14 @@ public enum AttentionKernel {
         }
     }
 
-    /// Writes `dQKV` (overwriting) from `dContext`. `dProbabilities` and
-    /// `dropped` are scratch of the probabilities' size.
+    /// Writes `dQKV` (overwriting) from `dContext`. `probabilities`,
+    /// `dProbabilities` and `dropped` are scratch of the probabilities' size:
+    /// the softmax is recomputed here from Q and K (one L×L×d product per
+    /// head), so training keeps no per-layer probabilities — the largest
+    /// activation of a layer at usual lengths.
     public static func backward(
         qkv: UnsafePointer<Float>, hidden: Int, heads: Int, table: SequenceTable,
-        probabilities: UnsafePointer<Float>, dropped: UnsafeMutablePointer<Float>,
+        probabilities: UnsafeMutablePointer<Float>, dropped: UnsafeMutablePointer<Float>,
         dContext: UnsafePointer<Float>, dProbabilities: UnsafeMutablePointer<Float>,
         dQKV: UnsafeMutablePointer<Float>, dropout: DropoutMask
     ) {
@@ -100,7 +103,9 @@ public enum AttentionKernel {
                 let pIndex = probOffsets[b] + h * L * L
                 let P = probabilities + pIndex
                 let dP = dProbabilities + pIndex
-                var used = P
+                BLAS.serial(transB: true, m: L, n: L, k: d, alpha: scale, a: Q, lda: ld, b: K, ldb: ld, c: P, ldc: L)
+                softmaxRows(P, rows: L, cols: L)
+                var used = UnsafePointer(P)
                 if dropout.isActive {
                     let D = dropped + pIndex
                     for i in 0..<(L * L) { D[i] = P[i] * dropout.factor(pIndex + i) }

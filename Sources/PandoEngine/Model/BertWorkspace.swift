@@ -25,7 +25,7 @@ public final class BertWorkspace: @unchecked Sendable {
 
     struct LayerActivations {
         let qkv: FloatBuffer          // [N, 3H], biases included
-        let probabilities: FloatBuffer // Σ heads·L², softmax output
+        let probabilities: FloatBuffer // Σ heads·L², softmax output (shared by all layers: backward recomputes it)
         let context: FloatBuffer      // [N, H]
         let normalized1: FloatBuffer  // [N, H], x̂ of the attention LayerNorm
         let inverseStd1: FloatBuffer  // [N]
@@ -74,9 +74,10 @@ public final class BertWorkspace: @unchecked Sendable {
             return s.buffer
         }
         let activationSets = training ? layers : 1
+        let probabilities = make(probs)
         for _ in 0..<activationSets {
             layerActivations.append(LayerActivations(
-                qkv: make(N * 3 * H), probabilities: make(probs), context: make(N * H),
+                qkv: make(N * 3 * H), probabilities: probabilities, context: make(N * H),
                 normalized1: make(training ? N * H : 0), inverseStd1: make(N), attentionOut: make(N * H),
                 ffnPre: make(N * I),
                 normalized2: make(training ? N * H : 0), inverseStd2: make(N)))
