@@ -39,10 +39,12 @@ let package = Package(
         ),
         // glibc's malloc.h (mallopt), for the transport's allocator policy.
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
+        // Int8 inference GEMM (AVX-512 VNNI with a portable fallback), always optimised.
+        .target(name: "CPandoKernels", cSettings: [.unsafeFlags(["-O3"])]),
         // Tensors, checkpoints, BERT forward/backward, optimisers. No networking.
         .target(
             name: "PandoEngine",
-            dependencies: ["COpenBLAS"],
+            dependencies: ["COpenBLAS", "CPandoKernels"],
             swiftSettings: engineSettings
         ),
         // WordPiece tokenisation identical to Hugging Face's BertTokenizer.
@@ -137,7 +139,7 @@ let package = Package(
         ),
         // Fixture paths and helpers shared by the test targets.
         .target(name: "PandoTestSupport", dependencies: ["PandoEngine", "PandoData"], path: "Tests/PandoTestSupport"),
-        .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine", "PandoTestSupport"]),
+        .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine", "CPandoKernels", "PandoTestSupport"]),
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
         .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining", "PandoTestSupport"]),

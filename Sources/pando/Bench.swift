@@ -70,11 +70,18 @@ struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Inference sequences per second (no gradients).")
         @OptionGroup var common: Common
         @Option(help: "Sequences per batch.") var batchSize = 64
+        @Flag(help: "Run the int8-quantised encoder (per-output weight scales, per-token activation scales).") var int8 = false
 
         func run() throws {
             let (model, name, folder) = try common.load()
             let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
-            try common.emit(Benchmark.infer(model: model, name: name, batches: batches, warmup: common.warmup))
+            if int8 {
+                model.quantizeForInference()
+                if !common.json { print("int8 encoder (kernel: \(Int8Linear.kernel))") }
+            }
+            var report = Benchmark.infer(model: model, name: name, batches: batches, warmup: common.warmup)
+            if int8 { report.kind = "infer-int8" }
+            try common.emit(report)
         }
     }
 

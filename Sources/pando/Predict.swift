@@ -29,9 +29,11 @@ struct PredictCommand: ParsableCommand {
     @Option(help: "Column holding the text in a .csv/.tsv/.jsonl --file.") var textColumn = "text"
     @Option(help: "Sequences per batch.") var batchSize = 64
     @Flag(help: "Add per-token gradient × input attributions.") var explain = false
+    @Flag(help: "Run the int8-quantised encoder for the predictions (attributions stay float32).") var int8 = false
 
     func run() throws {
         let checkpoint = try FineTunedModel(folder: URL(fileURLWithPath: model))
+        if int8 { checkpoint.model.quantizeForInference() }
         let inputs: [TextInput]
         if let text {
             guard file == nil else { throw ValidationError("give --text or --file, not both") }

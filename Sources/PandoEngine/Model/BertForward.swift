@@ -49,15 +49,24 @@ extension BertModel {
             let a = ws.activations(l)
             let x = ws.input(ofLayer: l).base
             let out = ws.output(ofLayer: l).base
+            let q8 = ws.int8.map { ($0.encoder.layers[l], $0.scratch) }
             // Q, K, V in one GEMM: qkv = x·Wᵀ + b.
-            Elementwise.broadcastRows(p(o.qkvBias), rows: N, cols: 3 * H, into: a.qkv.base)
-            BLAS.gemm(transB: true, m: N, n: 3 * H, k: H, a: x, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: a.qkv.base, ldc: 3 * H)
+            if let (q, scratch) = q8 {
+                q.qkv.apply(x, rows: N, bias: p(o.qkvBias), into: a.qkv.base, scratch: scratch)
+            } else {
+                Elementwise.broadcastRows(p(o.qkvBias), rows: N, cols: 3 * H, into: a.qkv.base)
+                BLAS.gemm(transB: true, m: N, n: 3 * H, k: H, a: x, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: a.qkv.base, ldc: 3 * H)
+            }
             AttentionKernel.forward(
                 qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table,
                 probabilities: a.probabilities.base, dropped: ws.dropped.base, context: a.context.base,
                 dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? DropoutMask(probability: 0, key: 0))
             // Attention output projection, dropout, residual, LayerNorm.
-            BLAS.gemm(transB: true, m: N, n: H, k: H, a: a.context.base, lda: H, b: p(o.attentionOutWeight), ldb: H, c: sum, ldc: H)
+            if let (q, scratch) = q8 {
+                q.attentionOut.apply(a.context.base, rows: N, bias: nil, into: sum, scratch: scratch)
+            } else {
+                BLAS.gemm(transB: true, m: N, n: H, k: H, a: a.context.base, lda: H, b: p(o.attentionOutWeight), ldb: H, c: sum, ldc: H)
+            }
             Elementwise.biasDropoutResidual(
                 sum, bias: p(o.attentionOutBias), residual: x, rows: N, cols: H,
                 dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? DropoutMask(probability: 0, key: 0))
@@ -65,9 +74,17 @@ extension BertModel {
                 input: sum, rows: N, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
                 normalized: ws.training ? a.normalized1.base : nil, inverseStd: a.inverseStd1.base, output: a.attentionOut.base)
             // Feed-forward: activation(h·W1ᵀ + b1)·W2ᵀ + b2, dropout, residual, LayerNorm.
-            BLAS.gemm(transB: true, m: N, n: I, k: H, a: a.attentionOut.base, lda: H, b: p(o.ffnInWeight), ldb: H, c: a.ffnPre.base, ldc: I)
+            if let (q, scratch) = q8 {
+                q.ffnIn.apply(a.attentionOut.base, rows: N, bias: nil, into: a.ffnPre.base, scratch: scratch)
+            } else {
+                BLAS.gemm(transB: true, m: N, n: I, k: H, a: a.attentionOut.base, lda: H, b: p(o.ffnInWeight), ldb: H, c: a.ffnPre.base, ldc: I)
+            }
             Elementwise.biasActivation(a.ffnPre.base, bias: p(o.ffnInBias), rows: N, cols: I, activation: c.activation, output: ws.ffnActivation.base)
-            BLAS.gemm(transB: true, m: N, n: H, k: I, a: ws.ffnActivation.base, lda: I, b: p(o.ffnOutWeight), ldb: I, c: sum, ldc: H)
+            if let (q, scratch) = q8 {
+                q.ffnOut.apply(ws.ffnActivation.base, rows: N, bias: nil, into: sum, scratch: scratch)
+            } else {
+                BLAS.gemm(transB: true, m: N, n: H, k: I, a: ws.ffnActivation.base, lda: I, b: p(o.ffnOutWeight), ldb: I, c: sum, ldc: H)
+            }
             Elementwise.biasDropoutResidual(
                 sum, bias: p(o.ffnOutBias), residual: a.attentionOut.base, rows: N, cols: H,
                 dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? DropoutMask(probability: 0, key: 0))

@@ -49,6 +49,9 @@ public final class BertModel: @unchecked Sendable {
     public let layout: ParameterLayout
     public let parameters: ParameterBuffer
     let offsets: Offsets
+    /// Int8 copies of the encoder's linear layers (`quantizeForInference()`), used by
+    /// inference workspaces created while it is set.
+    public internal(set) var int8: Int8Encoder?
 
     /// Offsets of each tensor in the flat buffer, resolved once.
     struct Offsets {

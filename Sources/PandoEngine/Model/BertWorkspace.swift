@@ -55,6 +55,9 @@ public final class BertWorkspace: @unchecked Sendable {
     var poolInput: FloatBuffer!, pooled: FloatBuffer!, pooledDropped: FloatBuffer!
     var logits: FloatBuffer!, dLogits: FloatBuffer!, dPooled: FloatBuffer!, dPoolInput: FloatBuffer!
 
+    /// Quantized activation rows when the model runs its int8 encoder (inference only).
+    let int8: (encoder: Int8Encoder, scratch: Int8Scratch)?
+
     var table = SequenceTable()
     var positions: [Int32] = []
 
@@ -67,6 +70,11 @@ public final class BertWorkspace: @unchecked Sendable {
         outputs = model.head.outputs
         let N = capacity.tokens, H = hidden, I = intermediate, B = capacity.sequences
         let probs = heads * N * capacity.length
+        if !training, let encoder = model.int8 {
+            int8 = (encoder, Int8Scratch(rows: N, widestInput: max(H, I)))
+        } else {
+            int8 = nil
+        }
 
         func make(_ count: Int) -> FloatBuffer {
             let s = FloatStorage(count: count)

@@ -1,0 +1,39 @@
+#ifndef PANDO_KERNELS_H
+#define PANDO_KERNELS_H
+
+#include <stdint.h>
+
+/// Columns per packed block of an int8 weight matrix.
+#define PANDO_Q8_NR 32
+
+/// Which int8 kernel `pando_q8_gemm` runs on this CPU: "avx512-vnni" or "portable".
+const char *pando_q8_kernel_name(void);
+
+/// Bytes `pando_q8_pack_weights` writes for a weight matrix of `n` outputs and `k` inputs.
+long pando_q8_packed_size(int n, int k);
+
+/// Outputs rounded up to a multiple of PANDO_Q8_NR: the length of the scale and sum arrays.
+int pando_q8_padded_n(int n);
+
+/// Padded inner dimension (`k` rounded up to a multiple of 4) that activation rows use.
+int pando_q8_padded_k(int k);
+
+/// Quantizes a row-major weight matrix `w` [n × k] (PyTorch's Linear layout, y = x·wᵀ)
+/// symmetrically per output: scales[j] = max|w[j, :]| / 127. Writes the packed int8
+/// matrix, the scales and each output's sum of quantized weights (for the zero-point
+/// correction of unsigned activations).
+void pando_q8_pack_weights(const float *w, int n, int k, int8_t *packed, float *scales, int32_t *sums);
+
+/// Quantizes rows [m0, m1) of `x` [m × k, row stride ldx] per row: scale = max|row| / 127,
+/// stored as unsigned bytes with zero point 128 into `q` [m × padded_k].
+void pando_q8_quantize_rows(const float *x, int ldx, int m0, int m1, int k, uint8_t *q, float *scales);
+
+/// y[m0..m1) = dequantized (q · packedᵀ) + bias, with y [m × n, row stride ldy].
+void pando_q8_gemm(const uint8_t *q, const float *row_scales, int m0, int m1, int k,
+                   const int8_t *packed, const float *scales, const int32_t *sums, const float *bias,
+                   int n, float *y, int ldy);
+
+/// Tests: run the portable kernel even where the VNNI one is available (1), or not (0).
+void pando_q8_force_portable(int on);
+
+#endif
