@@ -84,7 +84,10 @@ final class CoordinatorCrashTests: XCTestCase {
                                              log: state.appendingPathComponent("schools/\(s).jsonl"))
             let agent = try SchoolAgent(configuration: config, training: Federation.dataset(synthetic(count: 40 + 10 * i, seed: UInt64(i))),
                                         validation: nil, logger: Logger(label: "school", factory: { _ in SwiftLogNoOpLogHandler() }))
-            agent.uploadPacing = { _, _ in try? await Task.sleep(for: .milliseconds(40)) }  // a slow link: uploads take ~0.6 s
+            // Slow links of different speeds (~0.6, 1.2 and 1.8 s per upload): uploads overlap,
+            // and the first update is folded in well before the last arrives.
+            let pace = 40 * (i + 1)
+            agent.uploadPacing = { _, _ in try? await Task.sleep(for: .milliseconds(pace)) }
             agents.append(Task { try await agent.run() })
         }
 
