@@ -213,6 +213,8 @@ public enum AuditVerifier {
                 if r.event == .updateRejected { report.note(e.file, e.line, "\(where_) was rejected by the coordinator (log line \(r.line)): \(r.reason ?? "no reason")") }
             } else if let other = updates.first(where: { $0.school == e.school && $0.round == e.round && $0.updateSHA256 != nil }) {
                 report.problem(e.file, e.line, "\(where_): the coordinator's log line \(other.line) records a different update \(other.updateSHA256?.prefix(12) ?? "?") for this school and round")
+            } else if let left = updates.first(where: { $0.school == e.school && $0.round == e.round && $0.updateSHA256 == nil }) {
+                report.note(e.file, e.line, "\(where_): never stored by the coordinator, which left the school out of round \(e.round) (log line \(left.line)): \(left.reason ?? "no reason")")
             } else if aborted.contains(e.round) {
                 report.note(e.file, e.line, "\(where_): not in the coordinator's log; round \(e.round) was aborted, so the update was never used")
             } else {

@@ -172,3 +172,33 @@ final class CanaryTests: LedgerTestCase {
         }
     }
 }
+
+final class OneSidedUpdateTests: LedgerTestCase {
+    /// An update only the school's log holds is a problem, unless the coordinator recorded
+    /// why it never used it: the school was left out of that round (a rejection with no
+    /// hash), or the round was aborted. Then it is a note naming the reason.
+    func testExplainedGapsAreNotesAndUnexplainedOnesProblems() throws {
+        let folder = Fixture.folder()
+        let ledger = try Fixture.ledger(at: folder)
+        let west = try SchoolLog(url: folder.appendingPathComponent("school-west.jsonl"))
+        try Fixture.round(ledger, value: 1)
+        let key = try pub(folder)
+        let sha = String(repeating: "ef", count: 32)
+        // Round 1 is committed and says nothing of west: its claim is unexplained.
+        try west.append(SchoolLogEntry(school: "west", round: 1, baseVersion: "x", updateSHA256: sha, wireBytes: 10, examples: 5))
+        var report = AuditVerifier.verify(log: ledger.auditURL, key: key, clientLogs: [west.url])
+        XCTAssertTrue(report.problems.contains { $0.file == "school-west.jsonl" && $0.line == 1 && $0.message.contains("not in the coordinator's log") }, report.render())
+
+        // Round 2: the coordinator left west out (it disconnected) and the round committed.
+        let round = try ledger.startRound(strategy: "fedavg")
+        try ledger.record(AuditEntry(event: .updateRejected, round: round.number, school: "west", reason: "disconnected during the round"))
+        let staged = try ledger.store.stage { try Fixture.writeModel([2, 4, 0, 1], to: $0) }
+        try ledger.commitRound(round.number, version: staged, examplesBySchool: [:])
+        let west2 = try SchoolLog(url: folder.appendingPathComponent("school-west2.jsonl"))
+        try west2.append(SchoolLogEntry(school: "west", round: round.number, baseVersion: "x", updateSHA256: sha, wireBytes: 10, examples: 5))
+        report = AuditVerifier.verify(log: ledger.auditURL, key: key, clientLogs: [west2.url])
+        XCTAssertTrue(report.isValid, report.render())
+        XCTAssertTrue(report.notes.contains { $0.message.contains("never stored") && $0.message.contains("disconnected during the round") }, report.render())
+    }
+}
+

@@ -28,8 +28,8 @@ public enum SchoolEvent: Sendable {
 ///
 /// For a `train` assignment it fetches the global version by SHA-256 (unless cached),
 /// fine-tunes it on the school's training data with the shared engine
-/// (`LocalUpdater`), writes the delta, offers it, records what it sent in its own
-/// `SchoolLog` once the coordinator has stored it, and sends the `roundResult`. For an
+/// (`LocalUpdater`), writes the delta, records it in its own `SchoolLog` (before
+/// sending: the log is written ahead), offers it, and sends the `roundResult`. For an
 /// `evaluate` assignment it scores the version on its validation data and returns
 /// aggregate metrics only. The data never leaves this object: only weights, counts and
 /// metrics go on the wire.
@@ -264,11 +264,16 @@ public final class SchoolAgent: @unchecked Sendable {
         let size = UInt64((try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0)
         onEvent?(.trained(round: round, examples: data.count, metrics: result.1))
         let upload = PendingUpload(assignment: a, file: file, digest: digest, size: size, examples: data.count, metrics: result.1)
+        // Written ahead, fsynced, before a byte is offered: the school's log never lacks an
+        // update the coordinator could hold. (One it logged but the coordinator never
+        // stored shows up in `pando audit verify` as a note naming why it was left out.)
+        try schoolLog.append(SchoolLogEntry(school: school, round: round, baseVersion: a.model.sha256.hex,
+                                            updateSHA256: digest.hex, wireBytes: Int(size), examples: data.count))
         pending.withLockedValue { $0 = upload }
         try await deliver(upload, on: conn)
     }
 
-    /// Offers the update, logs it once stored, sends the result.
+    /// Offers the update (resuming a cut upload) and sends the result.
     func deliver(_ p: PendingUpload, on conn: PandoConnection) async throws {
         let round = Int(p.assignment.round)
         client.setActivity(.transferring)
@@ -284,8 +289,6 @@ public final class SchoolAgent: @unchecked Sendable {
             client.setActivity(.idle)
             return
         }
-        try schoolLog.append(SchoolLogEntry(school: conn.schoolID.value, round: round, baseVersion: p.assignment.model.sha256.hex,
-                                            updateSHA256: p.digest.hex, wireBytes: Int(p.size), examples: p.examples))
         let metrics = Self.wireMetrics(p.metrics)
         try await conn.send(.roundResult(RoundResult(
             round: p.assignment.round, task: .train, nonce: p.assignment.nonce, status: .completed,
