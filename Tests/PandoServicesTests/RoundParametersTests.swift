@@ -1,0 +1,35 @@
+import PandoFederation
+@testable import PandoServices
+import PandoWire
+import XCTest
+
+final class RoundParametersTests: XCTestCase {
+    func testThePlanCrossesTheWireUnchanged() throws {
+        var plan = LocalTrainingPlan()
+        plan.epochs = 2
+        plan.learningRate = 3e-5
+        plan.batchSize = 16
+        plan.maxLength = 96
+        plan.warmupRatio = 0.1
+        plan.linearDecay = true
+        plan.weightDecay = 0
+        plan.maxGradientNorm = nil
+        plan.dropout = false
+        plan.proximalMu = 0.05
+        plan.seed = 12345
+        let labels = LabelSetID(task: .classification, labels: ["a", "b"])
+        let wire = RoundParameters.encode(plan, labels: labels)
+        XCTAssertEqual(try RoundParameters.decode(wire), plan)
+        XCTAssertEqual(wire[RoundParameters.labelSetDigest], labels.digest)
+        XCTAssertNotEqual(labels.digest, LabelSetID(task: .classification, labels: ["b", "a"]).digest, "order matters")
+        XCTAssertNotEqual(labels.digest, LabelSetID(task: .multiLabel, labels: ["a", "b"]).digest, "task matters")
+    }
+
+    func testBadAssignmentsAreNamed() {
+        var wire = RoundParameters.encode(LocalTrainingPlan(), labels: LabelSetID(task: .regression, labels: ["score"]))
+        wire["batchSize"] = 2.5
+        XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("batchSize"), "\($0)") }
+        wire["batchSize"] = nil
+        XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("no batchSize"), "\($0)") }
+    }
+}
