@@ -49,8 +49,11 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var scoreRange: [Int]?
     /// Batches per length-grouping chunk: examples are shuffled, cut into chunks
     /// of this many batches, sorted by length inside each chunk, and the batches
-    /// shuffled again. 0 disables grouping.
-    public var lengthGroupingBatches = 50
+    /// shuffled again. 0 (the default) is plain shuffled batches: with packed batches
+    /// grouping gains no speed (measured: 1,924 vs 1,986 tokens/s on vader+trec), and where
+    /// a text's length predicts its label it makes batches nearly single-class
+    /// (math_modules: test accuracy 0.896 grouped, 0.944 not).
+    public var lengthGroupingBatches = 0
     public var evaluationBatchSize = 64
 
     public init() {}

@@ -58,7 +58,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "AdamW weight decay (never on biases or LayerNorm).") var weightDecay: Float = 0.01
     @Option(help: "Clip the global gradient norm to this.") var maxGradientNorm: Float = 1.0
     @Option(help: "AdamW ε.") var adamEpsilon: Float = 1e-8
-    @Option(help: "Sort by length within shuffled chunks of this many batches (0: plain shuffled batches).") var lengthGroupingBatches = 50
+    @Option(help: "Sort by length within shuffled chunks of this many batches (0, the default: plain shuffled batches).") var lengthGroupingBatches = 0
     @Option(help: "Seed for head initialisation, split, shuffling, oversampling and dropout.") var seed: UInt64 = 42
     @Option(help: "Loss weights per class: auto (balanced from frequencies) or none.") var classWeights: TrainingOptions.ClassWeighting = .none
     @Flag(help: "Oversample smaller classes up to the largest each epoch.") var oversample = false

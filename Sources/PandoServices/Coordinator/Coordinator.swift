@@ -125,6 +125,7 @@ public final class Coordinator: @unchecked Sendable {
             reports.append(report)
             onRound?(report)
         }
+        await hub.sayGoodbye()
         serverTask.cancel()
         hub.finish()
         return reports

@@ -116,6 +116,16 @@ final class SessionHub: @unchecked Sendable {
         if removed { post(.disconnected(s.school)) }
     }
 
+    /// Tells every connected school the coordinator is shutting down (best effort).
+    func sayGoodbye() async {
+        let all = lock.withLock { Array(sessions.values) }
+        await withTaskGroup(of: Void.self) { group in
+            for s in all {
+                group.addTask { _ = try? await s.gate.withLock { try await s.connection.send(.goodbye(Goodbye(code: .shuttingDown))) } }
+            }
+        }
+    }
+
     func openRound(_ round: OpenRound) {
         lock.withLock {
             servable.removeAll { $0.id == round.model.id }
