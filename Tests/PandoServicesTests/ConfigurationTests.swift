@@ -87,4 +87,32 @@ final class ConfigurationTests: XCTestCase {
             XCTAssertTrue("\(error)".contains("school.pem"), "\(error)")
         }
     }
+
+    /// A port already in use is a clear error, not a hang.
+    func testPortInUseIsAnError() async throws {
+        let model = try TestFixtures.tinyModelFolder()
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-port")
+        let federation = try LoopbackFederation(configuration: Federation.configuration(model: model, state: work.appendingPathComponent("state")),
+                                                schools: try Federation.schools(), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: work.appendingPathComponent("logs"), logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }))
+        // Hold a port with a listening socket, then ask the coordinator to listen on it.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var addr = sockaddr_in()
+        addr.sin_family = sa_family_t(AF_INET)
+        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let ok = withUnsafeMutablePointer(to: &addr) { p in
+            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &len) == 0 }
+        }
+        XCTAssertTrue(ok)
+        federation.coordinator.transport.port = Int(UInt16(bigEndian: addr.sin_port))
+        do {
+            _ = try await federation.coordinator.run()
+            XCTFail("listening on a port in use must fail")
+        } catch {
+            XCTAssertTrue("\(error)".lowercased().contains("address") || "\(error)".lowercased().contains("in use"), "\(error)")
+        }
+    }
 }
+

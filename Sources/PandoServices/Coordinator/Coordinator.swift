@@ -103,6 +103,8 @@ public final class Coordinator: @unchecked Sendable {
         let server = try CoordinatorServer(configuration: transport, logger: logger)
         let listening = AsyncStream.makeStream(of: Int.self)
         let serverTask = Task {
+            // However the listener ends (a port in use ends it at once), the wait below ends too.
+            defer { listening.continuation.finish() }
             try await server.run(onListening: { port in listening.continuation.yield(port); listening.continuation.finish() }) { conn, _ in
                 try await hub.serve(conn)
             }
