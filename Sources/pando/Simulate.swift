@@ -278,7 +278,7 @@ struct SimulateCommand: AsyncParsableCommand {
             + testNames.map { "test_" + $0 } + evalNames.map { "federated_" + $0 }
             + ["evaluation_examples", "bytes_up", "bytes_down", "aggregate_seconds", "seconds"]).joined(separator: ",")]
         func f(_ x: Double?) -> String { x.map { String(format: "%.6g", $0) } ?? "" }
-        lines.append((["0", "", "true", "0", "0", "0", "0", ""] + testNames.map { f(initial[$0]) } + evalNames.map { _ in "" }
+        lines.append((["0", reports.first?.baseVersion ?? "", "true", "0", "0", "0", "0", ""] + testNames.map { f(initial[$0]) } + evalNames.map { _ in "" }
             + ["0", "0", "0", "0", "0"]).joined(separator: ","))
         for r in reports {
             lines.append(([String(r.round), r.version, String(r.committed), String(r.selected.count), String(r.accepted.count),
