@@ -90,6 +90,43 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(report.clientEntriesChecked, 6)
     }
 
+    /// One school sends a delta with a NaN, another is too slow for the deadline: each is
+    /// left out with its reason on record, and the round commits with the quorum of the rest.
+    func testInvalidAndLateSchoolsAreLeftOutAndTheRoundCommits() async throws {
+        for fault in ["invalid", "late"] {
+            let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e-\(fault)")
+            let state = work.appendingPathComponent("state")
+            let model = try TestFixtures.tinyModelFolder()
+            var config = Federation.configuration(model: model, state: state, rounds: 1)
+            config.rounds.roundDeadline = .seconds(4)
+            config.rounds.federatedEvaluation = false
+            let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(),
+                                                    workFolder: work.appendingPathComponent("run"),
+                                                    schoolLogFolder: state.appendingPathComponent("schools"),
+                                                    logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }))
+            federation.prepareAgent = { id, agent in
+                guard id == "west" else { return }
+                agent.tamper = { url in
+                    if fault == "late" { Thread.sleep(forTimeInterval: 6); return }
+                    let h = try FileHandle(forWritingTo: url)
+                    defer { try? h.close() }
+                    try h.seek(toOffset: 40)
+                    try h.write(contentsOf: withUnsafeBytes(of: Float.nan.bitPattern.littleEndian) { Data($0) })
+                }
+            }
+            let reports = try await federation.run()
+            let report = try XCTUnwrap(reports.first)
+            XCTAssertTrue(report.committed, "\(fault): \(report.leftOut)")
+            XCTAssertEqual(report.accepted.sorted(), ["north", "south"], fault)
+            let reason = try XCTUnwrap(report.leftOut["west"], fault)
+            XCTAssertTrue(fault == "late" ? reason.contains("deadline") : reason.contains("non-finite") || reason.contains("NaN"), reason)
+            let audit = try String(contentsOf: state.appendingPathComponent("audit.jsonl"), encoding: .utf8)
+            XCTAssertTrue(audit.contains("\"updateRejected\"") && audit.contains("\"school\":\"west\""), "the rejection is on record")
+            let verification = try verify(state)
+            XCTAssertTrue(verification.isValid, "\(fault): \(verification.problems)")
+        }
+    }
+
     func testFedAdamFirstRoundFollowsItsFormula() async throws {
         var choice = StrategyChoice(name: .fedadam)
         choice.serverLearningRate = 1e-2
