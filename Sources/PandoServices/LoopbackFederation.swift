@@ -86,6 +86,8 @@ public final class LoopbackFederation: @unchecked Sendable {
         }
         let coordinator = self.coordinator
         let coordinatorTask = Task { try await coordinator.run() }
+        var coordinatorDone = false
+        defer { if !coordinatorDone { coordinatorTask.cancel() } }  // a school that cannot start ends the run
         var it = ports.stream.makeAsyncIterator()
         guard let port = await it.next() else { return try await coordinatorTask.value }
         var schoolTasks: [Task<Void, Error>] = []
@@ -102,6 +104,12 @@ public final class LoopbackFederation: @unchecked Sendable {
             prepareAgent?(s.id, agent)
             schoolTasks.append(Task { try await agent.run() })
         }
-        return try await coordinatorTask.value
+        let reports = try await withTaskCancellationHandler {
+            try await coordinatorTask.value
+        } onCancel: {
+            coordinatorTask.cancel()
+        }
+        coordinatorDone = true
+        return reports
     }
 }

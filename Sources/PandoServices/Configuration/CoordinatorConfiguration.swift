@@ -81,7 +81,8 @@ public struct RoundSettings: Sendable, Equatable {
     /// A round that has not gathered every selected school's update by then commits
     /// with what it has (if the quorum holds) or is aborted.
     public var roundDeadline: Duration = .seconds(3600)
-    /// How long a round waits for `minSchools` to be connected before it is skipped.
+    /// How long a round waits for `minSchools` to be connected; after that the coordinator
+    /// stops with an error naming the shortfall (restart it once schools are online).
     public var waitForSchools: Duration = .seconds(600)
     /// Ask the schools to score each new version on their validation data.
     public var federatedEvaluation = true
@@ -189,6 +190,9 @@ public struct CoordinatorConfiguration: Sendable {
         if !(r.fraction > 0 && r.fraction <= 1) { throw bad("selection.fraction", "must be in (0, 1]") }
         if r.minSchools < 1 { throw bad("selection.min_schools", "must be at least 1") }
         if r.quorum < 1 { throw bad("selection.quorum", "must be at least 1") }
+        if r.roundDeadline <= .zero { throw bad("selection.round_deadline_seconds", "must be positive") }
+        if r.waitForSchools <= .zero { throw bad("selection.wait_for_schools_seconds", "must be positive") }
+        if r.evaluationDeadline <= .zero { throw bad("selection.evaluation_deadline_seconds", "must be positive") }
         if r.quorum > r.minSchools { throw bad("selection.quorum", "\(r.quorum) can never be met with min_schools \(r.minSchools): raise min_schools") }
         try plan.check(file: file)
         try strategy.validate(file: file)
@@ -199,10 +203,11 @@ public struct CoordinatorConfiguration: Sendable {
 extension LocalTrainingPlan {
     func check(file: String) throws {
         func bad(_ field: String, _ why: String) -> ConfigurationError { ConfigurationError(file: file, field: "local.\(field)", why) }
-        if epochs < 1 { throw bad("epochs", "must be at least 1") }
-        if !(learningRate > 0) { throw bad("learning_rate", "must be positive") }
-        if batchSize < 1 { throw bad("batch_size", "must be at least 1") }
-        if maxLength < 3 { throw bad("max_length", "must be at least 3 ([CLS] text [SEP])") }
+        // The same ranges schools accept in an assignment (`RoundParameters.decode`).
+        if !(1...1000).contains(epochs) { throw bad("epochs", "must be 1–1000") }
+        if !(learningRate > 0 && learningRate < 1) { throw bad("learning_rate", "must be in (0, 1)") }
+        if !(1...4096).contains(batchSize) { throw bad("batch_size", "must be 1–4096") }
+        if !(3...8192).contains(maxLength) { throw bad("max_length", "must be 3–8192 ([CLS] text [SEP] at least)") }
         if !(warmupRatio >= 0 && warmupRatio < 1) { throw bad("warmup_ratio", "must be in [0, 1)") }
         if !(weightDecay >= 0) { throw bad("weight_decay", "must be at least 0") }
     }

@@ -146,7 +146,9 @@ extension Coordinator {
             guard name.hasPrefix("r"), name.hasSuffix(".delta"), let dash = name.firstIndex(of: "-"),
                   let round = Int(name[name.index(after: name.startIndex)..<dash]) else { continue }
             let school = String(name[name.index(after: dash)...].dropLast(".delta".count))
-            guard (try ledger.ledger.roundInFlight())?.number != round else { continue }
+            // Only rounds that ended without using it (aborted at restart); a committed round
+            // already recorded every update it took, and one it left out was recorded then.
+            guard let status = try? ledger.ledger.round(round).status, status == .aborted else { continue }
             let size = (try fm.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
             try ledger.ledger.record(AuditEntry(
                 event: .updateRejected, round: round, school: school, updateSHA256: try Digest.sha256(fileAt: file), wireBytes: size,
@@ -168,6 +170,10 @@ final class RoundDriver: @unchecked Sendable {
     var version: String
     var rng: SplitMix64
     private var timerCounter = 0
+    /// Longest wait to hand a school its assignment before its connection is closed.
+    static let assignmentTimeout: Duration = .seconds(120)
+    /// Largest example count a school may report (its weight in FedAvg); above it the result is refused.
+    static let maxExamples: UInt64 = 100_000_000
     var config: CoordinatorConfiguration { coordinator.configuration }
     var logger: Logger { coordinator.logger }
 
@@ -252,6 +258,13 @@ final class RoundDriver: @unchecked Sendable {
                 group.addTask {
                     guard let session = hub.session(school) else { return (school, "disconnected before the assignment") }
                     let a = RoundAssignment(round: UInt64(round), task: task, model: model, nonce: nonces[school]!, parameters: parameters)
+                    // A connection that holds its gate (a transfer that stopped moving) for longer
+                    // than `assignmentTimeout` is closed, which frees the gate and fails the send.
+                    let watchdog = Task {
+                        try await Task.sleep(for: RoundDriver.assignmentTimeout)
+                        session.connection.close()
+                    }
+                    defer { watchdog.cancel() }
                     do {
                         try await session.gate.withLock { try await session.connection.send(.roundAssignment(a)) }
                         return (school, nil)
@@ -313,7 +326,7 @@ final class RoundDriver: @unchecked Sendable {
             guard pending.remove(school) != nil else { return }
             leftOut[school] = reason
             var entry = AuditEntry(event: .updateRejected, round: round, school: school, baseVersion: base, reason: reason)
-            if let up = hub.current?.expected[school]?.upload {
+            if let up = hub.forget(school) {
                 entry.updateSHA256 = up.digest.hex
                 entry.wireBytes = Int(up.size)
                 try? FileManager.default.removeItem(at: up.file)
@@ -321,11 +334,11 @@ final class RoundDriver: @unchecked Sendable {
             try ledger.ledger.record(entry)
             progress("round \(round): \(school) left out: \(reason)")
         }
+        let (deadline, deadlineTask) = timer(after: cfg.rounds.roundDeadline)
+        defer { deadlineTask.cancel() }
         let unreachable = await assign(selected, round: round, task: .train, model: model, plan: plan, nonces: nonces)
         for (school, why) in unreachable.sorted(by: { $0.key < $1.key }) { try leaveOut(school, why) }
         progress("round \(round): assignment sent to \(selected.count - unreachable.count) school(s); deadline \(cfg.rounds.roundDeadline)")
-        let (deadline, deadlineTask) = timer(after: cfg.rounds.roundDeadline)
-        defer { deadlineTask.cancel() }
         var graceTimers: [Int: String] = [:]
         var graceTasks: [Task<Void, Never>] = []
         defer { graceTasks.forEach { $0.cancel() } }
@@ -339,6 +352,12 @@ final class RoundDriver: @unchecked Sendable {
                 if let school = graceTimers.removeValue(forKey: t), pending.contains(school), hub.session(school) == nil {
                     try leaveOut(school, "disconnected during the round")
                 }
+            case .connected(let school) where pending.contains(school) && hub.current?.expected[school]?.upload == nil:
+                // It reconnected mid-round (a dropped link): it may never have read its
+                // assignment, so send it again, same nonce. A school that already has the
+                // update re-offers it first and finishes the round either way.
+                let plan = plan, nonces = nonces
+                Task { _ = await self.assign([school], round: round, task: .train, model: model, plan: plan, nonces: nonces) }
             case .disconnected(let school) where pending.contains(school):
                 let (token, task) = timer(after: coordinator.reconnectGrace)
                 graceTimers[token] = school
@@ -356,6 +375,10 @@ final class RoundDriver: @unchecked Sendable {
                 guard let up = hub.current?.expected[school]?.upload, let ref = result.update,
                       ref.sha256 == up.digest, ref.size == up.size else {
                     try leaveOut(school, "its result names no stored update")
+                    continue
+                }
+                guard result.exampleCount <= Self.maxExamples else {
+                    try leaveOut(school, "it reported \(result.exampleCount) examples, over the limit of \(Self.maxExamples)")
                     continue
                 }
                 pending.remove(school)
@@ -376,6 +399,7 @@ final class RoundDriver: @unchecked Sendable {
                         return (rejection, norm)
                     }
                 } catch {
+                    try? FileManager.default.removeItem(at: up.file)
                     leftOut[school] = "its update could not be read (\(error))"
                     try ledger.ledger.record(AuditEntry(event: .updateRejected, round: round, school: school, baseVersion: base,
                                                         examples: examples, updateSHA256: up.digest.hex, wireBytes: Int(up.size),
@@ -466,7 +490,7 @@ final class RoundDriver: @unchecked Sendable {
             case .result(let school, let r):
                 guard pending.contains(school), r.round == UInt64(round), r.task == .evaluate, r.nonce == nonces[school] else { continue }
                 pending.remove(school)
-                guard r.status == .completed, r.exampleCount > 0 else { continue }
+                guard r.status == .completed, r.exampleCount > 0, r.exampleCount <= Self.maxExamples else { continue }
                 let n = Int(clamping: r.exampleCount)
                 total += n
                 evaluated.append(school)

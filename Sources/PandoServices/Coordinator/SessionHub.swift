@@ -135,12 +135,17 @@ final class SessionHub: @unchecked Sendable {
     }
 
     /// Closes the open round; returns it (with its byte counts).
+    /// Uploads still on disk were never used (their school's result did not come): removed.
     @discardableResult
     func closeRound() -> OpenRound? {
-        lock.withLock {
+        let closed = lock.withLock { () -> OpenRound? in
             defer { open = nil }
             return open
         }
+        for e in closed?.expected.values ?? [:].values {
+            if let up = e.upload { try? FileManager.default.removeItem(at: up.file) }
+        }
+        return closed
     }
 
     var current: OpenRound? { lock.withLock { open } }
@@ -163,12 +168,23 @@ final class SessionHub: @unchecked Sendable {
     }
 
     func uploaded(school: String, round: Int, offer: ObjectOffer, file: URL, bytesOnWire: UInt64) {
-        lock.withLock {
-            guard open?.number == round else { return }
+        let kept = lock.withLock { () -> Bool in
+            guard let r = open, r.number == round, r.task == .train, let e = r.expected[school], e.upload == nil else { return false }
             open?.expected[school]?.upload = (file, offer.sha256, offer.size)
             open?.bytesUp += bytesOnWire
+            return true
         }
-        post(.uploaded(school, round: round))
+        if kept {
+            post(.uploaded(school, round: round))
+        } else {
+            // The round closed (or left the school out) while the bytes were arriving.
+            try? FileManager.default.removeItem(at: file)
+        }
+    }
+
+    /// Stops expecting anything from `school` this round; returns the upload it had stored, if any.
+    func forget(_ school: String) -> (file: URL, digest: ObjectDigest, size: UInt64)? {
+        lock.withLock { open?.expected.removeValue(forKey: school)?.upload }
     }
 
     /// The connection handler of one school session: serves fetches, takes uploads,

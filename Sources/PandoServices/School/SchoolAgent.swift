@@ -164,6 +164,9 @@ public final class SchoolAgent: @unchecked Sendable {
         do {
             client.setActivity(.transferring)
             model = try await fetchVersion(a, on: conn)
+        } catch TransportError.transferFailed(let why) {
+            client.setActivity(.idle)
+            return try await decline(a, reason: "the global version could not be fetched (\(why))", on: conn, status: .failed)
         } catch let e as TransportError {
             throw e  // the connection is gone: reconnect
         } catch {
@@ -282,12 +285,10 @@ public final class SchoolAgent: @unchecked Sendable {
             let stats = try await conn.sendObject(id: id, kind: .update, file: p.file, sha256: p.digest, progress: uploadPacing)
             onEvent?(.sent(round: round, bytes: stats.bytesTransferred))
         } catch TransportError.transferFailed(let why) {
-            // The coordinator refused it (the round closed, or it already has it): nothing to log.
-            logger.warning("round \(round): the coordinator did not take the update (\(why))")
-            pending.withLockedValue { $0 = nil }
-            try? FileManager.default.removeItem(at: p.file)
-            client.setActivity(.idle)
-            return
+            // Refused: the round closed, or the coordinator already stored this very update
+            // before the link dropped. The result goes anyway: the coordinator matches it to
+            // what it holds, or ignores it as stale.
+            logger.notice("round \(round): the coordinator did not take the upload (\(why)); sending the result")
         }
         let metrics = Self.wireMetrics(p.metrics)
         try await conn.send(.roundResult(RoundResult(
@@ -295,7 +296,7 @@ public final class SchoolAgent: @unchecked Sendable {
             update: ObjectRef(id: id, size: p.size, sha256: p.digest), exampleCount: UInt64(p.examples), metrics: metrics)))
         pending.withLockedValue { $0 = nil }
         try? FileManager.default.removeItem(at: p.file)
-        logger.info("round \(round): update sent (\(p.size) bytes, \(p.examples) examples)")
+        logger.info("round \(round): result sent (update of \(p.size) bytes, \(p.examples) examples)")
         client.setActivity(.idle)
     }
 
