@@ -127,6 +127,32 @@ final class EndToEndTests: XCTestCase {
         }
     }
 
+    /// West's link drops just after its assignment arrives (before it fetches anything): it
+    /// reconnects, the coordinator sends the assignment again, and the round has all three.
+    func testSchoolReconnectingMidRoundGetsItsAssignmentAgain() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e-reconnect")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
+        config.rounds.federatedEvaluation = false
+        let logs = LogLines()
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(),
+                                                workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: logs.logger("e2e"))
+        let cuts = FrameBytes()
+        federation.prepareAgent = { id, agent in
+            guard id == "west" else { return }
+            agent.onAssignment = { _, conn in
+                if cuts.count == 0 { cuts.add(ByteBuffer(bytes: [1])); conn.close() }
+            }
+        }
+        let reports = try await federation.run()
+        let report = try XCTUnwrap(reports.first)
+        XCTAssertEqual(cuts.count, 1, "the link was cut once")
+        XCTAssertTrue(report.committed)
+        XCTAssertEqual(report.accepted.sorted(), ["north", "south", "west"], "\(report.leftOut)")
+        XCTAssertTrue(try verify(state).isValid)
+    }
+
     func testFedAdamFirstRoundFollowsItsFormula() async throws {
         var choice = StrategyChoice(name: .fedadam)
         choice.serverLearningRate = 1e-2

@@ -49,6 +49,8 @@ public final class SchoolAgent: @unchecked Sendable {
     public var onEvent: (@Sendable (SchoolEvent) -> Void)?
     /// Test hook: alters the delta file after local training, before it is offered.
     var tamper: (@Sendable (URL) throws -> Void)?
+    /// Test hook: sees each assignment and its connection before the school acts on it.
+    var onAssignment: (@Sendable (RoundAssignment, PandoConnection) -> Void)?
     /// Test hook: called after each uploaded chunk (a slow link).
     var uploadPacing: (@Sendable (UInt64, UInt64) async -> Void)?
 
@@ -146,6 +148,7 @@ public final class SchoolAgent: @unchecked Sendable {
     }
 
     func handle(_ a: RoundAssignment, on conn: PandoConnection) async throws {
+        onAssignment?(a, conn)
         let round = Int(a.round)
         onEvent?(.assignment(round: round, task: a.task))
         logger.info("round \(round): \(a.task.rawValue) from version \(a.model.sha256.hex.prefix(12))")
