@@ -138,13 +138,14 @@ let package = Package(
             ]
         ),
         // Fixture paths and helpers shared by the test targets.
-        .target(name: "PandoTestSupport", dependencies: ["PandoEngine", "PandoData"], path: "Tests/PandoTestSupport"),
+        .target(name: "PandoTestSupport", dependencies: ["PandoEngine", "PandoData", .product(name: "Logging", package: "swift-log")],
+                path: "Tests/PandoTestSupport"),
         .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine", "CPandoKernels", "PandoTestSupport"]),
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
         .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining", "PandoTestSupport"]),
         .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining", "PandoLedger", "PandoTestSupport"]),
-        .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine"]),
+        .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine", "PandoTestSupport"]),
         .testTarget(name: "PandoWireTests", dependencies: ["PandoWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "PandoServicesTests",
@@ -158,7 +159,7 @@ let package = Package(
         .testTarget(
             name: "PandoTransportTests",
             dependencies: [
-                "PandoTransport", "PandoWire", "PandoCertificates",
+                "PandoTransport", "PandoWire", "PandoCertificates", "PandoTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),

@@ -22,12 +22,7 @@ struct ClientCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: Logger.Level = .info
 
     func run() async throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        ServiceConsole.bootstrap(level: logLevel)
         let configuration: SchoolConfiguration
         let agent: SchoolAgent
         do {
@@ -62,8 +57,4 @@ struct ClientCommand: AsyncParsableCommand {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-/// Prints a line and flushes, so progress shows at once even when standard output is a file.
-func say(_ line: String) {
-    print(line)
-    fflush(nil)
-}
+func say(_ line: String) { ServiceConsole.say(line) }

@@ -23,12 +23,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: Logger.Level = .info
 
     func run() async throws {
-        let level = logLevel
-        LoggingSystem.bootstrap { label in
-            var handler = StreamLogHandler.standardError(label: label)
-            handler.logLevel = level
-            return handler
-        }
+        ServiceConsole.bootstrap(level: logLevel)
         var configuration: CoordinatorConfiguration
         do { configuration = try CoordinatorConfiguration.load(from: URL(fileURLWithPath: config)) } catch {
             throw ValidationError("\(error)")
@@ -68,8 +63,4 @@ extension CoordinatorCommand {
 
 extension Logger.Level: @retroactive ExpressibleByArgument {}
 
-/// Prints a line and flushes, so progress shows at once even when standard output is a file.
-func say(_ line: String) {
-    print(line)
-    fflush(nil)
-}
+func say(_ line: String) { ServiceConsole.say(line) }

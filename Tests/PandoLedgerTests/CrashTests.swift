@@ -1,4 +1,5 @@
 import Foundation
+import PandoTestSupport
 import XCTest
 @testable import PandoLedger
 
@@ -8,7 +9,9 @@ import XCTest
 /// state and checks it is consistent and the audit trail verifies.
 final class CrashChild: LedgerTestCase {
     func testCommitForever() throws {
-        guard let dir = ProcessInfo.processInfo.environment["PANDO_LEDGER_CRASH_DIR"] else { return }  // only in the child
+        guard let dir = ProcessInfo.processInfo.environment["PANDO_LEDGER_CRASH_DIR"] else {
+            throw XCTSkip("the entry point of SigkillTests' child process")
+        }
         let ledger = try Fixture.ledger(at: URL(fileURLWithPath: dir))
         var i = Float(Int.random(in: 1..<100_000) * 10)
         while true {
@@ -21,9 +24,7 @@ final class CrashChild: LedgerTestCase {
 
 final class SigkillTests: LedgerTestCase {
     func testKilledDuringCommitsRecoversAndVerifies() throws {
-        #if os(Linux)
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0])
-        guard binary.lastPathComponent.hasSuffix(".xctest") else { throw XCTSkip("not run from an .xctest binary: \(binary.path)") }
+        let binary = try ChildProcesses.testBinary()
         let folder = Fixture.folder()
         // Create the federation first so the key exists for verification.
         try Fixture.ledger(at: folder).close()
@@ -36,15 +37,8 @@ final class SigkillTests: LedgerTestCase {
         // kill land before the child did anything.
         for (attempt, delay) in [0.05, 0.3, 0.0, 0.5, 0.15].enumerated() {
             let before = auditBytes()
-            let child = Process()
-            child.executableURL = binary
-            child.arguments = ["PandoLedgerTests.CrashChild/testCommitForever"]
-            var env = ProcessInfo.processInfo.environment
-            env["PANDO_LEDGER_CRASH_DIR"] = folder.path
-            child.environment = env
-            child.standardOutput = FileHandle.nullDevice
-            child.standardError = FileHandle.nullDevice
-            try child.run()
+            let child = try ChildProcesses.start(binary, test: "PandoLedgerTests.CrashChild/testCommitForever",
+                                                 environment: ["PANDO_LEDGER_CRASH_DIR": folder.path])
             let started = Date()
             while auditBytes() < before + 4096, Date().timeIntervalSince(started) < 60 { Thread.sleep(forTimeInterval: 0.01) }
             XCTAssertGreaterThanOrEqual(auditBytes(), before + 4096, "attempt \(attempt): the child committed within a minute")
@@ -72,8 +66,5 @@ final class SigkillTests: LedgerTestCase {
         }
         // Before the last check the parent had committed 4 rounds; the rest are the child's.
         XCTAssertGreaterThan(lastHeadRounds - 4, 0, "the child committed rounds before being killed")
-        #else
-        throw XCTSkip("uses the Linux .xctest binary as the child process")
-        #endif
     }
 }

@@ -96,17 +96,9 @@ final class ConfigurationTests: XCTestCase {
                                                 schools: try Federation.schools(), workFolder: work.appendingPathComponent("run"),
                                                 schoolLogFolder: work.appendingPathComponent("logs"), logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }))
         // Hold a port with a listening socket, then ask the coordinator to listen on it.
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        let (fd, port) = try ChildProcesses.loopbackListener()
         defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let ok = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        XCTAssertTrue(ok)
-        federation.coordinator.transport.port = Int(UInt16(bigEndian: addr.sin_port))
+        federation.coordinator.transport.port = port
         do {
             _ = try await federation.coordinator.run()
             XCTFail("listening on a port in use must fail")

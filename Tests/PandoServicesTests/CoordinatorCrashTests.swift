@@ -14,7 +14,9 @@ import XCTest
 /// `pando-coordinator` reading that YAML file; it runs rounds until the parent kills it.
 final class CoordinatorChild: XCTestCase {
     func testRunCoordinatorFromEnvironment() async throws {
-        guard let path = ProcessInfo.processInfo.environment["PANDO_COORDINATOR_CHILD_CONFIG"] else { return }  // only in the child
+        guard let path = ProcessInfo.processInfo.environment["PANDO_COORDINATOR_CHILD_CONFIG"] else {
+            throw XCTSkip("the entry point of CoordinatorCrashTests' coordinator process")
+        }
         let configuration = try CoordinatorConfiguration.load(from: URL(fileURLWithPath: path))
         let coordinator = Coordinator(configuration: configuration, logger: Logger(label: "child"))
         coordinator.reconnectGrace = .seconds(1)
@@ -25,25 +27,8 @@ final class CoordinatorChild: XCTestCase {
 /// The coordinator SIGKILLed while schools upload, while updates are being aggregated, and
 /// while a version is being committed; restarted each time on the same state folder.
 final class CoordinatorCrashTests: XCTestCase {
-    static func freePort() throws -> Int {
-        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
-        defer { close(fd) }
-        var addr = sockaddr_in()
-        addr.sin_family = sa_family_t(AF_INET)
-        addr.sin_addr.s_addr = inet_addr("127.0.0.1")
-        addr.sin_port = 0
-        var len = socklen_t(MemoryLayout<sockaddr_in>.size)
-        let bound = withUnsafeMutablePointer(to: &addr) { p in
-            p.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, len) == 0 && getsockname(fd, $0, &len) == 0 }
-        }
-        guard bound else { throw XCTSkip("no free port") }
-        return Int(UInt16(bigEndian: addr.sin_port))
-    }
-
     func testKilledDuringUploadsAggregationAndCommitRecoversAndGoesOn() async throws {
-        #if os(Linux)
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0])
-        guard binary.lastPathComponent.hasSuffix(".xctest") else { throw XCTSkip("not run from an .xctest binary") }
+        let binary = try ChildProcesses.testBinary()
         let work = try TestFixtures.temporaryDirectory(prefix: "pando-coordinator-crash")
         let model = try TestFixtures.tinyModelFolder()
         let pki = work.appendingPathComponent("pki")
@@ -51,7 +36,8 @@ final class CoordinatorCrashTests: XCTestCase {
         try ca.issueCoordinator(hosts: ["localhost", "127.0.0.1"])
         let schools = ["east", "north", "west"]
         for s in schools { try ca.issueSchool(id: s) }
-        let port = try Self.freePort()
+        let (held, port) = try ChildProcesses.loopbackListener()
+        close(held)  // free again: the coordinator child binds it
         let state = work.appendingPathComponent("state")
         let yaml = """
         federation: {id: crash-test, task: classification, labels: [a, b], base_model: \(model.path), rounds: 1000}
@@ -104,16 +90,8 @@ final class CoordinatorCrashTests: XCTestCase {
             ((try? FileManager.default.contentsOfDirectory(atPath: state.appendingPathComponent("versions").path)) ?? []).contains { $0.hasPrefix(".staging-") }
         }
         func launch() throws -> Process {
-            let p = Process()
-            p.executableURL = binary
-            p.arguments = ["PandoServicesTests.CoordinatorChild/testRunCoordinatorFromEnvironment"]
-            var env = ProcessInfo.processInfo.environment
-            env["PANDO_COORDINATOR_CHILD_CONFIG"] = configURL.path
-            p.environment = env
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
-            return p
+            try ChildProcesses.start(binary, test: "PandoServicesTests.CoordinatorChild/testRunCoordinatorFromEnvironment",
+                                     environment: ["PANDO_COORDINATOR_CHILD_CONFIG": configURL.path])
         }
         /// Polls (every millisecond, at most 60 s) until `condition` holds.
         func wait(_ what: String, _ condition: () -> Bool) -> Bool {
@@ -167,8 +145,5 @@ final class CoordinatorCrashTests: XCTestCase {
         XCTAssertTrue(wait("a commit") { events().filter { $0 == "roundCommitted" }.count > committedBefore })
         kill(child.processIdentifier, SIGKILL)
         child.waitUntilExit()
-        #else
-        throw XCTSkip("Linux only")
-        #endif
     }
 }

@@ -24,11 +24,11 @@ final class EndToEndTests: XCTestCase {
 
     func run(strategy: StrategyChoice, rounds: Int = 2, canary: String = "",
              tap: (@Sendable (ByteBuffer) -> Void)? = nil) async throws -> (reports: [FederatedRoundReport], state: URL, captured: Captured,
-                                                                           layout: ParameterLayout, logs: LogLines, work: URL) {
+                                                                           layout: ParameterLayout, logs: LogCapture, work: URL) {
         let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e")
         let state = work.appendingPathComponent("state")
         let model = try TestFixtures.tinyModelFolder()
-        let logs = LogLines()
+        let logs = LogCapture()
         let federation = try LoopbackFederation(configuration: Federation.configuration(model: model, state: state, rounds: rounds, strategy: strategy),
                                                 schools: try Federation.schools(canary: canary), workFolder: work.appendingPathComponent("run"),
                                                 schoolLogFolder: state.appendingPathComponent("schools"), logger: logs.logger("e2e"))
@@ -134,7 +134,7 @@ final class EndToEndTests: XCTestCase {
         let state = work.appendingPathComponent("state")
         var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
         config.rounds.federatedEvaluation = false
-        let logs = LogLines()
+        let logs = LogCapture()
         let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(),
                                                 workFolder: work.appendingPathComponent("run"),
                                                 schoolLogFolder: state.appendingPathComponent("schools"), logger: logs.logger("e2e"))

@@ -12,7 +12,9 @@ import XCTest
 /// `pando-client` reading that YAML file; it serves until the parent kills it.
 final class SchoolChild: XCTestCase {
     func testRunSchoolFromEnvironment() async throws {
-        guard let path = ProcessInfo.processInfo.environment["PANDO_SCHOOL_CHILD_CONFIG"] else { return }  // only in the child
+        guard let path = ProcessInfo.processInfo.environment["PANDO_SCHOOL_CHILD_CONFIG"] else {
+            throw XCTSkip("the entry point of KillTests' school processes")
+        }
         let configuration = try SchoolConfiguration.load(from: URL(fileURLWithPath: path))
         let agent = try SchoolAgent(configuration: configuration, logger: Logger(label: "child"))
         // Hold each update for a moment before offering it, so a kill can land mid-round.
@@ -31,15 +33,8 @@ final class KillTests: XCTestCase {
         init(binary: URL, configs: [String: URL]) { self.binary = binary; self.configs = configs }
 
         func start(_ school: String) throws {
-            let p = Process()
-            p.executableURL = binary
-            p.arguments = ["PandoServicesTests.SchoolChild/testRunSchoolFromEnvironment"]
-            var env = ProcessInfo.processInfo.environment
-            env["PANDO_SCHOOL_CHILD_CONFIG"] = configs[school]!.path
-            p.environment = env
-            p.standardOutput = FileHandle.nullDevice
-            p.standardError = FileHandle.nullDevice
-            try p.run()
+            let p = try ChildProcesses.start(binary, test: "PandoServicesTests.SchoolChild/testRunSchoolFromEnvironment",
+                                             environment: ["PANDO_SCHOOL_CHILD_CONFIG": configs[school]!.path])
             lock.lock(); processes[school] = p; lock.unlock()
         }
 
@@ -54,9 +49,7 @@ final class KillTests: XCTestCase {
     }
 
     func testKilledSchoolIsLeftOutThenRejoinsAndAllKilledAbortsTheRound() async throws {
-        #if os(Linux)
-        let binary = URL(fileURLWithPath: CommandLine.arguments[0])
-        guard binary.lastPathComponent.hasSuffix(".xctest") else { throw XCTSkip("not run from an .xctest binary") }
+        let binary = try ChildProcesses.testBinary()
         let work = try TestFixtures.temporaryDirectory(prefix: "pando-kill")
         let model = try TestFixtures.tinyModelFolder()
         let pki = work.appendingPathComponent("pki")
@@ -73,7 +66,7 @@ final class KillTests: XCTestCase {
         config.caCertificate = pki.appendingPathComponent("ca.pem")
         config.revocationList = pki.appendingPathComponent("crl.pem")
         config.rounds.federatedEvaluation = false
-        let logs = LogLines()
+        let logs = LogCapture()
         let coordinator = Coordinator(configuration: config, logger: logs.logger("coordinator"))
         coordinator.reconnectGrace = .seconds(1)
 
@@ -144,8 +137,5 @@ final class KillTests: XCTestCase {
                                           clientLogs: schoolLogs, checkpoints: config.stateFolder)
         XCTAssertTrue(report.isValid, "\(report.problems)")
         XCTAssertEqual(report.clientEntriesChecked, 5, "3 updates in round 1, 2 in round 2")
-        #else
-        throw XCTSkip("Linux only")
-        #endif
     }
 }

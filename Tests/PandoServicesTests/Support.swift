@@ -7,35 +7,6 @@ import PandoFederation
 import PandoTestSupport
 import XCTest
 
-/// Collects log lines of every component of a test federation.
-final class LogLines: @unchecked Sendable {
-    private let lock = NSLock()
-    private var lines: [String] = []
-    func append(_ s: String) { lock.lock(); lines.append(s); lock.unlock() }
-    var all: [String] { lock.lock(); defer { lock.unlock() }; return lines }
-    func contains(_ s: String) -> Bool { all.contains { $0.contains(s) } }
-
-    func logger(_ label: String) -> Logger {
-        var l = Logger(label: label) { _ in Handler(sink: self) }
-        l.logLevel = .debug
-        return l
-    }
-
-    struct Handler: LogHandler {
-        let sink: LogLines
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .debug
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(level: Logger.Level, message: Logger.Message, metadata extra: Logger.Metadata?, source: String, file: String, function: String, line: UInt) {
-            let all = metadata.merging(extra ?? [:]) { $1 }
-            sink.append("\(level) \(message) \(all.map { "\($0)=\($1)" }.sorted().joined(separator: " "))")
-        }
-    }
-}
-
 enum Federation {
     static let labels = ["a", "b"]
 

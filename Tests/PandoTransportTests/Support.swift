@@ -5,55 +5,10 @@ import NIOCore
 import NIOPosix
 import NIOSSL
 import PandoCertificates
+@_exported import PandoTestSupport
 @testable import PandoTransport
 import PandoWire
 import XCTest
-
-/// Collects log lines so tests can assert on logged reasons.
-final class LogCapture: @unchecked Sendable {
-    private let box = NIOLockedValueBox<[String]>([])
-    var lines: [String] { box.withLockedValue { $0 } }
-    func append(_ s: String) { box.withLockedValue { $0.append(s) } }
-    func contains(_ needle: String) -> Bool { lines.contains { $0.contains(needle) } }
-    func logger(_ label: String) -> Logger {
-        Logger(label: label) { _ in Handler(capture: self) }
-    }
-    /// Number of lines so far: pass it to `waitFor(_:after:)` to look only at later lines.
-    var mark: Int { box.withLockedValue { $0.count } }
-    /// Whether a line logged at index `after` or later contains every string in `needles`.
-    func contains(all needles: [String], after: Int) -> Bool {
-        lines.dropFirst(after).contains { line in needles.allSatisfy { line.contains($0) } }
-    }
-    /// Polls until a line contains `needle` (only lines from index `after` on, when given).
-    func waitFor(_ needle: String, timeout: Double = 5) async -> Bool {
-        await waitFor([needle], after: 0, timeout: timeout)
-    }
-    /// Polls until one line logged at index `after` or later contains every string in `needles`.
-    func waitFor(_ needles: [String], after: Int, timeout: Double = 5) async -> Bool {
-        let end = Date().addingTimeInterval(timeout)
-        while Date() < end {
-            if contains(all: needles, after: after) { return true }
-            try? await Task.sleep(for: .milliseconds(20))
-        }
-        return contains(all: needles, after: after)
-    }
-
-    struct Handler: LogHandler {
-        let capture: LogCapture
-        var metadata: Logger.Metadata = [:]
-        var logLevel: Logger.Level = .trace
-        subscript(metadataKey key: String) -> Logger.Metadata.Value? {
-            get { metadata[key] }
-            set { metadata[key] = newValue }
-        }
-        func log(level: Logger.Level, message: Logger.Message, metadata: Logger.Metadata?, source: String,
-                 file: String, function: String, line: UInt) {
-            let md = (metadata ?? [:]).map { "\($0)=\($1)" }.sorted().joined(separator: " ")
-            capture.append("[\(level)] \(message) \(md)")
-            if ProcessInfo.processInfo.environment["PANDO_TEST_LOG"] != nil { print("[\(level)] \(message) \(md)") }
-        }
-    }
-}
 
 /// A district CA in a temp dir with a coordinator certificate for `localhost`.
 final class TestPKI: @unchecked Sendable {

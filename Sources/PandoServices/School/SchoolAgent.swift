@@ -149,7 +149,7 @@ public final class SchoolAgent: @unchecked Sendable {
 
     func handle(_ a: RoundAssignment, on conn: PandoConnection) async throws {
         onAssignment?(a, conn)
-        let round = Int(a.round)
+        let round = Int(clamping: a.round)
         onEvent?(.assignment(round: round, task: a.task))
         logger.info("round \(round): \(a.task.rawValue) from version \(a.model.sha256.hex.prefix(12))")
         // A newer assignment supersedes an update the coordinator never took.
@@ -194,10 +194,10 @@ public final class SchoolAgent: @unchecked Sendable {
             try fm.createDirectory(at: folder, withIntermediateDirectories: true)
             let limit = UInt64(4 * BertModel.layout(config: config, head: head).count) + (64 << 20)
             let stats = try await conn.fetchObject(a.model, kind: .checkpoint, to: weights, maxSize: limit)
-            onEvent?(.fetched(round: Int(a.round), bytes: stats.bytesTransferred, cached: false))
+            onEvent?(.fetched(round: Int(clamping: a.round), bytes: stats.bytesTransferred, cached: false))
             pruneCache(keeping: sha)
         } else {
-            onEvent?(.fetched(round: Int(a.round), bytes: 0, cached: true))
+            onEvent?(.fetched(round: Int(clamping: a.round), bytes: 0, cached: true))
         }
         let configCopy = folder.appendingPathComponent("config.json")
         if !fm.fileExists(atPath: configCopy.path) {
@@ -237,7 +237,7 @@ public final class SchoolAgent: @unchecked Sendable {
     }
 
     func train(_ a: RoundAssignment, model: BertModel, plan: LocalTrainingPlan, on conn: PandoConnection) async throws {
-        let round = Int(a.round)
+        let round = Int(clamping: a.round)
         client.setActivity(.training, progress: 0)
         let school = conn.schoolID.value
         let file = configuration.cache.appendingPathComponent("outgoing/update-r\(round).delta")
@@ -281,7 +281,7 @@ public final class SchoolAgent: @unchecked Sendable {
 
     /// Offers the update (resuming a cut upload) and sends the result.
     func deliver(_ p: PendingUpload, on conn: PandoConnection) async throws {
-        let round = Int(p.assignment.round)
+        let round = Int(clamping: p.assignment.round)
         client.setActivity(.transferring)
         let id = WireToken("update-r\(round)")!
         do {
@@ -304,7 +304,7 @@ public final class SchoolAgent: @unchecked Sendable {
     }
 
     func evaluate(_ a: RoundAssignment, model: BertModel, plan: LocalTrainingPlan, on conn: PandoConnection) async throws {
-        let round = Int(a.round)
+        let round = Int(clamping: a.round)
         guard let data = encoded(maxLength: plan.maxLength).validation else {
             return try await decline(a, reason: "no validation data (set school.validation or validation_fraction)", on: conn)
         }
@@ -328,7 +328,7 @@ public final class SchoolAgent: @unchecked Sendable {
 
     func decline(_ a: RoundAssignment, reason: String, on conn: PandoConnection, status: PandoWire.RoundStatus = .declined) async throws {
         logger.error("round \(a.round): \(status.rawValue): \(reason)")
-        onEvent?(.declined(round: Int(a.round), reason: reason))
+        onEvent?(.declined(round: Int(clamping: a.round), reason: reason))
         client.setActivity(.idle)
         try await conn.send(.roundResult(RoundResult(round: a.round, task: a.task, nonce: a.nonce, status: status,
                                                      update: nil, exampleCount: 0, metrics: [:])))
