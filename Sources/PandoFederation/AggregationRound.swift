@@ -4,8 +4,8 @@ import PandoEngine
 /// every update goes through `UpdateValidator`, accepted ones are folded
 /// into the strategy's aggregator at once (so their buffers can be freed),
 /// rejected ones are kept with their reason; `commit` applies the strategy
-/// when the quorum holds. The in-process simulation and the networked
-/// coordinator share this type.
+/// when the quorum holds. The coordinator's round driver (PandoServices) runs
+/// one per round.
 public final class AggregationRound {
     public let validator: UpdateValidator
     private let aggregator: any DeltaAggregator

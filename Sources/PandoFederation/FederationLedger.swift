@@ -21,14 +21,9 @@ extension ModelUpdate {
     }
 }
 
-/// The coordinator's record keeper, over a `CoordinatorLedger` state folder: what
-/// the networked coordinator and the in-process simulation both call to record a
-/// round. In a simulation it also keeps each simulated school's own log:
-///
-/// ```
-/// <folder>/state.sqlite, versions/<sha256>/, audit.jsonl, keys/  (the coordinator's, see docs/audit-format.md)
-/// <folder>/schools/<school>.jsonl                                 (each school's SchoolLog)
-/// ```
+/// The coordinator's record keeper over a `CoordinatorLedger` state folder
+/// (`state.sqlite`, `versions/<sha256>/`, `audit.jsonl`, `keys/`; see docs/audit-format.md):
+/// the calls the round driver makes to record a round.
 ///
 /// Every global version (the base model, then each committed round) is written
 /// as a complete Hugging Face folder whose id is the SHA-256 of its
@@ -41,11 +36,10 @@ public final class FederationLedger {
     public let federationID: String
     /// Tokenizer files copied into every version folder.
     public let companionFiles: [URL]
-    private var schoolLogs: [String: SchoolLog] = [:]
 
     /// Opens (creating if needed) the state folder and its signing key; takes the coordinator's lock.
     /// - Parameter tokenizerFolder: the base model's folder; its tokenizer files go into every version.
-    public init(folder: URL, federationID: String = "simulation", tokenizerFolder: URL? = nil) throws {
+    public init(folder: URL, federationID: String, tokenizerFolder: URL? = nil) throws {
         self.folder = folder
         self.federationID = federationID
         ledger = try CoordinatorLedger(folder: folder)
@@ -62,21 +56,6 @@ public final class FederationLedger {
 
     public var auditLogURL: URL { ledger.auditURL }
     public var publicKeyURL: URL { CoordinatorLedger.defaultKeyURL(in: folder).appendingPathExtension("pub") }
-    public var schoolLogFolder: URL { folder.appendingPathComponent("schools", isDirectory: true) }
-
-    /// The log file of `school` (its id with characters outside `A-Z a-z 0-9 . _ -` replaced by `_`).
-    public func schoolLogURL(_ school: String) -> URL {
-        let safe = String(school.unicodeScalars.map { c -> Character in
-            c.isASCII && (CharacterSet.alphanumerics.contains(c) || "._-".unicodeScalars.contains(c)) ? Character(c) : "_"
-        })
-        return schoolLogFolder.appendingPathComponent((safe.hasPrefix(".") ? "_" + safe : safe) + ".jsonl")
-    }
-
-    /// Every school log in the folder (this run's and earlier runs'), sorted.
-    public var schoolLogURLs: [URL] {
-        let names = (try? FileManager.default.contentsOfDirectory(atPath: schoolLogFolder.path)) ?? []
-        return names.filter { $0.hasSuffix(".jsonl") }.sorted().map { schoolLogFolder.appendingPathComponent($0) }
-    }
 
     /// Writes `model` as a staged (not yet visible) version.
     public func stage(_ model: BertModel) throws -> StagedVersion {
@@ -126,18 +105,6 @@ public final class FederationLedger {
         try ledger.record(AuditEntry(event: .schoolSelected, round: round, school: school, baseVersion: base))
     }
 
-    /// The school's side: it appends what it sent to its own log.
-    public func schoolSent(_ update: ModelUpdate, sha256: String) throws {
-        let log: SchoolLog
-        if let open = schoolLogs[update.school] { log = open } else {
-            log = try SchoolLog(url: schoolLogURL(update.school))
-            schoolLogs[update.school] = log
-        }
-        try log.append(SchoolLogEntry(school: update.school, round: update.round, baseVersion: update.baseVersion,
-                                      updateSHA256: sha256, wireBytes: update.wireBytes, examples: update.exampleCount,
-                                      federation: try ledger.federation()?.id))
-    }
-
     /// The coordinator's side: the update as received, accepted (`rejection` nil) or not.
     public func received(_ update: ModelUpdate, sha256: String, norm: Double, rejection: UpdateRejection?) throws {
         try ledger.record(AuditEntry(event: rejection == nil ? .updateReceived : .updateRejected, round: update.round,
@@ -155,13 +122,6 @@ public final class FederationLedger {
 
     public func abort(round: Int, reason: String) throws {
         try ledger.abortRound(round, reason: reason)
-    }
-
-    /// Runs `pando audit verify`'s checks over this folder: the audit log with its
-    /// public key, every school log, and the versions on disk with their lineage.
-    public func verify() throws -> VerificationReport {
-        AuditVerifier.verify(log: auditLogURL, key: try AuditPublicKey.load(from: publicKeyURL),
-                             clientLogs: schoolLogURLs, checkpoints: folder)
     }
 
     /// Releases the state folder's lock.

@@ -83,6 +83,12 @@ final class EndToEndTests: XCTestCase {
             XCTAssertLessThan(worst, 1e-6, "round \(report.round)")
         }
         XCTAssertEqual(r.reports[1].baseVersion, r.reports[0].version, "round 2 trains from round 1's version")
+        // The federation learns the separable task: schools' validation accuracy and loss improve.
+        let first = r.reports[0].evaluation, second = r.reports[1].evaluation
+        print("federated validation accuracy by round: \(first["accuracy"] ?? .nan), \(second["accuracy"] ?? .nan); loss \(first["loss"] ?? .nan), \(second["loss"] ?? .nan)")
+        XCTAssertLessThan(second["loss"]!, first["loss"]!)
+        XCTAssertLessThan(r.reports[1].trainLoss, r.reports[0].trainLoss)
+        XCTAssertGreaterThanOrEqual(second["accuracy"]!, 0.8)
         // Bytes down: every school fetched each new version once (train in round 1: base; eval: v1; round 2 cached v1; eval: v2).
         XCTAssertGreaterThan(r.reports[0].bytesDown, 0)
         let report = try verify(r.state)
