@@ -122,14 +122,16 @@ public enum Benchmark {
         let start = DispatchTime.now().uptimeNanoseconds
         for batch in batches { model.forward(batch, workspace: ws) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return report(kind: "infer", model: name, batches: batches, seconds: seconds, flopFactor: 1, flops: model)
+        return report(kind: "infer", model: name, batches: batches, seconds: seconds, flopFactor: 1, flops: model,
+                      firstTokensOnly: model.head.pooling != .mean)
     }
 
-    static func report(kind: String, model name: String, batches: [PackedBatch], seconds: Double, flopFactor: Double, flops model: BertModel) -> Report {
+    static func report(kind: String, model name: String, batches: [PackedBatch], seconds: Double, flopFactor: Double, flops model: BertModel,
+                       firstTokensOnly: Bool = false) -> Report {
         let tokens = Double(batches.reduce(0) { $0 + $1.tokenCount })
         let padded = Double(batches.reduce(0) { $0 + $1.count * $1.maxLength })
         let sequences = batches.reduce(0) { $0 + $1.count }
-        let flops = batches.reduce(0.0) { $0 + model.forwardFLOPs(lengths: $1.lengths) } * flopFactor
+        let flops = batches.reduce(0.0) { $0 + model.forwardFLOPs(lengths: $1.lengths, firstTokensOnly: firstTokensOnly) } * flopFactor
         return Report(
             kind: kind, model: name, batchSize: batches.map(\.count).max() ?? 0, sequences: sequences,
             tokensPerSecond: tokens / seconds, paddedTokensPerSecond: padded / seconds,

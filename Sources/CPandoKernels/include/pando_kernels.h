@@ -36,4 +36,36 @@ void pando_q8_gemm(const uint8_t *q, const float *row_scales, int m0, int m1, in
 /// Tests: run the portable kernel even where the VNNI one is available (1), or not (0).
 void pando_q8_force_portable(int on);
 
+// MARK: element-wise kernels (vector.c): AVX-512, AVX2 + FMA or baseline, chosen at first use.
+
+/// Which instance the element-wise kernels run: "avx512", "avx2" or "portable".
+const char *pando_vector_kernel_name(void);
+
+/// Tests: run the baseline instance even where a wider one is available (1), or not (0).
+void pando_vector_force_portable(int on);
+
+/// Softmax of each of `rows` rows of `cols` floats (row stride `ld`), in place, max-subtracted.
+void pando_softmax_rows(float *x, int rows, int cols, int ld);
+
+/// Softmax backward in place: dp[r, :] = p[r, :] ⊙ (dp[r, :] − ⟨dp[r, :], p[r, :]⟩).
+void pando_softmax_backward_rows(float *dp, const float *p, int rows, int cols, int ld);
+
+/// pre[r, c] += bias[c]; out[r, c] = GELU(pre[r, c]) (exact, erf-based). Rows are contiguous.
+void pando_bias_gelu_rows(float *pre, const float *bias, int rows, int cols, float *out);
+
+/// y[i] = GELU(x[i]) for n elements.
+void pando_gelu(const float *x, long n, float *y);
+
+/// grad[i] *= GELU′(pre[i]) for n elements.
+void pando_gelu_backward(float *grad, const float *pre, long n);
+
+/// LayerNorm of each contiguous row: y = (x − mean)·rstd·γ + β. Writes x̂ to `normalized` and rstd to
+/// `inverse_std` when they are not NULL.
+void pando_layer_norm_rows(const float *x, int rows, int cols, const float *gamma, const float *beta, float eps,
+                           float *normalized, float *inverse_std, float *y);
+
+/// LayerNorm backward for contiguous rows: writes dx and adds Σ dy·x̂ to dgamma and Σ dy to dbeta.
+void pando_layer_norm_backward_rows(const float *dy, const float *xhat, const float *inverse_std, const float *gamma,
+                                    int rows, int cols, float *dx, float *dgamma, float *dbeta);
+
 #endif

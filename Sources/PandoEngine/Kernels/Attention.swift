@@ -1,3 +1,4 @@
+import CPandoKernels
 import Dispatch
 import Foundation
 
@@ -74,6 +75,30 @@ public enum AttentionKernel {
         }
     }
 
+    /// Attention of one query row per sequence (its first token) over all of
+    /// the sequence's keys and values: `queries` and `context` are compact
+    /// `count × hidden`; `scores` needs `count · heads · scoreStride` floats.
+    public static func forwardFirstQuery(
+        queries: UnsafePointer<Float>, qkv: UnsafePointer<Float>, hidden: Int, heads: Int, table: SequenceTable,
+        scores: UnsafeMutablePointer<Float>, scoreStride: Int, context: UnsafeMutablePointer<Float>
+    ) {
+        let d = hidden / heads, ld = 3 * hidden
+        let scale = 1 / Float(d).squareRoot()
+        let offsets = table.offsets, lengths = table.lengths
+        let box = UnsafeSendableBox((queries, qkv, scores, context))
+        Parallel.forEach(table.count * heads) { pair in
+            let (queries, qkv, scores, context) = box.value
+            let b = pair / heads, h = pair % heads, L = lengths[b]
+            let rows = qkv + offsets[b] * ld
+            let S = scores + pair * scoreStride
+            BLAS.gemv(trans: false, m: L, n: d, alpha: scale, a: rows + hidden + h * d, lda: ld,
+                      x: queries + b * hidden + h * d, beta: 0, y: S)
+            softmaxRows(S, rows: 1, cols: L)
+            BLAS.gemv(trans: true, m: L, n: d, a: rows + 2 * hidden + h * d, lda: ld, x: S, beta: 0,
+                      y: context + b * hidden + h * d)
+        }
+    }
+
     /// Writes `dQKV` (overwriting) from `dContext`. `probabilities`,
     /// `dProbabilities` and `dropped` are scratch of the probabilities' size:
     /// the softmax is recomputed here from Q and K (one L×L×d product per
@@ -115,15 +140,10 @@ public enum AttentionKernel {
                 BLAS.serial(transA: true, m: L, n: d, k: L, a: used, lda: L, b: dC, ldb: hidden, c: dV, ldc: ld)
                 BLAS.serial(transB: true, m: L, n: L, k: d, a: dC, lda: hidden, b: V, ldb: ld, c: dP, ldc: L)
                 // Through dropout, then the softmax Jacobian: dS = P ⊙ (dP − Σ_j dP·P).
-                for i in 0..<L {
-                    let pr = P + i * L, dr = dP + i * L
-                    if dropout.isActive {
-                        for j in 0..<L { dr[j] *= dropout.factor(pIndex + i * L + j) }
-                    }
-                    var dot: Float = 0
-                    for j in 0..<L { dot += dr[j] * pr[j] }
-                    for j in 0..<L { dr[j] = pr[j] * (dr[j] - dot) }
+                if dropout.isActive {
+                    for i in 0..<(L * L) { dP[i] *= dropout.factor(pIndex + i) }
                 }
+                pando_softmax_backward_rows(dP, P, Int32(L), Int32(L), Int32(L))
                 // S = scale·Q·Kᵀ ⇒ dQ = scale·dS·K ; dK = scale·dSᵀ·Q
                 BLAS.serial(m: L, n: d, k: L, alpha: scale, a: dP, lda: L, b: K, ldb: ld, c: dQ, ldc: ld)
                 BLAS.serial(transA: true, m: L, n: d, k: L, alpha: scale, a: dP, lda: L, b: Q, ldb: ld, c: dK, ldc: ld)
@@ -133,24 +153,6 @@ public enum AttentionKernel {
     /// Numerically stable softmax of each row, in place.
     @inline(__always)
     static func softmaxRows(_ x: UnsafeMutablePointer<Float>, rows: Int, cols: Int) {
-        for r in 0..<rows {
-            let row = x + r * cols
-            var m = -Float.infinity
-            for c in 0..<cols { m = max(m, row[c]) }
-            var sum: Float = 0
-            var c = 0
-            var acc = VectorMath.V()
-            let mv = VectorMath.V(repeating: m)
-            while c + 8 <= cols {
-                let e = VectorMath.exp(VectorMath.load(row + c) - mv)
-                VectorMath.store(e, row + c)
-                acc += e
-                c += 8
-            }
-            sum = acc.sum()
-            while c < cols { let e = expf(row[c] - m); row[c] = e; sum += e; c += 1 }
-            let inv = 1 / sum
-            for c in 0..<cols { row[c] *= inv }
-        }
+        pando_softmax_rows(x, Int32(rows), Int32(cols), Int32(cols))
     }
 }

@@ -1,3 +1,4 @@
+import CPandoKernels
 import Foundation
 
 /// Dropout whose mask is a pure function of (key, element index): the
@@ -58,23 +59,15 @@ public enum Elementwise {
         activation: BertConfig.Activation, output: UnsafeMutablePointer<Float>
     ) {
         Parallel.forRanges(rows, minimumChunk: 16) { range in
-            for r in range {
-                let p = pre + r * cols, o = output + r * cols
-                var c = 0
-                if activation == .gelu {
-                    while c + 8 <= cols {
-                        let v = VectorMath.load(p + c) + VectorMath.load(bias + c)
-                        VectorMath.store(v, p + c)
-                        VectorMath.store(VectorMath.gelu(v), o + c)
-                        c += 8
-                    }
-                }
-                while c < cols {
-                    let v = p[c] + bias[c]
-                    p[c] = v
-                    o[c] = Activation.value(v, activation)
-                    c += 1
-                }
+            let p = pre + range.lowerBound * cols, o = output + range.lowerBound * cols
+            if activation == .gelu {
+                pando_bias_gelu_rows(p, bias, Int32(range.count), Int32(cols), o)
+                return
+            }
+            for i in 0..<(range.count * cols) {
+                let v = p[i] + bias[i % cols]
+                p[i] = v
+                o[i] = Activation.value(v, activation)
             }
         }
     }
@@ -84,17 +77,11 @@ public enum Elementwise {
         _ pre: UnsafePointer<Float>, count: Int, activation: BertConfig.Activation, output: UnsafeMutablePointer<Float>
     ) {
         Parallel.forRanges(count, minimumChunk: 1 << 14) { range in
-            var i = range.lowerBound
             if activation == .gelu {
-                while i + 8 <= range.upperBound {
-                    VectorMath.store(VectorMath.gelu(VectorMath.load(pre + i)), output + i)
-                    i += 8
-                }
+                pando_gelu(pre + range.lowerBound, range.count, output + range.lowerBound)
+                return
             }
-            while i < range.upperBound {
-                output[i] = Activation.value(pre[i], activation)
-                i += 1
-            }
+            for i in range { output[i] = Activation.value(pre[i], activation) }
         }
     }
 
@@ -103,17 +90,11 @@ public enum Elementwise {
         _ grad: UnsafeMutablePointer<Float>, pre: UnsafePointer<Float>, count: Int, activation: BertConfig.Activation
     ) {
         Parallel.forRanges(count, minimumChunk: 1 << 14) { range in
-            var i = range.lowerBound
             if activation == .gelu {
-                while i + 8 <= range.upperBound {
-                    VectorMath.store(VectorMath.load(grad + i) * VectorMath.geluDerivative(VectorMath.load(pre + i)), grad + i)
-                    i += 8
-                }
+                pando_gelu_backward(grad + range.lowerBound, pre + range.lowerBound, range.count)
+                return
             }
-            while i < range.upperBound {
-                grad[i] *= Activation.derivative(pre[i], activation)
-                i += 1
-            }
+            for i in range { grad[i] *= Activation.derivative(pre[i], activation) }
         }
     }
 

@@ -1,3 +1,4 @@
+import CPandoKernels
 import Foundation
 
 /// Layer normalisation over the last dimension, `y = x̂·γ + β` with
@@ -10,29 +11,11 @@ public enum LayerNormKernel {
         normalized: UnsafeMutablePointer<Float>?, inverseStd: UnsafeMutablePointer<Float>?,
         output: UnsafeMutablePointer<Float>
     ) {
-        let inv = 1 / Float(cols)
         Parallel.forRanges(rows, minimumChunk: 64) { range in
-            for r in range {
-                let x = input + r * cols
-                var sum: Float = 0
-                for c in 0..<cols { sum += x[c] }
-                let mean = sum * inv
-                var sq: Float = 0
-                for c in 0..<cols { let d = x[c] - mean; sq += d * d }
-                let rstd = 1 / (sq * inv + eps).squareRoot()
-                inverseStd?[r] = rstd
-                let y = output + r * cols
-                if let normalized {
-                    let n = normalized + r * cols
-                    for c in 0..<cols {
-                        let h = (x[c] - mean) * rstd
-                        n[c] = h
-                        y[c] = h * gamma[c] + beta[c]
-                    }
-                } else {
-                    for c in 0..<cols { y[c] = (x[c] - mean) * rstd * gamma[c] + beta[c] }
-                }
-            }
+            let offset = range.lowerBound * cols
+            pando_layer_norm_rows(
+                input + offset, Int32(range.count), Int32(cols), gamma, beta, eps,
+                normalized.map { $0 + offset }, inverseStd.map { $0 + range.lowerBound }, output + offset)
         }
     }
 
@@ -47,30 +30,12 @@ public enum LayerNormKernel {
         let chunks = min(Parallel.workers, max(1, rows / 64))
         precondition(scratch.count >= 2 * cols * chunks, "layer norm scratch too small")
         scratch.slice(0, 2 * cols * chunks).fill(0)
-        let inv = 1 / Float(cols)
         Parallel.forEach(chunks) { chunk in
             let lo = rows * chunk / chunks, hi = rows * (chunk + 1) / chunks
             let dg = scratch.base + 2 * cols * chunk
-            let db = dg + cols
-            for r in lo..<hi {
-                let dy = dOutput + r * cols
-                let xh = normalized + r * cols
-                var meanD: Float = 0, meanDX: Float = 0
-                for c in 0..<cols {
-                    let d = dy[c] * gamma[c]
-                    meanD += d
-                    meanDX += d * xh[c]
-                    dg[c] += dy[c] * xh[c]
-                    db[c] += dy[c]
-                }
-                meanD *= inv
-                meanDX *= inv
-                let rstd = inverseStd[r]
-                let dx = dInput + r * cols
-                for c in 0..<cols {
-                    dx[c] = rstd * (dy[c] * gamma[c] - meanD - xh[c] * meanDX)
-                }
-            }
+            pando_layer_norm_backward_rows(
+                dOutput + lo * cols, normalized + lo * cols, inverseStd + lo, gamma, Int32(hi - lo), Int32(cols),
+                dInput + lo * cols, dg, dg + cols)
         }
         for chunk in 0..<chunks {
             let dg = scratch.base + 2 * cols * chunk

@@ -55,6 +55,10 @@ public final class BertWorkspace: @unchecked Sendable {
     var poolInput: FloatBuffer!, pooled: FloatBuffer!, pooledDropped: FloatBuffer!
     var logits: FloatBuffer!, dLogits: FloatBuffer!, dPooled: FloatBuffer!, dPoolInput: FloatBuffer!
 
+    /// Compact per-sequence matrices for the last layer's first-token pass (inference only):
+    /// `5·sequences × hidden + 2·sequences × intermediate` floats.
+    var firstTokens: FloatBuffer!
+
     /// Quantized activation rows when the model runs its int8 encoder (inference only).
     let int8: (encoder: Int8Encoder, scratch: Int8Scratch)?
 
@@ -104,6 +108,7 @@ public final class BertWorkspace: @unchecked Sendable {
             normScratch = make(2 * H * Parallel.workers)
             ones = make(N); ones.fill(1)
         }
+        firstTokens = make(training ? 0 : B * (5 * H + 2 * I))
         poolInput = make(B * H); pooled = make(B * H); pooledDropped = make(B * H)
         logits = make(B * outputs); dLogits = make(B * outputs); dPooled = make(B * H); dPoolInput = make(B * H)
         positions.reserveCapacity(N)

@@ -1,0 +1,311 @@
+// Element-wise kernels of the encoder (softmax, GELU, LayerNorm) over 16-float
+// generic vectors. Each kernel body is written once and compiled three times:
+// for AVX-512, for AVX2 + FMA, and for the baseline instruction set; the first
+// call picks the widest the CPU runs. Swift itself is built for the baseline
+// (SSE2), which left these memory-bound passes at a quarter of the vector
+// width the machines have.
+
+#include "pando_kernels.h"
+
+#include <math.h>
+#include <string.h>
+
+typedef float vf __attribute__((ext_vector_type(16)));
+typedef int32_t vi __attribute__((ext_vector_type(16)));
+#define W 16
+#define INLINE static inline __attribute__((always_inline))
+
+INLINE vf load(const float *p) { vf v; memcpy(&v, p, sizeof v); return v; }
+INLINE void store(float *p, vf v) { memcpy(p, &v, sizeof v); }
+
+/// Loads `n < W` floats, the other lanes set to `fill`.
+INLINE vf load_tail(const float *p, int n, float fill) {
+    float t[W];
+    for (int i = 0; i < W; i++) t[i] = i < n ? p[i] : fill;
+    return load(t);
+}
+
+INLINE void store_tail(float *p, vf v, int n) {
+    float t[W];
+    store(t, v);
+    for (int i = 0; i < n; i++) p[i] = t[i];
+}
+
+INLINE float sum_lanes(vf v) {
+    float s = 0;
+    for (int i = 0; i < W; i++) s += v[i];
+    return s;
+}
+
+INLINE float max_lanes(vf v) {
+    float m = v[0];
+    for (int i = 1; i < W; i++) m = v[i] > m ? v[i] : m;
+    return m;
+}
+
+INLINE vf vmax(vf a, vf b) { return __builtin_elementwise_max(a, b); }
+INLINE vf vmin(vf a, vf b) { return __builtin_elementwise_min(a, b); }
+
+/// eˣ: x = n·ln2 + r with |r| ≤ ln2/2, a degree-6 polynomial for eʳ, and 2ⁿ
+/// built in the exponent bits. Lanes below −87 give 0; callers pass x ≤ 0.
+INLINE vf vexp(vf x) {
+    const float shifter = 12582912.0f; // 1.5·2²³: adding it rounds to an integer in the low mantissa bits
+    vf t = x * 1.44269504f + shifter;
+    vf n = t - shifter;
+    vf r = x - n * 0.693145752f - n * 1.42860677e-6f;
+    vf p = r * (1.0f / 720) + (1.0f / 120);
+    p = p * r + (1.0f / 24);
+    p = p * r + (1.0f / 6);
+    p = p * r + 0.5f;
+    p = p * r + 1.0f;
+    p = p * r + 1.0f;
+    vi e = (__builtin_bit_cast(vi, t) - 0x4B400000 + 127) << 23;
+    vf y = p * __builtin_bit_cast(vf, e);
+    vi keep = x >= -87.0f;
+    return __builtin_bit_cast(vf, __builtin_bit_cast(vi, y) & keep);
+}
+
+/// erf(x), an odd rational function on [−4, 4] (±1 to float precision
+/// beyond); absolute error below 1e-7.
+INLINE vf verf(vf x) {
+    x = vmin(vmax(x, -4.0f), 4.0f);
+    vf x2 = x * x;
+    vf p = x2 * -2.72614225e-10f + 2.77068142e-08f;
+    p = p * x2 - 2.10102402e-06f;
+    p = p * x2 - 5.69250639e-05f;
+    p = p * x2 - 7.34990630e-04f;
+    p = p * x2 - 2.95460010e-03f;
+    p = p * x2 - 1.60960333e-02f;
+    vf q = x2 * -1.45660718e-05f - 2.13374055e-04f;
+    q = q * x2 - 1.68282697e-03f;
+    q = q * x2 - 7.37332916e-03f;
+    q = q * x2 - 1.42647390e-02f;
+    return x * p / q;
+}
+
+INLINE vf vgelu(vf x) { return 0.5f * x * (1.0f + verf(x * 0.707106781f)); }
+
+INLINE vf vgelu_derivative(vf x) {
+    return 0.5f * (1.0f + verf(x * 0.707106781f)) + x * 0.398942280f * vexp(-0.5f * x * x);
+}
+
+// MARK: kernel bodies
+
+INLINE void softmax_rows_body(float *x, int rows, int cols, int ld) {
+    const int full = cols - cols % W, tail = cols - full;
+    for (int r = 0; r < rows; r++) {
+        float *row = x + (long)r * ld;
+        vf m = -INFINITY;
+        for (int c = 0; c < full; c += W) m = vmax(m, load(row + c));
+        if (tail) m = vmax(m, load_tail(row + full, tail, -INFINITY));
+        const vf mx = max_lanes(m);
+        vf s = 0;
+        for (int c = 0; c < full; c += W) {
+            vf e = vexp(load(row + c) - mx);
+            store(row + c, e);
+            s += e;
+        }
+        vf et = 0;
+        if (tail) {
+            et = vexp(load_tail(row + full, tail, -INFINITY) - mx);
+            s += et;
+        }
+        const vf inv = 1.0f / sum_lanes(s);
+        for (int c = 0; c < full; c += W) store(row + c, load(row + c) * inv);
+        if (tail) store_tail(row + full, et * inv, tail);
+    }
+}
+
+INLINE void softmax_backward_rows_body(float *dp, const float *p, int rows, int cols, int ld) {
+    const int full = cols - cols % W, tail = cols - full;
+    for (int r = 0; r < rows; r++) {
+        float *d = dp + (long)r * ld;
+        const float *pr = p + (long)r * ld;
+        vf acc = 0;
+        for (int c = 0; c < full; c += W) acc += load(d + c) * load(pr + c);
+        if (tail) acc += load_tail(d + full, tail, 0) * load_tail(pr + full, tail, 0);
+        const vf dot = sum_lanes(acc);
+        for (int c = 0; c < full; c += W) store(d + c, load(pr + c) * (load(d + c) - dot));
+        if (tail) store_tail(d + full, load_tail(pr + full, tail, 0) * (load_tail(d + full, tail, 0) - dot), tail);
+    }
+}
+
+INLINE void bias_gelu_rows_body(float *pre, const float *bias, int rows, int cols, float *out) {
+    const int full = cols - cols % W, tail = cols - full;
+    for (int r = 0; r < rows; r++) {
+        float *p = pre + (long)r * cols, *o = out + (long)r * cols;
+        for (int c = 0; c < full; c += W) {
+            vf v = load(p + c) + load(bias + c);
+            store(p + c, v);
+            store(o + c, vgelu(v));
+        }
+        if (tail) {
+            vf v = load_tail(p + full, tail, 0) + load_tail(bias + full, tail, 0);
+            store_tail(p + full, v, tail);
+            store_tail(o + full, vgelu(v), tail);
+        }
+    }
+}
+
+INLINE void gelu_body(const float *x, long n, float *y) {
+    const long full = n - n % W;
+    for (long i = 0; i < full; i += W) store(y + i, vgelu(load(x + i)));
+    if (n > full) store_tail(y + full, vgelu(load_tail(x + full, (int)(n - full), 0)), (int)(n - full));
+}
+
+INLINE void gelu_backward_body(float *grad, const float *pre, long n) {
+    const long full = n - n % W;
+    for (long i = 0; i < full; i += W) store(grad + i, load(grad + i) * vgelu_derivative(load(pre + i)));
+    if (n > full) {
+        int t = (int)(n - full);
+        store_tail(grad + full, load_tail(grad + full, t, 0) * vgelu_derivative(load_tail(pre + full, t, 0)), t);
+    }
+}
+
+INLINE void layer_norm_rows_body(const float *x, int rows, int cols, const float *gamma, const float *beta, float eps,
+                                 float *normalized, float *inverse_std, float *y) {
+    const int full = cols - cols % W, tail = cols - full;
+    const float inv_n = 1.0f / (float)cols;
+    for (int r = 0; r < rows; r++) {
+        const float *xr = x + (long)r * cols;
+        float *yr = y + (long)r * cols;
+        vf s = 0;
+        for (int c = 0; c < full; c += W) s += load(xr + c);
+        if (tail) s += load_tail(xr + full, tail, 0);
+        const float mean = sum_lanes(s) * inv_n;
+        vf q = 0;
+        for (int c = 0; c < full; c += W) { vf d = load(xr + c) - mean; q += d * d; }
+        if (tail) { vf d = load_tail(xr + full, tail, mean) - mean; q += d * d; }
+        const float rstd = 1.0f / sqrtf(sum_lanes(q) * inv_n + eps);
+        if (inverse_std) inverse_std[r] = rstd;
+        float *nr = normalized ? normalized + (long)r * cols : 0;
+        for (int c = 0; c < full; c += W) {
+            vf h = (load(xr + c) - mean) * rstd;
+            if (nr) store(nr + c, h);
+            store(yr + c, h * load(gamma + c) + load(beta + c));
+        }
+        if (tail) {
+            vf h = (load_tail(xr + full, tail, mean) - mean) * rstd;
+            if (nr) store_tail(nr + full, h, tail);
+            store_tail(yr + full, h * load_tail(gamma + full, tail, 0) + load_tail(beta + full, tail, 0), tail);
+        }
+    }
+}
+
+INLINE void layer_norm_backward_rows_body(const float *dy, const float *xhat, const float *inverse_std, const float *gamma,
+                                          int rows, int cols, float *dx, float *dgamma, float *dbeta) {
+    const int full = cols - cols % W, tail = cols - full;
+    const float inv_n = 1.0f / (float)cols;
+    for (int r = 0; r < rows; r++) {
+        const float *d = dy + (long)r * cols, *h = xhat + (long)r * cols;
+        float *o = dx + (long)r * cols;
+        vf sd = 0, sdx = 0;
+        for (int c = 0; c < full; c += W) {
+            vf g = load(d + c), xh = load(h + c), dg = g * load(gamma + c);
+            sd += dg;
+            sdx += dg * xh;
+            store(dgamma + c, load(dgamma + c) + g * xh);
+            store(dbeta + c, load(dbeta + c) + g);
+        }
+        if (tail) {
+            vf g = load_tail(d + full, tail, 0), xh = load_tail(h + full, tail, 0), dg = g * load_tail(gamma + full, tail, 0);
+            sd += dg;
+            sdx += dg * xh;
+            store_tail(dgamma + full, load_tail(dgamma + full, tail, 0) + g * xh, tail);
+            store_tail(dbeta + full, load_tail(dbeta + full, tail, 0) + g, tail);
+        }
+        const float mean_d = sum_lanes(sd) * inv_n, mean_dx = sum_lanes(sdx) * inv_n, rstd = inverse_std[r];
+        for (int c = 0; c < full; c += W)
+            store(o + c, rstd * (load(d + c) * load(gamma + c) - mean_d - load(h + c) * mean_dx));
+        if (tail)
+            store_tail(o + full, rstd * (load_tail(d + full, tail, 0) * load_tail(gamma + full, tail, 0) - mean_d
+                                         - load_tail(h + full, tail, 0) * mean_dx), tail);
+    }
+}
+
+// MARK: one instance per instruction set
+
+struct vector_kernels {
+    const char *name;
+    void (*softmax_rows)(float *, int, int, int);
+    void (*softmax_backward_rows)(float *, const float *, int, int, int);
+    void (*bias_gelu_rows)(float *, const float *, int, int, float *);
+    void (*gelu)(const float *, long, float *);
+    void (*gelu_backward)(float *, const float *, long);
+    void (*layer_norm_rows)(const float *, int, int, const float *, const float *, float, float *, float *, float *);
+    void (*layer_norm_backward_rows)(const float *, const float *, const float *, const float *, int, int, float *, float *, float *);
+};
+
+#define INSTANCE(SUFFIX, ATTR)                                                                                          \
+    ATTR static void softmax_rows_##SUFFIX(float *x, int rows, int cols, int ld) { softmax_rows_body(x, rows, cols, ld); } \
+    ATTR static void softmax_backward_rows_##SUFFIX(float *dp, const float *p, int rows, int cols, int ld) {            \
+        softmax_backward_rows_body(dp, p, rows, cols, ld);                                                              \
+    }                                                                                                                   \
+    ATTR static void bias_gelu_rows_##SUFFIX(float *pre, const float *bias, int rows, int cols, float *out) {           \
+        bias_gelu_rows_body(pre, bias, rows, cols, out);                                                                \
+    }                                                                                                                   \
+    ATTR static void gelu_##SUFFIX(const float *x, long n, float *y) { gelu_body(x, n, y); }                            \
+    ATTR static void gelu_backward_##SUFFIX(float *g, const float *pre, long n) { gelu_backward_body(g, pre, n); }      \
+    ATTR static void layer_norm_rows_##SUFFIX(const float *x, int rows, int cols, const float *gamma,                   \
+                                              const float *beta, float eps, float *nrm, float *istd, float *y) {       \
+        layer_norm_rows_body(x, rows, cols, gamma, beta, eps, nrm, istd, y);                                            \
+    }                                                                                                                   \
+    ATTR static void layer_norm_backward_rows_##SUFFIX(const float *dy, const float *xh, const float *istd,             \
+                                                       const float *gamma, int rows, int cols, float *dx, float *dg,   \
+                                                       float *db) {                                                     \
+        layer_norm_backward_rows_body(dy, xh, istd, gamma, rows, cols, dx, dg, db);                                     \
+    }                                                                                                                   \
+    static const struct vector_kernels kernels_##SUFFIX = {                                                             \
+        #SUFFIX, softmax_rows_##SUFFIX, softmax_backward_rows_##SUFFIX, bias_gelu_rows_##SUFFIX, gelu_##SUFFIX,          \
+        gelu_backward_##SUFFIX, layer_norm_rows_##SUFFIX, layer_norm_backward_rows_##SUFFIX};
+
+INSTANCE(portable, )
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+INSTANCE(avx2, __attribute__((target("avx2,fma"))))
+INSTANCE(avx512, __attribute__((target("avx512f,avx512dq"))))
+#endif
+
+static int forced_portable = 0;
+void pando_vector_force_portable(int on) { forced_portable = on; }
+
+static const struct vector_kernels *kernels(void) {
+    if (forced_portable) return &kernels_portable;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    static const struct vector_kernels *chosen = 0;
+    if (!chosen) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) chosen = &kernels_avx512;
+        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) chosen = &kernels_avx2;
+        else chosen = &kernels_portable;
+    }
+    return chosen;
+#else
+    return &kernels_portable;
+#endif
+}
+
+const char *pando_vector_kernel_name(void) { return kernels()->name; }
+
+void pando_softmax_rows(float *x, int rows, int cols, int ld) { kernels()->softmax_rows(x, rows, cols, ld); }
+
+void pando_softmax_backward_rows(float *dp, const float *p, int rows, int cols, int ld) {
+    kernels()->softmax_backward_rows(dp, p, rows, cols, ld);
+}
+
+void pando_bias_gelu_rows(float *pre, const float *bias, int rows, int cols, float *out) {
+    kernels()->bias_gelu_rows(pre, bias, rows, cols, out);
+}
+
+void pando_gelu(const float *x, long n, float *y) { kernels()->gelu(x, n, y); }
+
+void pando_gelu_backward(float *grad, const float *pre, long n) { kernels()->gelu_backward(grad, pre, n); }
+
+void pando_layer_norm_rows(const float *x, int rows, int cols, const float *gamma, const float *beta, float eps,
+                           float *normalized, float *inverse_std, float *y) {
+    kernels()->layer_norm_rows(x, rows, cols, gamma, beta, eps, normalized, inverse_std, y);
+}
+
+void pando_layer_norm_backward_rows(const float *dy, const float *xhat, const float *inverse_std, const float *gamma,
+                                    int rows, int cols, float *dx, float *dgamma, float *dbeta) {
+    kernels()->layer_norm_backward_rows(dy, xhat, inverse_std, gamma, rows, cols, dx, dgamma, dbeta);
+}

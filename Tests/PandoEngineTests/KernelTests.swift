@@ -1,0 +1,169 @@
+import CPandoKernels
+import Foundation
+import PandoData
+@testable import PandoEngine
+import PandoTestSupport
+import XCTest
+
+/// The C element-wise kernels against double-precision references, on widths
+/// that exercise the 16-lane tails, in the instance this CPU runs and in the
+/// baseline one; and the first-token shortcut of the last layer against the
+/// full layer.
+final class KernelTests: XCTestCase {
+    let widths = [1, 7, 16, 37, 128, 384]
+
+    func values(_ count: Int, seed: UInt64, spread: Double = 4) -> [Float] {
+        var rng = SplitMix64(seed: seed)
+        return (0..<count).map { _ in Float((Double(rng.next() % 1_000_001) / 500_000 - 1) * spread) }
+    }
+
+    func forEachInstance(_ body: (String) -> Void) {
+        for portable in [false, true] {
+            pando_vector_force_portable(portable ? 1 : 0)
+            body(String(cString: pando_vector_kernel_name()))
+        }
+        pando_vector_force_portable(0)
+    }
+
+    func testSoftmaxAndItsBackwardMatchDoublePrecision() {
+        forEachInstance { name in
+            for cols in widths {
+                let rows = 3, ld = cols + 5
+                var x = values(rows * ld, seed: UInt64(cols), spread: 12)
+                let original = x
+                x.withUnsafeMutableBufferPointer { pando_softmax_rows($0.baseAddress!, Int32(rows), Int32(cols), Int32(ld)) }
+                var grad = values(rows * ld, seed: UInt64(cols) + 99)
+                let gradIn = grad
+                grad.withUnsafeMutableBufferPointer { g in
+                    x.withUnsafeBufferPointer { pando_softmax_backward_rows(g.baseAddress!, $0.baseAddress!, Int32(rows), Int32(cols), Int32(ld)) }
+                }
+                for r in 0..<rows {
+                    let row = (0..<cols).map { Double(original[r * ld + $0]) }
+                    let m = row.max()!
+                    let e = row.map { Foundation.exp($0 - m) }
+                    let s = e.reduce(0, +)
+                    let p = e.map { $0 / s }
+                    let dot = (0..<cols).reduce(0.0) { $0 + Double(gradIn[r * ld + $1]) * p[$1] }
+                    for c in 0..<cols {
+                        XCTAssertEqual(Double(x[r * ld + c]), p[c], accuracy: 2e-7 + 2e-6 * p[c], "\(name) softmax cols \(cols)")
+                        let dExpected = p[c] * (Double(gradIn[r * ld + c]) - dot)
+                        XCTAssertEqual(Double(grad[r * ld + c]), dExpected, accuracy: 1e-6, "\(name) softmax backward cols \(cols)")
+                    }
+                    for c in cols..<ld {
+                        XCTAssertEqual(x[r * ld + c], original[r * ld + c], "\(name): padding past cols untouched")
+                    }
+                }
+            }
+        }
+    }
+
+    func testGELUAndItsDerivativeMatchDoublePrecision() {
+        func gelu(_ x: Double) -> Double { 0.5 * x * (1 + Foundation.erf(x / 2.0.squareRoot())) }
+        func derivative(_ x: Double) -> Double {
+            0.5 * (1 + Foundation.erf(x / 2.0.squareRoot())) + x * Foundation.exp(-0.5 * x * x) / (2 * Double.pi).squareRoot()
+        }
+        forEachInstance { name in
+            for cols in widths {
+                let rows = 3
+                var pre = values(rows * cols, seed: UInt64(cols), spread: 6)
+                let bias = values(cols, seed: 7, spread: 1)
+                let input = pre
+                var out = [Float](repeating: .nan, count: rows * cols)
+                pre.withUnsafeMutableBufferPointer { p in
+                    out.withUnsafeMutableBufferPointer { pando_bias_gelu_rows(p.baseAddress!, bias, Int32(rows), Int32(cols), $0.baseAddress!) }
+                }
+                var plain = [Float](repeating: .nan, count: rows * cols)
+                plain.withUnsafeMutableBufferPointer { pando_gelu(pre, rows * cols, $0.baseAddress!) }
+                var grad = [Float](repeating: 1, count: rows * cols)
+                grad.withUnsafeMutableBufferPointer { pando_gelu_backward($0.baseAddress!, pre, rows * cols) }
+                for i in 0..<(rows * cols) {
+                    let v = Double(input[i]) + Double(bias[i % cols])
+                    XCTAssertEqual(Double(pre[i]), v, accuracy: 1e-6, "\(name) bias added")
+                    XCTAssertEqual(Double(out[i]), gelu(v), accuracy: 1e-6 * max(1, abs(v)), "\(name) gelu(\(v))")
+                    XCTAssertEqual(plain[i], out[i], "\(name) gelu without bias")
+                    XCTAssertEqual(Double(grad[i]), derivative(v), accuracy: 1e-6 * max(1, abs(v)), "\(name) gelu′(\(v))")
+                }
+            }
+        }
+    }
+
+    func testLayerNormForwardAndBackwardMatchDoublePrecision() {
+        forEachInstance { name in
+            for cols in widths where cols > 1 {
+                let rows = 4, eps: Float = 1e-12
+                let x = values(rows * cols, seed: UInt64(cols), spread: 3)
+                let gamma = values(cols, seed: 5, spread: 1), beta = values(cols, seed: 6, spread: 1)
+                let dy = values(rows * cols, seed: 8)
+                var y = [Float](repeating: .nan, count: rows * cols), xhat = y
+                var rstd = [Float](repeating: .nan, count: rows)
+                y.withUnsafeMutableBufferPointer { yp in
+                    xhat.withUnsafeMutableBufferPointer { hp in
+                        rstd.withUnsafeMutableBufferPointer {
+                            pando_layer_norm_rows(x, Int32(rows), Int32(cols), gamma, beta, eps, hp.baseAddress!, $0.baseAddress!, yp.baseAddress!)
+                        }
+                    }
+                }
+                var dx = [Float](repeating: .nan, count: rows * cols)
+                var dgamma = [Float](repeating: 1, count: cols), dbeta = [Float](repeating: 1, count: cols)
+                dx.withUnsafeMutableBufferPointer { d in
+                    dgamma.withUnsafeMutableBufferPointer { g in
+                        dbeta.withUnsafeMutableBufferPointer {
+                            pando_layer_norm_backward_rows(dy, xhat, rstd, gamma, Int32(rows), Int32(cols), d.baseAddress!, g.baseAddress!, $0.baseAddress!)
+                        }
+                    }
+                }
+                var expectedDGamma = [Double](repeating: 1, count: cols), expectedDBeta = expectedDGamma
+                for r in 0..<rows {
+                    let row = (0..<cols).map { Double(x[r * cols + $0]) }
+                    let mean = row.reduce(0, +) / Double(cols)
+                    let variance = row.reduce(0) { $0 + ($1 - mean) * ($1 - mean) } / Double(cols)
+                    let s = 1 / (variance + Double(eps)).squareRoot()
+                    XCTAssertEqual(Double(rstd[r]), s, accuracy: 1e-5 * s, "\(name) rstd")
+                    let h = row.map { ($0 - mean) * s }
+                    let g = (0..<cols).map { Double(dy[r * cols + $0]) * Double(gamma[$0]) }
+                    let meanG = g.reduce(0, +) / Double(cols)
+                    let meanGH = (0..<cols).reduce(0.0) { $0 + g[$1] * h[$1] } / Double(cols)
+                    for c in 0..<cols {
+                        XCTAssertEqual(Double(xhat[r * cols + c]), h[c], accuracy: 1e-5, "\(name) x̂ cols \(cols)")
+                        XCTAssertEqual(Double(y[r * cols + c]), h[c] * Double(gamma[c]) + Double(beta[c]), accuracy: 1e-5, "\(name) y")
+                        XCTAssertEqual(Double(dx[r * cols + c]), s * (g[c] - meanG - h[c] * meanGH), accuracy: 1e-4 * s, "\(name) dx cols \(cols)")
+                        expectedDGamma[c] += Double(dy[r * cols + c]) * h[c]
+                        expectedDBeta[c] += Double(dy[r * cols + c])
+                    }
+                }
+                for c in 0..<cols {
+                    XCTAssertEqual(Double(dgamma[c]), expectedDGamma[c], accuracy: 1e-4, "\(name) dγ accumulates")
+                    XCTAssertEqual(Double(dbeta[c]), expectedDBeta[c], accuracy: 1e-4, "\(name) dβ accumulates")
+                }
+            }
+        }
+    }
+
+    /// With a pooler or CLS head, inference computes the last layer for each sequence's
+    /// first token only; its logits equal those of the full layer, in float32 and int8.
+    func testFirstTokenLastLayerGivesTheFullLayersLogits() throws {
+        let folder = try TestFixtures.defaultModel()
+        let inputs = try TestFixtures.json("minilm/inputs.json")
+        let batch = TestFixtures.packedBatch(inputs)
+        for pooling in [Pooling.pooler, .cls] {
+            let (model, _) = try BertModel.load(
+                from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"], pooling: pooling), seed: 1)
+            for int8 in [false, true] {
+                if int8 { model.quantizeForInference() }
+                let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: batch.count, length: batch.maxLength), training: false)
+                let full = model.encode(batch, workspace: ws).array
+                let fullLogits = model.classify(batch, workspace: ws).array
+                let hidden = model.encode(batch, workspace: ws, firstTokensOnly: true).array
+                let logits = model.classify(batch, workspace: ws).array
+                for start in ws.table.offsets {
+                    let H = model.config.hiddenSize
+                    let (diff, _) = maxDifference(Array(hidden[(start * H)..<((start + 1) * H)]), Array(full[(start * H)..<((start + 1) * H)]))
+                    XCTAssertLessThan(diff, 1e-5, "\(pooling) int8 \(int8): first token's hidden state")
+                }
+                XCTAssertLessThan(maxDifference(logits, fullLogits).diff, 1e-5, "\(pooling) int8 \(int8): logits")
+                XCTAssertEqual(model.forward(batch, workspace: ws).array, logits, "forward takes the first-token path")
+                model.dropQuantization()
+            }
+        }
+    }
+}
