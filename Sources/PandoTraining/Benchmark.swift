@@ -109,7 +109,8 @@ public enum Benchmark {
         let start = DispatchTime.now().uptimeNanoseconds
         for batch in batches { tuner.step(batch, targets: targets(batch)) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return report(kind: "train", model: name, batches: batches, seconds: seconds, flopFactor: 3, flops: model)
+        return report(kind: "train", model: name, batches: batches, seconds: seconds, flopFactor: 3, flops: model,
+                      firstTokensOnly: model.head.pooling != .mean)
     }
 
     /// Inference throughput (forward and head, no gradients).

@@ -75,30 +75,6 @@ public enum AttentionKernel {
         }
     }
 
-    /// Attention of one query row per sequence (its first token) over all of
-    /// the sequence's keys and values: `queries` and `context` are compact
-    /// `count × hidden`; `scores` needs `count · heads · scoreStride` floats.
-    public static func forwardFirstQuery(
-        queries: UnsafePointer<Float>, qkv: UnsafePointer<Float>, hidden: Int, heads: Int, table: SequenceTable,
-        scores: UnsafeMutablePointer<Float>, scoreStride: Int, context: UnsafeMutablePointer<Float>
-    ) {
-        let d = hidden / heads, ld = 3 * hidden
-        let scale = 1 / Float(d).squareRoot()
-        let offsets = table.offsets, lengths = table.lengths
-        let box = UnsafeSendableBox((queries, qkv, scores, context))
-        Parallel.forEach(table.count * heads) { pair in
-            let (queries, qkv, scores, context) = box.value
-            let b = pair / heads, h = pair % heads, L = lengths[b]
-            let rows = qkv + offsets[b] * ld
-            let S = scores + pair * scoreStride
-            BLAS.gemv(trans: false, m: L, n: d, alpha: scale, a: rows + hidden + h * d, lda: ld,
-                      x: queries + b * hidden + h * d, beta: 0, y: S)
-            softmaxRows(S, rows: 1, cols: L)
-            BLAS.gemv(trans: true, m: L, n: d, a: rows + 2 * hidden + h * d, lda: ld, x: S, beta: 0,
-                      y: context + b * hidden + h * d)
-        }
-    }
-
     /// Writes `dQKV` (overwriting) from `dContext`. `probabilities`,
     /// `dProbabilities` and `dropped` are scratch of the probabilities' size:
     /// the softmax is recomputed here from Q and K (one L×L×d product per

@@ -71,6 +71,11 @@ extension BertModel {
 
         var dOut = ws.dHidden!, dIn = ws.dNext!
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
+            if l == c.layers - 1 && ws.lastLayerRanFirstTokensOnly {
+                lastLayerFirstTokensBackward(batch, workspace: ws, gradients: gradients, dropout: dropout, dTop: dOut, dInput: dIn)
+                swap(&dOut, &dIn)
+                continue
+            }
             let o = offsets.layers[l]
             let a = ws.activations(l)
             let x = ws.input(ofLayer: l).base
@@ -124,17 +129,18 @@ extension BertModel {
 extension BertModel {
     /// Backward of `y = x·Wᵀ + b` over `rows` rows: adds `dW = dYᵀ·x` and
     /// `db = Σ dY` into `gradients`, and writes (or, with `accumulate`, adds)
-    /// `dX = dY·W` into `dInput`.
+    /// `dX = dY·W` into `dInput`. `weight` and `bias` are parameter offsets;
+    /// `outputStride` is dY's row stride when it is a column block of a wider matrix.
     @inline(__always)
     func linearBackward(
-        dOutput: UnsafePointer<Float>, input: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
+        dOutput: UnsafePointer<Float>, outputStride: Int? = nil, input: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
         weight: Int, bias: Int, gradients: ParameterBuffer, dInput: UnsafeMutablePointer<Float>, accumulate: Bool,
         workspace ws: BertWorkspace
     ) {
-        let g = gradients.buffer.base
-        BLAS.gemv(trans: true, m: rows, n: outputs, a: dOutput, lda: outputs, x: ws.ones.base, beta: 1, y: g + bias)
-        BLAS.gemm(transA: true, m: outputs, n: inputs, k: rows, a: dOutput, lda: outputs, b: input, ldb: inputs, beta: 1, c: g + weight, ldc: inputs)
-        BLAS.gemm(m: rows, n: inputs, k: outputs, a: dOutput, lda: outputs, b: p(weight), ldb: inputs, beta: accumulate ? 1 : 0, c: dInput, ldc: inputs)
+        let g = gradients.buffer.base, ld = outputStride ?? outputs
+        BLAS.gemv(trans: true, m: rows, n: outputs, a: dOutput, lda: ld, x: ws.ones.base, beta: 1, y: g + bias)
+        BLAS.gemm(transA: true, m: outputs, n: inputs, k: rows, a: dOutput, lda: ld, b: input, ldb: inputs, beta: 1, c: g + weight, ldc: inputs)
+        BLAS.gemm(m: rows, n: inputs, k: outputs, a: dOutput, lda: ld, b: p(weight), ldb: inputs, beta: accumulate ? 1 : 0, c: dInput, ldc: inputs)
     }
 
     /// The gradient through a dropout mask: `grad` itself when dropout is

@@ -6,27 +6,28 @@ extension BertModel {
     /// is used again. `dropout` nil means evaluation mode.
     @discardableResult
     public func forward(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey? = nil) -> FloatBuffer {
-        // The pooler and CLS heads read one row per sequence, so at inference the last
-        // layer runs its queries, output projection and feed-forward for that row only.
-        encode(batch, workspace: ws, dropout: dropout, firstTokensOnly: !ws.training && head.pooling != .mean)
+        // The pooler and CLS heads read one row per sequence, so the last layer runs its
+        // queries, output projection and feed-forward for that row only (and backward
+        // follows: the other rows have no gradient).
+        encode(batch, workspace: ws, dropout: dropout, firstTokensOnly: head.pooling != .mean)
         return classify(batch, workspace: ws, dropout: dropout)
     }
 
     /// Runs the encoder only and returns the last hidden state for the
     /// packed tokens (`tokenCount × hidden`).
     ///
-    /// With `firstTokensOnly` (an inference workspace only), the last layer
-    /// computes keys and values for every token but the rest of the layer
-    /// only for each sequence's first token: that row of the result is exact,
-    /// the other rows are left unspecified. It saves about 5/6 of the last
-    /// layer for heads that pool the first token.
+    /// With `firstTokensOnly`, the last layer computes keys and values for
+    /// every token but the rest of the layer only for each sequence's first
+    /// token: that row of the result is exact, the other rows are left
+    /// unspecified. It saves about 5/6 of the last layer for heads that pool
+    /// the first token; `backward` follows whichever way the forward pass ran.
     @discardableResult
     public func encode(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey? = nil,
                        firstTokensOnly: Bool = false) -> FloatBuffer {
-        precondition(!firstTokensOnly || !ws.training, "firstTokensOnly needs an inference workspace")
         let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount
         check(batch, fits: ws)
         ws.table.reset(lengths: batch.lengths, heads: c.heads)
+        ws.lastLayerRanFirstTokensOnly = firstTokensOnly
         ws.positions.removeAll(keepingCapacity: true)
         for length in batch.lengths { for p in 0..<length { ws.positions.append(Int32(p)) } }
 
@@ -56,7 +57,7 @@ extension BertModel {
 
         for l in 0..<c.layers {
             if firstTokensOnly && l == c.layers - 1 {
-                lastLayerFirstTokens(batch, workspace: ws)
+                lastLayerFirstTokens(batch, workspace: ws, dropout: dropout)
                 break
             }
             let o = offsets.layers[l]
@@ -107,65 +108,6 @@ extension BertModel {
                 normalized: ws.training ? a.normalized2.base : nil, inverseStd: a.inverseStd2.base, output: out)
         }
         return ws.lastHidden.slice(0, N * H)
-    }
-
-    /// The last encoder layer for the first token of each sequence: keys and
-    /// values for all tokens, then one query row per sequence through
-    /// attention, the output projection and the feed-forward block, on compact
-    /// `count × hidden` matrices. Writes each result to the sequence's first
-    /// row of the last hidden state.
-    private func lastLayerFirstTokens(_ batch: PackedBatch, workspace ws: BertWorkspace) {
-        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount, B = batch.count
-        let l = c.layers - 1, o = offsets.layers[l], a = ws.activations(l)
-        let x = ws.input(ofLayer: l).base, out = ws.output(ofLayer: l).base, qkv = a.qkv.base
-        let offsets = ws.table.offsets
-        let s = ws.firstTokens.base
-        let xc = s, q = s + B * H, context = s + 2 * B * H, sum = s + 3 * B * H, attended = s + 4 * B * H
-        let ffnPre = s + 5 * B * H, ffnAct = ffnPre + B * I
-        for b in 0..<B { (xc + b * H).update(from: x + offsets[b] * H, count: H) }
-
-        if let q8 = ws.int8 {
-            let layer = q8.encoder.layers[l]
-            layer.qkv.apply(x, rows: N, bias: p(o.qkvBias), into: qkv, scratch: q8.scratch)
-            for b in 0..<B { (q + b * H).update(from: qkv + offsets[b] * 3 * H, count: H) }
-        } else {
-            // Keys and values of every token: rows H..<3H of the fused weight.
-            Elementwise.broadcastRows(p(o.qkvBias), rows: N, cols: 3 * H, into: qkv)
-            BLAS.gemm(transB: true, m: N, n: 2 * H, k: H, a: x, lda: H, b: p(o.qkvWeight) + H * H, ldb: H,
-                      beta: 1, c: qkv + H, ldc: 3 * H)
-            Elementwise.broadcastRows(p(o.qkvBias), rows: B, cols: H, into: q)
-            BLAS.gemm(transB: true, m: B, n: H, k: H, a: xc, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: q, ldc: H)
-        }
-        AttentionKernel.forwardFirstQuery(
-            queries: q, qkv: qkv, hidden: H, heads: c.heads, table: ws.table,
-            scores: a.probabilities.base, scoreStride: ws.capacity.length, context: context)
-
-        let inactive = DropoutMask(probability: 0, key: 0)
-        if let q8 = ws.int8 {
-            q8.encoder.layers[l].attentionOut.apply(context, rows: B, bias: nil, into: sum, scratch: q8.scratch)
-        } else {
-            BLAS.gemm(transB: true, m: B, n: H, k: H, a: context, lda: H, b: p(o.attentionOutWeight), ldb: H, c: sum, ldc: H)
-        }
-        Elementwise.biasDropoutResidual(sum, bias: p(o.attentionOutBias), residual: xc, rows: B, cols: H, dropout: inactive)
-        LayerNormKernel.forward(
-            input: sum, rows: B, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
-            normalized: nil, inverseStd: nil, output: attended)
-        if let q8 = ws.int8 {
-            q8.encoder.layers[l].ffnIn.apply(attended, rows: B, bias: nil, into: ffnPre, scratch: q8.scratch)
-        } else {
-            BLAS.gemm(transB: true, m: B, n: I, k: H, a: attended, lda: H, b: p(o.ffnInWeight), ldb: H, c: ffnPre, ldc: I)
-        }
-        Elementwise.biasActivation(ffnPre, bias: p(o.ffnInBias), rows: B, cols: I, activation: c.activation, output: ffnAct)
-        if let q8 = ws.int8 {
-            q8.encoder.layers[l].ffnOut.apply(ffnAct, rows: B, bias: nil, into: sum, scratch: q8.scratch)
-        } else {
-            BLAS.gemm(transB: true, m: B, n: H, k: I, a: ffnAct, lda: I, b: p(o.ffnOutWeight), ldb: I, c: sum, ldc: H)
-        }
-        Elementwise.biasDropoutResidual(sum, bias: p(o.ffnOutBias), residual: attended, rows: B, cols: H, dropout: inactive)
-        LayerNormKernel.forward(
-            input: sum, rows: B, cols: H, gamma: p(o.norm2Gamma), beta: p(o.norm2Beta), eps: c.layerNormEps,
-            normalized: nil, inverseStd: nil, output: xc)
-        for b in 0..<B { (out + offsets[b] * H).update(from: xc + b * H, count: H) }
     }
 
     /// Pools the last hidden state and applies the head; returns the logits.

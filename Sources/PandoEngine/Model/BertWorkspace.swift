@@ -55,9 +55,10 @@ public final class BertWorkspace: @unchecked Sendable {
     var poolInput: FloatBuffer!, pooled: FloatBuffer!, pooledDropped: FloatBuffer!
     var logits: FloatBuffer!, dLogits: FloatBuffer!, dPooled: FloatBuffer!, dPoolInput: FloatBuffer!
 
-    /// Compact per-sequence matrices for the last layer's first-token pass (inference only):
-    /// `5·sequences × hidden + 2·sequences × intermediate` floats.
+    /// Compact one-row-per-sequence matrices of the last layer's first-token pass.
     var firstTokens: FloatBuffer!
+    /// Whether the last `encode` ran the last layer for first tokens only.
+    var lastLayerRanFirstTokensOnly = false
 
     /// Quantized activation rows when the model runs its int8 encoder (inference only).
     let int8: (encoder: Int8Encoder, scratch: Int8Scratch)?
@@ -108,7 +109,7 @@ public final class BertWorkspace: @unchecked Sendable {
             normScratch = make(2 * H * Parallel.workers)
             ones = make(N); ones.fill(1)
         }
-        firstTokens = make(training ? 0 : B * (5 * H + 2 * I))
+        firstTokens = make(FirstTokenBuffers.floats(sequences: B, hidden: H, intermediate: I, training: training))
         poolInput = make(B * H); pooled = make(B * H); pooledDropped = make(B * H)
         logits = make(B * outputs); dLogits = make(B * outputs); dPooled = make(B * H); dPoolInput = make(B * H)
         positions.reserveCapacity(N)

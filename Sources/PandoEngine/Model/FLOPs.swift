@@ -3,8 +3,8 @@ extension BertModel {
     /// matrix products of the encoder, the attention scores and context,
     /// and the head. Element-wise work is not counted. A training step costs
     /// three times this (forward, then gradients for inputs and weights).
-    /// `firstTokensOnly` counts the inference shortcut of heads that pool the
-    /// first token (see `encode(_:workspace:dropout:firstTokensOnly:)`).
+    /// `firstTokensOnly` counts the last-layer shortcut of heads that pool
+    /// the first token (see `encode(_:workspace:dropout:firstTokensOnly:)`).
     public func forwardFLOPs(lengths: [Int], firstTokensOnly: Bool = false) -> Double {
         let H = Double(config.hiddenSize), I = Double(config.intermediateSize), layers = Double(config.layers)
         let tokens = Double(lengths.reduce(0, +))

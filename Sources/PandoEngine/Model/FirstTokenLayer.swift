@@ -1,0 +1,224 @@
+import CPandoKernels
+import Foundation
+
+/// Compact one-row-per-sequence matrices for the last layer when only each
+/// sequence's first token is needed (pooler and CLS heads): the pooled rows,
+/// their queries and everything after attention, plus what backward needs.
+struct FirstTokenBuffers {
+    let x, q, context, sum, attended, out: FloatBuffer        // [B, H]
+    let ffnPre, ffnAct: FloatBuffer                           // [B, I]
+    let normalized1, normalized2: FloatBuffer                 // [B, H], training only
+    let inverseStd1, inverseStd2: FloatBuffer                 // [B]
+    let dOut, dH1, dX, dContext, dQ: FloatBuffer              // [B, H], training only
+    let dFFN: FloatBuffer                                     // [B, I], training only
+
+    static func floats(sequences B: Int, hidden H: Int, intermediate I: Int, training: Bool) -> Int {
+        B * (6 * H + 2 * I + 2) + (training ? B * (7 * H + I) : 0)
+    }
+
+    /// Views for `rows` sequences into `storage` (sized by `floats` for at least as many).
+    init(_ storage: FloatBuffer, rows B: Int, hidden H: Int, intermediate I: Int, training: Bool) {
+        var offset = 0
+        func take(_ count: Int) -> FloatBuffer {
+            defer { offset += count }
+            return storage.slice(offset, count)
+        }
+        x = take(B * H); q = take(B * H); context = take(B * H); sum = take(B * H); attended = take(B * H); out = take(B * H)
+        ffnPre = take(B * I); ffnAct = take(B * I)
+        inverseStd1 = take(B); inverseStd2 = take(B)
+        let t = training ? 1 : 0
+        normalized1 = take(t * B * H); normalized2 = take(t * B * H)
+        dOut = take(t * B * H); dH1 = take(t * B * H); dX = take(t * B * H); dContext = take(t * B * H); dQ = take(t * B * H)
+        dFFN = take(t * B * I)
+    }
+}
+
+extension BertModel {
+    func firstTokenBuffers(_ ws: BertWorkspace, rows: Int) -> FirstTokenBuffers {
+        FirstTokenBuffers(ws.firstTokens, rows: rows, hidden: config.hiddenSize, intermediate: config.intermediateSize, training: ws.training)
+    }
+
+    /// The last encoder layer for the first token of each sequence: keys and
+    /// values for all tokens, then one query row per sequence through
+    /// attention, the output projection and the feed-forward block, on compact
+    /// `count × hidden` matrices. Writes each result to the sequence's first
+    /// row of the last hidden state.
+    func lastLayerFirstTokens(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey?) {
+        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount, B = batch.count
+        let l = c.layers - 1, o = offsets.layers[l], a = ws.activations(l)
+        let x = ws.input(ofLayer: l).base, out = ws.output(ofLayer: l).base, qkv = a.qkv.base
+        let starts = ws.table.offsets
+        let f = firstTokenBuffers(ws, rows: B)
+        for b in 0..<B { (f.x.base + b * H).update(from: x + starts[b] * H, count: H) }
+
+        if let q8 = ws.int8 {
+            q8.encoder.layers[l].qkv.apply(x, rows: N, bias: p(o.qkvBias), into: qkv, scratch: q8.scratch)
+            for b in 0..<B { (f.q.base + b * H).update(from: qkv + starts[b] * 3 * H, count: H) }
+        } else {
+            // Keys and values of every token: rows H..<3H of the fused weight.
+            Elementwise.broadcastRows(p(o.qkvBias), rows: N, cols: 3 * H, into: qkv)
+            BLAS.gemm(transB: true, m: N, n: 2 * H, k: H, a: x, lda: H, b: p(o.qkvWeight) + H * H, ldb: H,
+                      beta: 1, c: qkv + H, ldc: 3 * H)
+            Elementwise.broadcastRows(p(o.qkvBias), rows: B, cols: H, into: f.q.base)
+            BLAS.gemm(transB: true, m: B, n: H, k: H, a: f.x.base, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: f.q.base, ldc: H)
+        }
+        AttentionKernel.forwardFirstQuery(
+            queries: f.q.base, qkv: qkv, hidden: H, heads: c.heads, table: ws.table,
+            probabilities: a.probabilities.base, stride: ws.capacity.length, dropped: ws.dropped.base, context: f.context.base,
+            dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? DropoutMask(probability: 0, key: 0))
+
+        let inactive = DropoutMask(probability: 0, key: 0)
+        let q8 = ws.int8.map { ($0.encoder.layers[l], $0.scratch) }
+        if let (q, scratch) = q8 {
+            q.attentionOut.apply(f.context.base, rows: B, bias: nil, into: f.sum.base, scratch: scratch)
+        } else {
+            BLAS.gemm(transB: true, m: B, n: H, k: H, a: f.context.base, lda: H, b: p(o.attentionOutWeight), ldb: H, c: f.sum.base, ldc: H)
+        }
+        Elementwise.biasDropoutResidual(
+            f.sum.base, bias: p(o.attentionOutBias), residual: f.x.base, rows: B, cols: H,
+            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? inactive)
+        LayerNormKernel.forward(
+            input: f.sum.base, rows: B, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
+            normalized: ws.training ? f.normalized1.base : nil, inverseStd: f.inverseStd1.base, output: f.attended.base)
+        if let (q, scratch) = q8 {
+            q.ffnIn.apply(f.attended.base, rows: B, bias: nil, into: f.ffnPre.base, scratch: scratch)
+        } else {
+            BLAS.gemm(transB: true, m: B, n: I, k: H, a: f.attended.base, lda: H, b: p(o.ffnInWeight), ldb: H, c: f.ffnPre.base, ldc: I)
+        }
+        Elementwise.biasActivation(f.ffnPre.base, bias: p(o.ffnInBias), rows: B, cols: I, activation: c.activation, output: f.ffnAct.base)
+        if let (q, scratch) = q8 {
+            q.ffnOut.apply(f.ffnAct.base, rows: B, bias: nil, into: f.sum.base, scratch: scratch)
+        } else {
+            BLAS.gemm(transB: true, m: B, n: H, k: I, a: f.ffnAct.base, lda: I, b: p(o.ffnOutWeight), ldb: I, c: f.sum.base, ldc: H)
+        }
+        Elementwise.biasDropoutResidual(
+            f.sum.base, bias: p(o.ffnOutBias), residual: f.attended.base, rows: B, cols: H,
+            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? inactive)
+        LayerNormKernel.forward(
+            input: f.sum.base, rows: B, cols: H, gamma: p(o.norm2Gamma), beta: p(o.norm2Beta), eps: c.layerNormEps,
+            normalized: ws.training ? f.normalized2.base : nil, inverseStd: f.inverseStd2.base, output: f.out.base)
+        for b in 0..<B { (out + starts[b] * H).update(from: f.out.base + b * H, count: H) }
+    }
+
+    /// Backward of `lastLayerFirstTokens`: reads the gradient of each
+    /// sequence's first row from `dTop`, adds the layer's parameter gradients
+    /// and writes the gradient of the layer's input, every token, into `dInput`.
+    func lastLayerFirstTokensBackward(
+        _ batch: PackedBatch, workspace ws: BertWorkspace, gradients: ParameterBuffer, dropout: DropoutKey?,
+        dTop: FloatBuffer, dInput: FloatBuffer
+    ) {
+        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount, B = batch.count
+        let l = c.layers - 1, o = offsets.layers[l], a = ws.activations(l)
+        let x = ws.input(ofLayer: l).base
+        let starts = ws.table.offsets
+        let g = { (offset: Int) in gradients.buffer.base + offset }
+        let f = firstTokenBuffers(ws, rows: B)
+        for b in 0..<B { (f.dOut.base + b * H).update(from: dTop.base + starts[b] * H, count: H) }
+
+        LayerNormKernel.backward(
+            dOutput: f.dOut.base, normalized: f.normalized2.base, inverseStd: f.inverseStd2.base, gamma: p(o.norm2Gamma),
+            rows: B, cols: H, dInput: f.dH1.base, dGamma: g(o.norm2Gamma), dBeta: g(o.norm2Beta), scratch: ws.normScratch)
+        let dFFNOut = throughDropout(f.dH1, count: B * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)), scratch: ws.dDropped)
+        linearBackward(dOutput: dFFNOut, input: f.ffnAct.base, rows: B, inputs: I, outputs: H,
+                       weight: o.ffnOutWeight, bias: o.ffnOutBias, gradients: gradients, dInput: f.dFFN.base, accumulate: false, workspace: ws)
+        Elementwise.activationBackward(f.dFFN.base, pre: f.ffnPre.base, count: B * I, activation: c.activation)
+        linearBackward(dOutput: f.dFFN.base, input: f.attended.base, rows: B, inputs: H, outputs: I,
+                       weight: o.ffnInWeight, bias: o.ffnInBias, gradients: gradients, dInput: f.dH1.base, accumulate: true, workspace: ws)
+        LayerNormKernel.backward(
+            dOutput: f.dH1.base, normalized: f.normalized1.base, inverseStd: f.inverseStd1.base, gamma: p(o.norm1Gamma),
+            rows: B, cols: H, dInput: f.dX.base, dGamma: g(o.norm1Gamma), dBeta: g(o.norm1Beta), scratch: ws.normScratch)
+        let dAttnOut = throughDropout(f.dX, count: B * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
+        linearBackward(dOutput: dAttnOut, input: f.context.base, rows: B, inputs: H, outputs: H,
+                       weight: o.attentionOutWeight, bias: o.attentionOutBias, gradients: gradients, dInput: f.dContext.base, accumulate: false, workspace: ws)
+        AttentionKernel.backwardFirstQuery(
+            queries: f.q.base, qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table,
+            probabilities: a.probabilities.base, stride: ws.capacity.length, dropped: ws.dropped.base,
+            dContext: f.dContext.base, dProbabilities: ws.dProbabilities.base, dQueries: f.dQ.base, dQKV: ws.dQKV.base,
+            dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? DropoutMask(probability: 0, key: 0))
+        // Keys and values: every token; queries: the first rows, whose input gradient
+        // joins the residual one already in dX.
+        linearBackward(dOutput: ws.dQKV.base + H, outputStride: 3 * H, input: x, rows: N, inputs: H, outputs: 2 * H,
+                       weight: o.qkvWeight + H * H, bias: o.qkvBias + H, gradients: gradients, dInput: dInput.base, accumulate: false, workspace: ws)
+        linearBackward(dOutput: f.dQ.base, input: f.x.base, rows: B, inputs: H, outputs: H,
+                       weight: o.qkvWeight, bias: o.qkvBias, gradients: gradients, dInput: f.dX.base, accumulate: true, workspace: ws)
+        for b in 0..<B {
+            let row = dInput.base + starts[b] * H, d = f.dX.base + b * H
+            for j in 0..<H { row[j] += d[j] }
+        }
+    }
+}
+
+extension AttentionKernel {
+    /// Attention of one query row per sequence (its first token) over all of
+    /// the sequence's keys and values. `queries` and `context` are compact
+    /// `count × hidden`; the probabilities of pair (sequence b, head h) go to
+    /// `probabilities + (b·heads + h)·stride` (and, with dropout, the dropped
+    /// ones to the same place in `dropped`).
+    static func forwardFirstQuery(
+        queries: UnsafePointer<Float>, qkv: UnsafePointer<Float>, hidden: Int, heads: Int, table: SequenceTable,
+        probabilities: UnsafeMutablePointer<Float>, stride: Int, dropped: UnsafeMutablePointer<Float>,
+        context: UnsafeMutablePointer<Float>, dropout: DropoutMask
+    ) {
+        let d = hidden / heads, ld = 3 * hidden
+        let scale = 1 / Float(d).squareRoot()
+        let offsets = table.offsets, lengths = table.lengths
+        let box = UnsafeSendableBox((queries, qkv, probabilities, dropped, context))
+        Parallel.forEach(table.count * heads) { pair in
+            let (queries, qkv, probabilities, dropped, context) = box.value
+            let b = pair / heads, h = pair % heads, L = lengths[b]
+            let rows = qkv + offsets[b] * ld
+            let P = probabilities + pair * stride
+            BLAS.gemv(trans: false, m: L, n: d, alpha: scale, a: rows + hidden + h * d, lda: ld,
+                      x: queries + b * hidden + h * d, beta: 0, y: P)
+            pando_softmax_rows(P, 1, Int32(L), Int32(L))
+            var used = UnsafePointer(P)
+            if dropout.isActive {
+                let D = dropped + pair * stride
+                for j in 0..<L { D[j] = P[j] * dropout.factor(pair * stride + j) }
+                used = UnsafePointer(D)
+            }
+            BLAS.gemv(trans: true, m: L, n: d, a: rows + 2 * hidden + h * d, lda: ld, x: used, beta: 0,
+                      y: context + b * hidden + h * d)
+        }
+    }
+
+    /// Backward of `forwardFirstQuery`: writes the compact query gradients
+    /// `dQueries` and the key and value columns of `dQKV` for every token.
+    /// `dProbabilities` is scratch laid out like the probabilities.
+    static func backwardFirstQuery(
+        queries: UnsafePointer<Float>, qkv: UnsafePointer<Float>, hidden: Int, heads: Int, table: SequenceTable,
+        probabilities: UnsafePointer<Float>, stride: Int, dropped: UnsafePointer<Float>,
+        dContext: UnsafePointer<Float>, dProbabilities: UnsafeMutablePointer<Float>,
+        dQueries: UnsafeMutablePointer<Float>, dQKV: UnsafeMutablePointer<Float>, dropout: DropoutMask
+    ) {
+        let d = hidden / heads, ld = 3 * hidden
+        let scale = 1 / Float(d).squareRoot()
+        let offsets = table.offsets, lengths = table.lengths
+        let box = UnsafeSendableBox((queries, qkv, probabilities, dropped, dContext, dProbabilities, dQueries, dQKV))
+        Parallel.forEach(table.count * heads) { pair in
+            let (queries, qkv, probabilities, dropped, dContext, dProbabilities, dQueries, dQKV) = box.value
+            let b = pair / heads, h = pair % heads, L = lengths[b]
+            let K = qkv + offsets[b] * ld + hidden + h * d, V = K + hidden
+            let dK = dQKV + offsets[b] * ld + hidden + h * d, dV = dK + hidden
+            let P = probabilities + pair * stride, dP = dProbabilities + pair * stride
+            let used = dropout.isActive ? dropped + pair * stride : P
+            let dC = dContext + b * hidden + h * d, q = queries + b * hidden + h * d
+            // context = Σⱼ P′ⱼ·Vⱼ ⇒ dVⱼ = P′ⱼ·dC, dP′ⱼ = ⟨dC, Vⱼ⟩.
+            for j in 0..<L {
+                let row = dV + j * ld, pj = used[j]
+                for k in 0..<d { row[k] = pj * dC[k] }
+            }
+            BLAS.gemv(trans: false, m: L, n: d, a: V, lda: ld, x: dC, beta: 0, y: dP)
+            if dropout.isActive {
+                for j in 0..<L { dP[j] *= dropout.factor(pair * stride + j) }
+            }
+            pando_softmax_backward_rows(dP, P, 1, Int32(L), Int32(L))
+            // s = scale·Kq ⇒ dq = scale·Kᵀ·ds, dKⱼ = scale·dsⱼ·q.
+            BLAS.gemv(trans: true, m: L, n: d, alpha: scale, a: K, lda: ld, x: dP, beta: 0, y: dQueries + b * hidden + h * d)
+            for j in 0..<L {
+                let row = dK + j * ld, s = scale * dP[j]
+                for k in 0..<d { row[k] = s * q[k] }
+            }
+        }
+    }
+}
