@@ -127,6 +127,8 @@ extension BertModel {
     public func pool(_ batch: PackedBatch, workspace ws: BertWorkspace, pooling: Pooling? = nil) -> FloatBuffer {
         let H = config.hiddenSize, B = batch.count
         let last = ws.lastHidden.base
+        precondition((pooling ?? head.pooling) != .mean || !ws.lastLayerRanFirstTokensOnly,
+                     "mean pooling needs every row of the last layer; call encode without firstTokensOnly")
         switch pooling ?? head.pooling {
         case .pooler, .cls:
             for b in 0..<B { (ws.poolInput.base + b * H).update(from: last + ws.table.offsets[b] * H, count: H) }
