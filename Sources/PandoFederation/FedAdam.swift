@@ -35,7 +35,8 @@ public final class FedAdam: Strategy {
     public let settings: Settings
     public let firstMoment: ParameterBuffer
     public let secondMoment: ParameterBuffer
-    /// Rounds committed so far.
+    /// Rounds this instance has committed (the moments themselves survive a restart: they are
+    /// stored with each version).
     public private(set) var rounds = 0
     public var name: String { "fedadam" }
     public var parameters: [String: Double] {

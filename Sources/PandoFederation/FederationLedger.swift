@@ -62,14 +62,22 @@ public final class FederationLedger {
         try ledger.store.stage { try model.save(to: $0, copying: companionFiles) }
     }
 
+    /// File in a version folder holding the strategy's server state after the round
+    /// that made the version (FedAdam's moments); absent for stateless strategies.
+    public static let strategyStateFile = "strategy-state.safetensors"
+
     /// Starts the federation with `global` as its base version, or reopens the
     /// existing one and loads its head version's weights into `global` (its
-    /// model and head must match). Returns the head version and the next round number.
-    public func open(global: BertModel, task: String) throws -> (version: String, nextRound: Int, resumed: Bool) {
+    /// model and head must match) and, when the head version carries state
+    /// written by a strategy of the same name, that state into `strategy`.
+    /// Returns the head version, the next round number, and whether
+    /// strategy state was restored.
+    public func open(global: BertModel, task: String, strategy: (any Strategy)? = nil) throws
+        -> (version: String, nextRound: Int, resumed: Bool, restoredStrategyState: Bool) {
         guard let federation = try ledger.federation() else {
             let base = try stage(global)
             let record = try ledger.createFederation(id: federationID, name: federationID, task: task, base: base)
-            return (record.id, 1, false)
+            return (record.id, 1, false, false)
         }
         guard federation.task == task else {
             throw LedgerError("\(folder.path) holds federation '\(federation.id)' for a \(federation.task) task, not \(task): use another state folder")
@@ -82,7 +90,29 @@ public final class FederationLedger {
         }
         global.parameters.buffer.copy(from: model.parameters.buffer)
         let next = (try ledger.rounds().map(\.number).max() ?? 0) + 1
-        return (head.id, next, true)
+        let restored = try strategy.map { try restoreState(of: $0, from: head.id) } ?? false
+        return (head.id, next, true, restored)
+    }
+
+    /// Loads `strategy`'s state from `version`'s folder when that version was made by a
+    /// strategy of the same name; false when there is nothing to restore (a base version,
+    /// another strategy, a stateless one). A file that does not fit is an error naming it.
+    func restoreState(of strategy: any Strategy, from version: String) throws -> Bool {
+        let buffers = strategy.state
+        let url = ledger.store.folder(of: version).appendingPathComponent(Self.strategyStateFile)
+        guard !buffers.isEmpty, FileManager.default.fileExists(atPath: url.path) else { return false }
+        let file = try SafeTensors.File(url: url)
+        guard file.metadata["strategy"] == strategy.name else { return false }
+        for (name, buffer) in buffers {
+            guard let entry = file.entries[name] else {
+                throw LedgerError("\(url.path): no tensor '\(name)' for the \(strategy.name) state")
+            }
+            guard entry.elementCount == buffer.buffer.count else {
+                throw LedgerError("\(url.path): '\(name)' has \(entry.elementCount) values, the model has \(buffer.buffer.count)")
+            }
+            try file.read(name, into: buffer.buffer)
+        }
+        return true
     }
 
     /// Records the start of a round from the head with the strategy and the plan sent to schools.
@@ -113,9 +143,18 @@ public final class FederationLedger {
                                      reason: rejection?.description))
     }
 
-    /// Writes the new global weights as a version and commits the round; returns the version id.
-    public func commit(round: Int, global: BertModel, metrics: [String: Double], examplesBySchool: [String: Int]) throws -> String {
-        let staged = try stage(global)
+    /// Writes the new global weights as a version, with `strategy`'s server state beside
+    /// them (staged and installed together, so a restart continues from exactly this
+    /// round), and commits the round; returns the version id.
+    public func commit(round: Int, global: BertModel, strategy: (any Strategy)? = nil, metrics: [String: Double],
+                       examplesBySchool: [String: Int]) throws -> String {
+        let state = strategy?.state ?? [:]
+        let staged = try ledger.store.stage { folder in
+            try global.save(to: folder, copying: companionFiles)
+            guard let strategy, !state.isEmpty else { return }
+            let tensors = state.keys.sorted().map { SafeTensors.Tensor(name: $0, shape: [state[$0]!.buffer.count], values: state[$0]!.buffer) }
+            try SafeTensors.write(tensors, metadata: ["strategy": strategy.name], to: folder.appendingPathComponent(Self.strategyStateFile))
+        }
         return try ledger.commitRound(round, version: staged, metrics: metrics.filter { $0.value.isFinite },
                                       examplesBySchool: examplesBySchool).id
     }

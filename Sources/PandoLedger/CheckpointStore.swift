@@ -76,9 +76,8 @@ public struct CheckpointStore: Sendable {
     /// Stages a copy of an existing Hugging Face folder (the base model).
     /// Copies config.json, model.safetensors and tokenizer files.
     public func stage(copyingFolder source: URL) throws -> StagedVersion {
-        let wanted: Set<String> = ["config.json", Self.weightsFile, "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
-        return try stage { staging in
-            for name in wanted where FileManager.default.fileExists(atPath: source.appendingPathComponent(name).path) {
+        try stage { staging in
+            for name in Self.huggingFaceFiles where FileManager.default.fileExists(atPath: source.appendingPathComponent(name).path) {
                 try FileManager.default.copyItem(at: source.appendingPathComponent(name), to: staging.appendingPathComponent(name))
             }
             guard FileManager.default.fileExists(atPath: staging.appendingPathComponent(Self.weightsFile).path) else {
@@ -152,6 +151,12 @@ public struct CheckpointStore: Sendable {
         return leftovers
     }
 
+    /// The files of a Hugging Face model folder a version carries (a version may hold
+    /// more, such as a strategy's server state, which stays with the coordinator).
+    public static let huggingFaceFiles: Set<String> = [
+        "config.json", weightsFile, "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+    ]
+
     /// Copies version `id` to `destination` as a Hugging Face folder
     /// (config.json, model.safetensors, tokenizer files). The destination must
     /// not exist or be empty; it appears complete or not at all.
@@ -169,7 +174,7 @@ public struct CheckpointStore: Sendable {
         let temp = parent.appendingPathComponent(".\(destination.lastPathComponent).tmp-\(UUID().uuidString)")
         try fm.createDirectory(at: temp, withIntermediateDirectories: false)
         do {
-            for name in try fm.contentsOfDirectory(atPath: folder(of: id).path) {
+            for name in try fm.contentsOfDirectory(atPath: folder(of: id).path) where Self.huggingFaceFiles.contains(name) {
                 try fm.copyItem(at: folder(of: id).appendingPathComponent(name), to: temp.appendingPathComponent(name))
                 try Self.fsyncFile(temp.appendingPathComponent(name))
             }

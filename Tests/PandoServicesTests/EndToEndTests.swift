@@ -22,10 +22,11 @@ final class EndToEndTests: XCTestCase {
         }
     }
 
-    func run(strategy: StrategyChoice, rounds: Int = 2, canary: String = "",
+    /// Runs a loopback federation; with `work` from an earlier run, a new coordinator continues its state.
+    func run(strategy: StrategyChoice, rounds: Int = 2, canary: String = "", work: URL? = nil,
              tap: (@Sendable (ByteBuffer) -> Void)? = nil) async throws -> (reports: [FederatedRoundReport], state: URL, captured: Captured,
                                                                            layout: ParameterLayout, logs: LogCapture, work: URL) {
-        let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e")
+        let work = try work ?? TestFixtures.temporaryDirectory(prefix: "pando-e2e")
         let state = work.appendingPathComponent("state")
         let model = try TestFixtures.tinyModelFolder()
         let logs = LogCapture()
@@ -178,6 +179,48 @@ final class EndToEndTests: XCTestCase {
             worst = max(worst, abs(Double(new.buffer[i]) - Double(base.buffer[i]) - step))
         }
         XCTAssertLessThan(worst, 1e-6)
+    }
+
+    /// FedAdam's moments are stored with each version: round 2, run by a new coordinator on
+    /// the same state folder, continues m and v from round 1 (fresh moments give another step).
+    func testFedAdamContinuesItsMomentsAcrossACoordinatorRestart() async throws {
+        var choice = StrategyChoice(name: .fedadam)
+        choice.serverLearningRate = 1e-2
+        let first = try await run(strategy: choice, rounds: 1)
+        let second = try await run(strategy: choice, rounds: 1, work: first.work)
+        let r1 = try XCTUnwrap(first.reports.first), r2 = try XCTUnwrap(second.reports.first)
+        XCTAssertTrue(r1.committed && r2.committed)
+        XCTAssertEqual(r2.round, 2)
+        XCTAssertEqual(r2.baseVersion, r1.version)
+        XCTAssertTrue(second.logs.contains("fedadam server state: restored from the head version"), "the restart says so")
+        let sizes = ["north": 60.0, "south": 90.0, "west": 40.0]
+        func mean(round: Int) throws -> [Double] {
+            var deltas: [String: ParameterBuffer] = [:]
+            for s in sizes.keys { deltas[s] = try second.captured.delta(s, round: round, layout: second.layout) }
+            return (0..<second.layout.count).map { i in sizes.reduce(0.0) { $0 + $1.value * Double(deltas[$1.key]!.buffer[i]) } / 190 }
+        }
+        let g1 = try mean(round: 1), g2 = try mean(round: 2)
+        let w1 = try weights(second.state, r1.version), w2 = try weights(second.state, r2.version)
+        var continued = 0.0, fresh = 0.0
+        for i in g1.indices {
+            let m1 = 0.1 * g1[i], v1 = 0.99 * 1e-12 + 0.01 * g1[i] * g1[i]
+            let m2 = 0.9 * m1 + 0.1 * g2[i], v2 = 0.99 * v1 + 0.01 * g2[i] * g2[i]
+            let moved = Double(w2.buffer[i]) - Double(w1.buffer[i])
+            continued = max(continued, abs(moved - 1e-2 * m2 / (v2.squareRoot() + 1e-6)))
+            let vFresh = 0.99 * 1e-12 + 0.01 * g2[i] * g2[i]
+            fresh = max(fresh, abs(moved - 1e-2 * 0.1 * g2[i] / (vFresh.squareRoot() + 1e-6)))
+        }
+        XCTAssertLessThan(continued, 1e-6, "round 2 continues round 1's moments")
+        XCTAssertGreaterThan(fresh, 1e-4, "fresh moments would have moved the weights differently")
+        XCTAssertTrue(try verify(second.state).isValid)
+        // An exported version is a plain Hugging Face folder: the server state stays behind.
+        let export = second.work.appendingPathComponent("export")
+        try CheckpointStore(folder: second.state.appendingPathComponent("versions")).export(r2.version, to: export)
+        let exported = try FileManager.default.contentsOfDirectory(atPath: export.path)
+        XCTAssertTrue(exported.contains("model.safetensors"))
+        XCTAssertFalse(exported.contains(FederationLedger.strategyStateFile))
+        XCTAssertTrue(FileManager.default.fileExists(
+            atPath: second.state.appendingPathComponent("versions/\(r2.version)/\(FederationLedger.strategyStateFile)").path))
     }
 
     func testFedProxTellsSchoolsMuAndAveragesOnTheServer() async throws {

@@ -90,12 +90,15 @@ public final class Coordinator: @unchecked Sendable {
         defer { ledger.close() }
         let recovery = ledger.ledger.recovery
         for n in recovery.abortedRounds { logger.notice("round \(n) was in flight when the coordinator stopped: recorded as aborted") }
-        let opened = try ledger.open(global: global, task: cfg.task.rawValue)
+        let strategy = cfg.strategy.make(layout: global.layout)
+        let opened = try ledger.open(global: global, task: cfg.task.rawValue, strategy: strategy)
         if let federation = try ledger.ledger.federation(), federation.id != cfg.federationID {
             throw RoundError("\(cfg.stateFolder.path) holds federation '\(federation.id)', not '\(cfg.federationID)': use another state folder")
         }
         logger.info("federation \(cfg.federationID): head version \(opened.version.prefix(12)), next round \(opened.nextRound)\(opened.resumed ? " (continued)" : " (new)")")
-        let strategy = cfg.strategy.make(layout: global.layout)
+        if !strategy.state.isEmpty {
+            logger.info("\(strategy.name) server state: \(opened.restoredStrategyState ? "restored from the head version" : "fresh")")
+        }
         let incoming = cfg.stateFolder.appendingPathComponent("incoming", isDirectory: true)
         try FileManager.default.createDirectory(at: incoming, withIntermediateDirectories: true)
         try recoverIncoming(incoming, ledger: ledger)
@@ -431,9 +434,9 @@ final class RoundDriver: @unchecked Sendable {
         let examples = aggregation.totalExamples
         if committed {
             let bySchool = Dictionary(aggregation.accepted.map { ($0.school, $0.exampleCount) }, uniquingKeysWith: { a, _ in a })
-            let ledger = Unchecked(ledger)
+            let ledger = Unchecked(ledger), strategy = Unchecked(strategy)
             version = try await ComputeLane.run {
-                try ledger.value.commit(round: round, global: global.value, metrics: [:], examplesBySchool: bySchool)
+                try ledger.value.commit(round: round, global: global.value, strategy: strategy.value, metrics: [:], examplesBySchool: bySchool)
             }
             if let observe = coordinator.observeCommit {
                 test = try await ComputeLane.run { try observe(global.value) }
