@@ -23,6 +23,12 @@ public final class PandoConnection: @unchecked Sendable {
     private let outbound: NIOAsyncChannelOutboundWriter<WireMessage>
     /// Messages swallowed by `receive()` (heartbeat acks on the client).
     private let swallow: Set<MessageType>
+    /// Messages that arrived during an object transfer but belong to the conversation around
+    /// it (a coordinator re-sending an assignment while the school re-offers its update);
+    /// `receive()` returns them, in order, once the transfer is over.
+    private var deferred: [WireMessage] = []
+    /// More deferred messages than this during one transfer is a protocol violation.
+    static let maxDeferred = 16
 
     init(schoolID: WireToken, certificateSerial: String, capabilities: [WireToken], remoteAddress: String,
          limits: WireLimits, peerMaxFrameLength: Int? = nil, channel: Channel, inbound: NIOAsyncChannelInboundStream<WireMessage>.AsyncIterator,
@@ -48,6 +54,28 @@ public final class PandoConnection: @unchecked Sendable {
 
     /// Next application message, or throws when the connection ends.
     public func receive() async throws -> WireMessage {
+        if !deferred.isEmpty { return deferred.removeFirst() }
+        return try await receiveFromPeer()
+    }
+
+    /// Next message of an object transfer (offer, request, chunk, complete, receipt); any
+    /// other message is kept for `receive()`.
+    private func receiveForTransfer() async throws -> WireMessage {
+        while true {
+            let m = try await receiveFromPeer()
+            switch m {
+            case .objectOffer, .objectRequest, .objectChunk, .objectComplete, .objectReceipt:
+                return m
+            default:
+                guard deferred.count < Self.maxDeferred else {
+                    throw TransportError.protocolViolation("\(deferred.count + 1) messages interleaved with an object transfer")
+                }
+                deferred.append(m)
+            }
+        }
+    }
+
+    private func receiveFromPeer() async throws -> WireMessage {
         while true {
             let next: WireMessage?
             do { next = try await inbound.next() } catch let e as WireError {
@@ -91,7 +119,7 @@ public final class PandoConnection: @unchecked Sendable {
         defer { source.close() }
         let digest = try known ?? source.sha256()
         try await send(.objectOffer(ObjectOffer(id: id, kind: kind, size: source.size, sha256: digest)))
-        let request = try await receive()
+        let request = try await receiveForTransfer()
         guard case .objectRequest(let req) = request, req.id == id else {
             if case .objectReceipt(let r) = request, r.id == id, r.status == .refused {
                 throw TransportError.transferFailed("peer refused object \(id)")
@@ -134,7 +162,7 @@ public final class PandoConnection: @unchecked Sendable {
             await progress?(offset, source.size)
         }
         try await send(.objectComplete(ObjectComplete(id: id, sha256: digest)))
-        let answer = try await receive()
+        let answer = try await receiveForTransfer()
         guard case .objectReceipt(let receipt) = answer, receipt.id == id else {
             throw TransportError.protocolViolation("expected objectReceipt for \(id), got \(answer.type.name)")
         }
@@ -198,7 +226,7 @@ public final class PandoConnection: @unchecked Sendable {
         let start = sink.offset
         try await send(.objectRequest(ObjectRequest(id: offer.id, offset: start)))
         while true {
-            let m = try await receive()
+            let m = try await receiveForTransfer()
             switch m {
             case .objectChunk(let c) where c.id == offer.id:
                 guard c.offset == sink.offset else {

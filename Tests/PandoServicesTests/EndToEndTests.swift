@@ -7,6 +7,7 @@ import PandoFederation
 import PandoLedger
 @testable import PandoServices
 import PandoTestSupport
+import PandoTransport
 import XCTest
 
 /// Coordinator and three schools over mutual TLS on loopback (in this process), tiny model.
@@ -179,6 +180,59 @@ final class EndToEndTests: XCTestCase {
             worst = max(worst, abs(Double(new.buffer[i]) - Double(base.buffer[i]) - step))
         }
         XCTAssertLessThan(worst, 1e-6)
+    }
+
+    /// West's link drops at its assignment, comes back, and drops again (during its upload)
+    /// just before the first drop's grace period ends; it is back within the second one, so
+    /// it is not left out: a reconnection cancels the earlier drop's timer.
+    func testEachDropGetsAFullGracePeriod() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e-grace")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
+        config.rounds.federatedEvaluation = false
+        let logs = LogCapture()
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(),
+                                                workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: logs.logger("e2e"))
+        let grace = 2.0
+        federation.coordinator.reconnectGrace = .milliseconds(Int64(grace * 1000))
+        final class Link: @unchecked Sendable {
+            let lock = NSLock()
+            var firstCut: ContinuousClock.Instant?
+            var connection: PandoConnection?
+            var cuts = 0
+        }
+        let link = Link()
+        federation.prepareAgent = { id, agent in
+            guard id == "west" else { return }
+            agent.onAssignment = { _, conn in
+                link.lock.withLock {
+                    link.connection = conn
+                    if link.cuts == 0 { link.cuts = 1; link.firstCut = .now; conn.close() }
+                }
+            }
+            agent.uploadPacing = { _, _ in
+                // Second cut 0.1 s before the first grace period ends; the client needs at
+                // least a quarter second to dial again, so it is away when that timer fires.
+                let (start, conn) = link.lock.withLock { () -> (ContinuousClock.Instant?, PandoConnection?) in
+                    guard link.cuts == 1 else { return (nil, nil) }
+                    link.cuts = 2
+                    return (link.firstCut, link.connection)
+                }
+                guard let start, let conn else { return }
+                try? await Task.sleep(until: start + .milliseconds(Int64((grace - 0.1) * 1000)), clock: .continuous)
+                conn.close()
+            }
+        }
+        let reports = try await federation.run()
+        let report = try XCTUnwrap(reports.first)
+        XCTAssertEqual(link.lock.withLock { link.cuts }, 2, "the link was cut twice")
+        XCTAssertTrue(report.committed)
+        XCTAssertEqual(report.accepted.sorted(), ["north", "south", "west"], "\(report.leftOut)")
+        XCTAssertFalse(logs.contains("protocol violation"), "the re-sent assignment waits for the upload to finish")
+        XCTAssertEqual(logs.lines.filter { $0.contains("train from version") && $0.contains("west") }.count, 2,
+                       "west trains once: the assignment cut before training, then the one it trained on (its repeat is answered without training)")
+        XCTAssertTrue(try verify(state).isValid)
     }
 
     /// FedAdam's moments are stored with each version: round 2, run by a new coordinator on

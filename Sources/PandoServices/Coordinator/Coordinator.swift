@@ -355,7 +355,10 @@ final class RoundDriver: @unchecked Sendable {
                 if let school = graceTimers.removeValue(forKey: t), pending.contains(school), hub.session(school) == nil {
                     try leaveOut(school, "disconnected during the round")
                 }
-            case .connected(let school) where pending.contains(school) && hub.current?.expected[school]?.upload == nil:
+            case .connected(let school):
+                // Back within its grace period: a later drop gets a full period of its own.
+                graceTimers = graceTimers.filter { $0.value != school }
+                guard pending.contains(school) && hub.current?.expected[school]?.upload == nil else { continue }
                 // It reconnected mid-round (a dropped link): it may never have read its
                 // assignment, so send it again, same nonce. A school that already has the
                 // update re-offers it first and finishes the round either way.

@@ -56,6 +56,9 @@ public final class SchoolAgent: @unchecked Sendable {
 
     /// State that survives reconnects: an update the coordinator may not have stored yet.
     private let pending = NIOLockedValueBox<PendingUpload?>(nil)
+    /// The result of the last update delivered, for an assignment the coordinator repeats
+    /// (it re-sends one when a school reconnects; the school may have finished in between).
+    private let lastResult = NIOLockedValueBox<RoundResult?>(nil)
     private var updater: LocalUpdater?
     private var encodedCache: (maxLength: Int, train: EncodedDataset, validation: EncodedDataset?)?
 
@@ -151,6 +154,17 @@ public final class SchoolAgent: @unchecked Sendable {
         onAssignment?(a, conn)
         let round = Int(clamping: a.round)
         onEvent?(.assignment(round: round, task: a.task))
+        if a.task == .train {
+            // The same assignment again (same round and nonce): send what this school already has.
+            if let p = pending.withLockedValue({ $0 }), p.assignment.round == a.round, p.assignment.nonce == a.nonce {
+                logger.info("round \(round): assignment repeated; sending the update already trained")
+                return try await deliver(p, on: conn)
+            }
+            if let r = lastResult.withLockedValue({ $0 }), r.round == a.round, r.nonce == a.nonce {
+                logger.info("round \(round): assignment repeated; the update was delivered, sending its result again")
+                return try await conn.send(.roundResult(r))
+            }
+        }
         logger.info("round \(round): \(a.task.rawValue) from version \(a.model.sha256.hex.prefix(12))")
         // A newer assignment supersedes an update the coordinator never took.
         pending.withLockedValue { $0 = nil }
@@ -294,9 +308,11 @@ public final class SchoolAgent: @unchecked Sendable {
             logger.notice("round \(round): the coordinator did not take the upload (\(why)); sending the result")
         }
         let metrics = Self.wireMetrics(p.metrics)
-        try await conn.send(.roundResult(RoundResult(
+        let result = RoundResult(
             round: p.assignment.round, task: .train, nonce: p.assignment.nonce, status: .completed,
-            update: ObjectRef(id: id, size: p.size, sha256: p.digest), exampleCount: UInt64(p.examples), metrics: metrics)))
+            update: ObjectRef(id: id, size: p.size, sha256: p.digest), exampleCount: UInt64(p.examples), metrics: metrics)
+        try await conn.send(.roundResult(result))
+        lastResult.withLockedValue { $0 = result }
         pending.withLockedValue { $0 = nil }
         try? FileManager.default.removeItem(at: p.file)
         logger.info("round \(round): result sent (update of \(p.size) bytes, \(p.examples) examples)")
