@@ -12,6 +12,7 @@
 
 typedef float vf __attribute__((ext_vector_type(16)));
 typedef int32_t vi __attribute__((ext_vector_type(16)));
+typedef uint32_t vu __attribute__((ext_vector_type(16)));
 #define W 16
 #define INLINE static inline __attribute__((always_inline))
 
@@ -59,7 +60,8 @@ INLINE vf vexp(vf x) {
     p = p * r + 0.5f;
     p = p * r + 1.0f;
     p = p * r + 1.0f;
-    vi e = (__builtin_bit_cast(vi, t) - 0x4B400000 + 127) << 23;
+    // Unsigned: lanes below −87 wrap here (defined), and are zeroed below.
+    vu e = (__builtin_bit_cast(vu, t) - 0x4B400000u + 127u) << 23;
     vf y = p * __builtin_bit_cast(vf, e);
     vi keep = x >= -87.0f;
     return __builtin_bit_cast(vf, __builtin_bit_cast(vi, y) & keep);
@@ -265,23 +267,50 @@ INSTANCE(avx2, __attribute__((target("avx2,fma"))))
 INSTANCE(avx512, __attribute__((target("avx512f,avx512dq"))))
 #endif
 
-static int forced_portable = 0;
-void pando_vector_force_portable(int on) { forced_portable = on; }
+static const struct vector_kernels *const instances[] = {
+    &kernels_portable,
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    &kernels_avx2, &kernels_avx512,
+#endif
+};
+
+static int supported(int index) {
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    __builtin_cpu_init();
+    if (index == 1) return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");
+    if (index == 2) return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq");
+#endif
+    return index == 0;
+}
+
+// -1 until the first call picks the widest supported instance; set atomically, as the
+// first calls come from several threads at once.
+static int selected = -1;
 
 static const struct vector_kernels *kernels(void) {
-    if (forced_portable) return &kernels_portable;
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-    static const struct vector_kernels *chosen = 0;
-    if (!chosen) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512dq")) chosen = &kernels_avx512;
-        else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) chosen = &kernels_avx2;
-        else chosen = &kernels_portable;
+    int index = __atomic_load_n(&selected, __ATOMIC_ACQUIRE);
+    if (index < 0) {
+        index = 0;
+        for (int i = (int)(sizeof instances / sizeof instances[0]) - 1; i > 0; i--) {
+            if (supported(i)) { index = i; break; }
+        }
+        __atomic_store_n(&selected, index, __ATOMIC_RELEASE);
     }
-    return chosen;
-#else
-    return &kernels_portable;
-#endif
+    return instances[index];
+}
+
+int pando_vector_select(const char *name) {
+    if (!name) {
+        __atomic_store_n(&selected, -1, __ATOMIC_RELEASE);
+        return 1;
+    }
+    for (int i = 0; i < (int)(sizeof instances / sizeof instances[0]); i++) {
+        if (strcmp(instances[i]->name, name) == 0 && supported(i)) {
+            __atomic_store_n(&selected, i, __ATOMIC_RELEASE);
+            return 1;
+        }
+    }
+    return 0;
 }
 
 const char *pando_vector_kernel_name(void) { return kernels()->name; }

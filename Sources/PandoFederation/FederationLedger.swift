@@ -95,14 +95,17 @@ public final class FederationLedger {
     }
 
     /// Loads `strategy`'s state from `version`'s folder when that version was made by a
-    /// strategy of the same name; false when there is nothing to restore (a base version,
-    /// another strategy, a stateless one). A file that does not fit is an error naming it.
+    /// strategy of the same name and hyper-parameters; false when there is nothing to
+    /// restore (a base version, another strategy or settings, a stateless one). A file that does not fit is an error naming it.
     func restoreState(of strategy: any Strategy, from version: String) throws -> Bool {
         let buffers = strategy.state
         let url = ledger.store.folder(of: version).appendingPathComponent(Self.strategyStateFile)
         guard !buffers.isEmpty, FileManager.default.fileExists(atPath: url.path) else { return false }
         let file = try SafeTensors.File(url: url)
-        guard file.metadata["strategy"] == strategy.name else { return false }
+        // Moments of other hyper-parameters (another β or τ) would not be this strategy's.
+        guard file.metadata["strategy"] == strategy.name, file.metadata["parameters"] == Self.describe(strategy.parameters) else {
+            return false
+        }
         for (name, buffer) in buffers {
             guard let entry = file.entries[name] else {
                 throw LedgerError("\(url.path): no tensor '\(name)' for the \(strategy.name) state")
@@ -143,6 +146,11 @@ public final class FederationLedger {
                                      reason: rejection?.description))
     }
 
+    /// A strategy's hyper-parameters as one stable string (`name=value`, sorted).
+    static func describe(_ parameters: [String: Double]) -> String {
+        parameters.keys.sorted().map { "\($0)=\(parameters[$0]!)" }.joined(separator: ",")
+    }
+
     /// Writes the new global weights as a version, with `strategy`'s server state beside
     /// them (staged and installed together, so a restart continues from exactly this
     /// round), and commits the round; returns the version id.
@@ -153,7 +161,8 @@ public final class FederationLedger {
             try global.save(to: folder, copying: companionFiles)
             guard let strategy, !state.isEmpty else { return }
             let tensors = state.keys.sorted().map { SafeTensors.Tensor(name: $0, shape: [state[$0]!.buffer.count], values: state[$0]!.buffer) }
-            try SafeTensors.write(tensors, metadata: ["strategy": strategy.name], to: folder.appendingPathComponent(Self.strategyStateFile))
+            try SafeTensors.write(tensors, metadata: ["strategy": strategy.name, "parameters": Self.describe(strategy.parameters)],
+                                  to: folder.appendingPathComponent(Self.strategyStateFile))
         }
         return try ledger.commitRound(round, version: staged, metrics: metrics.filter { $0.value.isFinite },
                                       examplesBySchool: examplesBySchool).id

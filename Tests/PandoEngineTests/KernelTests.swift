@@ -17,12 +17,19 @@ final class KernelTests: XCTestCase {
         return (0..<count).map { _ in Float((Double(rng.next() % 1_000_001) / 500_000 - 1) * spread) }
     }
 
+    /// Runs `body` with each instance this CPU supports selected in turn.
     func forEachInstance(_ body: (String) -> Void) {
-        for portable in [false, true] {
-            pando_vector_force_portable(portable ? 1 : 0)
-            body(String(cString: pando_vector_kernel_name()))
+        defer { _ = pando_vector_select(nil) }
+        var ran: [String] = []
+        for name in ["portable", "avx2", "avx512"] where pando_vector_select(name) == 1 {
+            XCTAssertEqual(String(cString: pando_vector_kernel_name()), name)
+            body(name)
+            ran.append(name)
         }
-        pando_vector_force_portable(0)
+        XCTAssertTrue(ran.contains("portable"), "the baseline instance runs everywhere")
+        #if arch(x86_64)
+        print("vector kernel instances tested: \(ran.joined(separator: ", "))")
+        #endif
     }
 
     func testSoftmaxAndItsBackwardMatchDoublePrecision() {
@@ -139,31 +146,72 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// Models for the first-token checks: the tiny fixture always, MiniLM when installed.
+    func firstTokenModels(pooling: Pooling) throws -> [(String, BertModel, PackedBatch)] {
+        let head = ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"], pooling: pooling)
+        var models = [("tiny", try BertModel.load(from: TestFixtures.url("tiny/softmax"), head: head, seed: 1).0,
+                       TestFixtures.packedBatch(try TestFixtures.json("tiny/inputs.json")))]
+        if let folder = try? TestFixtures.defaultModel() {
+            models.append(("MiniLM", try BertModel.load(from: folder, head: head, seed: 1).0,
+                           TestFixtures.packedBatch(try TestFixtures.json("minilm/inputs.json"))))
+        }
+        return models
+    }
+
     /// With a pooler or CLS head, inference computes the last layer for each sequence's
     /// first token only; its logits equal those of the full layer, in float32 and int8.
     func testFirstTokenLastLayerGivesTheFullLayersLogits() throws {
-        let folder = try TestFixtures.defaultModel()
-        let inputs = try TestFixtures.json("minilm/inputs.json")
-        let batch = TestFixtures.packedBatch(inputs)
         for pooling in [Pooling.pooler, .cls] {
-            let (model, _) = try BertModel.load(
-                from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"], pooling: pooling), seed: 1)
-            for int8 in [false, true] {
-                if int8 { model.quantizeForInference() }
-                let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: batch.count, length: batch.maxLength), training: false)
-                let full = model.encode(batch, workspace: ws).array
-                let fullLogits = model.classify(batch, workspace: ws).array
-                let hidden = model.encode(batch, workspace: ws, firstTokensOnly: true).array
-                let logits = model.classify(batch, workspace: ws).array
-                for start in ws.table.offsets {
+            for (name, model, batch) in try firstTokenModels(pooling: pooling) {
+                for int8 in [false, true] {
+                    if int8 { model.quantizeForInference() }
+                    defer { model.dropQuantization() }
+                    let what = "\(name) \(pooling) \(int8 ? "int8" : "float32")"
+                    let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: batch.count, length: batch.maxLength), training: false)
+                    let full = model.encode(batch, workspace: ws).array
+                    let fullLogits = model.classify(batch, workspace: ws).array
+                    let hidden = model.encode(batch, workspace: ws, firstTokensOnly: true).array
+                    let logits = model.classify(batch, workspace: ws).array
                     let H = model.config.hiddenSize
-                    let (diff, _) = maxDifference(Array(hidden[(start * H)..<((start + 1) * H)]), Array(full[(start * H)..<((start + 1) * H)]))
-                    XCTAssertLessThan(diff, 1e-5, "\(pooling) int8 \(int8): first token's hidden state")
+                    for start in ws.table.offsets {
+                        let rows = (start * H)..<((start + 1) * H)
+                        XCTAssertLessThan(maxDifference(Array(hidden[rows]), Array(full[rows])).diff, 1e-5, "\(what): first token's hidden state")
+                    }
+                    XCTAssertLessThan(maxDifference(logits, fullLogits).diff, 1e-5, "\(what): logits")
+                    XCTAssertNotEqual(hidden, full, "\(what): the other rows were not computed")
+                    _ = model.forward(batch, workspace: ws)
+                    XCTAssertTrue(ws.lastLayerRanFirstTokensOnly, "\(what): forward takes the first-token path")
                 }
-                XCTAssertLessThan(maxDifference(logits, fullLogits).diff, 1e-5, "\(pooling) int8 \(int8): logits")
-                XCTAssertEqual(model.forward(batch, workspace: ws).array, logits, "forward takes the first-token path")
-                model.dropQuantization()
             }
+        }
+    }
+
+    /// Training with a pooler or CLS head runs the first-token last layer forward and
+    /// backward; every parameter's gradient equals the one through the full layer.
+    func testFirstTokenBackwardGivesTheFullLayersGradients() throws {
+        let targets = Targets.classes([0, 2, 1, 2])
+        for pooling in [Pooling.pooler, .cls] {
+            let head = ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"], pooling: pooling)
+            let model = try BertModel.load(from: TestFixtures.url("tiny/softmax"), head: head, seed: 1).0
+            let batch = TestFixtures.packedBatch(try TestFixtures.json("tiny/inputs.json"))
+            let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: batch.count, length: batch.maxLength), training: true)
+            let shortcut = ParameterBuffer(layout: model.layout)
+            let loss = model.lossAndGradients(batch, targets: targets, workspace: ws, gradients: shortcut, dropout: nil)
+            XCTAssertTrue(ws.lastLayerRanFirstTokensOnly, "\(pooling): training takes the first-token path")
+            let full = ParameterBuffer(layout: model.layout)
+            model.encode(batch, workspace: ws, firstTokensOnly: false)
+            model.classify(batch, workspace: ws)
+            XCTAssertEqual(model.loss(targets, batch: batch, workspace: ws), loss, accuracy: 1e-6, "\(pooling): loss")
+            model.backward(batch, workspace: ws, gradients: full, dropout: nil)
+            var checked = 0
+            for spec in model.layout.tensors {
+                let (diff, scale) = maxDifference(shortcut.view(spec).array, full.view(spec).array)
+                // The floor covers the key bias, whose exact gradient is zero (softmax is
+                // shift-invariant) and whose computed one is rounding noise.
+                XCTAssertLessThanOrEqual(diff, 1e-5 * max(scale, 1e-2), "\(pooling): \(spec.name)")
+                if scale > 0 { checked += 1 }
+            }
+            XCTAssertGreaterThan(checked, model.layout.tensors.count / 2, "\(pooling): gradients are not all zero")
         }
     }
 }

@@ -275,6 +275,11 @@ final class EndToEndTests: XCTestCase {
         XCTAssertFalse(exported.contains(FederationLedger.strategyStateFile))
         XCTAssertTrue(FileManager.default.fileExists(
             atPath: second.state.appendingPathComponent("versions/\(r2.version)/\(FederationLedger.strategyStateFile)").path))
+        // Other server settings: those moments are not this optimizer's, so it starts fresh.
+        choice.serverLearningRate = 2e-2
+        let third = try await run(strategy: choice, rounds: 1, work: first.work)
+        XCTAssertTrue(third.reports.first?.committed ?? false)
+        XCTAssertTrue(third.logs.contains("fedadam server state: fresh"), "new settings start from fresh moments")
     }
 
     func testFedProxTellsSchoolsMuAndAveragesOnTheServer() async throws {

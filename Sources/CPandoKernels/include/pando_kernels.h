@@ -41,8 +41,10 @@ void pando_q8_force_portable(int on);
 /// Which instance the element-wise kernels run: "avx512", "avx2" or "portable".
 const char *pando_vector_kernel_name(void);
 
-/// Tests: run the baseline instance even where a wider one is available (1), or not (0).
-void pando_vector_force_portable(int on);
+/// Tests and benchmarks: run instance `name` ("portable", "avx2", "avx512") from now on; returns 0
+/// (and changes nothing) when this CPU cannot run it. NULL goes back to the widest supported.
+/// Not for use while kernels run on other threads.
+int pando_vector_select(const char *name);
 
 /// Softmax of each of `rows` rows of `cols` floats (row stride `ld`), in place, max-subtracted.
 void pando_softmax_rows(float *x, int rows, int cols, int ld);

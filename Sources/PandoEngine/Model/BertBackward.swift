@@ -72,6 +72,7 @@ extension BertModel {
         var dOut = ws.dHidden!, dIn = ws.dNext!
         for l in stride(from: c.layers - 1, through: 0, by: -1) {
             if l == c.layers - 1 && ws.lastLayerRanFirstTokensOnly {
+                precondition(head.pooling != .mean, "a mean-pooling head needs every row of the last layer")
                 lastLayerFirstTokensBackward(batch, workspace: ws, gradients: gradients, dropout: dropout, dTop: dOut, dInput: dIn)
                 swap(&dOut, &dIn)
                 continue

@@ -153,7 +153,9 @@ extension AttentionKernel {
     /// the sequence's keys and values. `queries` and `context` are compact
     /// `count × hidden`; the probabilities of pair (sequence b, head h) go to
     /// `probabilities + (b·heads + h)·stride` (and, with dropout, the dropped
-    /// ones to the same place in `dropped`).
+    /// ones to the same place in `dropped`). Dropout draws the mask elements
+    /// of the full layer's first query row, so the mask depends on the batch,
+    /// never on the workspace's capacity.
     static func forwardFirstQuery(
         queries: UnsafePointer<Float>, qkv: UnsafePointer<Float>, hidden: Int, heads: Int, table: SequenceTable,
         probabilities: UnsafeMutablePointer<Float>, stride: Int, dropped: UnsafeMutablePointer<Float>,
@@ -161,11 +163,11 @@ extension AttentionKernel {
     ) {
         let d = hidden / heads, ld = 3 * hidden
         let scale = 1 / Float(d).squareRoot()
-        let offsets = table.offsets, lengths = table.lengths
+        let offsets = table.offsets, lengths = table.lengths, maskOffsets = table.probabilityOffsets
         let box = UnsafeSendableBox((queries, qkv, probabilities, dropped, context))
         Parallel.forEach(table.count * heads) { pair in
             let (queries, qkv, probabilities, dropped, context) = box.value
-            let b = pair / heads, h = pair % heads, L = lengths[b]
+            let b = pair / heads, h = pair % heads, L = lengths[b], mask = maskOffsets[b] + h * L * L
             let rows = qkv + offsets[b] * ld
             let P = probabilities + pair * stride
             BLAS.gemv(trans: false, m: L, n: d, alpha: scale, a: rows + hidden + h * d, lda: ld,
@@ -174,7 +176,7 @@ extension AttentionKernel {
             var used = UnsafePointer(P)
             if dropout.isActive {
                 let D = dropped + pair * stride
-                for j in 0..<L { D[j] = P[j] * dropout.factor(pair * stride + j) }
+                for j in 0..<L { D[j] = P[j] * dropout.factor(mask + j) }
                 used = UnsafePointer(D)
             }
             BLAS.gemv(trans: true, m: L, n: d, a: rows + 2 * hidden + h * d, lda: ld, x: used, beta: 0,
@@ -193,11 +195,11 @@ extension AttentionKernel {
     ) {
         let d = hidden / heads, ld = 3 * hidden
         let scale = 1 / Float(d).squareRoot()
-        let offsets = table.offsets, lengths = table.lengths
+        let offsets = table.offsets, lengths = table.lengths, maskOffsets = table.probabilityOffsets
         let box = UnsafeSendableBox((queries, qkv, probabilities, dropped, dContext, dProbabilities, dQueries, dQKV))
         Parallel.forEach(table.count * heads) { pair in
             let (queries, qkv, probabilities, dropped, dContext, dProbabilities, dQueries, dQKV) = box.value
-            let b = pair / heads, h = pair % heads, L = lengths[b]
+            let b = pair / heads, h = pair % heads, L = lengths[b], mask = maskOffsets[b] + h * L * L
             let K = qkv + offsets[b] * ld + hidden + h * d, V = K + hidden
             let dK = dQKV + offsets[b] * ld + hidden + h * d, dV = dK + hidden
             let P = probabilities + pair * stride, dP = dProbabilities + pair * stride
@@ -210,7 +212,7 @@ extension AttentionKernel {
             }
             BLAS.gemv(trans: false, m: L, n: d, a: V, lda: ld, x: dC, beta: 0, y: dP)
             if dropout.isActive {
-                for j in 0..<L { dP[j] *= dropout.factor(pair * stride + j) }
+                for j in 0..<L { dP[j] *= dropout.factor(mask + j) }
             }
             pando_softmax_backward_rows(dP, P, 1, Int32(L), Int32(L))
             // s = scale·Kq ⇒ dq = scale·Kᵀ·ds, dKⱼ = scale·dsⱼ·q.

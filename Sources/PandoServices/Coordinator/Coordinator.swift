@@ -97,7 +97,7 @@ public final class Coordinator: @unchecked Sendable {
         }
         logger.info("federation \(cfg.federationID): head version \(opened.version.prefix(12)), next round \(opened.nextRound)\(opened.resumed ? " (continued)" : " (new)")")
         if !strategy.state.isEmpty {
-            logger.info("\(strategy.name) server state: \(opened.restoredStrategyState ? "restored from the head version" : "fresh")")
+            logger.info("\(strategy.name) server state: \(opened.restoredStrategyState ? "restored from the head version" : "fresh (the head version holds none for these settings)")")
         }
         let incoming = cfg.stateFolder.appendingPathComponent("incoming", isDirectory: true)
         try FileManager.default.createDirectory(at: incoming, withIntermediateDirectories: true)
