@@ -22,6 +22,8 @@ public enum Benchmark {
         public var seconds: Double
         public var threads: Int
         public var sgemmGFLOPs: Double
+        /// Which build of the element-wise kernels ran (`avx512`, `avx2` or `portable`).
+        public var elementwiseKernels = Elementwise.kernels
 
         public var table: String {
             """
@@ -29,7 +31,7 @@ public enum Benchmark {
               tokens/s (real)     \(String(format: "%10.0f", tokensPerSecond))
               tokens/s (padded)   \(String(format: "%10.0f", paddedTokensPerSecond))
               sequences/s         \(String(format: "%10.1f", sequencesPerSecond))
-              achieved GFLOP/s    \(String(format: "%10.1f", gflopsPerSecond))   (sgemm on this machine: \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s)
+              GFLOP/s performed   \(String(format: "%10.1f", gflopsPerSecond))   (sgemm on this machine: \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s; element-wise kernels: \(elementwiseKernels))
               peak RSS            \(String(format: "%10.0f", peakRSSMegabytes)) MB
             """
         }

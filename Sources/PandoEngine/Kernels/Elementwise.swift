@@ -28,6 +28,9 @@ public struct DropoutMask: Sendable {
 
 /// Element-wise kernels, each one pass over memory, threaded by rows.
 public enum Elementwise {
+    /// Which build of the C element-wise kernels this CPU runs: `avx512`, `avx2` or `portable`.
+    public static var kernels: String { String(cString: pando_vector_kernel_name()) }
+
     /// `y[r, c] = bias[c]` for every row: the starting value for a GEMM with β = 1.
     public static func broadcastRows(_ bias: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
         Parallel.forRanges(rows, minimumChunk: 256) { range in
