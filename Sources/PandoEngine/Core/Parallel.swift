@@ -4,8 +4,8 @@ import Foundation
 /// Splits `0..<count` into at most `Parallel.workers` contiguous chunks of at
 /// least `minimumChunk` items and runs `body` on each chunk concurrently.
 ///
-/// Element-wise kernels use this for their outer loop; the GEMMs are threaded
-/// by OpenBLAS itself.
+/// Element-wise kernels use this for their outer loop, and `BLAS.gemm` to
+/// split a large product into one single-threaded OpenBLAS call per worker.
 public enum Parallel {
     /// Worker count for element-wise kernels: the number of online cores.
     nonisolated(unsafe) public static var workers: Int = max(1, ProcessInfo.processInfo.activeProcessorCount)

@@ -41,7 +41,7 @@ public struct SequenceTable: Sendable {
 /// (sequence, head) pair per task. Q, K and V are column blocks of one
 /// `[tokens × 3·hidden]` matrix, addressed in place through GEMM strides.
 public enum AttentionKernel {
-    /// Computes `probabilities` (kept for backward) and `context`.
+    /// Computes `probabilities` (scratch: backward recomputes them) and `context`.
     /// `dropped` receives the dropped-out probabilities when dropout is active.
     public static func forward(
         qkv: UnsafePointer<Float>, hidden: Int, heads: Int, table: SequenceTable,
