@@ -34,7 +34,7 @@ extension BertModel {
     /// Back-propagates the workspace's logit gradients through the head and
     /// the encoder, adding into `gradients`.
     public func backward(_ batch: PackedBatch, workspace ws: BertWorkspace, gradients: ParameterBuffer, dropout: DropoutKey?) {
-        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount, B = batch.count, C = head.outputs
+        let c = config, H = c.hiddenSize, N = batch.tokenCount, B = batch.count, C = head.outputs
         let g = { (offset: Int) in gradients.buffer.base + offset }
         let noDropout = DropoutMask(probability: 0, key: 0)
 
@@ -80,26 +80,12 @@ extension BertModel {
             let o = offsets.layers[l]
             let a = ws.activations(l)
             let x = ws.input(ofLayer: l).base
-            let dH1 = ws.dResidual!
-            // Output LayerNorm; its input was drop(ffn + b2) + h1, so dH1 is also h1's residual gradient.
-            LayerNormKernel.backward(
-                dOutput: dOut.base, normalized: a.normalized2.base, inverseStd: a.inverseStd2.base, gamma: p(o.norm2Gamma),
-                rows: N, cols: H, dInput: dH1.base, dGamma: g(o.norm2Gamma), dBeta: g(o.norm2Beta), scratch: ws.normScratch)
-            let dFFNOut = throughDropout(dH1, count: N * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)), scratch: ws.dDropped)
-            // ffn = act(h1·W1ᵀ + b1)·W2ᵀ + b2; the activation is recomputed from its input.
-            Elementwise.activation(a.ffnPre.base, count: N * I, activation: c.activation, output: ws.ffnActivation.base)
-            linearBackward(dOutput: dFFNOut, input: ws.ffnActivation.base, rows: N, inputs: I, outputs: H,
-                           weight: o.ffnOutWeight, bias: o.ffnOutBias, gradients: gradients, dInput: ws.dFFN.base, accumulate: false, workspace: ws)
-            Elementwise.activationBackward(ws.dFFN.base, pre: a.ffnPre.base, count: N * I, activation: c.activation)
-            linearBackward(dOutput: ws.dFFN.base, input: a.attentionOut.base, rows: N, inputs: H, outputs: I,
-                           weight: o.ffnInWeight, bias: o.ffnInBias, gradients: gradients, dInput: dH1.base, accumulate: true, workspace: ws)
-            // Attention LayerNorm; its input was drop(attn + bo) + x.
-            LayerNormKernel.backward(
-                dOutput: dH1.base, normalized: a.normalized1.base, inverseStd: a.inverseStd1.base, gamma: p(o.norm1Gamma),
-                rows: N, cols: H, dInput: dIn.base, dGamma: g(o.norm1Gamma), dBeta: g(o.norm1Beta), scratch: ws.normScratch)
-            let dAttnOut = throughDropout(dIn, count: N * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
-            linearBackward(dOutput: dAttnOut, input: a.context.base, rows: N, inputs: H, outputs: H,
-                           weight: o.attentionOutWeight, bias: o.attentionOutBias, gradients: gradients, dInput: ws.dContext.base, accumulate: false, workspace: ws)
+            denseHalfBackward(DenseHalf(
+                rows: N, context: a.context.base, residual: x, sum: ws.denseOut.base, attended: a.attentionOut.base,
+                ffnPre: a.ffnPre.base, ffnAct: ws.ffnActivation.base, normalized1: a.normalized1.base, inverseStd1: a.inverseStd1.base,
+                normalized2: a.normalized2.base, inverseStd2: a.inverseStd2.base, output: ws.output(ofLayer: l).base),
+                layer: l, dOutput: dOut.base, dH1: ws.dResidual, dFFN: ws.dFFN.base, dInput: dIn, dContext: ws.dContext.base,
+                gradients: gradients, workspace: ws, dropout: dropout)
             AttentionKernel.backward(
                 qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table, probabilities: a.probabilities.base,
                 dropped: ws.dropped.base, dContext: ws.dContext.base, dProbabilities: ws.dProbabilities.base, dQKV: ws.dQKV.base,
@@ -128,6 +114,38 @@ extension BertModel {
 }
 
 extension BertModel {
+    /// Backward of `denseHalf`: from the gradient of its output (`dOutput`), adds the
+    /// half's parameter gradients, writes the gradient of the attention context into
+    /// `dContext` and the residual gradient of the layer input into `dInput`. `dH1` and
+    /// `dFFN` are scratch of `rows × hidden` and `rows × intermediate` floats.
+    func denseHalfBackward(
+        _ t: DenseHalf, layer l: Int, dOutput: UnsafePointer<Float>, dH1: FloatBuffer, dFFN: UnsafeMutablePointer<Float>,
+        dInput: FloatBuffer, dContext: UnsafeMutablePointer<Float>, gradients: ParameterBuffer, workspace ws: BertWorkspace,
+        dropout: DropoutKey?
+    ) {
+        let c = config, H = c.hiddenSize, I = c.intermediateSize, o = offsets.layers[l], rows = t.rows
+        let g = { (offset: Int) in gradients.buffer.base + offset }
+        // Output LayerNorm; its input was drop(ffn + b2) + h1, so dH1 is also h1's residual gradient.
+        LayerNormKernel.backward(
+            dOutput: dOutput, normalized: t.normalized2!, inverseStd: t.inverseStd2, gamma: p(o.norm2Gamma),
+            rows: rows, cols: H, dInput: dH1.base, dGamma: g(o.norm2Gamma), dBeta: g(o.norm2Beta), scratch: ws.normScratch)
+        let dFFNOut = throughDropout(dH1, count: rows * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)), scratch: ws.dDropped)
+        // ffn = act(h1·W1ᵀ + b1)·W2ᵀ + b2; the activation is recomputed from its input.
+        Elementwise.activation(t.ffnPre, count: rows * I, activation: c.activation, output: t.ffnAct)
+        linearBackward(dOutput: dFFNOut, input: t.ffnAct, rows: rows, inputs: I, outputs: H,
+                       weight: o.ffnOutWeight, bias: o.ffnOutBias, gradients: gradients, dInput: dFFN, accumulate: false, workspace: ws)
+        Elementwise.activationBackward(dFFN, pre: t.ffnPre, count: rows * I, activation: c.activation)
+        linearBackward(dOutput: dFFN, input: t.attended, rows: rows, inputs: H, outputs: I,
+                       weight: o.ffnInWeight, bias: o.ffnInBias, gradients: gradients, dInput: dH1.base, accumulate: true, workspace: ws)
+        // Attention LayerNorm; its input was drop(attn + bo) + x.
+        LayerNormKernel.backward(
+            dOutput: dH1.base, normalized: t.normalized1!, inverseStd: t.inverseStd1, gamma: p(o.norm1Gamma),
+            rows: rows, cols: H, dInput: dInput.base, dGamma: g(o.norm1Gamma), dBeta: g(o.norm1Beta), scratch: ws.normScratch)
+        let dAttnOut = throughDropout(dInput, count: rows * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
+        linearBackward(dOutput: dAttnOut, input: t.context, rows: rows, inputs: H, outputs: H,
+                       weight: o.attentionOutWeight, bias: o.attentionOutBias, gradients: gradients, dInput: dContext, accumulate: false, workspace: ws)
+    }
+
     /// Backward of `y = x·Wᵀ + b` over `rows` rows: adds `dW = dYᵀ·x` and
     /// `db = Σ dY` into `gradients`, and writes (or, with `accumulate`, adds)
     /// `dX = dY·W` into `dInput`. `weight` and `bias` are parameter offsets;

@@ -24,7 +24,7 @@ extension BertModel {
     @discardableResult
     public func encode(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey? = nil,
                        firstTokensOnly: Bool = false) -> FloatBuffer {
-        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount
+        let c = config, H = c.hiddenSize, N = batch.tokenCount
         check(batch, fits: ws)
         ws.table.reset(lengths: batch.lengths, heads: c.heads)
         ws.lastLayerRanFirstTokensOnly = firstTokensOnly
@@ -76,38 +76,62 @@ extension BertModel {
                 qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table,
                 probabilities: a.probabilities.base, dropped: ws.dropped.base, context: a.context.base,
                 dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? DropoutMask(probability: 0, key: 0))
-            // Attention output projection, dropout, residual, LayerNorm.
-            if let (q, scratch) = q8 {
-                q.attentionOut.apply(a.context.base, rows: N, bias: nil, into: sum, scratch: scratch)
-            } else {
-                BLAS.gemm(transB: true, m: N, n: H, k: H, a: a.context.base, lda: H, b: p(o.attentionOutWeight), ldb: H, c: sum, ldc: H)
-            }
-            Elementwise.biasDropoutResidual(
-                sum, bias: p(o.attentionOutBias), residual: x, rows: N, cols: H,
-                dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? DropoutMask(probability: 0, key: 0))
-            LayerNormKernel.forward(
-                input: sum, rows: N, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
-                normalized: ws.training ? a.normalized1.base : nil, inverseStd: a.inverseStd1.base, output: a.attentionOut.base)
-            // Feed-forward: activation(h·W1ᵀ + b1)·W2ᵀ + b2, dropout, residual, LayerNorm.
-            if let (q, scratch) = q8 {
-                q.ffnIn.apply(a.attentionOut.base, rows: N, bias: nil, into: a.ffnPre.base, scratch: scratch)
-            } else {
-                BLAS.gemm(transB: true, m: N, n: I, k: H, a: a.attentionOut.base, lda: H, b: p(o.ffnInWeight), ldb: H, c: a.ffnPre.base, ldc: I)
-            }
-            Elementwise.biasActivation(a.ffnPre.base, bias: p(o.ffnInBias), rows: N, cols: I, activation: c.activation, output: ws.ffnActivation.base)
-            if let (q, scratch) = q8 {
-                q.ffnOut.apply(ws.ffnActivation.base, rows: N, bias: nil, into: sum, scratch: scratch)
-            } else {
-                BLAS.gemm(transB: true, m: N, n: H, k: I, a: ws.ffnActivation.base, lda: I, b: p(o.ffnOutWeight), ldb: I, c: sum, ldc: H)
-            }
-            Elementwise.biasDropoutResidual(
-                sum, bias: p(o.ffnOutBias), residual: a.attentionOut.base, rows: N, cols: H,
-                dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? DropoutMask(probability: 0, key: 0))
-            LayerNormKernel.forward(
-                input: sum, rows: N, cols: H, gamma: p(o.norm2Gamma), beta: p(o.norm2Beta), eps: c.layerNormEps,
-                normalized: ws.training ? a.normalized2.base : nil, inverseStd: a.inverseStd2.base, output: out)
+            denseHalf(DenseHalf(
+                rows: N, context: a.context.base, residual: x, sum: sum, attended: a.attentionOut.base,
+                ffnPre: a.ffnPre.base, ffnAct: ws.ffnActivation.base,
+                normalized1: ws.training ? a.normalized1.base : nil, inverseStd1: a.inverseStd1.base,
+                normalized2: ws.training ? a.normalized2.base : nil, inverseStd2: a.inverseStd2.base, output: out),
+                layer: l, workspace: ws, dropout: dropout)
         }
         return ws.lastHidden.slice(0, N * H)
+    }
+
+    /// The half of a layer after attention, over `rows` rows: every token, or one
+    /// row per sequence in the first-token pass. `sum` is scratch.
+    struct DenseHalf {
+        var rows: Int
+        var context: UnsafeMutablePointer<Float>, residual: UnsafePointer<Float>, sum: UnsafeMutablePointer<Float>
+        var attended: UnsafeMutablePointer<Float>, ffnPre: UnsafeMutablePointer<Float>, ffnAct: UnsafeMutablePointer<Float>
+        /// x̂ of the two LayerNorms: kept for backward when training, nil otherwise.
+        var normalized1: UnsafeMutablePointer<Float>?, inverseStd1: UnsafeMutablePointer<Float>
+        var normalized2: UnsafeMutablePointer<Float>?, inverseStd2: UnsafeMutablePointer<Float>
+        var output: UnsafeMutablePointer<Float>
+    }
+
+    /// Attention output projection, dropout, residual, LayerNorm; then the feed-forward
+    /// block activation(h·W1ᵀ + b1)·W2ᵀ + b2, dropout, residual, LayerNorm.
+    func denseHalf(_ t: DenseHalf, layer l: Int, workspace ws: BertWorkspace, dropout: DropoutKey?) {
+        let c = config, H = c.hiddenSize, I = c.intermediateSize, o = offsets.layers[l]
+        let inactive = DropoutMask(probability: 0, key: 0)
+        let q8 = ws.int8.map { ($0.encoder.layers[l], $0.scratch) }
+        if let (q, scratch) = q8 {
+            q.attentionOut.apply(t.context, rows: t.rows, bias: nil, into: t.sum, scratch: scratch)
+        } else {
+            BLAS.gemm(transB: true, m: t.rows, n: H, k: H, a: t.context, lda: H, b: p(o.attentionOutWeight), ldb: H, c: t.sum, ldc: H)
+        }
+        Elementwise.biasDropoutResidual(
+            t.sum, bias: p(o.attentionOutBias), residual: t.residual, rows: t.rows, cols: H,
+            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? inactive)
+        LayerNormKernel.forward(
+            input: t.sum, rows: t.rows, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
+            normalized: t.normalized1, inverseStd: t.inverseStd1, output: t.attended)
+        if let (q, scratch) = q8 {
+            q.ffnIn.apply(t.attended, rows: t.rows, bias: nil, into: t.ffnPre, scratch: scratch)
+        } else {
+            BLAS.gemm(transB: true, m: t.rows, n: I, k: H, a: t.attended, lda: H, b: p(o.ffnInWeight), ldb: H, c: t.ffnPre, ldc: I)
+        }
+        Elementwise.biasActivation(t.ffnPre, bias: p(o.ffnInBias), rows: t.rows, cols: I, activation: c.activation, output: t.ffnAct)
+        if let (q, scratch) = q8 {
+            q.ffnOut.apply(t.ffnAct, rows: t.rows, bias: nil, into: t.sum, scratch: scratch)
+        } else {
+            BLAS.gemm(transB: true, m: t.rows, n: H, k: I, a: t.ffnAct, lda: I, b: p(o.ffnOutWeight), ldb: I, c: t.sum, ldc: H)
+        }
+        Elementwise.biasDropoutResidual(
+            t.sum, bias: p(o.ffnOutBias), residual: t.attended, rows: t.rows, cols: H,
+            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? inactive)
+        LayerNormKernel.forward(
+            input: t.sum, rows: t.rows, cols: H, gamma: p(o.norm2Gamma), beta: p(o.norm2Beta), eps: c.layerNormEps,
+            normalized: t.normalized2, inverseStd: t.inverseStd2, output: t.output)
     }
 
     /// Pools the last hidden state and applies the head; returns the logits.

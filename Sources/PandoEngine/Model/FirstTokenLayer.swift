@@ -16,6 +16,14 @@ struct FirstTokenBuffers {
         B * (6 * H + 2 * I + 2) + (training ? B * (7 * H + I) : 0)
     }
 
+    /// The compact rows as the after-attention half of a layer.
+    func denseHalf(rows: Int, training: Bool) -> BertModel.DenseHalf {
+        BertModel.DenseHalf(
+            rows: rows, context: context.base, residual: x.base, sum: sum.base, attended: attended.base,
+            ffnPre: ffnPre.base, ffnAct: ffnAct.base, normalized1: training ? normalized1.base : nil, inverseStd1: inverseStd1.base,
+            normalized2: training ? normalized2.base : nil, inverseStd2: inverseStd2.base, output: out.base)
+    }
+
     /// Views for `rows` sequences into `storage` (sized by `floats` for at least as many).
     init(_ storage: FloatBuffer, rows B: Int, hidden H: Int, intermediate I: Int, training: Bool) {
         var offset = 0
@@ -44,7 +52,7 @@ extension BertModel {
     /// `count × hidden` matrices. Writes each result to the sequence's first
     /// row of the last hidden state.
     func lastLayerFirstTokens(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey?) {
-        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount, B = batch.count
+        let c = config, H = c.hiddenSize, N = batch.tokenCount, B = batch.count
         let l = c.layers - 1, o = offsets.layers[l], a = ws.activations(l)
         let x = ws.input(ofLayer: l).base, out = ws.output(ofLayer: l).base, qkv = a.qkv.base
         let starts = ws.table.offsets
@@ -67,36 +75,7 @@ extension BertModel {
             probabilities: a.probabilities.base, stride: ws.capacity.length, dropped: ws.dropped.base, context: f.context.base,
             dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? DropoutMask(probability: 0, key: 0))
 
-        let inactive = DropoutMask(probability: 0, key: 0)
-        let q8 = ws.int8.map { ($0.encoder.layers[l], $0.scratch) }
-        if let (q, scratch) = q8 {
-            q.attentionOut.apply(f.context.base, rows: B, bias: nil, into: f.sum.base, scratch: scratch)
-        } else {
-            BLAS.gemm(transB: true, m: B, n: H, k: H, a: f.context.base, lda: H, b: p(o.attentionOutWeight), ldb: H, c: f.sum.base, ldc: H)
-        }
-        Elementwise.biasDropoutResidual(
-            f.sum.base, bias: p(o.attentionOutBias), residual: f.x.base, rows: B, cols: H,
-            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? inactive)
-        LayerNormKernel.forward(
-            input: f.sum.base, rows: B, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
-            normalized: ws.training ? f.normalized1.base : nil, inverseStd: f.inverseStd1.base, output: f.attended.base)
-        if let (q, scratch) = q8 {
-            q.ffnIn.apply(f.attended.base, rows: B, bias: nil, into: f.ffnPre.base, scratch: scratch)
-        } else {
-            BLAS.gemm(transB: true, m: B, n: I, k: H, a: f.attended.base, lda: H, b: p(o.ffnInWeight), ldb: H, c: f.ffnPre.base, ldc: I)
-        }
-        Elementwise.biasActivation(f.ffnPre.base, bias: p(o.ffnInBias), rows: B, cols: I, activation: c.activation, output: f.ffnAct.base)
-        if let (q, scratch) = q8 {
-            q.ffnOut.apply(f.ffnAct.base, rows: B, bias: nil, into: f.sum.base, scratch: scratch)
-        } else {
-            BLAS.gemm(transB: true, m: B, n: H, k: I, a: f.ffnAct.base, lda: I, b: p(o.ffnOutWeight), ldb: I, c: f.sum.base, ldc: H)
-        }
-        Elementwise.biasDropoutResidual(
-            f.sum.base, bias: p(o.ffnOutBias), residual: f.attended.base, rows: B, cols: H,
-            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? inactive)
-        LayerNormKernel.forward(
-            input: f.sum.base, rows: B, cols: H, gamma: p(o.norm2Gamma), beta: p(o.norm2Beta), eps: c.layerNormEps,
-            normalized: ws.training ? f.normalized2.base : nil, inverseStd: f.inverseStd2.base, output: f.out.base)
+        denseHalf(f.denseHalf(rows: B, training: ws.training), layer: l, workspace: ws, dropout: dropout)
         for b in 0..<B { (out + starts[b] * H).update(from: f.out.base + b * H, count: H) }
     }
 
@@ -107,29 +86,15 @@ extension BertModel {
         _ batch: PackedBatch, workspace ws: BertWorkspace, gradients: ParameterBuffer, dropout: DropoutKey?,
         dTop: FloatBuffer, dInput: FloatBuffer
     ) {
-        let c = config, H = c.hiddenSize, I = c.intermediateSize, N = batch.tokenCount, B = batch.count
+        let c = config, H = c.hiddenSize, N = batch.tokenCount, B = batch.count
         let l = c.layers - 1, o = offsets.layers[l], a = ws.activations(l)
         let x = ws.input(ofLayer: l).base
         let starts = ws.table.offsets
-        let g = { (offset: Int) in gradients.buffer.base + offset }
         let f = firstTokenBuffers(ws, rows: B)
         for b in 0..<B { (f.dOut.base + b * H).update(from: dTop.base + starts[b] * H, count: H) }
 
-        LayerNormKernel.backward(
-            dOutput: f.dOut.base, normalized: f.normalized2.base, inverseStd: f.inverseStd2.base, gamma: p(o.norm2Gamma),
-            rows: B, cols: H, dInput: f.dH1.base, dGamma: g(o.norm2Gamma), dBeta: g(o.norm2Beta), scratch: ws.normScratch)
-        let dFFNOut = throughDropout(f.dH1, count: B * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)), scratch: ws.dDropped)
-        linearBackward(dOutput: dFFNOut, input: f.ffnAct.base, rows: B, inputs: I, outputs: H,
-                       weight: o.ffnOutWeight, bias: o.ffnOutBias, gradients: gradients, dInput: f.dFFN.base, accumulate: false, workspace: ws)
-        Elementwise.activationBackward(f.dFFN.base, pre: f.ffnPre.base, count: B * I, activation: c.activation)
-        linearBackward(dOutput: f.dFFN.base, input: f.attended.base, rows: B, inputs: H, outputs: I,
-                       weight: o.ffnInWeight, bias: o.ffnInBias, gradients: gradients, dInput: f.dH1.base, accumulate: true, workspace: ws)
-        LayerNormKernel.backward(
-            dOutput: f.dH1.base, normalized: f.normalized1.base, inverseStd: f.inverseStd1.base, gamma: p(o.norm1Gamma),
-            rows: B, cols: H, dInput: f.dX.base, dGamma: g(o.norm1Gamma), dBeta: g(o.norm1Beta), scratch: ws.normScratch)
-        let dAttnOut = throughDropout(f.dX, count: B * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
-        linearBackward(dOutput: dAttnOut, input: f.context.base, rows: B, inputs: H, outputs: H,
-                       weight: o.attentionOutWeight, bias: o.attentionOutBias, gradients: gradients, dInput: f.dContext.base, accumulate: false, workspace: ws)
+        denseHalfBackward(f.denseHalf(rows: B, training: true), layer: l, dOutput: f.dOut.base, dH1: f.dH1, dFFN: f.dFFN.base,
+                          dInput: f.dX, dContext: f.dContext.base, gradients: gradients, workspace: ws, dropout: dropout)
         AttentionKernel.backwardFirstQuery(
             queries: f.q.base, qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table,
             probabilities: a.probabilities.base, stride: ws.capacity.length, dropped: ws.dropped.base,
