@@ -135,10 +135,9 @@ final class EndToEndTests: XCTestCase {
         }
     }
 
-    /// West's link drops just after its assignment arrives (before it fetches anything): it
-    /// reconnects, the coordinator sends the assignment again, and the round has all three.
-    func testSchoolReconnectingMidRoundGetsItsAssignmentAgain() async throws {
-        let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e-reconnect")
+    /// One round without federated evaluation, for tests that interfere with a school's link.
+    func oneRoundFederation(prefix: String) throws -> (LoopbackFederation, state: URL, logs: LogCapture) {
+        let work = try TestFixtures.temporaryDirectory(prefix: prefix)
         let state = work.appendingPathComponent("state")
         var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
         config.rounds.federatedEvaluation = false
@@ -146,6 +145,13 @@ final class EndToEndTests: XCTestCase {
         let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(),
                                                 workFolder: work.appendingPathComponent("run"),
                                                 schoolLogFolder: state.appendingPathComponent("schools"), logger: logs.logger("e2e"))
+        return (federation, state, logs)
+    }
+
+    /// West's link drops just after its assignment arrives (before it fetches anything): it
+    /// reconnects, the coordinator sends the assignment again, and the round has all three.
+    func testSchoolReconnectingMidRoundGetsItsAssignmentAgain() async throws {
+        let (federation, state, logs) = try oneRoundFederation(prefix: "pando-e2e-reconnect")
         let cuts = FrameBytes()
         federation.prepareAgent = { id, agent in
             guard id == "west" else { return }
@@ -186,14 +192,7 @@ final class EndToEndTests: XCTestCase {
     /// just before the first drop's grace period ends; it is back within the second one, so
     /// it is not left out: a reconnection cancels the earlier drop's timer.
     func testEachDropGetsAFullGracePeriod() async throws {
-        let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e-grace")
-        let state = work.appendingPathComponent("state")
-        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
-        config.rounds.federatedEvaluation = false
-        let logs = LogCapture()
-        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(),
-                                                workFolder: work.appendingPathComponent("run"),
-                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: logs.logger("e2e"))
+        let (federation, state, logs) = try oneRoundFederation(prefix: "pando-e2e-grace")
         let grace = 2.0
         federation.coordinator.reconnectGrace = .milliseconds(Int64(grace * 1000))
         final class Link: @unchecked Sendable {
