@@ -31,20 +31,15 @@ let package = Package(
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
     ],
     targets: [
-        // OpenBLAS's CBLAS interface (libopenblas-dev).
-        .systemLibrary(
-            name: "COpenBLAS",
-            path: "Sources/COpenBLAS",
-            providers: [.apt(["libopenblas-dev"])]
-        ),
         // glibc's malloc.h (mallopt), for the transport's allocator policy.
         .systemLibrary(name: "CMalloc", path: "Sources/CMalloc"),
-        // Int8 inference GEMM (AVX-512 VNNI with a portable fallback), always optimised.
-        .target(name: "CPandoKernels", cSettings: [.unsafeFlags(["-O3"])]),
+        // Int8 inference GEMM (AVX-512 VNNI with a portable fallback), the element-wise kernels,
+        // and the OpenBLAS loader (dlopen after choosing its kernel set). Always optimised.
+        .target(name: "CPandoKernels", cSettings: [.unsafeFlags(["-O3"])], linkerSettings: [.linkedLibrary("dl")]),
         // Tensors, checkpoints, BERT forward/backward, optimisers. No networking.
         .target(
             name: "PandoEngine",
-            dependencies: ["COpenBLAS", "CPandoKernels"],
+            dependencies: ["CPandoKernels"],
             swiftSettings: engineSettings
         ),
         // WordPiece tokenisation identical to Hugging Face's BertTokenizer.
@@ -138,7 +133,11 @@ let package = Package(
             ]
         ),
         // Fixture paths and helpers shared by the test targets.
-        .target(name: "PandoTestSupport", dependencies: ["PandoEngine", "PandoData", .product(name: "Logging", package: "swift-log")],
+        .target(name: "PandoTestSupport",
+                dependencies: ["PandoEngine", "PandoData", .product(name: "Logging", package: "swift-log"),
+                               .product(name: "NIOCore", package: "swift-nio"), .product(name: "NIOPosix", package: "swift-nio"),
+                               .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                               .product(name: "NIOTLS", package: "swift-nio"), .product(name: "NIOSSL", package: "swift-nio-ssl")],
                 path: "Tests/PandoTestSupport"),
         .testTarget(name: "PandoEngineTests", dependencies: ["PandoEngine", "CPandoKernels", "PandoTestSupport"]),
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),

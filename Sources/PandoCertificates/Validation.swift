@@ -1,5 +1,65 @@
+import Crypto
 import Foundation
 import X509
+
+/// The certificate the TLS layer verified: the first of the chain the peer presented.
+///
+/// BoringSSL checks the peer's handshake signature against the public key of the *first*
+/// certificate it was sent, so that certificate, and only that one, is the peer's
+/// identity. If it cannot be parsed (swift-certificates refuses, for example, RSA keys
+/// under 2048 bits, which BoringSSL takes), the connection is refused: skipping it and
+/// validating the next certificate would let anyone holding a copy of a school's
+/// certificate — no key — log in as that school. Pando issues P-256 ECDSA certificates
+/// only (`pando certs`), so any other key type or signature algorithm is refused as well.
+public enum PeerLeaf {
+    /// Peers may send the CA (or, in other PKIs, intermediates) after the leaf; more than this is refused unread.
+    public static let maxChainLength = 4
+
+    /// The parsed leaf of `presented` (DER, leaf first), or the reason it is refused.
+    public static func parse(_ presented: [[UInt8]], role: String) -> Result<Certificate, PeerRefusal> {
+        guard let der = presented.first else {
+            return .failure(PeerRefusal(kind: .noCertificate, reason: "the \(role) presented no certificate"))
+        }
+        guard presented.count <= maxChainLength else {
+            return .failure(PeerRefusal(kind: .malformedChain,
+                                        reason: "the \(role) presented \(presented.count) certificates (at most \(maxChainLength) are read)"))
+        }
+        let leaf: Certificate
+        do { leaf = try Certificate(derEncoded: der) } catch {
+            return .failure(PeerRefusal(kind: .unparseableLeaf,
+                                        reason: "the \(role)'s certificate (the first of its chain, whose key signed the TLS handshake) "
+                                            + "cannot be parsed (\(untrusted("\(error)"))); Pando certificates are P-256 ECDSA"))
+        }
+        guard P256.Signing.PublicKey(leaf.publicKey) != nil else {
+            return .failure(PeerRefusal(kind: .wrongKeyType,
+                                        reason: "the \(role)'s certificate \(untrusted("\(leaf.subject)")) has a key that is not P-256 ECDSA "
+                                            + "(Pando issues only P-256 certificates)"))
+        }
+        guard leaf.signatureAlgorithm == .ecdsaWithSHA256 else {
+            return .failure(PeerRefusal(kind: .wrongKeyType,
+                                        reason: "the \(role)'s certificate \(untrusted("\(leaf.subject)")) is signed with "
+                                            + "\(untrusted("\(leaf.signatureAlgorithm)")), not ECDSA with SHA-256"))
+        }
+        return .success(leaf)
+    }
+}
+
+/// Why a peer's certificate was refused, with a category for counting and auditing.
+public struct PeerRefusal: Error, Sendable, Equatable, CustomStringConvertible {
+    public enum Kind: String, Sendable, CaseIterable {
+        case noCertificate, malformedChain, unparseableLeaf, wrongKeyType
+        case unknownIssuer, expired, notYetValid, wrongUsage, noIdentity, revoked, revocationUnavailable
+        /// The TLS handshake failed before any certificate was judged (no common version or algorithm, bad signature …).
+        case tlsHandshake
+    }
+    public var kind: Kind
+    public var reason: String
+    public init(kind: Kind, reason: String) {
+        self.kind = kind
+        self.reason = reason
+    }
+    public var description: String { reason }
+}
 
 /// A CRL file re-read whenever it changes on disk (checked on every handshake by size +
 /// modification time + inode), so `pando certs revoke` takes effect for the next connection
@@ -109,7 +169,13 @@ func untrusted(_ s: String) -> String {
 /// Outcome of validating a school's client certificate.
 public enum PeerValidation: Sendable, Equatable {
     case accepted(schoolID: String, serial: String)
-    case rejected(reason: String)
+    case rejected(PeerRefusal)
+
+    /// The refusal's sentence, if rejected.
+    public var reason: String? {
+        if case .rejected(let r) = self { return r.reason }
+        return nil
+    }
 }
 
 /// Validates a school client certificate against the district CA and CRL: issued and
@@ -125,41 +191,51 @@ public struct SchoolCertificateValidator: Sendable {
         self.revocation = revocation
     }
 
-    public func validate(chain: [Certificate], now: Date = Date()) -> PeerValidation {
-        guard let leaf = chain.first else { return .rejected(reason: "no client certificate presented") }
+    /// Validates the chain exactly as the TLS layer received it (DER, leaf first): only the
+    /// leaf is the peer's identity (see ``PeerLeaf``).
+    public func validate(presented: [[UInt8]], now: Date = Date()) -> PeerValidation {
+        switch PeerLeaf.parse(presented, role: "school") {
+        case .failure(let refusal): return .rejected(refusal)
+        case .success(let leaf): return validate(leaf: leaf, now: now)
+        }
+    }
+
+    /// Validates a parsed leaf certificate (the one whose key signed the handshake).
+    public func validate(leaf: Certificate, now: Date = Date()) -> PeerValidation {
+        func refuse(_ kind: PeerRefusal.Kind, _ reason: String) -> PeerValidation { .rejected(PeerRefusal(kind: kind, reason: reason)) }
         guard leaf.issuer == caCertificate.subject,
             caCertificate.publicKey.isValidSignature(leaf.signature, for: leaf)
         else {
             // Anyone can present such a certificate: quote its names only trimmed.
-            return .rejected(reason: "certificate \(untrusted("\(leaf.subject)")) serial \(untrusted(PandoIdentity.hex(leaf.serialNumber))) "
+            return refuse(.unknownIssuer, "school certificate \(untrusted("\(leaf.subject)")) serial \(untrusted(PandoIdentity.hex(leaf.serialNumber))) "
                 + "was not issued by the district CA (issuer \(untrusted("\(leaf.issuer)")))")
         }
         let who = "certificate \(leaf.subject) serial \(PandoIdentity.hex(leaf.serialNumber))"
         if now > caCertificate.notValidAfter {
-            return .rejected(reason: "the district CA certificate expired at \(caCertificate.notValidAfter)")
+            return refuse(.expired, "the district CA certificate expired at \(caCertificate.notValidAfter)")
         }
         if now > leaf.notValidAfter {
-            return .rejected(reason: "\(who) expired at \(iso(leaf.notValidAfter))")
+            return refuse(.expired, "\(who) expired at \(iso(leaf.notValidAfter))")
         }
         if now < leaf.notValidBefore {
-            return .rejected(reason: "\(who) is not valid before \(iso(leaf.notValidBefore))")
+            return refuse(.notYetValid, "\(who) is not valid before \(iso(leaf.notValidBefore))")
         }
         if let basic = try? leaf.extensions.basicConstraints, case .isCertificateAuthority = basic {
-            return .rejected(reason: "\(who) is a CA certificate, not a school certificate")
+            return refuse(.wrongUsage, "\(who) is a CA certificate, not a school certificate")
         }
         guard let eku = try? leaf.extensions.extendedKeyUsage, eku.contains(.clientAuth) else {
-            return .rejected(reason: "\(who) lacks the clientAuth extended key usage")
+            return refuse(.wrongUsage, "\(who) lacks the clientAuth extended key usage")
         }
         guard let id = PandoIdentity.schoolID(of: leaf) else {
-            return .rejected(reason: "\(who) names no school (needs one SAN URI \(PandoIdentity.schoolURIPrefix)<ID>)")
+            return refuse(.noIdentity, "\(who) names no school (needs one SAN URI \(PandoIdentity.schoolURIPrefix)<ID>)")
         }
         if let revocation {
             let (list, warning) = revocation.current(now: now)
             guard let list else {
-                return .rejected(reason: "cannot check revocation for school \(id): \(warning ?? "no list")")
+                return refuse(.revocationUnavailable, "cannot check revocation for school \(id): \(warning ?? "no list")")
             }
             if let at = list.revocationDate(of: leaf.serialNumber) {
-                return .rejected(reason: "\(who) of school \(id) was revoked at \(iso(at))")
+                return refuse(.revoked, "\(who) of school \(id) was revoked at \(iso(at))")
             }
         }
         return .accepted(schoolID: id, serial: PandoIdentity.hex(leaf.serialNumber))
@@ -184,9 +260,17 @@ public struct CoordinatorCertificateValidator: Sendable {
         self.revocation = revocation
     }
 
-    /// `nil` if acceptable, else the reason.
-    public func problem(chain: [Certificate], serverName: String, now: Date = Date()) -> String? {
-        guard let leaf = chain.first else { return "the coordinator presented no certificate" }
+    /// `nil` if acceptable, else the reason. `presented` is the chain exactly as the TLS layer
+    /// received it (DER, leaf first); only the leaf is the coordinator's identity (see ``PeerLeaf``).
+    public func problem(presented: [[UInt8]], serverName: String, now: Date = Date()) -> String? {
+        switch PeerLeaf.parse(presented, role: "coordinator") {
+        case .failure(let refusal): return refusal.reason
+        case .success(let leaf): return problem(leaf: leaf, serverName: serverName, now: now)
+        }
+    }
+
+    /// `nil` if the parsed leaf is acceptable, else the reason.
+    public func problem(leaf: Certificate, serverName: String, now: Date = Date()) -> String? {
         let who = "coordinator certificate \(leaf.subject)"
         guard leaf.issuer == caCertificate.subject, caCertificate.publicKey.isValidSignature(leaf.signature, for: leaf) else {
             return "coordinator certificate \(untrusted("\(leaf.subject)")) was not issued by the district CA (issuer \(untrusted("\(leaf.issuer)")))"

@@ -5,6 +5,9 @@ public enum AuditEvent: String, Sendable, CaseIterable {
     case federationCreated, roundStarted, schoolSelected, updateReceived, updateRejected
     case roundCommitted, roundAborted, certificateIssued, certificateRevoked
     case rollback, versionTagged, versionPruned
+    /// A connection refused during TLS (certificate not accepted, or no acceptable handshake);
+    /// `reason` says why and from which address.
+    case connectionRefused
 }
 
 /// The facts of one audit event, as the coordinator supplies them.

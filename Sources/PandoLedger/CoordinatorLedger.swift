@@ -372,7 +372,8 @@ public final class CoordinatorLedger: @unchecked Sendable {
     /// school selected, update received or rejected, certificate issued or
     /// revoked. School events also keep the schools table current.
     public func record(_ entry: AuditEntry) throws {
-        let allowed: Set<AuditEvent> = [.schoolSelected, .updateReceived, .updateRejected, .certificateIssued, .certificateRevoked]
+        let allowed: Set<AuditEvent> = [.schoolSelected, .updateReceived, .updateRejected, .certificateIssued, .certificateRevoked,
+                                        .connectionRefused]
         guard allowed.contains(entry.event) else { throw LedgerError("\(entry.event.rawValue) is recorded by its own ledger operation") }
         let now = Date()
         try write { db in

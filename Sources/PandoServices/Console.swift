@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PandoEngine
 
 /// What `pando-coordinator` and `pando-client` share on the console: log lines on
 /// standard error at one level, progress lines on standard output, each flushed at once
@@ -12,6 +13,14 @@ public enum ServiceConsole {
             handler.logLevel = level
             return handler
         }
+    }
+
+    /// Logs which kernels this process runs: the GEMM kernel set (and why) and the element-wise
+    /// and int8 builds. Loads OpenBLAS, so a missing library fails here, at start.
+    public static func announceKernels(_ logger: Logger) {
+        let gemm = GEMMKernels.active
+        let line = "\(gemm.summary); element-wise kernels \(Elementwise.kernels), int8 kernel \(Int8Linear.kernel)"
+        if gemm.isa < gemm.cpu.widestISA { logger.warning("\(line)") } else { logger.info("\(line)") }
     }
 
     /// Prints a line and flushes.

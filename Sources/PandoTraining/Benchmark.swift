@@ -24,6 +24,8 @@ public enum Benchmark {
         public var sgemmGFLOPs: Double
         /// Which build of the element-wise kernels ran (`avx512`, `avx2` or `portable`).
         public var elementwiseKernels = Elementwise.kernels
+        /// The OpenBLAS core running the GEMMs (what OpenBLAS reports), e.g. `SkylakeX`.
+        public var gemmCore = GEMMKernels.active.coreName
 
         public var table: String {
             """
@@ -31,7 +33,7 @@ public enum Benchmark {
               tokens/s (real)     \(String(format: "%10.0f", tokensPerSecond))
               tokens/s (padded)   \(String(format: "%10.0f", paddedTokensPerSecond))
               sequences/s         \(String(format: "%10.1f", sequencesPerSecond))
-              GFLOP/s performed   \(String(format: "%10.1f", gflopsPerSecond))   (sgemm on this machine: \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s; element-wise kernels: \(elementwiseKernels))
+              GFLOP/s performed   \(String(format: "%10.1f", gflopsPerSecond))   (sgemm on this machine: \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s, OpenBLAS \(gemmCore); element-wise kernels: \(elementwiseKernels))
               peak RSS            \(String(format: "%10.0f", peakRSSMegabytes)) MB
             """
         }

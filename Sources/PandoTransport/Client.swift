@@ -33,13 +33,18 @@ public final class SchoolClient: Sendable {
         self.logger = logger
         self.group = group
         let cert = try TLSFiles.certificate(configuration.certificatePath, what: "school certificate")
+        guard let own = try? Certificate(derEncoded: cert.toDERBytes()), let ownID = PandoIdentity.schoolID(of: own),
+              let ownToken = WireToken(ownID) else {
+            throw TransportError.configuration(
+                "school certificate \(configuration.certificatePath) names no school (needs one SAN URI \(PandoIdentity.schoolURIPrefix)<ID>)")
+        }
+        schoolID = ownToken
         AllocatorPolicy.apply()
         let key = try TLSFiles.key(configuration.privateKeyPath, what: "school private key")
         let ca = try TLSFiles.certificate(configuration.caCertificatePath, what: "district CA certificate")
         var tls = TLSConfiguration.makeClientConfiguration()
-        tls.minimumTLSVersion = .tlsv12
-        tls.maximumTLSVersion = .tlsv13
-        tls.certificateVerification = .fullVerification  // chain to the district CA + host name
+        TLSPolicy.apply(to: &tls)
+        tls.certificateVerification = .fullVerification  // our callback replaces the chain check; the host name is checked too
         tls.trustRoots = .certificates([ca])
         tls.certificateChain = [.certificate(cert)]
         tls.privateKey = .privateKey(key)
@@ -65,6 +70,8 @@ public final class SchoolClient: Sendable {
     }
 
     let coordinatorValidator: CoordinatorCertificateValidator
+    /// This school's identity, read from its own certificate (never from what the coordinator says).
+    public let schoolID: WireToken
 
     /// What heartbeats report from now on.
     public func setActivity(_ activity: SchoolActivity, progress: Double? = nil) {
@@ -122,9 +129,9 @@ public final class SchoolClient: Sendable {
                         let sync = channel.pipeline.syncOperations
                         // Our own strict check (exact name in a SAN) runs instead of BoringSSL's chain check;
                         // NIOSSL's host-name check then still runs as well.
+                        // It sees the chain exactly as sent and judges its leaf, the key the handshake was signed with.
                         let verify: NIOSSLCustomVerificationCallback = { certs, promise in
-                            let chain = certs.compactMap { try? Certificate(derEncoded: $0.toDERBytes()) }
-                            if let problem = validator.problem(chain: chain, serverName: serverName) {
+                            if let problem = validator.problem(presented: certs.map { (try? $0.toDERBytes()) ?? [] }, serverName: serverName) {
                                 refusal.withLockedValue { $0 = problem }
                                 promise.succeed(.failed)
                             } else {
@@ -140,7 +147,10 @@ public final class SchoolClient: Sendable {
                         try sync.addHandler(MessageToByteHandler(WireFrameEncoder(limits: cfg.limits)))
                         try sync.addHandler(DirectionGuard(fromClient: false))
                         try sync.addHandler(HeartbeatAckConsumer())
-                        try sync.addHandler(CloseOnErrorHandler(logger: logger, idleTimeout: cfg.idleTimeout) { "coordinator \(serverName)" })
+                        try sync.addHandler(CloseOnErrorHandler(logger: logger, idleTimeout: cfg.idleTimeout, onHandshakeFailure: { error in
+                            // Keep the TLS reason, so the caller hears it rather than "connection closed".
+                            refusal.withLockedValue { $0 = $0 ?? TLSFiles.explain(error, serverName: serverName) }
+                        }) { "coordinator \(serverName)" })
                         return try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel, configuration: WireLimits.asyncChannelConfiguration)
                     }
                 }
@@ -174,14 +184,18 @@ public final class SchoolClient: Sendable {
                 logger.error("handshake failed: \(e)")
                 throw e
             }
+            guard welcome.schoolID == schoolID else {
+                throw TransportError.protocolViolation(
+                    "the coordinator addressed this school as \(welcome.schoolID), but its certificate says \(schoolID)")
+            }
             guard welcome.protocolVersion == cfg.protocolVersion else {
                 throw TransportError.protocolVersionMismatch(local: cfg.protocolVersion, remote: welcome.protocolVersion)
             }
             counters.withLockedValue { $0.connects += 1 }
             logger.info("connected to coordinator", metadata: [
-                "school": "\(welcome.schoolID)", "coordinator": "\(serverName)", "software": "\(welcome.softwareVersion)",
+                "school": "\(schoolID)", "coordinator": "\(serverName)", "software": "\(welcome.softwareVersion)",
             ])
-            let conn = PandoConnection(schoolID: welcome.schoolID, certificateSerial: "", capabilities: welcome.capabilities,
+            let conn = PandoConnection(schoolID: schoolID, certificateSerial: "", capabilities: welcome.capabilities,
                                        remoteAddress: serverName, limits: cfg.limits,
                                        peerMaxFrameLength: Int(welcome.maxFrameLength), channel: channel.channel,
                                        inbound: it, outbound: outbound, swallow: [.heartbeatAck])

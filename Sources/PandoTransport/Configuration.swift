@@ -189,6 +189,20 @@ public struct Backoff: Sendable, Equatable {
     }
 }
 
+/// The TLS settings both ends use: TLS 1.3 only, P-256 ECDSA with SHA-256 as the only
+/// handshake signature algorithm (what `pando certs` issues). A peer with any other key
+/// cannot complete a handshake, whatever certificates it presents.
+enum TLSPolicy {
+    static let signatureAlgorithms: [SignatureAlgorithm] = [.ecdsaSecp256R1Sha256]
+
+    static func apply(to tls: inout TLSConfiguration) {
+        tls.minimumTLSVersion = .tlsv13
+        tls.maximumTLSVersion = .tlsv13
+        tls.verifySignatureAlgorithms = signatureAlgorithms
+        tls.signingSignatureAlgorithms = signatureAlgorithms
+    }
+}
+
 enum TLSFiles {
     static func certificate(_ path: String, what: String) throws -> NIOSSLCertificate {
         guard FileManager.default.fileExists(atPath: path) else { throw TransportError.configuration("\(what) \(path) does not exist") }
@@ -211,11 +225,30 @@ enum TLSFiles {
         s.count <= 300 ? s : String(s.prefix(300)) + "…"
     }
 
+    /// What went wrong in a failed handshake, seen from the coordinator: about the client's side.
+    static func describeHandshakeFailure(_ error: Error) -> String {
+        let text = String(describing: error)
+        if text.contains("UNSUPPORTED_PROTOCOL") || text.contains("PROTOCOL_VERSION") {
+            return "no common TLS version (the coordinator speaks TLS 1.3 only) (\(text))"
+        }
+        if text.contains("NO_COMMON_SIGNATURE_ALGORITHMS") || text.contains("WRONG_SIGNATURE_TYPE") || text.contains("SIGNATURE") {
+            return "no acceptable signature algorithm (the client's key is not P-256 ECDSA?) (\(text))"
+        }
+        if text.contains("PEER_DID_NOT_RETURN_A_CERTIFICATE") { return "the client presented no certificate (\(text))" }
+        if text.contains("CERTIFICATE_VERIFY_FAILED") {
+            return "the client's certificate was refused (the line before says why) (\(text))"
+        }
+        return text
+    }
+
     /// Maps NIOSSL errors to a sentence a school IT person can act on.
     static func explain(_ error: Error, serverName: String? = nil) -> String {
         let text = String(describing: error)
         if text.contains("failedToValidateHostname") || text.contains("hostname") {
             return "the coordinator's certificate does not name \(serverName ?? "the host dialled") (\(text))"
+        }
+        if text.contains("NO_COMMON_SIGNATURE_ALGORITHMS") || text.contains("WRONG_SIGNATURE_TYPE") {
+            return "no common signature algorithm: Pando accepts only P-256 ECDSA certificates (\(text))"
         }
         if text.contains("CERTIFICATE_VERIFY_FAILED") {
             return "the coordinator's certificate does not chain to the district CA or has expired (\(text))"
@@ -229,8 +262,9 @@ enum TLSFiles {
             return "the coordinator refused this school's certificate (unknown CA, expired or revoked; the coordinator log names the reason) (\(text))"
         }
         if text.contains("UNSUPPORTED_PROTOCOL") || text.contains("TLSV1_ALERT_PROTOCOL_VERSION") {
-            return "no common TLS version: Pando requires TLS 1.2 or newer (\(text))"
+            return "no common TLS version: Pando requires TLS 1.3 (\(text))"
         }
+
         if text.contains("uncleanShutdown") || text.contains("ioOnClosedChannel") {
             return "the coordinator closed the connection without a TLS close (\(text)); if this happens during the handshake the coordinator refused this school's certificate — its log names the reason"
         }

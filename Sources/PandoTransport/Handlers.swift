@@ -1,6 +1,7 @@
 import Logging
 import NIOConcurrencyHelpers
 import NIOCore
+import NIOSSL
 import PandoWire
 
 /// Drops messages the peer may not send (a client sending `welcome`, …) as a protocol error.
@@ -19,21 +20,74 @@ final class DirectionGuard: ChannelInboundHandler, Sendable {
 
 /// Coordinator side: answers heartbeats in the pipeline (so a busy session task never
 /// makes a healthy school look dead) and records the school's reported activity.
+///
+/// Hostile peers are bounded two ways: an ack is written only while the channel is
+/// writable (a peer that never reads gets one coalesced ack for the newest heartbeat once
+/// it drains, not a queue that grows), and heartbeats beyond ``HeartbeatRate`` close the
+/// connection.
 final class HeartbeatResponder: ChannelInboundHandler, @unchecked Sendable {
     typealias InboundIn = WireMessage
     typealias InboundOut = WireMessage
     typealias OutboundOut = WireMessage
     let status: SessionStatus
-    init(status: SessionStatus) { self.status = status }
+    private var rate: HeartbeatRate
+    private var pendingAck: UInt64? = nil
+    init(status: SessionStatus, rate: HeartbeatRate = HeartbeatRate()) {
+        self.status = status
+        self.rate = rate
+    }
 
     func channelRead(context: ChannelHandlerContext, data: NIOAny) {
         let m = unwrapInboundIn(data)
         if case .heartbeat(let h) = m {
+            guard rate.admit(now: .now()) else {
+                context.fireErrorCaught(TransportError.protocolViolation(
+                    "heartbeat flood: more than \(rate.burst) heartbeats at over \(rate.perSecond) per second"))
+                return
+            }
             status.record(h)
-            context.writeAndFlush(wrapOutboundOut(.heartbeatAck(HeartbeatAck(sequence: h.sequence))), promise: nil)
+            if context.channel.isWritable {
+                context.writeAndFlush(wrapOutboundOut(.heartbeatAck(HeartbeatAck(sequence: h.sequence))), promise: nil)
+            } else {
+                pendingAck = h.sequence
+            }
             return
         }
         context.fireChannelRead(data)
+    }
+
+    func channelWritabilityChanged(context: ChannelHandlerContext) {
+        if context.channel.isWritable, let seq = pendingAck {
+            pendingAck = nil
+            context.writeAndFlush(wrapOutboundOut(.heartbeatAck(HeartbeatAck(sequence: seq))), promise: nil)
+        }
+        context.fireChannelWritabilityChanged()
+    }
+}
+
+/// Token bucket for heartbeats: `burst` at once, refilled at `perSecond`. Schools send one
+/// every few seconds (10 s by default), so only a misbehaving peer ever reaches it.
+struct HeartbeatRate: Sendable {
+    var burst: Int = 100
+    var perSecond: Int = 20
+    private var tokens: Double = 100
+    private var last: NIODeadline? = nil
+
+    init(burst: Int = 100, perSecond: Int = 20) {
+        self.burst = burst
+        self.perSecond = perSecond
+        tokens = Double(burst)
+    }
+
+    mutating func admit(now: NIODeadline) -> Bool {
+        if let last {
+            let elapsed = Double((now - last).nanoseconds) / 1e9
+            tokens = min(Double(burst), tokens + elapsed * Double(perSecond))
+        }
+        last = now
+        guard tokens >= 1 else { return false }
+        tokens -= 1
+        return true
     }
 }
 
@@ -56,18 +110,26 @@ final class CloseOnErrorHandler: ChannelInboundHandler, @unchecked Sendable {
     let logger: Logger
     let describe: @Sendable () -> String
     let idleTimeout: TimeAmount
+    let onHandshakeFailure: (@Sendable (Error) -> Void)?
+    /// Turns an error into the sentence logged; which end's fault a TLS error is depends on the side.
+    let explain: @Sendable (Error) -> String
     private var closed = false
 
-    init(logger: Logger, idleTimeout: TimeAmount, describe: @escaping @Sendable () -> String) {
+    init(logger: Logger, idleTimeout: TimeAmount, onHandshakeFailure: (@Sendable (Error) -> Void)? = nil,
+         explain: @escaping @Sendable (Error) -> String = { TLSFiles.explain($0) },
+         describe: @escaping @Sendable () -> String) {
         self.logger = logger
         self.describe = describe
         self.idleTimeout = idleTimeout
+        self.onHandshakeFailure = onHandshakeFailure
+        self.explain = explain
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
+        if let onHandshakeFailure, case NIOSSLError.handshakeFailed = error { onHandshakeFailure(error) }
         if !closed {
             closed = true
-            let reason = TLSFiles.loggable((error as? WireError)?.description ?? TLSFiles.explain(error))
+            let reason = TLSFiles.loggable((error as? WireError)?.description ?? explain(error))
             logger.warning("closing connection: \(reason)", metadata: ["peer": "\(describe())"])
             context.close(promise: nil)
         }

@@ -15,6 +15,10 @@ import X509
 /// CRL — re-read when `crl.pem` changes), then send `hello`. The school's identity is
 /// the `pando://school/<ID>` SAN of its certificate. A newer session for a school
 /// replaces its older one.
+///
+/// TLS 1.3 only, and only P-256 ECDSA signatures are accepted in the handshake: `pando certs`
+/// issues nothing else, and every TLS 1.3 client Pando ships or supports speaks it, so older
+/// versions and other algorithms would only widen what an attacker can try.
 public final class CoordinatorServer: Sendable {
     public let configuration: CoordinatorTransportConfiguration
     let logger: Logger
@@ -24,21 +28,26 @@ public final class CoordinatorServer: Sendable {
     private let registry = SessionRegistry()
     private let admission: Admission
     private let boundPort = NIOLockedValueBox<Int?>(nil)
+    /// Called for every connection refused during TLS (certificate refused, or the handshake
+    /// failed before a certificate could be judged), e.g. to audit it. Called on an event loop:
+    /// keep it short.
+    let onRefusal: @Sendable (ConnectionRefusal) -> Void
 
     public init(configuration: CoordinatorTransportConfiguration, logger: Logger,
-                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton) throws {
+                group: EventLoopGroup = MultiThreadedEventLoopGroup.singleton,
+                onRefusal: @escaping @Sendable (ConnectionRefusal) -> Void = { _ in }) throws {
         self.configuration = configuration
         self.logger = logger
         self.group = group
+        self.onRefusal = onRefusal
         admission = Admission(limit: configuration.maxConnections)
         AllocatorPolicy.apply()
         let cert = try TLSFiles.certificate(configuration.certificatePath, what: "coordinator certificate")
         let key = try TLSFiles.key(configuration.privateKeyPath, what: "coordinator private key")
         let ca = try TLSFiles.certificate(configuration.caCertificatePath, what: "district CA certificate")
         var tls = TLSConfiguration.makeServerConfiguration(certificateChain: [.certificate(cert)], privateKey: .privateKey(key))
-        tls.minimumTLSVersion = .tlsv12
-        tls.maximumTLSVersion = .tlsv13
-        tls.certificateVerification = .noHostnameVerification  // client certificate required
+        TLSPolicy.apply(to: &tls)
+        tls.certificateVerification = .noHostnameVerification  // client certificate required; our callback judges it
         tls.trustRoots = .certificates([ca])
         sslContext = try NIOSSLContext(configuration: tls)
         let caCert = try Certificate(derEncoded: ca.toDERBytes())
@@ -77,6 +86,7 @@ public final class CoordinatorServer: Sendable {
         let sslContext = self.sslContext
         let validator = self.validator
         let admission = self.admission
+        let onRefusal = self.onRefusal
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -85,15 +95,17 @@ public final class CoordinatorServer: Sendable {
                 channel.eventLoop.makeCompletedFuture {
                     let peer = PeerBox(address: channel.remoteAddress.map { "\($0)" } ?? "?")
                     let status = SessionStatus()
+                    // The callback replaces BoringSSL's chain check: it sees the chain exactly as sent,
+                    // leaf first, and judges that leaf (the key BoringSSL checks the handshake against).
                     let verify: NIOSSLCustomVerificationCallback = { certs, promise in
-                        let chain = certs.compactMap { try? Certificate(derEncoded: $0.toDERBytes()) }
-                        switch validator.validate(chain: chain) {
+                        switch validator.validate(presented: certs.map { (try? $0.toDERBytes()) ?? [] }) {
                         case .accepted(let id, let serial):
                             peer.set(school: id, serial: serial)
                             promise.succeed(.certificateVerified)
-                        case .rejected(let reason):
-                            logger.warning("rejected client certificate: \(reason)", metadata: ["peer": "\(peer.address)"])
+                        case .rejected(let refusal):
+                            logger.warning("refused a school's client certificate: \(refusal.reason)", metadata: ["peer": "\(peer.address)"])
                             peer.rejected = true
+                            onRefusal(ConnectionRefusal(address: peer.address, refusal: refusal))
                             promise.succeed(.failed)
                         }
                     }
@@ -105,7 +117,17 @@ public final class CoordinatorServer: Sendable {
                     try sync.addHandler(MessageToByteHandler(WireFrameEncoder(limits: cfg.limits)))
                     try sync.addHandler(DirectionGuard(fromClient: true))
                     try sync.addHandler(HeartbeatResponder(status: status))
-                    try sync.addHandler(CloseOnErrorHandler(logger: logger, idleTimeout: cfg.idleTimeout) { peer.describe })
+                    try sync.addHandler(CloseOnErrorHandler(logger: logger, idleTimeout: cfg.idleTimeout, onHandshakeFailure: { error in
+                        // A handshake that failed before our callback judged a certificate (no common
+                        // TLS version or signature algorithm, a bad CertificateVerify …).
+                        guard peer.identity == nil, !peer.rejected else { return }
+                        peer.rejected = true
+                        onRefusal(ConnectionRefusal(address: peer.address, refusal: PeerRefusal(
+                            kind: .tlsHandshake, reason: "TLS handshake with a client failed: \(TLSFiles.loggable(TLSFiles.describeHandshakeFailure(error)))")))
+                    }, explain: { error in
+                        guard case NIOSSLError.handshakeFailed = error else { return TLSFiles.explain(error) }
+                        return TLSFiles.describeHandshakeFailure(error)
+                    }) { peer.describe })
                     let async = try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel, configuration: WireLimits.asyncChannelConfiguration)
                     let (admitted, logRefusal) = admission.enter()
                     if admitted {
@@ -121,7 +143,7 @@ public final class CoordinatorServer: Sendable {
             }
         let port = server.channel.localAddress?.port ?? cfg.port
         boundPort.withLockedValue { $0 = port }
-        logger.info("coordinator listening", metadata: ["port": "\(port)", "tls": "mutual, TLS 1.2+"])
+        logger.info("coordinator listening", metadata: ["port": "\(port)", "tls": "mutual, TLS 1.3, P-256 ECDSA"])
         onListening(port)
         try await withThrowingDiscardingTaskGroup { group in
             try await server.executeThenClose { inbound in
@@ -194,6 +216,13 @@ public final class CoordinatorServer: Sendable {
             logger.info("session ended: \(reason)", metadata: ["school": "\(schoolForLog)", "peer": "\(child.peer.address)"])
         }
     }
+}
+
+/// A connection the coordinator refused during TLS: who (address only: no identity was
+/// established) and why.
+public struct ConnectionRefusal: Sendable, Equatable {
+    public var address: String
+    public var refusal: PeerRefusal
 }
 
 /// Counts open connections against `maxConnections`.

@@ -23,6 +23,7 @@ struct ClientCommand: AsyncParsableCommand {
 
     func run() async throws {
         ServiceConsole.bootstrap(level: logLevel)
+        ServiceConsole.announceKernels(Logger(label: "pando.client"))
         let configuration: SchoolConfiguration
         let agent: SchoolAgent
         do {

@@ -24,6 +24,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
 
     func run() async throws {
         ServiceConsole.bootstrap(level: logLevel)
+        ServiceConsole.announceKernels(Logger(label: "pando.coordinator"))
         var configuration: CoordinatorConfiguration
         do { configuration = try CoordinatorConfiguration.load(from: URL(fileURLWithPath: config)) } catch {
             throw ValidationError("\(error)")

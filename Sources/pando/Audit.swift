@@ -71,7 +71,7 @@ struct AuditCommand: ParsableCommand {
                 rows.append(["\(r.round)", (schools.isEmpty ? "-" : schools) + rejected, "\(r.examples)", r.strategy ?? "-", versions, outcome])
             }
             print(renderTable(rows), terminator: "")
-            let others = records.filter { [.rollback, .certificateIssued, .certificateRevoked, .versionPruned, .versionTagged].contains($0.event) }
+            let others = records.filter { [.rollback, .certificateIssued, .certificateRevoked, .versionPruned, .versionTagged, .connectionRefused].contains($0.event) }
             if !others.isEmpty {
                 print("")
                 for r in others {

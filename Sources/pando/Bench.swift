@@ -24,6 +24,7 @@ struct Bench: ParsableCommand {
 
         func load() throws -> (BertModel, String, URL) {
             if let threads { Parallel.workers = max(1, threads) }
+            if !json { print(GEMMKernels.active.summary) }
             let folder = try model.resolve()
             let (m, _) = try BertModel.load(from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
             return (m, folder.lastPathComponent == "default" ? "default (\(folder.resolvingSymlinksInPath().path))" : folder.path, folder)

@@ -21,13 +21,13 @@ final class CertificateTests: XCTestCase {
         let validator = SchoolCertificateValidator(
             caCertificate: ca.certificate,
             revocation: RevocationListFile(path: ca.crlPath.path, caCertificate: ca.certificate))
-        XCTAssertEqual(validator.validate(chain: [cert]), .accepted(schoolID: "lincoln-high", serial: PandoIdentity.hex(cert.serialNumber)))
+        XCTAssertEqual(validator.validate(leaf: cert), .accepted(schoolID: "lincoln-high", serial: PandoIdentity.hex(cert.serialNumber)))
         try ca.revoke(schoolID: "lincoln-high")
-        guard case .rejected(let reason) = validator.validate(chain: [cert]) else { return XCTFail() }
+        guard let reason = validator.validate(leaf: cert).reason else { return XCTFail() }
         XCTAssertTrue(reason.contains("revoked"), reason)
         XCTAssertThrowsError(try ca.revoke(schoolID: "nobody"))
         let replacement = try ca.issueSchool(id: "lincoln-high")
-        XCTAssertEqual(validator.validate(chain: [replacement]),
+        XCTAssertEqual(validator.validate(leaf: replacement),
                        .accepted(schoolID: "lincoln-high", serial: PandoIdentity.hex(replacement.serialNumber)))
         let list = try ca.list()
         XCTAssertEqual(list.map(\.kind), ["ca", "coordinator", "school", "school"])
@@ -35,7 +35,7 @@ final class CertificateTests: XCTestCase {
 
         // A coordinator certificate is not a school certificate.
         let coordinator = try Certificate(pemEncoded: String(contentsOf: pki.dir.appendingPathComponent("coordinator/coordinator.pem"), encoding: .utf8))
-        guard case .rejected(let r2) = validator.validate(chain: [coordinator]) else { return XCTFail() }
+        guard let r2 = validator.validate(leaf: coordinator).reason else { return XCTFail() }
         XCTAssertTrue(r2.contains("clientAuth"), r2)
     }
 
@@ -112,12 +112,12 @@ final class CertificateTests: XCTestCase {
         let reports = LogCapture()
         let file = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate) { reports.append($0) }
         let validator = SchoolCertificateValidator(caCertificate: pki.ca.certificate, revocation: file)
-        XCTAssertEqual(validator.validate(chain: [cert]), .accepted(schoolID: "victim", serial: PandoIdentity.hex(cert.serialNumber)))
+        XCTAssertEqual(validator.validate(leaf: cert), .accepted(schoolID: "victim", serial: PandoIdentity.hex(cert.serialNumber)))
         try pki.ca.revoke(schoolID: "victim")  // CRL 2
-        guard case .rejected(let r1) = validator.validate(chain: [cert]) else { return XCTFail("revoked school accepted") }
+        guard let r1 = validator.validate(leaf: cert).reason else { return XCTFail("revoked school accepted") }
         XCTAssertTrue(r1.contains("revoked"), r1)
         try old.write(to: pki.ca.crlPath)  // replay CRL 1
-        guard case .rejected(let r2) = validator.validate(chain: [cert]) else { return XCTFail("replayed CRL un-revoked the school") }
+        guard let r2 = validator.validate(leaf: cert).reason else { return XCTFail("replayed CRL un-revoked the school") }
         XCTAssertTrue(r2.contains("revoked"), r2)
         XCTAssertEqual(file.current().list?.number, 2)
         XCTAssertTrue(reports.contains("CRL number 1, older than number 2"), reports.lines.joined(separator: "\n"))
@@ -160,12 +160,12 @@ final class CertificateTests: XCTestCase {
         let reports = LogCapture()
         let file = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate) { reports.append($0) }
         let validator = SchoolCertificateValidator(caCertificate: pki.ca.certificate, revocation: file)
-        guard case .rejected(let reason) = validator.validate(chain: [cert], now: later) else { return XCTFail("stale CRL accepted") }
+        guard let reason = validator.validate(leaf: cert, now: later).reason else { return XCTFail("stale CRL accepted") }
         XCTAssertTrue(reason.contains("is stale") && reason.contains("pando certs refresh-crl"), reason)
         XCTAssertTrue(reports.contains("is stale"))
         // Nearly stale: accepted, with a warning.
         let soon = Date().addingTimeInterval(CertificateAuthority.crlValidity - 86400)
-        XCTAssertEqual(validator.validate(chain: [cert], now: soon), .accepted(schoolID: "s", serial: PandoIdentity.hex(cert.serialNumber)))
+        XCTAssertEqual(validator.validate(leaf: cert, now: soon), .accepted(schoolID: "s", serial: PandoIdentity.hex(cert.serialNumber)))
         XCTAssertTrue(reports.contains("expires at"))
         // School side: still applied.
         let schoolSide = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate, stalePolicy: .warn)
@@ -174,7 +174,7 @@ final class CertificateTests: XCTestCase {
         XCTAssertTrue(warning?.contains("still applying") ?? false)
         // A refreshed CRL (published "later") ends the refusal.
         try pki.ca.refreshCRL(now: later)
-        XCTAssertEqual(validator.validate(chain: [cert], now: later), .accepted(schoolID: "s", serial: PandoIdentity.hex(cert.serialNumber)))
+        XCTAssertEqual(validator.validate(leaf: cert, now: later), .accepted(schoolID: "s", serial: PandoIdentity.hex(cert.serialNumber)))
     }
 
     /// revoke writes the CRL before the ledger: if the CRL cannot be written the school is not
@@ -215,8 +215,8 @@ final class CertificateTests: XCTestCase {
         let validator = CoordinatorCertificateValidator(
             caCertificate: pki.ca.certificate,
             revocation: RevocationListFile(path: bundleCRL.path, caCertificate: pki.ca.certificate, stalePolicy: .warn))
-        XCTAssertNil(validator.problem(chain: [new], serverName: "localhost"))
-        let problem = validator.problem(chain: [old], serverName: "localhost")
+        XCTAssertNil(validator.problem(leaf: new, serverName: "localhost"))
+        let problem = validator.problem(leaf: old, serverName: "localhost")
         XCTAssertTrue(problem?.contains("was revoked at") ?? false, problem ?? "old coordinator certificate accepted")
         let coordinators = try pki.ca.list().filter { $0.kind == "coordinator" }
         XCTAssertEqual(coordinators.map { $0.revokedAt != nil }, [true, false])

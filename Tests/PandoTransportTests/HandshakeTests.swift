@@ -142,9 +142,9 @@ final class HandshakeTests: XCTestCase {
         let s = await logs.waitFor("no hello within the handshake timeout")
         XCTAssertTrue(s)
 
-        let old = try await rawClient(maxTLS: .tlsv11)
+        let old = try await rawClient(maxTLS: .tlsv12)
         try? await old.closeFuture.get()
-        let o = await logs.waitFor("Pando requires TLS 1.2 or newer")
+        let o = await logs.waitFor("the coordinator speaks TLS 1.3 only")
         XCTAssertTrue(o, logs.lines.joined(separator: "\n"))
         XCTAssertTrue(server.server.connectedSchools.isEmpty)
     }

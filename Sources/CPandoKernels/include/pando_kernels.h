@@ -70,4 +70,29 @@ void pando_layer_norm_rows(const float *x, int rows, int cols, const float *gamm
 void pando_layer_norm_backward_rows(const float *dy, const float *xhat, const float *inverse_std, const float *gamma,
                                     int rows, int cols, float *dx, float *dgamma, float *dbeta);
 
+// MARK: OpenBLAS loaded at run time (blas_loader.c)
+
+/// What CPUID says about this processor (features only where the OS also enables them).
+struct pando_cpu {
+    char vendor[13];
+    int family, model;
+    int sse3, avx, avx2, fma, avx512f, avx512bw, avx512dq, avx512vl, avx512vnni, avx512bf16;
+};
+void pando_cpu_identify(struct pando_cpu *cpu);
+
+/// Sets OPENBLAS_CORETYPE to `coretype` (unless NULL or empty) and OPENBLAS_NUM_THREADS=1 if
+/// unset, then dlopens OpenBLAS. Once per process: later calls return the first result.
+/// 0 on success; 1 with `pando_blas_error()` saying why. Not thread-safe: call it once first.
+int pando_blas_load(const char *coretype);
+const char *pando_blas_error(void);
+/// The library file that was loaded, OpenBLAS's name for the core it runs, and its build configuration.
+const char *pando_blas_path(void);
+const char *pando_blas_corename(void);
+const char *pando_blas_config(void);
+
+/// Row-major single-precision GEMM / GEMV through the loaded OpenBLAS (load it first).
+void pando_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                 const float *b, int ldb, float beta, float *c, int ldc);
+void pando_sgemv(int trans, int m, int n, float alpha, const float *a, int lda, const float *x, float beta, float *y);
+
 #endif

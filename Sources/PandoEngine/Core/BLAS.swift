@@ -1,7 +1,8 @@
-import COpenBLAS
+import CPandoKernels
 import Dispatch
 
-/// Row-major single-precision GEMM through OpenBLAS.
+/// Row-major single-precision GEMM through OpenBLAS, loaded at first use with the kernel
+/// set ``GEMMKernels`` chooses for this CPU.
 ///
 /// `C[m×n] = alpha · op(A) · op(B) + beta · C`, where `op(X)` is `X` or `Xᵀ`.
 /// Leading dimensions are row strides, which lets callers address a head's
@@ -11,7 +12,7 @@ public enum BLAS {
     /// `Parallel.workers` itself. OpenBLAS's own pool spins between calls,
     /// which on a small machine steals the cores the element-wise kernels
     /// and attention need next.
-    private static let singleThreaded: Void = { openblas_set_num_threads(1) }()
+    private static let singleThreaded: Void = { _ = GEMMKernels.active }()
 
     /// Products below this many multiply-adds run on the calling thread.
     public static let parallelThreshold = 1 << 21
@@ -61,13 +62,8 @@ public enum BLAS {
         beta: Float = 0, c: UnsafeMutablePointer<Float>, ldc: Int
     ) {
         _ = singleThreaded
-        cblas_sgemm(
-            CblasRowMajor,
-            transA ? CblasTrans : CblasNoTrans,
-            transB ? CblasTrans : CblasNoTrans,
-            Int32(m), Int32(n), Int32(k),
-            alpha, a, Int32(lda), b, Int32(ldb),
-            beta, c, Int32(ldc))
+        pando_sgemm(transA ? 1 : 0, transB ? 1 : 0, Int32(m), Int32(n), Int32(k),
+                    alpha, a, Int32(lda), b, Int32(ldb), beta, c, Int32(ldc))
     }
 
     /// `y = alpha · op(A) · x + beta · y` for a row-major `A[m×n]`.
@@ -77,8 +73,8 @@ public enum BLAS {
         a: UnsafePointer<Float>, lda: Int, x: UnsafePointer<Float>,
         beta: Float, y: UnsafeMutablePointer<Float>
     ) {
-        cblas_sgemv(CblasRowMajor, trans ? CblasTrans : CblasNoTrans,
-                    Int32(m), Int32(n), alpha, a, Int32(lda), x, 1, beta, y, 1)
+        _ = singleThreaded
+        pando_sgemv(trans ? 1 : 0, Int32(m), Int32(n), alpha, a, Int32(lda), x, beta, y)
     }
 
 }

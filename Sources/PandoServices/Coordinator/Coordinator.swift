@@ -103,7 +103,8 @@ public final class Coordinator: @unchecked Sendable {
         try FileManager.default.createDirectory(at: incoming, withIntermediateDirectories: true)
         try recoverIncoming(incoming, ledger: ledger)
         let hub = SessionHub(incoming: incoming, logger: logger)
-        let server = try CoordinatorServer(configuration: transport, logger: logger)
+        let refusals = RefusalRecorder(ledger: ledger.ledger, logger: logger)
+        let server = try CoordinatorServer(configuration: transport, logger: logger) { refusals.record($0) }
         let listening = AsyncStream.makeStream(of: Int.self)
         let serverTask = Task {
             // However the listener ends (a port in use ends it at once), the wait below ends too.
@@ -135,6 +136,57 @@ public final class Coordinator: @unchecked Sendable {
         hub.finish()
         return reports
     }
+}
+
+/// Audits the connections the listener refuses during TLS, at most `perMinute` records a
+/// minute so a flood of bad handshakes cannot flood the log (or its fsyncs); the next
+/// record says how many were left out.
+final class RefusalRecorder: @unchecked Sendable {
+    let ledger: CoordinatorLedger
+    let logger: Logger
+    let perMinute: Int
+    private let lock = NIOLock()
+    private let queue = DispatchQueue(label: "pando.audit.refusals")
+    private var windowStart = Date.distantPast
+    private var inWindow = 0
+    private var suppressed = 0
+
+    init(ledger: CoordinatorLedger, logger: Logger, perMinute: Int = 30) {
+        self.ledger = ledger
+        self.logger = logger
+        self.perMinute = perMinute
+    }
+
+    func record(_ refusal: ConnectionRefusal) {
+        let now = Date()
+        let left: Int? = lock.withLock {
+            if now.timeIntervalSince(windowStart) >= 60 {
+                windowStart = now
+                inWindow = 0
+            }
+            guard inWindow < perMinute else {
+                suppressed += 1
+                return nil
+            }
+            inWindow += 1
+            defer { suppressed = 0 }
+            return suppressed
+        }
+        guard let left else { return }
+        var reason = "\(refusal.refusal.kind.rawValue) from \(refusal.address): \(refusal.refusal.reason)"
+        if left > 0 { reason = "(\(left) earlier refusals not recorded) " + reason }
+        // Called on an event loop: the ledger's fsync happens on our own queue.
+        queue.async { [ledger, logger, reason] in
+            do {
+                try ledger.record(AuditEntry(event: .connectionRefused, reason: reason))
+            } catch {
+                logger.error("could not audit a refused connection: \(error)")
+            }
+        }
+    }
+
+    /// Waits until every refusal handed over so far is in the ledger.
+    func flush() { queue.sync {} }
 }
 
 extension Coordinator {

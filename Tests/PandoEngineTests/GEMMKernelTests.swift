@@ -1,0 +1,78 @@
+import Foundation
+@testable import PandoEngine
+import XCTest
+
+/// Which OpenBLAS kernel set runs the GEMMs (issue 12): chosen from CPUID, never from
+/// OpenBLAS's table of CPU models, which newer processors are missing from.
+final class GEMMKernelTests: XCTestCase {
+    static let avx512: Set<CPUInfo.Feature> = [.sse3, .avx, .avx2, .fma, .avx512f, .avx512bw, .avx512dq, .avx512vl]
+
+    /// A CPU OpenBLAS 0.3.21 knows (Skylake-SP, family 6 model 85): the same core it would pick itself.
+    func testKnownCPUGetsItsOwnCore() {
+        let skylakeSP = CPUInfo(vendor: "GenuineIntel", family: 6, model: 85, features: Self.avx512)
+        let c = GEMMCoreChoice.choose(for: skylakeSP, environment: nil)
+        XCTAssertEqual(c.coreType, "SkylakeX")
+        XCTAssertEqual(c.source, .pando)
+        let haswell = CPUInfo(vendor: "GenuineIntel", family: 6, model: 63, features: [.sse3, .avx, .avx2, .fma])
+        XCTAssertEqual(GEMMCoreChoice.choose(for: haswell, environment: nil).coreType, "Haswell")
+        let zen2 = CPUInfo(vendor: "AuthenticAMD", family: 23, model: 49, features: [.sse3, .avx, .avx2, .fma])
+        XCTAssertEqual(GEMMCoreChoice.choose(for: zen2, environment: nil).coreType, "Zen")
+    }
+
+    /// The CPU OpenBLAS 0.3.21 mis-detects as Prescott (Xeon, family 6 model 207, AVX-512 with
+    /// VNNI, BF16, FP16) and an AVX-512 AMD EPYC (Zen 4): both get AVX-512 kernels.
+    func testMisdetectedCPUsGetTheirWidestKernels() {
+        let emeraldRapids = CPUInfo(vendor: "GenuineIntel", family: 6, model: 207,
+                                    features: Self.avx512.union([.avx512vnni, .avx512bf16]))
+        let c = GEMMCoreChoice.choose(for: emeraldRapids, environment: nil)
+        XCTAssertEqual(c.coreType, "SkylakeX")
+        XCTAssertEqual(GEMMCoreChoice.isa(ofCore: c.coreType!), .avx512)
+        XCTAssertTrue(c.reason.contains("AVX-512"), c.reason)
+        let zen4 = CPUInfo(vendor: "AuthenticAMD", family: 25, model: 17, features: Self.avx512.union([.avx512vnni, .avx512bf16]))
+        XCTAssertEqual(GEMMCoreChoice.choose(for: zen4, environment: nil).coreType, "SkylakeX")
+    }
+
+    /// Without AVX2: AVX-only CPUs get the Sandy Bridge kernels; without AVX, OpenBLAS's own SSE choice.
+    func testCPUsWithoutAVX2() {
+        let sandy = CPUInfo(vendor: "GenuineIntel", family: 6, model: 42, features: [.sse3, .avx])
+        XCTAssertEqual(GEMMCoreChoice.choose(for: sandy, environment: nil).coreType, "Sandybridge")
+        let old = CPUInfo(vendor: "GenuineIntel", family: 6, model: 26, features: [.sse3])
+        let c = GEMMCoreChoice.choose(for: old, environment: nil)
+        XCTAssertNil(c.coreType)
+        XCTAssertEqual(c.source, .openBLAS)
+        // AVX-512F without BW/DQ/VL (Xeon Phi) is not enough for the SkylakeX kernels.
+        let phi = CPUInfo(vendor: "GenuineIntel", family: 6, model: 87, features: [.sse3, .avx, .avx2, .fma, .avx512f])
+        XCTAssertEqual(GEMMCoreChoice.choose(for: phi, environment: nil).coreType, "Haswell")
+    }
+
+    /// A core set in the environment is the user's choice and wins.
+    func testEnvironmentOverrides() {
+        let cpu = CPUInfo(vendor: "GenuineIntel", family: 6, model: 207, features: Self.avx512)
+        let c = GEMMCoreChoice.choose(for: cpu, environment: " Haswell ")
+        XCTAssertEqual(c.coreType, "Haswell")
+        XCTAssertEqual(c.source, .environment)
+        XCTAssertEqual(GEMMCoreChoice.choose(for: cpu, environment: "").source, .pando)
+    }
+
+    /// On the machine running the tests, the loaded OpenBLAS runs kernels as wide as the CPU
+    /// supports (fails on a machine where it would not, e.g. the system OpenBLAS picking Prescott).
+    func testActiveKernelsAreAsWideAsThisCPU() throws {
+        let active = GEMMKernels.active
+        print(active.summary)
+        print("OpenBLAS \(active.library): \(active.configuration)")
+        if active.choice.source == .environment {
+            XCTAssertEqual(active.coreName.lowercased(), active.choice.coreType?.lowercased(), "the environment's core was not honoured")
+            throw XCTSkip("OPENBLAS_CORETYPE=\(active.choice.coreType ?? "") is set in this environment: Pando honours it, so the width check does not apply")
+        }
+        XCTAssertGreaterThanOrEqual(active.isa, CPUInfo.current.widestISA,
+                                    "OpenBLAS runs \(active.coreName) (\(active.isa)) but this CPU supports \(CPUInfo.current.widestISA)")
+        if let asked = active.choice.coreType {
+            XCTAssertEqual(active.coreName.lowercased(), asked.lowercased(), "OpenBLAS did not load the core Pando asked for")
+        }
+        // And the product is right.
+        let a: [Float] = [1, 2, 3, 4, 5, 6], b: [Float] = [7, 8, 9, 10, 11, 12]
+        var c = [Float](repeating: 0, count: 4)
+        BLAS.gemm(m: 2, n: 2, k: 3, a: a, lda: 3, b: b, ldb: 2, c: &c, ldc: 2)
+        XCTAssertEqual(c, [58, 64, 139, 154])
+    }
+}
