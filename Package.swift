@@ -48,10 +48,11 @@ let package = Package(
         .target(name: "PandoData"),
         // Local training workflow, evaluation and benchmarks on top of the engine.
         .target(name: "PandoTraining", dependencies: ["PandoEngine", "PandoText", "PandoData"]),
-        // Network-free federation: updates, validation, streaming aggregation, strategies
-        // (those files import PandoEngine only), and the in-process simulation (Simulation/),
-        // which keeps its records in PandoLedger.
-        .target(name: "PandoFederation", dependencies: ["PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoLedger"]),
+        // Network-free federation: updates, validation, streaming aggregation, strategies,
+        // privacy accounting (Privacy/) and the secure-aggregation protocol's cryptography and
+        // state machines (SecureAggregation/, swift-crypto), and the federation ledger.
+        .target(name: "PandoFederation", dependencies: ["PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoLedger",
+                                                       .product(name: "Crypto", package: "swift-crypto")]),
         // Wire protocol: frames, messages, handshake, object transfer. NIOCore + SHA-256 only.
         .target(
             name: "PandoWire",
@@ -143,7 +144,8 @@ let package = Package(
         .testTarget(name: "PandoTextTests", dependencies: ["PandoText"]),
         .testTarget(name: "PandoDataTests", dependencies: ["PandoData"]),
         .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining", "PandoTestSupport"]),
-        .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoData", "PandoTraining", "PandoLedger", "PandoTestSupport"]),
+        .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoLedger", "PandoTestSupport",
+                                                                .product(name: "Crypto", package: "swift-crypto")]),
         .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine", "PandoTestSupport"]),
         .testTarget(name: "PandoWireTests", dependencies: ["PandoWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
@@ -160,6 +162,7 @@ let package = Package(
             dependencies: [
                 "PandoTransport", "PandoWire", "PandoCertificates", "PandoTestSupport",
                 .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOEmbedded", package: "swift-nio"),
                 .product(name: "NIOPosix", package: "swift-nio"),
                 .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
                 .product(name: "NIOSSL", package: "swift-nio-ssl"),

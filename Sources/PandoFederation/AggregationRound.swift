@@ -13,6 +13,8 @@ public final class AggregationRound {
     public private(set) var accepted: [UpdateSummary] = []
     public private(set) var rejected: [(school: String, reason: UpdateRejection)] = []
     public private(set) var committed = false
+    /// Why `commit` declined although the quorum held (a non-finite aggregate or result).
+    public private(set) var commitFailure: String?
 
     public init(round: Int, baseVersion: String, layout: ParameterLayout, strategy: any Strategy, maxNorm: Double) {
         validator = UpdateValidator(layout: layout, round: round, baseVersion: baseVersion, maxNorm: maxNorm)
@@ -26,14 +28,18 @@ public final class AggregationRound {
     /// Bytes of model-sized buffers the aggregator holds.
     public var aggregatorBytes: Int { aggregator.allocatedBytes }
 
-    /// Validates `update` and folds it in; returns why it was rejected, or nil.
+    /// Validates `update` and folds it in; returns why it was rejected, or nil. `maxNorm`,
+    /// when given, bounds this update instead of the round's bound (a per-update bound that
+    /// depends on its example count).
     @discardableResult
-    public func submit(_ update: ModelUpdate) -> UpdateRejection? {
+    public func submit(_ update: ModelUpdate, maxNorm: Double? = nil) -> UpdateRejection? {
         precondition(!committed, "round \(round) is already committed")
         let result: Result<UpdateSummary, UpdateRejection>
         if accepted.contains(where: { $0.school == update.school }) {
             result = .failure(.duplicate(school: update.school))
         } else {
+            var validator = self.validator
+            if let maxNorm { validator.maxNorm = min(validator.maxNorm, maxNorm) }
             result = validator.validate(update)
         }
         switch result {
@@ -50,10 +56,25 @@ public final class AggregationRound {
     /// With at least `quorum` accepted updates, lets the strategy move
     /// `global` and returns true; otherwise leaves `global` untouched (the
     /// round is aborted, the previous version stays) and returns false.
+    ///
+    /// A new global that would not be finite is never made: an aggregate with a NaN or an
+    /// infinity (finite updates can still overflow when summed) is refused before it touches
+    /// `global`, and a result that is not finite is undone from a copy; `commitFailure` says why.
     public func commit(to global: ParameterBuffer, quorum: Int = 1) -> Bool {
         precondition(!committed, "round \(round) is already committed")
         guard accepted.count >= max(1, quorum), let aggregate = aggregator.finish() else { return false }
+        if let i = DeltaMath.firstNonFinite(aggregate.buffer) {
+            commitFailure = "the aggregate delta is not finite (element \(i) of \(aggregate.layout.count))"
+            return false
+        }
+        let previous = ParameterBuffer(layout: global.layout)
+        previous.buffer.copy(from: global.buffer)
         strategy.commit(aggregate: aggregate, to: global)
+        if let i = DeltaMath.firstNonFinite(global.buffer) {
+            global.buffer.copy(from: previous.buffer)
+            commitFailure = "the new global weights would not be finite (element \(i) of \(global.layout.count)); the base is kept"
+            return false
+        }
         committed = true
         return true
     }

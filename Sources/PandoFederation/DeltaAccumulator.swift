@@ -41,7 +41,7 @@ public final class DeltaAccumulator: DeltaAggregator {
     public var allocatedBytes: Int { 4 * sum.buffer.count }
 
     public func add(_ update: ModelUpdate) {
-        add(update.delta, weight: update.exampleCount)
+        add(update.delta, weight: update.weight)
     }
 
     /// Folds `weight · delta` into the running sum.

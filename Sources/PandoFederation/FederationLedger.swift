@@ -97,7 +97,7 @@ public final class FederationLedger {
     /// Loads `strategy`'s state from `version`'s folder when that version was made by a
     /// strategy of the same name and hyper-parameters; false when there is nothing to
     /// restore (a base version, another strategy or settings, a stateless one). A file that does not fit is an error naming it.
-    func restoreState(of strategy: any Strategy, from version: String) throws -> Bool {
+    public func restoreState(of strategy: any Strategy, from version: String) throws -> Bool {
         let buffers = strategy.state
         let url = ledger.store.folder(of: version).appendingPathComponent(Self.strategyStateFile)
         guard !buffers.isEmpty, FileManager.default.fileExists(atPath: url.path) else { return false }
@@ -119,7 +119,7 @@ public final class FederationLedger {
     }
 
     /// Records the start of a round from the head with the strategy and the plan sent to schools.
-    public func startRound(strategy: any Strategy, plan: LocalTrainingPlan, maxUpdateNorm: Double, quorum: Int,
+    public func startRound(strategy: any Strategy, plan: LocalTrainingPlan, maxUpdateNorm: Double?, quorum: Int,
                            fractionPerRound: Double) throws -> (number: Int, base: String) {
         var parameters = strategy.parameters.mapValues { CanonicalJSON.double($0) }
         parameters["localEpochs"] = .int(plan.epochs)
@@ -127,7 +127,7 @@ public final class FederationLedger {
         parameters["localBatchSize"] = .int(plan.batchSize)
         parameters["maxLength"] = .int(plan.maxLength)
         if let mu = plan.proximalMu { parameters["proximalMu"] = .double(decimal(mu)) }
-        parameters["maxUpdateNorm"] = .double(maxUpdateNorm)
+        parameters["maxUpdateNorm"] = maxUpdateNorm.map { .double($0) } ?? .string("auto")
         parameters["quorum"] = .int(quorum)
         parameters["fractionPerRound"] = .double(fractionPerRound)
         let round = try ledger.startRound(strategy: strategy.name, parameters: parameters)
@@ -140,10 +140,12 @@ public final class FederationLedger {
 
     /// The coordinator's side: the update as received, accepted (`rejection` nil) or not.
     public func received(_ update: ModelUpdate, sha256: String, norm: Double, rejection: UpdateRejection?) throws {
-        try ledger.record(AuditEntry(event: rejection == nil ? .updateReceived : .updateRejected, round: update.round,
-                                     school: update.school, baseVersion: update.baseVersion, examples: update.exampleCount,
-                                     updateSHA256: sha256, updateL2Norm: norm, wireBytes: update.wireBytes,
-                                     reason: rejection?.description))
+        var entry = AuditEntry(event: rejection == nil ? .updateReceived : .updateRejected, round: update.round,
+                               school: update.school, baseVersion: update.baseVersion, examples: update.exampleCount,
+                               updateSHA256: sha256, updateL2Norm: norm, wireBytes: update.wireBytes,
+                               reason: rejection?.description)
+        entry.weight = update.cappedWeight
+        try ledger.record(entry)
     }
 
     /// A strategy's hyper-parameters as one stable string (`name=value`, sorted).

@@ -12,8 +12,13 @@ public struct ModelUpdate: @unchecked Sendable {
     public var baseVersion: String
     /// Trained weights minus base weights, in the global layout.
     public var delta: ParameterBuffer
-    /// Training examples behind the update; FedAvg's weight.
+    /// Training examples behind the update, as the school reported them.
     public var exampleCount: Int
+    /// The weight the coordinator gives it when lower than `exampleCount` (capped, see
+    /// ``UpdateBounds/weight(reported:referenceMedian:multiple:)``); `nil`: the example count.
+    public var cappedWeight: Int?
+    /// FedAvg's weight: the example count, or the cap.
+    public var weight: Int { cappedWeight ?? exampleCount }
     /// Local training metrics (loss, steps, seconds, …), aggregate numbers only.
     public var metrics: [String: Double]
 

@@ -50,7 +50,7 @@ public final class TrimmedMeanAggregator: DeltaAggregator {
     public func add(_ update: ModelUpdate) {
         precondition(update.delta.buffer.count == layout.count, "delta does not match the layout (validate first)")
         deltas.append(update.delta.copy())
-        totalExamples += update.exampleCount
+        totalExamples += update.weight
     }
 
     public func finish() -> ParameterBuffer? {

@@ -22,8 +22,10 @@ public struct AuditEntry: Sendable, Equatable {
     public var school: String?
     public var baseVersion: String?
     public var newVersion: String?
-    /// This school's example count (update events).
+    /// This school's example count (update events), as it reported it.
     public var examples: Int?
+    /// The weight the update got in the average when the coordinator capped it below `examples`.
+    public var weight: Int?
     /// Example count per school (round committed).
     public var examplesBySchool: [String: Int]?
     public var updateSHA256: String?
@@ -57,6 +59,7 @@ public struct AuditEntry: Sendable, Equatable {
         if let baseVersion { f["baseVersion"] = .string(baseVersion) }
         if let newVersion { f["newVersion"] = .string(newVersion) }
         if let examples { f["examples"] = .int(examples) }
+        if let weight { f["weight"] = .int(weight) }
         if let examplesBySchool { f["examplesBySchool"] = .object(examplesBySchool.mapValues { .int($0) }) }
         if let updateSHA256 { f["updateSHA256"] = .string(updateSHA256) }
         if let updateL2Norm { f["updateL2Norm"] = .double(updateL2Norm) }
@@ -182,6 +185,8 @@ public struct AuditRecord: Sendable {
     public var strategyParameters: [String: CanonicalJSON]? { object["strategyParameters"]?.objectValue }
     public var privacy: [String: CanonicalJSON]? { object["privacy"]?.objectValue }
     public var reason: String? { object["reason"]?.stringValue }
+    public var weight: Int? { object["weight"]?.intValue }
+    /// `roundCommitted`: each accepted school's reported example count.
     public var tag: String? { object["tag"]?.stringValue }
     public var signature: Data? { object["signature"]?.stringValue.flatMap { Data(base64Encoded: $0) } }
 

@@ -55,22 +55,31 @@ public struct CoordinatorTransportConfiguration: Sendable {
     public var heartbeatInterval: TimeAmount
     /// A connection that delivers no bytes at all for this long is closed (progress-aware: any frame resets it).
     public var idleTimeout: TimeAmount
-    /// Time allowed from TCP accept to a valid `hello`.
+    /// Time allowed from TCP accept to a valid `hello` (TLS included).
     public var handshakeTimeout: TimeAmount
     public var limits: WireLimits
     public var softwareVersion: WireToken
     /// Protocol versions accepted (default: this build's).
     public var supportedProtocolVersions: [UInt16]
-    /// Most connections open at once (authenticated or still in TLS/hello). Connections beyond
-    /// it are closed at accept, so a flood of unauthenticated handshakes cannot exhaust the coordinator.
+    /// Most school sessions at once (connections that completed TLS and `hello`); a school
+    /// beyond it is refused with `busy` and retries with backoff.
     public var maxConnections: Int
+    /// Most connections still in TLS or `hello` at once; when full, the oldest is closed to make
+    /// room, so unauthenticated sockets can never lock schools out.
+    public var maxPendingHandshakes: Int
+    /// Most connections in TLS or `hello` from one IP address; more are closed at accept.
+    public var maxPendingHandshakesPerAddress: Int
+    /// How often live sessions' certificates are re-checked (revocation, expiry); one that
+    /// fails is closed.
+    public var revalidationInterval: TimeAmount = .seconds(5)
 
     public init(host: String = "0.0.0.0", port: Int = 7443, certificatePath: String, privateKeyPath: String,
                 caCertificatePath: String, revocationListPath: String,
                 heartbeatInterval: TimeAmount = .seconds(10), idleTimeout: TimeAmount = .seconds(60),
-                handshakeTimeout: TimeAmount = .seconds(20), limits: WireLimits = .default,
+                handshakeTimeout: TimeAmount = .seconds(10), limits: WireLimits = .default,
                 softwareVersion: WireToken = PandoTransportInfo.softwareVersion,
-                supportedProtocolVersions: [UInt16] = [PandoProtocol.version], maxConnections: Int = 1024) {
+                supportedProtocolVersions: [UInt16] = [PandoProtocol.version], maxConnections: Int = 1024,
+                maxPendingHandshakes: Int = 256, maxPendingHandshakesPerAddress: Int = 16) {
         self.host = host
         self.port = port
         self.certificatePath = certificatePath
@@ -84,6 +93,8 @@ public struct CoordinatorTransportConfiguration: Sendable {
         self.softwareVersion = softwareVersion
         self.supportedProtocolVersions = supportedProtocolVersions
         self.maxConnections = maxConnections
+        self.maxPendingHandshakes = maxPendingHandshakes
+        self.maxPendingHandshakesPerAddress = maxPendingHandshakesPerAddress
     }
 
     /// Conventional paths inside a `pando certs` folder.

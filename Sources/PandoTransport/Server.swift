@@ -40,7 +40,8 @@ public final class CoordinatorServer: Sendable {
         self.logger = logger
         self.group = group
         self.onRefusal = onRefusal
-        admission = Admission(limit: configuration.maxConnections)
+        admission = Admission(maxSessions: configuration.maxConnections, maxPending: configuration.maxPendingHandshakes,
+                              maxPendingPerAddress: configuration.maxPendingHandshakesPerAddress)
         AllocatorPolicy.apply()
         let cert = try TLSFiles.certificate(configuration.certificatePath, what: "coordinator certificate")
         let key = try TLSFiles.key(configuration.privateKeyPath, what: "coordinator private key")
@@ -69,11 +70,36 @@ public final class CoordinatorServer: Sendable {
     /// Status of a school's live session.
     public func status(of school: WireToken) -> SessionStatus? { registry.status(school) }
 
+    /// Why `school`'s certificate is not acceptable *now* (revoked since it connected, expired,
+    /// or the CRL cannot be checked), or `nil` if it still is. A school without a live
+    /// session has nothing to check and gets a reason too.
+    public func credentialProblem(of school: WireToken, now: Date = Date()) -> String? {
+        guard let entry = registry.entry(school) else { return "school \(school) has no live session" }
+        guard let leaf = entry.leaf else { return "school \(school)'s session has no verified certificate" }
+        return validator.validate(leaf: leaf, now: now).reason
+    }
+
+    /// Re-checks every live session's certificate; closes those no longer acceptable and
+    /// reports each (with its school) to `onRefusal`. Runs every `revalidationInterval`
+    /// while listening, so a revocation (the CRL file changing) or an expiry ends a live
+    /// session within that time, not at its next handshake.
+    func revalidateSessions(now: Date = Date()) {
+        for (school, entry) in registry.all {
+            guard let problem = entry.leaf.map({ validator.validate(leaf: $0, now: now) }) ?? .rejected(
+                PeerRefusal(kind: .noCertificate, reason: "the session has no verified certificate")) as PeerValidation?,
+                  case .rejected(let refusal) = problem else { continue }
+            logger.warning("closing the session of school \(school): \(refusal.reason)", metadata: ["peer": "\(entry.address)"])
+            registry.unregister(school, channel: entry.channel)
+            entry.channel.close(promise: nil)
+            onRefusal(ConnectionRefusal(address: entry.address, refusal: refusal, school: school.value))
+        }
+    }
+
     private struct Child: Sendable {
         let channel: NIOAsyncChannel<WireMessage, WireMessage>
         let peer: PeerBox
         let status: SessionStatus
-        /// Over `maxConnections`: closed at once by `handle`, nothing served.
+        /// Over the pending-handshake cap for its address: closed at once by `handle`, nothing served.
         let refused: Bool
     }
 
@@ -98,8 +124,10 @@ public final class CoordinatorServer: Sendable {
                     // The callback replaces BoringSSL's chain check: it sees the chain exactly as sent,
                     // leaf first, and judges that leaf (the key BoringSSL checks the handshake against).
                     let verify: NIOSSLCustomVerificationCallback = { certs, promise in
-                        switch validator.validate(presented: certs.map { (try? $0.toDERBytes()) ?? [] }) {
+                        let presented = certs.map { (try? $0.toDERBytes()) ?? [] }
+                        switch validator.validate(presented: presented) {
                         case .accepted(let id, let serial):
+                            if case .success(let leaf) = PeerLeaf.parse(presented, role: "school") { peer.leaf = leaf }
                             peer.set(school: id, serial: serial)
                             promise.succeed(.certificateVerified)
                         case .rejected(let refusal):
@@ -129,22 +157,37 @@ public final class CoordinatorServer: Sendable {
                         return TLSFiles.describeHandshakeFailure(error)
                     }) { peer.describe })
                     let async = try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel, configuration: WireLimits.asyncChannelConfiguration)
-                    let (admitted, logRefusal) = admission.enter()
-                    if admitted {
-                        channel.closeFuture.whenComplete { _ in admission.leave() }
-                    } else {
-                        if logRefusal {
-                            logger.warning("refusing connections: \(cfg.maxConnections) connections open (maxConnections)",
+                    let host = hostOf(channel.remoteAddress)
+                    switch admission.enter(channel, address: host) {
+                    case .admitted(let victim):
+                        channel.closeFuture.whenComplete { _ in admission.leave(channel, wasSession: peer.isSession) }
+                        if let victim {
+                            logger.notice("closing the oldest unauthenticated connection to make room (\(cfg.maxPendingHandshakes) handshakes pending)",
+                                          metadata: ["peer": "\(victim.remoteAddress.map { "\($0)" } ?? "?")"])
+                            victim.close(promise: nil)
+                        }
+                        return Child(channel: async, peer: peer, status: status, refused: false)
+                    case .refused(let log):
+                        if log {
+                            logger.warning("refusing connections from \(host): \(cfg.maxPendingHandshakesPerAddress) handshakes already pending from it",
                                            metadata: ["peer": "\(peer.address)", "refusedSoFar": "\(admission.refusedCount)"])
                         }
+                        return Child(channel: async, peer: peer, status: status, refused: true)
                     }
-                    return Child(channel: async, peer: peer, status: status, refused: !admitted)
                 }
             }
         let port = server.channel.localAddress?.port ?? cfg.port
         boundPort.withLockedValue { $0 = port }
         logger.info("coordinator listening", metadata: ["port": "\(port)", "tls": "mutual, TLS 1.3, P-256 ECDSA"])
         onListening(port)
+        let interval = Duration.nanoseconds(cfg.revalidationInterval.nanoseconds)
+        let revalidation = Task { [weak self] in
+            while !Task.isCancelled {
+                try? await Task.sleep(for: interval)
+                self?.revalidateSessions()
+            }
+        }
+        defer { revalidation.cancel() }
         try await withThrowingDiscardingTaskGroup { group in
             try await server.executeThenClose { inbound in
                 for try await child in inbound {
@@ -156,6 +199,7 @@ public final class CoordinatorServer: Sendable {
 
     private func handle(_ child: Child, session: @escaping @Sendable (PandoConnection, SessionStatus) async throws -> Void) async {
         let cfg = configuration
+        let admission = self.admission
         let channel = child.channel.channel
         if child.refused {
             channel.close(promise: nil)
@@ -192,6 +236,16 @@ public final class CoordinatorServer: Sendable {
                     try? await outbound.write(.reject(reject))
                     return
                 case .success(let welcome):
+                    let (room, logRefusal) = admission.promote(channel)
+                    guard room else {
+                        if logRefusal {
+                            self.logger.warning("refusing connections: \(cfg.maxConnections) connections open (maxConnections)",
+                                                metadata: ["peer": "\(child.peer.describe)", "refusedSoFar": "\(admission.refusedCount)"])
+                        }
+                        try? await outbound.write(.reject(Reject(code: .busy, reason: "the coordinator has \(cfg.maxConnections) schools connected, its limit; try again later")))
+                        return
+                    }
+                    child.peer.isSession = true
                     try await outbound.write(.welcome(welcome))
                     self.logger.info("school connected", metadata: [
                         "school": "\(id)", "serial": "\(serial)", "peer": "\(child.peer.address)",
@@ -200,7 +254,8 @@ public final class CoordinatorServer: Sendable {
                     let conn = PandoConnection(schoolID: school, certificateSerial: serial, capabilities: welcome.capabilities,
                                                remoteAddress: child.peer.address, limits: cfg.limits, channel: channel,
                                                inbound: it, outbound: outbound, swallow: [])
-                    if let old = self.registry.register(school, channel: channel, status: child.status) {
+                    if let old = self.registry.register(school, channel: channel, status: child.status, leaf: child.peer.leaf,
+                                                        address: child.peer.address) {
                         self.logger.notice("replacing older session of school \(id)")
                         old.close(promise: nil)
                     }
@@ -223,35 +278,107 @@ public final class CoordinatorServer: Sendable {
 public struct ConnectionRefusal: Sendable, Equatable {
     public var address: String
     public var refusal: PeerRefusal
+    /// The school whose live session was closed (revoked or expired since it connected); `nil`
+    /// for a handshake that never established an identity.
+    public var school: String?
+    public init(address: String, refusal: PeerRefusal, school: String? = nil) {
+        self.address = address
+        self.refusal = refusal
+        self.school = school
+    }
 }
 
-/// Counts open connections against `maxConnections`.
+/// Admission control in two pools, so connections that never authenticate cannot lock out
+/// schools that do.
+///
+/// - *Pending*: accepted, TLS and `hello` not yet done (at most `handshakeTimeout`). At most
+///   `maxPendingPerAddress` from one address (more are closed at accept) and
+///   `maxPendingHandshakes` in all; when that is full the *oldest* pending connection is
+///   closed to make room, so a flood can delay a school's handshake but never block it.
+/// - *Sessions*: schools that completed `hello`, at most `maxConnections`.
 final class Admission: @unchecked Sendable {
     private let lock = NIOLock()
-    private let limit: Int
-    private var open = 0
+    let maxSessions: Int
+    let maxPending: Int
+    let maxPendingPerAddress: Int
+    private var pending: [ObjectIdentifier: (channel: Channel, address: String, since: NIODeadline)] = [:]
+    private var pendingByAddress: [String: Int] = [:]
+    private var sessions = 0
     private var refused = 0
+    private var evicted = 0
     private var lastLogged: NIODeadline? = nil
-    init(limit: Int) { self.limit = limit }
 
-    /// (admitted, whether to log the refusal — at most once per second).
-    func enter() -> (Bool, Bool) {
+    init(maxSessions: Int, maxPending: Int, maxPendingPerAddress: Int) {
+        self.maxSessions = maxSessions
+        self.maxPending = max(1, maxPending)
+        self.maxPendingPerAddress = max(1, maxPendingPerAddress)
+    }
+
+    enum Entry { case admitted(evicting: Channel?), refused(log: Bool) }
+
+    /// A new connection from `address` (the host, without port).
+    func enter(_ channel: Channel, address: String) -> Entry {
         lock.withLock {
-            if open < limit {
-                open += 1
-                return (true, false)
+            if pendingByAddress[address, default: 0] >= maxPendingPerAddress {
+                refused += 1
+                return .refused(log: shouldLog())
             }
-            refused += 1
-            let now = NIODeadline.now()
-            if let last = lastLogged, now - last < .seconds(1) { return (false, false) }
-            lastLogged = now
-            return (false, true)
+            var victim: Channel? = nil
+            if pending.count >= maxPending, let oldest = pending.min(by: { $0.value.since < $1.value.since }) {
+                victim = oldest.value.channel
+                drop(oldest.key)
+                evicted += 1
+            }
+            pending[ObjectIdentifier(channel)] = (channel, address, .now())
+            pendingByAddress[address, default: 0] += 1
+            return .admitted(evicting: victim)
         }
     }
 
-    func leave() { lock.withLock { open -= 1 } }
+    /// The connection completed `hello`: it becomes a session if there is room.
+    func promote(_ channel: Channel) -> (Bool, log: Bool) {
+        lock.withLock {
+            drop(ObjectIdentifier(channel))
+            guard sessions < maxSessions else {
+                refused += 1
+                return (false, shouldLog())
+            }
+            sessions += 1
+            return (true, false)
+        }
+    }
+
+    /// The connection closed; `wasSession` if it had been promoted.
+    func leave(_ channel: Channel, wasSession: Bool) {
+        lock.withLock {
+            drop(ObjectIdentifier(channel))
+            if wasSession { sessions -= 1 }
+        }
+    }
+
+    private func drop(_ id: ObjectIdentifier) {
+        guard let entry = pending.removeValue(forKey: id) else { return }
+        let n = pendingByAddress[entry.address, default: 1] - 1
+        pendingByAddress[entry.address] = n > 0 ? n : nil
+    }
+
+    /// At most one log line a second about refusals.
+    private func shouldLog() -> Bool {
+        let now = NIODeadline.now()
+        if let last = lastLogged, now - last < .seconds(1) { return false }
+        lastLogged = now
+        return true
+    }
+
     var refusedCount: Int { lock.withLock { refused } }
-    var openCount: Int { lock.withLock { open } }
+    var evictedCount: Int { lock.withLock { evicted } }
+    var sessionCount: Int { lock.withLock { sessions } }
+    var pendingCount: Int { lock.withLock { pending.count } }
+}
+
+/// The host part of a socket address, the unit the pending-handshake cap counts by.
+func hostOf(_ address: SocketAddress?) -> String {
+    address?.ipAddress ?? "unknown"
 }
 
 /// Identity the TLS verifier established for one connection.
@@ -260,7 +387,19 @@ final class PeerBox: @unchecked Sendable {
     private let lock = NIOLock()
     private var _identity: (String, String)?
     private var _rejected = false
+    private var _isSession = false
+    private var _leaf: Certificate?
     init(address: String) { self.address = address }
+    /// The certificate that was verified, kept to re-check revocation and expiry during the session.
+    var leaf: Certificate? {
+        get { lock.withLock { _leaf } }
+        set { lock.withLock { _leaf = newValue } }
+    }
+    /// Completed `hello` and counted against `maxConnections`.
+    var isSession: Bool {
+        get { lock.withLock { _isSession } }
+        set { lock.withLock { _isSession = newValue } }
+    }
     func set(school: String, serial: String) { lock.withLock { _identity = (school, serial) } }
     var identity: (String, String)? { lock.withLock { _identity } }
     var rejected: Bool {
@@ -271,23 +410,31 @@ final class PeerBox: @unchecked Sendable {
 }
 
 final class SessionRegistry: @unchecked Sendable {
+    struct Entry {
+        let channel: Channel
+        let status: SessionStatus
+        let leaf: Certificate?
+        let address: String
+    }
     private let lock = NIOLock()
-    private var sessions: [WireToken: (Channel, SessionStatus)] = [:]
+    private var sessions: [WireToken: Entry] = [:]
 
-    func register(_ school: WireToken, channel: Channel, status: SessionStatus) -> Channel? {
+    func register(_ school: WireToken, channel: Channel, status: SessionStatus, leaf: Certificate?, address: String) -> Channel? {
         lock.withLock {
-            let old = sessions[school]?.0
-            sessions[school] = (channel, status)
+            let old = sessions[school]?.channel
+            sessions[school] = Entry(channel: channel, status: status, leaf: leaf, address: address)
             return old
         }
     }
 
     func unregister(_ school: WireToken, channel: Channel) {
         lock.withLock {
-            if let c = sessions[school]?.0, c === channel { sessions[school] = nil }
+            if let c = sessions[school]?.channel, c === channel { sessions[school] = nil }
         }
     }
 
     var schools: [WireToken] { lock.withLock { sessions.keys.sorted() } }
-    func status(_ school: WireToken) -> SessionStatus? { lock.withLock { sessions[school]?.1 } }
+    var all: [(WireToken, Entry)] { lock.withLock { sessions.map { ($0.key, $0.value) } } }
+    func status(_ school: WireToken) -> SessionStatus? { lock.withLock { sessions[school]?.status } }
+    func entry(_ school: WireToken) -> Entry? { lock.withLock { sessions[school] } }
 }

@@ -89,6 +89,8 @@ public enum RejectCode: String, Codable, Sendable, CaseIterable {
     case notAuthorised = "not-authorised"
     case duplicateSession = "duplicate-session"
     case shuttingDown = "shutting-down"
+    /// The coordinator has as many school sessions as it allows; retry later.
+    case busy = "busy"
 }
 
 /// Coordinator → client only: why the session is refused. `reason` is for the school's log.

@@ -63,7 +63,8 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Local warm-up fraction of each round's updates.") var warmupRatio = 0.0
     @Option(help: "Sequences per local update.") var batchSize = 32
     @Option(help: "Tokens per text, [CLS] and [SEP] included.") var maxLength = 128
-    @Option(help: "Reject a delta whose L2 norm exceeds this.") var maxUpdateNorm = 1e4
+    @Option(help: "Reject a delta whose L2 norm exceeds this (default: the bound honest AdamW training with the plan can reach).")
+    var maxUpdateNorm: Double?
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
     @Option(help: "Fraction of each school's shard kept for its federated evaluation (0: none).") var schoolValidationFraction = 0.1

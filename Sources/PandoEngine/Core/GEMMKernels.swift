@@ -80,8 +80,11 @@ public struct GEMMCoreChoice: Sendable, Equatable {
         let amd = cpu.vendor == "AuthenticAMD"
         switch cpu.widestISA {
         case .avx512:
-            return GEMMCoreChoice(coreType: "SkylakeX", source: .pando,
-                                  reason: "the CPU runs AVX-512 (F, BW, DQ, VL); chosen from CPUID, not from OpenBLAS's table of CPU models")
+            // Cooperlake is SkylakeX's kernel set plus the BF16 ones; OpenBLAS picks it itself
+            // for the AVX-512 BF16 CPUs it knows (AMD Zen 4 among them).
+            let bf16 = cpu.features.contains(.avx512bf16)
+            return GEMMCoreChoice(coreType: bf16 ? "Cooperlake" : "SkylakeX", source: .pando,
+                                  reason: "the CPU runs AVX-512 (F, BW, DQ, VL\(bf16 ? ", BF16" : "")); chosen from CPUID, not from OpenBLAS's table of CPU models")
         case .avx2:
             return GEMMCoreChoice(coreType: amd ? "Zen" : "Haswell", source: .pando,
                                   reason: "the CPU runs AVX2 + FMA but not AVX-512; chosen from CPUID, not from OpenBLAS's table of CPU models")

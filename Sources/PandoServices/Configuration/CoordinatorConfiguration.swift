@@ -21,13 +21,21 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
     public var tau: Float = 1e-6
     /// Trimmed mean: updates dropped at each end per coordinate.
     public var trim = 1
-    /// The validator's L2 bound on one delta.
-    public var maxUpdateNorm = 1e4
+    /// The validator's L2 bound on one delta; `nil` (`auto`, the default) bounds each update
+    /// by what honest AdamW training with the round's plan on its example count can reach
+    /// (``UpdateBounds/maxDeltaNorm(plan:examples:trainedParameters:baseNorm:)``). A number is
+    /// used as well, whichever is smaller.
+    public var maxUpdateNorm: Double? = nil
+    /// A school's weight is capped at this multiple of the median example count of the last
+    /// committed round (its update is still taken, at the capped weight; the audit says so).
+    public var weightCapMultiple = 3.0
+    /// A school reporting more training examples than this is left out as implausible.
+    public var maxExamplesPerSchool = 1_000_000
 
     public init(name: Name = .fedavg) { self.name = name }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, mu, server_learning_rate, beta1, beta2, tau, trim, max_update_norm
+        case name, mu, server_learning_rate, beta1, beta2, tau, trim, max_update_norm, weight_cap_multiple, max_examples_per_school
     }
 
     public init(from decoder: Decoder) throws {
@@ -40,7 +48,13 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
         beta2 = try c.decodeIfPresent(Float.self, forKey: .beta2) ?? beta2
         tau = try c.decodeIfPresent(Float.self, forKey: .tau) ?? tau
         trim = try c.decodeIfPresent(Int.self, forKey: .trim) ?? trim
-        maxUpdateNorm = try c.decodeIfPresent(Double.self, forKey: .max_update_norm) ?? maxUpdateNorm
+        if (try? c.decodeIfPresent(String.self, forKey: .max_update_norm)) == "auto" {
+            maxUpdateNorm = nil
+        } else {
+            maxUpdateNorm = try c.decodeIfPresent(Double.self, forKey: .max_update_norm) ?? maxUpdateNorm
+        }
+        weightCapMultiple = try c.decodeIfPresent(Double.self, forKey: .weight_cap_multiple) ?? weightCapMultiple
+        maxExamplesPerSchool = try c.decodeIfPresent(Int.self, forKey: .max_examples_per_school) ?? maxExamplesPerSchool
     }
 
     /// The strategy value, with server state sized for `layout`.
@@ -57,15 +71,17 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
     /// Problems a person should fix before a federation starts.
     func validate(file: String) throws {
         func bad(_ field: String, _ why: String) -> ConfigurationError { ConfigurationError(file: file, field: "strategy.\(field)", why) }
-        if let lr = serverLearningRate, !(lr > 0) { throw bad("server_learning_rate", "must be positive") }
-        if name == .fedprox, !(mu >= 0) { throw bad("mu", "must be at least 0") }
+        if let lr = serverLearningRate, !(lr > 0 && lr.isFinite) { throw bad("server_learning_rate", "must be positive and finite") }
+        if name == .fedprox, !(mu >= 0 && mu.isFinite) { throw bad("mu", "must be a finite number of at least 0") }
         if name == .fedadam {
             if !(beta1 >= 0 && beta1 < 1) { throw bad("beta1", "must be in [0, 1)") }
             if !(beta2 >= 0 && beta2 < 1) { throw bad("beta2", "must be in [0, 1)") }
-            if !(tau > 0) { throw bad("tau", "must be positive") }
+            if !(tau > 0 && tau.isFinite) { throw bad("tau", "must be positive and finite") }
         }
         if name == .trimmedMean, trim < 0 { throw bad("trim", "must be at least 0") }
-        if !(maxUpdateNorm > 0) { throw bad("max_update_norm", "must be positive") }
+        if let bound = maxUpdateNorm, !(bound > 0 && bound.isFinite) { throw bad("max_update_norm", "must be a positive finite number or auto") }
+        if !(weightCapMultiple >= 1 && weightCapMultiple.isFinite) { throw bad("weight_cap_multiple", "must be a finite number of at least 1") }
+        if maxExamplesPerSchool < 1 { throw bad("max_examples_per_school", "must be at least 1") }
     }
 }
 
@@ -209,7 +225,7 @@ extension LocalTrainingPlan {
         if !(1...4096).contains(batchSize) { throw bad("batch_size", "must be 1–4096") }
         if !(3...8192).contains(maxLength) { throw bad("max_length", "must be 3–8192 ([CLS] text [SEP] at least)") }
         if !(warmupRatio >= 0 && warmupRatio < 1) { throw bad("warmup_ratio", "must be in [0, 1)") }
-        if !(weightDecay >= 0) { throw bad("weight_decay", "must be at least 0") }
+        if !(weightDecay >= 0 && weightDecay.isFinite) { throw bad("weight_decay", "must be a finite number of at least 0") }
     }
 }
 

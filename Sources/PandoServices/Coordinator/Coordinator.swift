@@ -102,9 +102,17 @@ public final class Coordinator: @unchecked Sendable {
         let incoming = cfg.stateFolder.appendingPathComponent("incoming", isDirectory: true)
         try FileManager.default.createDirectory(at: incoming, withIntermediateDirectories: true)
         try recoverIncoming(incoming, ledger: ledger)
-        let hub = SessionHub(incoming: incoming, logger: logger)
         let refusals = RefusalRecorder(ledger: ledger.ledger, logger: logger)
-        let server = try CoordinatorServer(configuration: transport, logger: logger) { refusals.record($0) }
+        let serverBox = NIOLockedValueBox<CoordinatorServer?>(nil)
+        let hub = SessionHub(incoming: incoming, logger: logger) { school in
+            guard let server = serverBox.withLockedValue({ $0 }), let token = WireToken(school) else { return "unknown school \(school)" }
+            return server.credentialProblem(of: token)
+        }
+        let server = try CoordinatorServer(configuration: transport, logger: logger) { refusal in
+            refusals.record(refusal)
+            if let school = refusal.school { hub.post(.credentialsRevoked(school, reason: refusal.refusal.reason)) }
+        }
+        serverBox.withLockedValue { $0 = server }
         let listening = AsyncStream.makeStream(of: Int.self)
         let serverTask = Task {
             // However the listener ends (a port in use ends it at once), the wait below ends too.
@@ -173,12 +181,15 @@ final class RefusalRecorder: @unchecked Sendable {
             return suppressed
         }
         guard let left else { return }
-        var reason = "\(refusal.refusal.kind.rawValue) from \(refusal.address): \(refusal.refusal.reason)"
+        var reason = refusal.school == nil
+            ? "\(refusal.refusal.kind.rawValue) from \(refusal.address): \(refusal.refusal.reason)"
+            : "\(refusal.refusal.kind.rawValue): session closed: \(refusal.refusal.reason)"
         if left > 0 { reason = "(\(left) earlier refusals not recorded) " + reason }
+        let school = refusal.school
         // Called on an event loop: the ledger's fsync happens on our own queue.
-        queue.async { [ledger, logger, reason] in
+        queue.async { [ledger, logger, reason, school] in
             do {
-                try ledger.record(AuditEntry(event: .connectionRefused, reason: reason))
+                try ledger.record(AuditEntry(event: .connectionRefused, school: school, reason: reason))
             } catch {
                 logger.error("could not audit a refused connection: \(error)")
             }
@@ -227,8 +238,12 @@ final class RoundDriver: @unchecked Sendable {
     private var timerCounter = 0
     /// Longest wait to hand a school its assignment before its connection is closed.
     static let assignmentTimeout: Duration = .seconds(120)
-    /// Largest example count a school may report (its weight in FedAvg); above it the result is refused.
-    static let maxExamples: UInt64 = 100_000_000
+    /// The median example count of the last committed round's schools: weights are capped
+    /// at `strategy.weight_cap_multiple` times it.
+    var referenceMedian: Int?
+    /// SHA-256 of every update received so far (any school, any round) → who sent it when:
+    /// the same bytes again are a replay.
+    var seenUpdates: [String: (school: String, round: Int)] = [:]
     var config: CoordinatorConfiguration { coordinator.configuration }
     var logger: Logger { coordinator.logger }
 
@@ -242,6 +257,15 @@ final class RoundDriver: @unchecked Sendable {
         delta = ParameterBuffer(layout: global.layout)
         version = (try? ledger.ledger.head()?.id) ?? ""
         rng = SplitMix64(seed: coordinator.configuration.rounds.seed ^ 0xC0_0D1A)
+        // A restarted coordinator takes the reference from the signed log.
+        let audit = coordinator.configuration.stateFolder.appendingPathComponent("audit.jsonl")
+        if let records = try? AuditRecord.readAll(audit).records,
+           let last = records.last(where: { $0.event == .roundCommitted }), let counts = last.examplesBySchool {
+            referenceMedian = UpdateBounds.median(Array(counts.values))
+        }
+        for r in (try? AuditRecord.readAll(audit).records) ?? [] where r.event == .updateReceived || r.event == .updateRejected {
+            if let hash = r.updateSHA256, let school = r.school, let round = r.round { seenUpdates[hash] = (school, round) }
+        }
     }
 
     func progress(_ line: String) {
@@ -337,7 +361,18 @@ final class RoundDriver: @unchecked Sendable {
     func runRound(events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
         let start = ContinuousClock.now
         let connected = try await waitForSchools(events: &events)
-        let selected = select(from: connected)
+        // A school whose certificate was revoked or expired since it connected is not asked.
+        var eligible: [String] = []
+        for school in connected {
+            if let problem = hub.credentials(school) {
+                try ledger.ledger.record(AuditEntry(event: .connectionRefused, school: school,
+                                                    reason: "not selected: \(problem)"))
+                progress("\(school) not selected: \(problem)")
+            } else {
+                eligible.append(school)
+            }
+        }
+        let selected = select(from: eligible)
         let upcoming = (try ledger.ledger.rounds().map(\.number).max() ?? 0) + 1
         let plan = strategy.plan(round: upcoming, configured: config.plan)
         let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
@@ -359,7 +394,8 @@ final class RoundDriver: @unchecked Sendable {
                           events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
         let cfg = config
         let aggregation = AggregationRound(round: round, baseVersion: base, layout: global.layout, strategy: strategy,
-                                           maxNorm: cfg.strategy.maxUpdateNorm)
+                                           maxNorm: cfg.strategy.maxUpdateNorm ?? .infinity)
+        let baseNorm = DeltaMath.norm(global.parameters.buffer)
         let (model, modelFile) = try modelRef(base)
         var nonces: [String: WireToken] = [:]
         var expected: [String: Expectation] = [:]
@@ -396,6 +432,7 @@ final class RoundDriver: @unchecked Sendable {
         progress("round \(round): assignment sent to \(selected.count - unreachable.count) school(s); deadline \(cfg.rounds.roundDeadline)")
         var graceTimers: [Int: String] = [:]
         var graceTasks: [Task<Void, Never>] = []
+        var ignoredResults: Set<String> = []
         defer { graceTasks.forEach { $0.cancel() } }
 
         while !pending.isEmpty {
@@ -420,10 +457,26 @@ final class RoundDriver: @unchecked Sendable {
                 let (token, task) = timer(after: coordinator.reconnectGrace)
                 graceTimers[token] = school
                 graceTasks.append(task)
+            case .credentialsRevoked(let school, let reason) where pending.contains(school):
+                try leaveOut(school, "its certificate is no longer valid: \(reason)")
             case .result(let school, let result):
                 guard pending.contains(school), result.round == UInt64(round), result.task == .train,
                       result.nonce == nonces[school] else {
-                    logger.notice("ignoring a stale or unexpected result from \(school) (round \(result.round))")
+                    // Nothing is taken from it; the record says what arrived (a late or replayed
+                    // result, or one from a school this round did not select).
+                    let why: String
+                    if nonces[school] == nil {
+                        why = "a result for round \(result.round) from a school round \(round) did not select; ignored"
+                    } else if result.round != UInt64(round) || result.nonce != nonces[school] {
+                        why = "a result for round \(result.round) that does not match round \(round)'s assignment (late or replayed); ignored"
+                    } else {
+                        why = "a second result for round \(round); ignored"
+                    }
+                    // One record per school and round: a flood of results costs the log one line.
+                    if ignoredResults.insert(school).inserted {
+                        logger.notice("\(school): \(why)")
+                        try ledger.ledger.record(AuditEntry(event: .updateRejected, round: round, school: school, reason: why))
+                    }
                     continue
                 }
                 guard result.status == .completed else {
@@ -435,16 +488,31 @@ final class RoundDriver: @unchecked Sendable {
                     try leaveOut(school, "its result names no stored update")
                     continue
                 }
-                guard result.exampleCount <= Self.maxExamples else {
-                    try leaveOut(school, "it reported \(result.exampleCount) examples, over the limit of \(Self.maxExamples)")
+                if let earlier = seenUpdates[up.digest.hex] {
+                    try leaveOut(school, "replay: the same bytes as the update \(earlier.school) sent in round \(earlier.round)")
+                    continue
+                }
+                seenUpdates[up.digest.hex] = (school, round)
+                guard result.exampleCount <= UInt64(cfg.strategy.maxExamplesPerSchool) else {
+                    try leaveOut(school, "it reported \(result.exampleCount) examples, over the limit of \(cfg.strategy.maxExamplesPerSchool) (strategy.max_examples_per_school)")
                     continue
                 }
                 pending.remove(school)
                 let t0 = ContinuousClock.now
                 let examples = Int(clamping: result.exampleCount)
                 let metrics = Dictionary(uniqueKeysWithValues: result.metrics.map { ($0.key.value, $0.value) })
-                let update = ModelUpdate(school: school, round: round, baseVersion: base, delta: delta,
+                var update = ModelUpdate(school: school, round: round, baseVersion: base, delta: delta,
                                          exampleCount: examples, metrics: metrics)
+                let (weight, capped) = UpdateBounds.weight(reported: examples, referenceMedian: referenceMedian,
+                                                           multiple: cfg.strategy.weightCapMultiple)
+                if capped {
+                    update.cappedWeight = weight
+                    progress("round \(round): \(school) reported \(examples) examples; its weight is capped at \(weight) "
+                             + "(\(cfg.strategy.weightCapMultiple) × the last round's median, \(referenceMedian ?? 0))")
+                }
+                // Honest AdamW training with this plan on this many examples cannot move the weights further.
+                let normBound = UpdateBounds.maxDeltaNorm(plan: plan, examples: examples, trainedParameters: global.parameterCount,
+                                                          baseNorm: baseNorm)
                 let folded = Unchecked((aggregation, update, up.file))
                 let rejection: UpdateRejection?
                 let norm: Double
@@ -452,7 +520,7 @@ final class RoundDriver: @unchecked Sendable {
                     (rejection, norm) = try await ComputeLane.run {
                         let (aggregation, update, file) = folded.value
                         try UpdateFile.read(file, into: update.delta)
-                        let rejection = aggregation.submit(update)
+                        let rejection = aggregation.submit(update, maxNorm: normBound)
                         let norm = rejection == nil ? aggregation.accepted.last!.norm : DeltaMath.norm(update.delta.buffer)
                         return (rejection, norm)
                     }
@@ -485,6 +553,12 @@ final class RoundDriver: @unchecked Sendable {
         let commit = Unchecked(aggregation)
         let quorum = cfg.rounds.quorum
         let committed = try await ComputeLane.run { commit.value.commit(to: global.value.parameters, quorum: quorum) }
+        if let failure = aggregation.commitFailure {
+            // The strategy may have moved its server state (FedAdam's moments): take it back from the base.
+            _ = try? ledger.restoreState(of: strategy, from: base)
+            try ledger.abort(round: round, reason: failure)
+            progress("round \(round): ABORTED (\(failure)); version \(base.prefix(12)) stays")
+        }
         var test: [String: Double] = [:]
         let examples = aggregation.totalExamples
         if committed {
@@ -497,7 +571,8 @@ final class RoundDriver: @unchecked Sendable {
                 test = try await ComputeLane.run { try observe(global.value) }
             }
             progress("round \(round): committed version \(version.prefix(12)) from \(aggregation.accepted.count) update(s), \(examples) examples")
-        } else {
+            referenceMedian = UpdateBounds.median(Array(bySchool.values))
+        } else if aggregation.commitFailure == nil {
             let reason = "quorum not reached: \(aggregation.accepted.count) of \(selected.count) updates accepted, \(quorum) required"
             try ledger.abort(round: round, reason: reason)
             progress("round \(round): ABORTED (\(reason)); version \(base.prefix(12)) stays")
@@ -548,7 +623,7 @@ final class RoundDriver: @unchecked Sendable {
             case .result(let school, let r):
                 guard pending.contains(school), r.round == UInt64(round), r.task == .evaluate, r.nonce == nonces[school] else { continue }
                 pending.remove(school)
-                guard r.status == .completed, r.exampleCount > 0, r.exampleCount <= Self.maxExamples else { continue }
+                guard r.status == .completed, r.exampleCount > 0, r.exampleCount <= UInt64(config.strategy.maxExamplesPerSchool) else { continue }
                 let n = Int(clamping: r.exampleCount)
                 total += n
                 evaluated.append(school)

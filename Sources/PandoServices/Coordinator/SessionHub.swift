@@ -55,6 +55,9 @@ enum HubEvent: Sendable {
     case result(String, RoundResult)
     /// A timer the driver set went off (`token` says which).
     case timer(Int)
+    /// The school's certificate is no longer acceptable (revoked or expired since it
+    /// connected); its session was closed. `reason` says why.
+    case credentialsRevoked(String, reason: String)
 }
 
 /// What one school owes the open round.
@@ -89,11 +92,15 @@ final class SessionHub: @unchecked Sendable {
     private let continuation: AsyncStream<HubEvent>.Continuation
     let incoming: URL
     let logger: Logger
+    /// Why a school's certificate is not acceptable now (`nil`: it is). Asked at selection and
+    /// before an upload or a result is taken, so a school revoked mid-session gets nothing in.
+    let credentials: @Sendable (String) -> String?
 
-    init(incoming: URL, logger: Logger) {
+    init(incoming: URL, logger: Logger, credentials: @escaping @Sendable (String) -> String? = { _ in nil }) {
         (events, continuation) = AsyncStream.makeStream(of: HubEvent.self)
         self.incoming = incoming
         self.logger = logger
+        self.credentials = credentials
     }
 
     func post(_ event: HubEvent) { continuation.yield(event) }
@@ -195,6 +202,14 @@ final class SessionHub: @unchecked Sendable {
         defer { unregister(session) }
         while true {
             let message = try await connection.receive()
+            switch message {
+            case .objectOffer, .roundResult:
+                if let problem = credentials(session.school) {
+                    post(.credentialsRevoked(session.school, reason: problem))
+                    throw TransportError.tls("closing the session of \(session.school): \(problem)")
+                }
+            default: break
+            }
             switch message {
             case .objectRequest(let request):
                 guard let (file, digest) = servableObject(request.id) else {
