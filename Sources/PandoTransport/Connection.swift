@@ -29,6 +29,8 @@ public final class PandoConnection: @unchecked Sendable {
     private var deferred: [WireMessage] = []
     /// More deferred messages than this during one transfer is a protocol violation.
     static let maxDeferred = 16
+    /// Set when the stall watchdog closed the connection, so the error says so.
+    private let stalled = ManagedAtomicFlag()
 
     init(schoolID: WireToken, certificateSerial: String, capabilities: [WireToken], remoteAddress: String,
          limits: WireLimits, peerMaxFrameLength: Int? = nil, channel: Channel, inbound: NIOAsyncChannelInboundStream<WireMessage>.AsyncIterator,
@@ -58,9 +60,31 @@ public final class PandoConnection: @unchecked Sendable {
         return try await receiveFromPeer()
     }
 
+    /// Runs one step of a transfer under the stall watchdog: if it takes longer than
+    /// `limits.transferStallSeconds` the connection is closed and the step fails saying so.
+    private func progressing<T>(_ what: String, _ body: () async throws -> T) async throws -> T {
+        let channel = self.channel, stalled = self.stalled
+        let timeout = TimeAmount.nanoseconds(Int64(limits.transferStallSeconds * 1e9))
+        let watchdog = channel.eventLoop.scheduleTask(in: timeout) {
+            stalled.set()
+            channel.close(promise: nil)
+        }
+        defer { watchdog.cancel() }
+        do { return try await body() } catch {
+            if stalled.isSet {
+                throw TransportError.transferFailed("transfer stalled: no progress \(what) for \(limits.transferStallSeconds) s; connection closed")
+            }
+            throw error
+        }
+    }
+
     /// Next message of an object transfer (offer, request, chunk, complete, receipt); any
-    /// other message is kept for `receive()`.
+    /// other message is kept for `receive()`. Fails if none comes within the stall timeout.
     private func receiveForTransfer() async throws -> WireMessage {
+        try await progressing("from the peer") { try await nextTransferMessage() }
+    }
+
+    private func nextTransferMessage() async throws -> WireMessage {
         while true {
             let m = try await receiveFromPeer()
             switch m {
@@ -157,7 +181,8 @@ public final class PandoConnection: @unchecked Sendable {
         while offset < source.size {
             let n = Int(min(UInt64(chunk), source.size - offset))
             let data = try source.read(offset: offset, count: n, allocator: channel.allocator)
-            try await send(.objectChunk(ObjectChunk(id: id, offset: offset, data: data)))
+            // A peer that stops reading leaves this write waiting for writability: bounded too.
+            try await progressing("sending to the peer") { try await send(.objectChunk(ObjectChunk(id: id, offset: offset, data: data))) }
             offset += UInt64(n)
             await progress?(offset, source.size)
         }
@@ -273,4 +298,12 @@ public final class PandoConnection: @unchecked Sendable {
         let d = ContinuousClock.now - t
         return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
+}
+
+/// A flag set once, read from any thread.
+final class ManagedAtomicFlag: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = false
+    func set() { lock.withLock { value = true } }
+    var isSet: Bool { lock.withLock { value } }
 }

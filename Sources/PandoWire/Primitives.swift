@@ -117,11 +117,16 @@ public struct WireLimits: Sendable, Equatable {
     public var maxControlPayload: Int
     /// Largest data chunk a sender emits (must fit in `maxFrameLength` with the chunk header).
     public var chunkSize: Int
+    /// Longest an object transfer may go without progress (a chunk, or the other side taking
+    /// one): then the connection is closed. Heartbeats keep a connection alive, not a transfer.
+    public var transferStallSeconds: Double
 
-    public init(maxFrameLength: Int = 1 << 20, maxControlPayload: Int = 64 << 10, chunkSize: Int = 256 << 10) {
+    public init(maxFrameLength: Int = 1 << 20, maxControlPayload: Int = 64 << 10, chunkSize: Int = 256 << 10,
+                transferStallSeconds: Double = 60) {
         self.maxFrameLength = maxFrameLength
         self.maxControlPayload = maxControlPayload
         self.chunkSize = chunkSize
+        self.transferStallSeconds = transferStallSeconds
     }
 
     public static let `default` = WireLimits()

@@ -52,7 +52,15 @@ struct ClientCommand: AsyncParsableCommand {
             case .declined(let round, let reason): say("round \(round): declined: \(reason)")
             }
         }
-        try await agent.run(maxAttempts: maxAttempts)
+        let maxAttempts = self.maxAttempts
+        let running = Task { try await agent.run(maxAttempts: maxAttempts) }
+        ServiceSignals.install { signal in
+            say("\(signal): stopping (the connection closes; the coordinator leaves this school out of an open round)")
+            running.cancel()
+        }
+        do { try await running.value } catch is CancellationError {
+            say("stopped")
+        }
     }
 }
 

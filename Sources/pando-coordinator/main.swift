@@ -37,6 +37,10 @@ struct CoordinatorCommand: AsyncParsableCommand {
         let coordinator = Coordinator(configuration: settings, logger: Logger(label: "pando.coordinator"))
         coordinator.onListening = { port in say("listening on \(settings.listen):\(port) (mutual TLS)") }
         coordinator.onRound = { r in say(Self.describe(r)) }
+        ServiceSignals.install { signal in
+            say("\(signal): stopping (the open round is aborted and recorded; a second \(signal) exits at once)")
+            coordinator.shutdown(reason: signal)
+        }
         let reports = try await coordinator.run()
         say("done: \(reports.filter(\.committed).count) of \(reports.count) rounds committed; audit log \(configuration.stateFolder.appendingPathComponent("audit.jsonl").path)")
     }

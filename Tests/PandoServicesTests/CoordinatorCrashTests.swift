@@ -20,6 +20,9 @@ final class CoordinatorChild: XCTestCase {
         let configuration = try CoordinatorConfiguration.load(from: URL(fileURLWithPath: path))
         let coordinator = Coordinator(configuration: configuration, logger: Logger(label: "child"))
         coordinator.reconnectGrace = .seconds(1)
+        if ProcessInfo.processInfo.environment["PANDO_COORDINATOR_CHILD_SIGNALS"] != nil {
+            ServiceSignals.install { coordinator.shutdown(reason: $0) }  // as pando-coordinator does
+        }
         _ = try await coordinator.run()
     }
 }
@@ -28,71 +31,18 @@ final class CoordinatorChild: XCTestCase {
 /// while a version is being committed; restarted each time on the same state folder.
 final class CoordinatorCrashTests: XCTestCase {
     func testKilledDuringUploadsAggregationAndCommitRecoversAndGoesOn() async throws {
-        let binary = try ChildProcesses.testBinary()
-        let work = try TestFixtures.temporaryDirectory(prefix: "pando-coordinator-crash")
-        let model = try TestFixtures.tinyModelFolder()
-        let pki = work.appendingPathComponent("pki")
-        let ca = try CertificateAuthority.initialise(at: pki, districtName: "Crash Test District")
-        try ca.issueCoordinator(hosts: ["localhost", "127.0.0.1"])
-        let schools = ["east", "north", "west"]
-        for s in schools { try ca.issueSchool(id: s) }
-        let (held, port) = try ChildProcesses.loopbackListener()
-        close(held)  // free again: the coordinator child binds it
-        let state = work.appendingPathComponent("state")
-        let yaml = """
-        federation: {id: crash-test, task: classification, labels: [a, b], base_model: \(model.path), rounds: 1000}
-        selection: {min_schools: 3, quorum: 2, round_deadline_seconds: 60, federated_evaluation: false}
-        local: {epochs: 1, learning_rate: 1.0e-3, batch_size: 16, max_length: 24, dropout: false}
-        coordinator:
-          listen: 127.0.0.1
-          port: \(port)
-          state: \(state.path)
-          certificate: \(pki.path)/coordinator/coordinator.pem
-          key: \(pki.path)/coordinator/coordinator-key.pem
-          ca: \(pki.path)/ca.pem
-        """
-        let configURL = work.appendingPathComponent("coordinator.yaml")
-        try yaml.write(to: configURL, atomically: true, encoding: .utf8)
-
-        // The schools live in this process for the whole test and reconnect after every kill.
-        var agents: [Task<Void, Error>] = []
-        defer { agents.forEach { $0.cancel() } }
-        for (i, s) in schools.enumerated() {
-            var transport = SchoolTransportConfiguration.fromSchoolFolder(pki.appendingPathComponent("schools/\(s)").path,
-                                                                          coordinatorHost: "127.0.0.1", port: port)
-            transport.serverName = "localhost"
-            transport.backoff = Backoff(initial: .milliseconds(50), maximum: .milliseconds(300))
-            transport.limits.chunkSize = 8 << 10
-            var format = DataFormat(task: .classification)
-            format.policy = .fail
-            let config = SchoolConfiguration(data: work, format: format, labels: Federation.labels, baseModel: model,
-                                             transport: transport, cache: work.appendingPathComponent("cache-\(s)"),
-                                             log: state.appendingPathComponent("schools/\(s).jsonl"))
-            let agent = try SchoolAgent(configuration: config, training: Federation.dataset(synthetic(count: 40 + 10 * i, seed: UInt64(i))),
-                                        validation: nil, logger: Logger(label: "school", factory: { _ in SwiftLogNoOpLogHandler() }))
-            // Slow links of different speeds (~0.6, 1.2 and 1.8 s per upload): uploads overlap,
-            // and the first update is folded in well before the last arrives.
-            let pace = 40 * (i + 1)
-            agent.uploadPacing = { _, _ in try? await Task.sleep(for: .milliseconds(pace)) }
-            agents.append(Task { try await agent.run() })
-        }
-
-        let audit = state.appendingPathComponent("audit.jsonl")
-        func events() -> [String] {
-            ((try? String(contentsOf: audit, encoding: .utf8)) ?? "").split(separator: "\n").compactMap { line in
-                (try? JSONSerialization.jsonObject(with: Data(line.utf8)) as? [String: Any])?["event"] as? String
-            }
-        }
+        // Slow links of different speeds (~0.6, 1.2 and 1.8 s per upload): uploads overlap,
+        // and the first update is folded in well before the last arrives.
+        let fixture = try ChildCoordinatorFixture(prefix: "pando-coordinator-crash", federationID: "crash-test") { 40 * ($0 + 1) }
+        let state = fixture.state, audit = fixture.audit, schools = fixture.schools
+        func events() -> [String] { fixture.events() }
         func partialUploads() -> Bool {
             ((try? FileManager.default.contentsOfDirectory(atPath: state.appendingPathComponent("incoming").path)) ?? []).contains { $0.hasSuffix(".partial") }
         }
         func staging() -> Bool {
             ((try? FileManager.default.contentsOfDirectory(atPath: state.appendingPathComponent("versions").path)) ?? []).contains { $0.hasPrefix(".staging-") }
         }
-        func launch() throws -> Process {
-            try ChildProcesses.start(binary, test: "PandoServicesTests.CoordinatorChild/testRunCoordinatorFromEnvironment",
-                                     environment: ["PANDO_COORDINATOR_CHILD_CONFIG": configURL.path])
-        }
+        func launch() throws -> Process { try fixture.launch() }
         /// Polls (every millisecond, at most 60 s) until `condition` holds.
         func wait(_ what: String, _ condition: () -> Bool) -> Bool {
             let start = Date()

@@ -27,7 +27,7 @@ final class HostileUpdateTests: XCTestCase {
         }
     }
 
-    func run(rounds: Int = 1, minSchools: Int = 4, slowHonest: Bool = false,
+    func run(rounds: Int = 1, minSchools: Int = 4, slowHonest: Bool = false, launchAtListen: Bool = true,
              startMallory: (LoopbackFederation, @escaping @Sendable () -> Void) -> Void = { _, _ in },
              onConnect: (@Sendable (PandoConnection) async throws -> Void)? = nil,
              script: @escaping Script) async throws -> Outcome {
@@ -42,6 +42,7 @@ final class HostileUpdateTests: XCTestCase {
                                                 workFolder: work.appendingPathComponent("run"),
                                                 schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("e2e"))
         try CertificateAuthority(directory: federation.certificates).issueSchool(id: "mallory")
+        federation.coordinator.reconnectGrace = .milliseconds(300)  // a mallory that was closed is not waited for
         let parameters = try BertModel.load(from: model, head: ClassifierHead(objective: TaskKind.classification.objective,
                                                                               labels: Federation.labels)).0.parameterCount
         if slowHonest {
@@ -73,7 +74,7 @@ final class HostileUpdateTests: XCTestCase {
         let port = PortBox()
         federation.coordinator.onListening = { p in
             port.value = p
-            if minSchools == 4 { launch(p) }
+            if launchAtListen { launch(p) }
         }
         startMallory(federation) { launch(port.value) }
         let reports = try await federation.run()
@@ -146,7 +147,7 @@ final class HostileUpdateTests: XCTestCase {
 
     /// Mallory joins after round 1's selection and sends a result for it anyway.
     func testResultFromAnUnselectedSchoolIsRecordedAndIgnored() async throws {
-        let o = try await run(minSchools: 3, slowHonest: true, startMallory: { federation, start in
+        let o = try await run(minSchools: 3, slowHonest: true, launchAtListen: false, startMallory: { federation, start in
             let started = StartOnce(start)
             federation.coordinator.onProgress = { line in if line.contains("assignment sent") { started.fire() } }
         }, onConnect: { conn in
@@ -192,5 +193,35 @@ final class StartOnce: @unchecked Sendable {
     func fire() {
         let go = lock.withLock { () -> Bool in defer { done = true }; return !done }
         if go { body() }
+    }
+}
+
+extension HostileUpdateTests {
+    /// A school cannot flood the round driver with results (issue 17, item 6).
+    func testMoreResultsThanAssignmentsCloseTheSession() async throws {
+        let sent = PortBox()
+        let closed = PortBox()
+        let o = try await run(minSchools: 3, onConnect: { conn in
+            let digest = ObjectDigest.of(Data([1]))
+            for i in 1...1000 {
+                do {
+                    try await conn.send(.roundResult(RoundResult(round: 1, nonce: "00000000000000ff", status: .completed,
+                                                                 update: ObjectRef(id: "update-r1", size: 1, sha256: digest),
+                                                                 exampleCount: 5, metrics: [:])))
+                    sent.value = i
+                    try await Task.sleep(for: .milliseconds(2))
+                } catch {
+                    closed.value = 1
+                    return
+                }
+            }
+        }) { _, _, _, _ in }
+        XCTAssertTrue(o.reports.first?.committed ?? false)
+        XCTAssertFalse(o.reports.first?.accepted.contains("mallory") ?? true)
+        XCTAssertEqual(closed.value, 1, "the coordinator never closed the flooding session (\(sent.value) results sent)")
+        XCTAssertLessThan(sent.value, 1000)
+        let recorded = o.records.filter { $0.school == "mallory" }
+        // Selected, left out, and one note of the ignored results at most.
+        XCTAssertLessThanOrEqual(recorded.count, 3, "a flood must not become a flood of audit records: \(recorded.map { $0.reason ?? "" })")
     }
 }

@@ -132,3 +132,37 @@ final class ExhaustionTests: XCTestCase {
         XCTAssertEqual(sockets.filter(\.isActive).count, 3)
     }
 }
+
+/// A transfer that stops moving ends, whatever else the peer keeps sending (issue 17, item 6).
+final class StallTests: XCTestCase {
+    func testStalledUploadIsClosedDespiteHeartbeats() async throws {
+        let pki = try TestPKI()
+        let logs = LogCapture()
+        var cfg = pki.serverConfig(heartbeat: .milliseconds(100))
+        cfg.limits.transferStallSeconds = 0.5
+        let outcome = NIOLockedValueBox<String?>(nil)
+        let dest = pki.dir.appendingPathComponent("upload.bin")
+        let server = try await RunningServer(cfg, logger: logs.logger("coord")) { conn, _ in
+            guard case .objectOffer(let offer) = try await conn.receive() else { return }
+            do {
+                try await conn.receiveObject(offer, to: dest, maxSize: offer.size)
+                outcome.withLockedValue { $0 = "stored" }
+            } catch {
+                outcome.withLockedValue { $0 = "\(error)" }
+            }
+        }
+        defer { Task { await server.stop() } }
+        let client = try SchoolClient(configuration: pki.clientConfig(school: try pki.school("staller"), port: server.port),
+                                      logger: logs.logger("school"))
+        let started = Date()
+        try? await client.withConnection { conn in
+            // Offer 1 MB, then send nothing of it; the client's heartbeats keep flowing.
+            try await conn.send(.objectOffer(ObjectOffer(id: "update-r1", kind: .update, size: 1 << 20, sha256: ObjectDigest.of(Data([0])))))
+            for _ in 0..<40 where outcome.withLockedValue({ $0 }) == nil { try await Task.sleep(for: .milliseconds(100)) }
+        }
+        let result = try XCTUnwrap(outcome.withLockedValue { $0 }, "the stalled transfer was still open after 4 s")
+        XCTAssertTrue(result.contains("stalled"), result)
+        XCTAssertLessThan(Date().timeIntervalSince(started), 3.5)
+        XCTAssertGreaterThan(client.heartbeatsSent, 2, "heartbeats were flowing during the stall")
+    }
+}

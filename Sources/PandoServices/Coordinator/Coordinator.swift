@@ -67,6 +67,9 @@ public final class Coordinator: @unchecked Sendable {
     public var onProgress: (@Sendable (String) -> Void)?
 
     private let stopRequested = NIOLockedValueBox(false)
+    private let liveHub = NIOLockedValueBox<SessionHub?>(nil)
+    /// Pause after a round that failed with an error (ledger, disk) before the next attempt.
+    public var retryAfterFailure: Duration = .seconds(10)
 
     public init(configuration: CoordinatorConfiguration, logger: Logger) {
         self.configuration = configuration
@@ -79,6 +82,13 @@ public final class Coordinator: @unchecked Sendable {
 
     /// Asks `run` to finish after the current round.
     public func stop() { stopRequested.withLockedValue { $0 = true } }
+
+    /// Asks `run` to end now: the open round (or the wait for schools) stops, is recorded as
+    /// aborted with `reason`, schools are told goodbye, and `run` returns. For SIGTERM/SIGINT.
+    public func shutdown(reason: String) {
+        stop()
+        liveHub.withLockedValue { $0 }?.post(.stopRequested(reason))
+    }
 
     /// Opens the state folder (continuing its federation if it has one), starts the
     /// listener, runs `configuration.rounds.rounds` rounds, and returns their reports.
@@ -113,6 +123,8 @@ public final class Coordinator: @unchecked Sendable {
             if let school = refusal.school { hub.post(.credentialsRevoked(school, reason: refusal.refusal.reason)) }
         }
         serverBox.withLockedValue { $0 = server }
+        liveHub.withLockedValue { $0 = hub }
+        defer { liveHub.withLockedValue { $0 = nil } }
         let listening = AsyncStream.makeStream(of: Int.self)
         let serverTask = Task {
             // However the listener ends (a port in use ends it at once), the wait below ends too.
@@ -133,11 +145,30 @@ public final class Coordinator: @unchecked Sendable {
                                  labels: LabelSetID(task: cfg.task, labels: cfg.labels))
         var reports: [FederatedRoundReport] = []
         var events = hub.events.makeAsyncIterator()
-        for _ in 0..<cfg.rounds.rounds {
+        var done = 0
+        rounds: while done < cfg.rounds.rounds {
             if stopRequested.withLockedValue({ $0 }) { break }
-            let report = try await driver.runRound(events: &events)
-            reports.append(report)
-            onRound?(report)
+            do {
+                let report = try await driver.runRound(events: &events)
+                reports.append(report)
+                done += 1
+                onRound?(report)
+            } catch let stop as StopRequested {
+                logger.notice("\(stop)")
+                break
+            } catch is CancellationError {
+                throw CancellationError()
+            } catch {
+                // One round's failure (the ledger, the disk) ends that round, not the service.
+                if driver.roundStarted { done += 1 }
+                logger.error("the round failed: \(error); retrying in \(retryAfterFailure)")
+                onProgress?("round failed: \(error)")
+                let deadline = ContinuousClock.now + retryAfterFailure
+                while ContinuousClock.now < deadline {
+                    if stopRequested.withLockedValue({ $0 }) { break rounds }
+                    try await Task.sleep(for: .milliseconds(100))
+                }
+            }
         }
         await hub.sayGoodbye()
         serverTask.cancel()
@@ -273,6 +304,9 @@ final class RoundDriver: @unchecked Sendable {
         coordinator.onProgress?(line)
     }
 
+    /// Whether the latest `runRound` got as far as recording its round.
+    var roundStarted = false
+
     /// A timer event `after` from now; returns its token.
     func timer(after: Duration) -> (Int, Task<Void, Never>) {
         timerCounter += 1
@@ -290,15 +324,20 @@ final class RoundDriver: @unchecked Sendable {
         var connected = hub.connectedSchools
         if connected.count >= needed { return connected }
         progress("waiting for schools: \(connected.count) of \(needed) connected")
-        let (token, task) = timer(after: config.rounds.waitForSchools)
+        // A service waits for as long as it takes, saying every `waitForSchools` how far it is.
+        var (token, task) = timer(after: config.rounds.waitForSchools)
         defer { task.cancel() }
         while connected.count < needed {
             guard let event = await events.next() else { throw CancellationError() }
             switch event {
             case .timer(let t) where t == token:
-                throw RoundError("only \(hub.connectedSchools.count) of the \(needed) schools a round needs (selection.min_schools) connected within \(config.rounds.waitForSchools)")
+                logger.warning("still waiting: \(hub.connectedSchools.count) of the \(needed) schools a round needs (selection.min_schools) are connected")
+                progress("still waiting for schools: \(hub.connectedSchools.count) of \(needed) connected")
+                (token, task) = timer(after: config.rounds.waitForSchools)
             case .connected, .disconnected:
                 connected = hub.connectedSchools
+            case .stopRequested(let reason):
+                throw StopRequested(reason: reason)
             default: continue
             }
         }
@@ -346,6 +385,7 @@ final class RoundDriver: @unchecked Sendable {
                     defer { watchdog.cancel() }
                     do {
                         try await session.gate.withLock { try await session.connection.send(.roundAssignment(a)) }
+                        hub.noteAssignment(school)
                         return (school, nil)
                     } catch {
                         return (school, "the assignment could not be sent (connection lost)")
@@ -359,6 +399,7 @@ final class RoundDriver: @unchecked Sendable {
     }
 
     func runRound(events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
+        roundStarted = false
         let start = ContinuousClock.now
         let connected = try await waitForSchools(events: &events)
         // A school whose certificate was revoked or expired since it connected is not asked.
@@ -378,12 +419,15 @@ final class RoundDriver: @unchecked Sendable {
         let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
                                             quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction)
         let round = started.number, base = started.base
+        roundStarted = true
         version = base
         do {
             return try await runRound(round, base: base, selected: selected, plan: plan, start: start, events: &events)
         } catch {
             if (try? ledger.ledger.roundInFlight())?.number == round {
-                try? ledger.abort(round: round, reason: "the round stopped with an error (\(type(of: error)))")
+                let reason = (error as? StopRequested)?.description ?? "the round stopped with an error (\(error))"
+                try? ledger.abort(round: round, reason: reason)
+                progress("round \(round): ABORTED (\(reason))")
             }
             hub.closeRound()
             throw error
@@ -459,6 +503,8 @@ final class RoundDriver: @unchecked Sendable {
                 graceTasks.append(task)
             case .credentialsRevoked(let school, let reason) where pending.contains(school):
                 try leaveOut(school, "its certificate is no longer valid: \(reason)")
+            case .stopRequested(let reason):
+                throw StopRequested(reason: reason)
             case .result(let school, let result):
                 guard pending.contains(school), result.round == UInt64(round), result.task == .train,
                       result.nonce == nonces[school] else {
@@ -620,6 +666,8 @@ final class RoundDriver: @unchecked Sendable {
                 pending.removeAll()
             case .disconnected(let school):
                 pending.remove(school)
+            case .stopRequested:
+                pending.removeAll()  // the round is committed; its evaluation ends with what came in
             case .result(let school, let r):
                 guard pending.contains(school), r.round == UInt64(round), r.task == .evaluate, r.nonce == nonces[school] else { continue }
                 pending.remove(school)

@@ -58,6 +58,14 @@ enum HubEvent: Sendable {
     /// The school's certificate is no longer acceptable (revoked or expired since it
     /// connected); its session was closed. `reason` says why.
     case credentialsRevoked(String, reason: String)
+    /// The operator asked the coordinator to stop (SIGTERM, SIGINT): the open round is aborted.
+    case stopRequested(String)
+}
+
+/// Thrown through the round driver when the coordinator is asked to stop.
+struct StopRequested: Error, CustomStringConvertible {
+    let reason: String
+    var description: String { "the coordinator was stopped (\(reason))" }
 }
 
 /// What one school owes the open round.
@@ -95,6 +103,8 @@ final class SessionHub: @unchecked Sendable {
     /// Why a school's certificate is not acceptable now (`nil`: it is). Asked at selection and
     /// before an upload or a result is taken, so a school revoked mid-session gets nothing in.
     let credentials: @Sendable (String) -> String?
+    /// Unexpected offers a session may make (each refused with a log line) before it is closed.
+    static let maxRefusedOffers = 8
 
     init(incoming: URL, logger: Logger, credentials: @escaping @Sendable (String) -> String? = { _ in nil }) {
         (events, continuation) = AsyncStream.makeStream(of: HubEvent.self)
@@ -123,15 +133,46 @@ final class SessionHub: @unchecked Sendable {
         if removed { post(.disconnected(s.school)) }
     }
 
-    /// Tells every connected school the coordinator is shutting down (best effort).
-    func sayGoodbye() async {
+    /// Tells every connected school the coordinator is shutting down (best effort, at most
+    /// `timeout`: a session stuck in a transfer is closed instead).
+    func sayGoodbye(timeout: Duration = .seconds(5)) async {
         let all = lock.withLock { Array(sessions.values) }
         await withTaskGroup(of: Void.self) { group in
             for s in all {
-                group.addTask { _ = try? await s.gate.withLock { try await s.connection.send(.goodbye(Goodbye(code: .shuttingDown))) } }
+                group.addTask {
+                    let watchdog = Task {
+                        try await Task.sleep(for: timeout)
+                        s.connection.close()
+                    }
+                    defer { watchdog.cancel() }
+                    _ = try? await s.gate.withLock { try await s.connection.send(.goodbye(Goodbye(code: .shuttingDown))) }
+                }
             }
         }
     }
+
+    /// Results a school may still send: one per assignment, plus a small allowance for late
+    /// or repeated ones. A school that sends more is closed, so results cannot pile up in the
+    /// driver's queue however fast a peer sends them.
+    private var resultCredits: [String: Int] = [:]
+    static let resultAllowance = 2, maxResultCredits = 8
+
+    /// An assignment went to `school`: it may answer it.
+    func noteAssignment(_ school: String) {
+        lock.withLock { resultCredits[school] = min(Self.maxResultCredits, credits(school) + 1) }
+    }
+
+    /// Whether a result from `school` may be queued (and takes its credit).
+    func admitResult(_ school: String) -> Bool {
+        lock.withLock {
+            let left = credits(school)
+            guard left > 0 else { return false }
+            resultCredits[school] = left - 1
+            return true
+        }
+    }
+
+    private func credits(_ school: String) -> Int { resultCredits[school] ?? Self.resultAllowance }
 
     func openRound(_ round: OpenRound) {
         lock.withLock {
@@ -200,6 +241,7 @@ final class SessionHub: @unchecked Sendable {
         let session = SchoolSession(school: connection.schoolID.value, connection: connection)
         register(session)
         defer { unregister(session) }
+        var refusedOffers = 0
         while true {
             let message = try await connection.receive()
             switch message {
@@ -221,6 +263,10 @@ final class SessionHub: @unchecked Sendable {
                 countDown(stats.bytesTransferred)
             case .objectOffer(let offer):
                 guard let (destination, round) = uploadDestination(school: session.school, offer: offer) else {
+                    refusedOffers += 1
+                    guard refusedOffers <= Self.maxRefusedOffers else {
+                        throw TransportError.protocolViolation("\(refusedOffers) objects offered that no round expects")
+                    }
                     logger.notice("refusing object \(offer.id) from \(session.school): no open round expects it")
                     try await connection.refuse(offer)
                     continue
@@ -230,6 +276,9 @@ final class SessionHub: @unchecked Sendable {
                 }
                 uploaded(school: session.school, round: round, offer: offer, file: destination, bytesOnWire: stats.bytesTransferred)
             case .roundResult(let result):
+                guard admitResult(session.school) else {
+                    throw TransportError.protocolViolation("more round results than assignments")
+                }
                 post(.result(session.school, result))
             default:
                 throw TransportError.protocolViolation("unexpected \(message.type.name) from a school")
