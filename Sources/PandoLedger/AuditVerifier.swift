@@ -30,21 +30,36 @@ public struct VerificationReport: Sendable {
         findings.append(VerificationFinding(severity: .note, file: file, line: line, message: message))
     }
 
-    /// A report for a person.
+    /// A report for a person, fit for a terminal: findings quote the logs (event names,
+    /// reasons, school ids), so each is passed through `TerminalText.safe`.
     public func render() -> String {
         var out = "audit log: \(recordsChecked) records, \(validSignatures) signatures valid with key \(keyFingerprint)\n"
         if clientEntriesChecked > 0 { out += "school logs: \(clientEntriesChecked) entries cross-checked\n" }
         if versionFilesChecked > 0 { out += "checkpoints: \(versionFilesChecked) version files hashed\n" }
         if !problems.isEmpty {
             out += "\nPROBLEMS (\(problems.count)):\n"
-            for p in problems { out += "  \(p)\n" }
+            for p in problems { out += "  \(TerminalText.safe(p.description))\n" }
         }
         if !notes.isEmpty {
             out += "\nnotes:\n"
-            for n in notes { out += "  \(n)\n" }
+            for n in notes { out += "  \(TerminalText.safe(n.description))\n" }
         }
         out += isValid ? "\nVERIFIED\n" : "\nFAILED: \(problems.count) problem\(problems.count == 1 ? "" : "s")\n"
         return out
+    }
+
+    /// The report for tools (`pando audit verify --json`); print its `terminalSafeDescription`.
+    public var json: CanonicalJSON {
+        let items: [CanonicalJSON] = findings.map { f in
+            var o: [String: CanonicalJSON] = ["severity": .string(f.severity.rawValue), "file": .string(f.file), "message": .string(f.message)]
+            if let line = f.line { o["line"] = .int(line) }
+            return .object(o)
+        }
+        return .object([
+            "valid": .bool(isValid), "records": .int(recordsChecked), "validSignatures": .int(validSignatures),
+            "clientEntries": .int(clientEntriesChecked), "versionFiles": .int(versionFilesChecked),
+            "key": .string(keyFingerprint), "findings": .array(items),
+        ])
     }
 }
 

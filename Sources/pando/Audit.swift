@@ -27,16 +27,7 @@ struct AuditCommand: ParsableCommand {
                                               clientLogs: clientLogs.map { URL(fileURLWithPath: $0) },
                                               checkpoints: checkpoints.map { URL(fileURLWithPath: $0) })
             if json {
-                let findings: [CanonicalJSON] = report.findings.map { f in
-                    var o: [String: CanonicalJSON] = ["severity": .string(f.severity.rawValue), "file": .string(f.file), "message": .string(f.message)]
-                    if let line = f.line { o["line"] = .int(line) }
-                    return .object(o)
-                }
-                print(CanonicalJSON.object([
-                    "valid": .bool(report.isValid), "records": .int(report.recordsChecked), "validSignatures": .int(report.validSignatures),
-                    "clientEntries": .int(report.clientEntriesChecked), "versionFiles": .int(report.versionFilesChecked),
-                    "key": .string(report.keyFingerprint), "findings": .array(findings),
-                ]).description)
+                print(report.json.terminalSafeDescription)
             } else {
                 print(report.render(), terminator: "")
             }
@@ -58,7 +49,7 @@ struct AuditCommand: ParsableCommand {
             }
             let rounds = RoundSummary.from(records)
             if json {
-                print(CanonicalJSON.array(rounds.map(\.json)).description)
+                print(CanonicalJSON.array(rounds.map(\.json)).terminalSafeDescription)
                 return
             }
             var rows = [["round", "schools", "examples", "strategy", "base → new", "outcome"]]
@@ -82,7 +73,7 @@ struct AuditCommand: ParsableCommand {
                     if let new = r.newVersion { parts.append(String(new.prefix(8))) }
                     if let tag = r.tag { parts.append("tag " + tag) }
                     if let reason = r.reason { parts.append("(\(reason))") }
-                    print(terminalSafe("\(r.time ?? "?")  \(r.eventName ?? "?")  \(parts.joined(separator: " "))"))
+                    print(TerminalText.safe("\(r.time ?? "?")  \(r.eventName ?? "?")  \(parts.joined(separator: " "))"))
                 }
             }
             if events {

@@ -266,7 +266,7 @@ struct SimulateCommand: AsyncParsableCommand {
             print("audit verify: VERIFIED (\(verdict))")
         } else {
             print("audit verify: FAILED, \(report.problems.count) problem\(report.problems.count == 1 ? "" : "s") (\(verdict))")
-            for p in report.problems { print("  \(p)") }
+            for p in report.problems { print("  \(TerminalText.safe(p.description))") }
             throw ExitCode(1)
         }
     }

@@ -40,7 +40,7 @@ struct VersionsCommand: ParsableCommand {
             let head = try ledger.federation()?.headVersion
             let versions = try ledger.versions()
             if json {
-                print(CanonicalJSON.array(versions.map { versionJSON($0, head: head) }).description)
+                print(CanonicalJSON.array(versions.map { versionJSON($0, head: head) }).terminalSafeDescription)
                 return
             }
             var rows = [["#", "version", "parent", "round", "strategy", "created", "tags", "status"]]
@@ -64,7 +64,7 @@ struct VersionsCommand: ParsableCommand {
             let v = try ledger.version(version)
             let head = try ledger.federation()?.headVersion
             if json {
-                print(versionJSON(v, head: head).description)
+                print(versionJSON(v, head: head).terminalSafeDescription)
                 return
             }
             var lineage = [String]()
@@ -73,17 +73,19 @@ struct VersionsCommand: ParsableCommand {
                 lineage.append(short(p))
                 cursor = try? ledger.version(p).parent
             }
-            print("version   \(v.id)\(v.id == head ? "  (HEAD)" : "")")
-            print("parent    \(v.parent ?? "none (base model)")")
-            print("lineage   \(([short(v.id)] + lineage).joined(separator: " ← "))")
-            print("round     \(v.round.map(String.init) ?? "-")")
-            print("strategy  \(v.strategy ?? "base")\(v.strategyParameters.isEmpty ? "" : " " + CanonicalJSON.object(v.strategyParameters).description)")
-            print("created   \(v.createdAt)")
-            if !v.tags.isEmpty { print("tags      \(v.tags.joined(separator: ", "))") }
-            print("status    \(v.prunedAt.map { "weights pruned at \($0)" } ?? (ledger.store.hasWeights(v.id) ? "weights on disk" : "WEIGHTS MISSING"))")
-            print("size      \(v.weightBytes) bytes")
-            for (name, value) in v.metrics.sorted(by: { $0.key < $1.key }) { print("metric    \(name) = \(value)") }
-            for (name, hash) in v.files.sorted(by: { $0.key < $1.key }) { print("file      \(name)  sha256 \(hash)") }
+            // Strategy, tags and metric names come from the state folder: printed terminal-safe.
+            func say(_ line: String) { print(TerminalText.safe(line)) }
+            say("version   \(v.id)\(v.id == head ? "  (HEAD)" : "")")
+            say("parent    \(v.parent ?? "none (base model)")")
+            say("lineage   \(([short(v.id)] + lineage).joined(separator: " ← "))")
+            say("round     \(v.round.map(String.init) ?? "-")")
+            say("strategy  \(v.strategy ?? "base")\(v.strategyParameters.isEmpty ? "" : " " + CanonicalJSON.object(v.strategyParameters).description)")
+            say("created   \(v.createdAt)")
+            if !v.tags.isEmpty { say("tags      \(v.tags.joined(separator: ", "))") }
+            say("status    \(v.prunedAt.map { "weights pruned at \($0)" } ?? (ledger.store.hasWeights(v.id) ? "weights on disk" : "WEIGHTS MISSING"))")
+            say("size      \(v.weightBytes) bytes")
+            for (name, value) in v.metrics.sorted(by: { $0.key < $1.key }) { say("metric    \(name) = \(value)") }
+            for (name, hash) in v.files.sorted(by: { $0.key < $1.key }) { say("file      \(name)  sha256 \(hash)") }
         }
     }
 
@@ -111,7 +113,7 @@ struct VersionsCommand: ParsableCommand {
                     if let m = d.maxAbs { o["maxAbs"] = .double(m) }
                     return .object(o)
                 }
-                print(CanonicalJSON.object(["a": .string(va.id), "b": .string(vb.id), "l2": .double(total), "tensors": .array(items)]).description)
+                print(CanonicalJSON.object(["a": .string(va.id), "b": .string(vb.id), "l2": .double(total), "tensors": .array(items)]).terminalSafeDescription)
                 return
             }
             var rows = [["tensor", "shape", "L2(Δ)", "max|Δ|"]]
@@ -219,7 +221,7 @@ func versionJSON(_ v: VersionRecord, head: String?) -> CanonicalJSON {
 /// Left-aligned columns separated by two spaces; the first row is the header.
 /// Cells are made terminal-safe: audit logs are read before they are verified.
 func renderTable(_ rows: [[String]]) -> String {
-    let rows = rows.map { $0.map(terminalSafe) }
+    let rows = rows.map { $0.map(TerminalText.safe) }
     guard let header = rows.first else { return "" }
     var widths = header.map(\.count)
     for row in rows { for (i, cell) in row.enumerated() where i < widths.count { widths[i] = max(widths[i], cell.count) } }
@@ -227,20 +229,6 @@ func renderTable(_ rows: [[String]]) -> String {
     for row in rows {
         let cells = row.enumerated().map { i, cell in i == row.count - 1 ? cell : cell.padding(toLength: widths[i], withPad: " ", startingAt: 0) }
         out += cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
-    }
-    return out
-}
-
-/// `text` with control characters (escape sequences included) shown as
-/// `\u{…}`, so that a crafted log line cannot drive the terminal.
-func terminalSafe(_ text: String) -> String {
-    var out = ""
-    for scalar in text.unicodeScalars {
-        if scalar.properties.generalCategory == .control || scalar.properties.generalCategory == .format {
-            out += "\\u{\(String(scalar.value, radix: 16))}"
-        } else {
-            out.unicodeScalars.append(scalar)
-        }
     }
     return out
 }
