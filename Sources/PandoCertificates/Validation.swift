@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import SwiftASN1
 import X509
 
 /// The certificate the TLS layer verified: the first of the chain the peer presented.
@@ -68,8 +69,9 @@ public struct PeerRefusal: Error, Sendable, Equatable, CustomStringConvertible {
 /// - A file that fails to parse or verify is ignored in favour of the last good list.
 /// - Replay: the highest CRL number accepted so far is remembered, and a list with a lower
 ///   number (an older `crl.pem` copied back, which would un-revoke certificates) is refused
-///   in favour of the last good list. (Held in memory: a restarted process accepts the file
-///   it finds, subject to the staleness rule below.)
+///   in favour of the last good list. With `numberFile` the number survives restarts: it is
+///   kept there (with the CA it belongs to) and read back on start, so a restarted process
+///   refuses an older list too (with nothing newer to fall back on: no list, fail closed).
 /// - Staleness: a list past its `nextUpdate` may be missing newer revocations. With
 ///   ``StalePolicy/refuse`` (the coordinator) it yields no list, so every school is refused
 ///   until a fresh CRL is published (`pando certs refresh-crl`): fail closed. With
@@ -82,24 +84,37 @@ public final class RevocationListFile: @unchecked Sendable {
 
     public let path: String
     public let stalePolicy: StalePolicy
+    /// Where the highest CRL number accepted is kept across restarts (nil: memory only).
+    public let numberFile: String?
     private let caCertificate: Certificate
     private let report: (@Sendable (String) -> Void)?
     private let lock = NSLock()
     private var stamp: [Int64]? = nil
     private var cached: RevocationList? = nil
     private var highestNumber = 0
+    /// Why `numberFile` could not be read: every list is refused until it is fixed.
+    private var numberFileError: String? = nil
     private var lastError: String? = nil
     private var lastReported: String? = nil
 
     /// Warn this long before `nextUpdate`.
     public static let expiryWarning: TimeInterval = 30 * 86400
 
+    /// - Parameter numberFile: a file of the process's own state (the coordinator's state
+    ///   folder, a school's cache) that keeps the highest CRL number seen; written
+    ///   atomically, mode 0600.
     public init(path: String, caCertificate: Certificate, stalePolicy: StalePolicy = .refuse,
-                report: (@Sendable (String) -> Void)? = nil) {
+                numberFile: String? = nil, report: (@Sendable (String) -> Void)? = nil) {
         self.path = path
         self.caCertificate = caCertificate
         self.stalePolicy = stalePolicy
+        self.numberFile = numberFile
         self.report = report
+        if let numberFile {
+            do { highestNumber = try CRLNumberFile.read(numberFile, caCertificate: caCertificate) ?? 0 } catch {
+                numberFileError = "\(error)"
+            }
+        }
     }
 
     /// The list to apply, or `nil` (refuse: the warning says why).
@@ -116,6 +131,7 @@ public final class RevocationListFile: @unchecked Sendable {
     }
 
     private func load(now: Date) -> (list: RevocationList?, warning: String?) {
+        if let numberFileError { return (nil, numberFileError) }
         var st = stat()
         guard stat(path, &st) == 0 else {
             cached = nil
@@ -134,8 +150,13 @@ public final class RevocationListFile: @unchecked Sendable {
                         + "(an old crl.pem was put back?); refusing it and keeping the newer list"
                 } else {
                     cached = list
-                    highestNumber = list.number
                     lastError = nil
+                    if list.number > highestNumber, let numberFile {
+                        do { try CRLNumberFile.write(list.number, to: numberFile, caCertificate: caCertificate) } catch {
+                            lastError = "\(error): after a restart an older crl.pem than number \(list.number) would not be refused"
+                        }
+                    }
+                    highestNumber = list.number
                 }
             } catch {
                 lastError = "revocation list \(path) rejected (\(error))" + (cached == nil ? "" : "; keeping the previous list")
@@ -158,6 +179,42 @@ public final class RevocationListFile: @unchecked Sendable {
     }
 
     static func iso(_ d: Date) -> String { ISO8601DateFormatter().string(from: d) }
+}
+
+/// The highest CRL number a coordinator or school has accepted, kept in a small JSON file
+/// `{"ca": <hex SHA-256 of the CA certificate>, "crlNumber": N}`. A number recorded for
+/// another CA (the district made a new one, whose CRLs count from 1 again) does not apply.
+enum CRLNumberFile {
+    struct Content: Codable {
+        var ca: String
+        var crlNumber: Int
+    }
+
+    static func caID(_ ca: Certificate) -> String {
+        var serializer = DER.Serializer()
+        try? serializer.serialize(ca)
+        return SHA256.hash(data: serializer.serializedBytes).map { String(format: "%02x", $0) }.joined()
+    }
+
+    /// The recorded number for this CA; nil when there is no file (a new state) or it names another CA.
+    static func read(_ path: String, caCertificate: Certificate) throws -> Int? {
+        guard FileManager.default.fileExists(atPath: path) else { return nil }
+        let content: Content
+        do { content = try JSONDecoder().decode(Content.self, from: Data(contentsOf: URL(fileURLWithPath: path))) } catch {
+            throw CertificateError.io("\(path): the highest CRL number seen cannot be read (\(error)); refusing every revocation list "
+                + "until it is restored: it guards against an older crl.pem being put back")
+        }
+        guard content.ca == caID(caCertificate) else { return nil }
+        guard content.crlNumber >= 0 else { throw CertificateError.io("\(path): crlNumber \(content.crlNumber) is negative") }
+        return content.crlNumber
+    }
+
+    static func write(_ number: Int, to path: String, caCertificate: Certificate) throws {
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        let bytes = try encoder.encode(Content(ca: caID(caCertificate), crlNumber: number)) + Data([0x0A])
+        try writeFileAtomically(Array(bytes), to: URL(fileURLWithPath: path), mode: 0o600, replace: true)
+    }
 }
 
 /// Text taken from a certificate nobody vouches for (not issued by the district CA), trimmed for a log line.

@@ -57,7 +57,8 @@ public final class SchoolClient: Sendable {
                     "revocation list \(crl) does not exist; copy crl.pem from the district's certificate folder into the school bundle")
             }
             // A school cannot fetch a newer CRL itself: a stale one is still applied, with a warning.
-            let file = RevocationListFile(path: crl, caCertificate: caCert, stalePolicy: .warn) { [logger] problem in
+            let file = RevocationListFile(path: crl, caCertificate: caCert, stalePolicy: .warn,
+                                          numberFile: configuration.revocationNumberPath) { [logger] problem in
                 logger.warning("\(problem)")
             }
             let (list, problem) = file.current()

@@ -51,6 +51,9 @@ public struct CoordinatorTransportConfiguration: Sendable {
     public var caCertificatePath: String
     /// CRL written by `pando certs revoke` (re-read whenever it changes). Required: a missing CRL rejects every school.
     public var revocationListPath: String
+    /// Keeps the highest CRL number accepted, so that after a restart an older `crl.pem` put
+    /// back is still refused (the coordinator uses its state folder). nil: memory only.
+    public var revocationNumberPath: String?
     /// Interval the coordinator asks clients to heartbeat at.
     public var heartbeatInterval: TimeAmount
     /// A connection that delivers no bytes at all for this long is closed (progress-aware: any frame resets it).
@@ -122,6 +125,8 @@ public struct SchoolTransportConfiguration: Sendable {
     /// certificate so a retired (e.g. leaked) coordinator certificate is refused. If set, the
     /// file must exist. `nil` skips the check (not recommended).
     public var revocationListPath: String?
+    /// Keeps the highest CRL number accepted across restarts (the school agent uses its cache). nil: memory only.
+    public var revocationNumberPath: String?
     public var connectTimeout: TimeAmount
     /// Silence after which the client gives up on the connection (the coordinator acks every heartbeat).
     public var idleTimeout: TimeAmount

@@ -54,7 +54,8 @@ public final class CoordinatorServer: Sendable {
         let caCert = try Certificate(derEncoded: ca.toDERBytes())
         validator = SchoolCertificateValidator(
             caCertificate: caCert,
-            revocation: RevocationListFile(path: configuration.revocationListPath, caCertificate: caCert, stalePolicy: .refuse) {
+            revocation: RevocationListFile(path: configuration.revocationListPath, caCertificate: caCert, stalePolicy: .refuse,
+                                           numberFile: configuration.revocationNumberPath) {
                 [logger] problem in logger.error("\(problem)")
             })
         guard FileManager.default.fileExists(atPath: configuration.revocationListPath) else {

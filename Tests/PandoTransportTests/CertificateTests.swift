@@ -128,6 +128,51 @@ final class CertificateTests: XCTestCase {
         XCTAssertNil(file.current().warning)
     }
 
+    /// The highest CRL number survives a restart (issue 17, item 9): accept CRL 2, restart with
+    /// CRL 1 put back, and the revoked school stays refused. Without the number file (memory
+    /// only) the restarted process would take CRL 1 and un-revoke it.
+    func testOlderCRLIsRefusedAfterARestart() throws {
+        let pki = try TestPKI()
+        let cert = try pki.ca.issueSchool(id: "victim")
+        let old = try Data(contentsOf: pki.ca.crlPath)  // CRL 1: nothing revoked
+        try pki.ca.revoke(schoolID: "victim")  // CRL 2
+        let numberFile = pki.dir.appendingPathComponent("crl-number.json").path
+        let before = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate, numberFile: numberFile)
+        XCTAssertEqual(before.current().list?.number, 2)
+        let mode = try FileManager.default.attributesOfItem(atPath: numberFile)[.posixPermissions] as? NSNumber
+        XCTAssertEqual(mode?.intValue, 0o600)
+
+        try old.write(to: pki.ca.crlPath)  // put CRL 1 back while the process is down
+        let reports = LogCapture()
+        let restarted = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate, numberFile: numberFile) {
+            reports.append($0)
+        }
+        let validator = SchoolCertificateValidator(caCertificate: pki.ca.certificate, revocation: restarted)
+        guard let reason = validator.validate(leaf: cert).reason else { return XCTFail("the old CRL un-revoked the school after a restart") }
+        XCTAssertTrue(reason.contains("CRL number 1, older than number 2"), reason)
+        XCTAssertTrue(reports.contains("older than number 2"), reports.lines.joined(separator: "\n"))
+        let memoryOnly = RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate)
+        XCTAssertEqual(memoryOnly.current().list?.number, 1, "what the number file prevents")
+
+        // A newer list is taken up and its number recorded.
+        try pki.ca.refreshCRL()  // CRL 3
+        XCTAssertEqual(restarted.current().list?.number, 3)
+        try old.write(to: pki.ca.crlPath)
+        XCTAssertNil(RevocationListFile(path: pki.ca.crlPath.path, caCertificate: pki.ca.certificate, numberFile: numberFile).current().list)
+
+        // A number recorded for another CA (a new district CA counts from 1 again) does not apply.
+        let other = try TestPKI(name: "New District CA")
+        let fresh = RevocationListFile(path: other.ca.crlPath.path, caCertificate: other.ca.certificate, numberFile: numberFile)
+        XCTAssertEqual(fresh.current().list?.number, 1)
+
+        // An unreadable number file fails closed, naming the file.
+        try Data("garbage".utf8).write(to: URL(fileURLWithPath: numberFile))
+        let corrupt = RevocationListFile(path: other.ca.crlPath.path, caCertificate: other.ca.certificate, numberFile: numberFile)
+        let (list, warning) = corrupt.current()
+        XCTAssertNil(list)
+        XCTAssertTrue(warning?.contains(numberFile) ?? false, warning ?? "no warning")
+    }
+
     /// The CA never reuses a CRL number, even when crl.pem is missing or unreadable.
     func testCRLNumberIsKeptInTheLedger() throws {
         let pki = try TestPKI()

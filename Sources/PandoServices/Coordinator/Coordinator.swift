@@ -78,7 +78,11 @@ public final class Coordinator: @unchecked Sendable {
             host: configuration.listen, port: configuration.port,
             certificatePath: configuration.certificate.path, privateKeyPath: configuration.privateKey.path,
             caCertificatePath: configuration.caCertificate.path, revocationListPath: configuration.revocationList.path)
+        transport.revocationNumberPath = configuration.stateFolder.appendingPathComponent(Self.crlNumberFile).path
     }
+
+    /// In the state folder: the highest CRL number accepted, so a restart still refuses an older `crl.pem`.
+    public static let crlNumberFile = "crl-number.json"
 
     /// Asks `run` to finish after the current round.
     public func stop() { stopRequested.withLockedValue { $0 = true } }
