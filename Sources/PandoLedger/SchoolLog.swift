@@ -30,12 +30,21 @@ public struct SchoolLogEntry: Sendable, Equatable {
 /// `updateSHA256`, `wireBytes`, `examples` and optionally `federation`.
 /// Lines are chained but not signed: the log is the school's own evidence,
 /// checked against the coordinator's signed log by `pando audit verify`.
-/// Each append is fsynced; a partial last line left by a crash is dropped on open.
+///
+/// Each append is fsynced; an append that fails (a full disk) is cut back, so the
+/// file only ever holds whole records. Opening repairs a torn last line (a crash, or a
+/// torn write by an older version): it is cut off and its bytes kept in `<log>.torn`;
+/// if a whole record chained to the line before ends it (an append that followed the
+/// torn one), that record stays.
 public final class SchoolLog: @unchecked Sendable {
     public let url: URL
+    /// What opening repaired (a torn last line), for the school's log; nil when nothing.
+    public let recovery: String?
     private let lock = NSLock()
     private var seq: Int
     private var prev: String
+    /// Bytes of whole records: where the next append goes, and what a failed one is cut back to.
+    private var length: Int
 
     /// Opens (creating if needed) the log at `url`.
     public init(url: URL) throws {
@@ -44,17 +53,21 @@ public final class SchoolLog: @unchecked Sendable {
         try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
         if !fm.fileExists(atPath: url.path) { _ = fm.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]) }
         let data = try Data(contentsOf: url)
-        let (lines, complete) = AuditFormat.lines(of: data)
-        var kept = lines
-        if !complete, let last = lines.last {
-            // A crash cut the last append: drop it (it was never acknowledged).
-            kept.removeLast()
-            truncate(url.path, off_t(data.count - last.bytes.count))
+        var (lines, complete) = AuditFormat.lines(of: data)
+        var length = data.count
+        var recovery: String? = nil
+        if let last = lines.last, !complete || Self.seq(of: last.bytes) == nil {
+            lines.removeLast()
+            let before = lines.last.map { (seq: Self.seq(of: $0.bytes) ?? 0, hash: Digest.sha256($0.bytes)) } ?? (0, Digest.zero)
+            let salvaged = complete ? Self.chainedRecord(endingLine: last.bytes, after: before) : nil
+            recovery = try Self.cutTornLine(last, of: data, complete: complete, keeping: salvaged, in: url)
+            length = data.count - last.bytes.count - (complete ? 1 : 0) + (salvaged.map { $0.count + 1 } ?? 0)
+            if let salvaged { lines.append((last.number, salvaged)) }
         }
-        if let last = kept.last {
-            guard let object = try? CanonicalJSON.parse(last.bytes), let s = object["seq"]?.intValue else {
-                throw LedgerError("\(url.path): line \(last.number) is not a school log record")
-            }
+        self.length = length
+        self.recovery = recovery
+        if let last = lines.last {
+            guard let s = Self.seq(of: last.bytes) else { throw LedgerError("\(url.path): line \(last.number) is not a school log record") }
             seq = s
             prev = Digest.sha256(last.bytes)
         } else {
@@ -75,25 +88,85 @@ public final class SchoolLog: @unchecked Sendable {
         ]
         if let federation = entry.federation { object["federation"] = .string(federation) }
         let bytes = CanonicalJSON.object(object).encoded
-        try Self.appendDurably(bytes + Data([0x0A]), to: url)
+        try Self.appendDurably(bytes + Data([0x0A]), to: url, at: length)
         seq += 1
         prev = Digest.sha256(bytes)
+        length += bytes.count + 1
     }
 
-    /// Appends bytes with O_APPEND and fsyncs.
-    static func appendDurably(_ data: Data, to url: URL) throws {
-        let fd = open(url.path, O_WRONLY | O_APPEND | O_CREAT, 0o600)
+    /// The `seq` of a line that is a school log record (a JSON object with an integer `seq`).
+    static func seq(of line: Data) -> Int? {
+        (try? CanonicalJSON.parse(line))?["seq"]?.intValue
+    }
+
+    /// A whole record at the end of a torn line, chained to the line before it (`seq` and
+    /// `prev` follow on): what an append after a torn one wrote. Canonical records start with `{`.
+    static func chainedRecord(endingLine line: Data, after previous: (seq: Int, hash: String)) -> Data? {
+        for start in line.indices where line[start] == UInt8(ascii: "{") && start > line.startIndex {
+            let candidate = line.subdata(in: start..<line.endIndex)
+            guard let value = try? CanonicalJSON.parse(candidate), value.encoded == candidate,
+                  value["seq"]?.intValue == previous.seq + 1, value["prev"]?.stringValue == previous.hash else { continue }
+            return candidate
+        }
+        return nil
+    }
+
+    /// Cuts the torn last line off the file (after saving its bytes to `<log>.torn`, best
+    /// effort: the disk may still be full); writes back `salvaged` in its place. Returns what it did.
+    static func cutTornLine(_ line: (number: Int, bytes: Data), of data: Data, complete: Bool, keeping salvaged: Data?,
+                            in url: URL) throws -> String {
+        let start = data.count - line.bytes.count - (complete ? 1 : 0)
+        let torn = URL(fileURLWithPath: url.path + ".torn")
+        let kept = (try? appendDurably(data.subdata(in: start..<data.count), to: torn)) != nil
+        // The salvaged record is a suffix of the torn line: written over its start, it needs no new space.
+        try rewrite(url, at: start, with: salvaged.map { $0 + Data([0x0A]) } ?? Data())
+        return "\(url.path): line \(line.number) was torn (an append cut by a crash or a full disk): cut off"
+            + (kept ? ", its \(data.count - start) bytes kept in \(torn.lastPathComponent)" : " (its bytes could not be kept)")
+            + (salvaged == nil ? "" : "; the whole record that ended it was kept")
+    }
+
+    /// Writes `data` at `offset` and cuts the file right after it, then fsyncs.
+    static func rewrite(_ url: URL, at offset: Int, with data: Data) throws {
+        let fd = open(url.path, O_WRONLY)
+        guard fd >= 0 else { throw LedgerError("\(url.path): cannot open to repair: \(String(cString: strerror(errno)))") }
+        defer { close(fd) }
+        guard write(fd, data, at: offset), ftruncate(fd, off_t(offset + data.count)) == 0, fsync(fd) == 0 else {
+            throw LedgerError("\(url.path): cannot cut the torn last line at byte \(offset): \(String(cString: strerror(errno)))")
+        }
+    }
+
+    /// Writes `data` at `end` (the end of the file's whole records; default: the file's end)
+    /// and fsyncs. Bytes past `end` (a torn earlier append) are cut first; if the write or the
+    /// fsync fails the file is cut back to `end`, so a full disk never leaves a torn line for
+    /// the next append to follow.
+    static func appendDurably(_ data: Data, to url: URL, at end: Int? = nil) throws {
+        let fd = open(url.path, O_WRONLY | O_CREAT, 0o600)
         guard fd >= 0 else { throw LedgerError("\(url.path): cannot open for append: \(String(cString: strerror(errno)))") }
         defer { close(fd) }
-        let ok = data.withUnsafeBytes { raw -> Bool in
-            var offset = 0
-            while offset < raw.count {
-                let n = write(fd, raw.baseAddress! + offset, raw.count - offset)
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw LedgerError("\(url.path): cannot stat: \(String(cString: strerror(errno)))") }
+        let length = end ?? Int(st.st_size)
+        if st.st_size != off_t(length), ftruncate(fd, off_t(length)) != 0 {
+            throw LedgerError("\(url.path): cannot cut bytes past the last whole record (byte \(length)): \(String(cString: strerror(errno)))")
+        }
+        guard write(fd, data, at: length), fsync(fd) == 0 else {
+            let reason = String(cString: strerror(errno))
+            let cut = ftruncate(fd, off_t(length)) == 0 && fsync(fd) == 0
+            throw LedgerError("\(url.path): append failed: \(reason)" + (cut ? "" : "; the partial record could not be cut back"))
+        }
+    }
+
+    /// pwrite of all of `data` at `offset`; false on an error (errno says which).
+    private static func write(_ fd: Int32, _ data: Data, at offset: Int) -> Bool {
+        data.withUnsafeBytes { raw -> Bool in
+            var done = 0
+            while done < raw.count {
+                let n = pwrite(fd, raw.baseAddress! + done, raw.count - done, off_t(offset + done))
                 if n < 0 { if errno == EINTR { continue }; return false }
-                offset += n
+                if n == 0 { errno = ENOSPC; return false }
+                done += n
             }
             return true
         }
-        guard ok, fsync(fd) == 0 else { throw LedgerError("\(url.path): append failed: \(String(cString: strerror(errno)))") }
     }
 }

@@ -183,7 +183,8 @@ final class SessionHub: @unchecked Sendable {
     }
 
     /// Closes the open round; returns it (with its byte counts).
-    /// Uploads still on disk were never used (their school's result did not come): removed.
+    /// Uploads still on disk were never used (their school's result did not come): removed,
+    /// and so are partial uploads of the round (a cut transfer): nothing resumes them now.
     @discardableResult
     func closeRound() -> OpenRound? {
         let closed = lock.withLock { () -> OpenRound? in
@@ -193,8 +194,27 @@ final class SessionHub: @unchecked Sendable {
         for e in closed?.expected.values ?? [:].values {
             if let up = e.upload { try? FileManager.default.removeItem(at: up.file) }
         }
+        if let closed { removePartialUploads(round: closed.number) }
         return closed
     }
+
+    /// Where a school's upload for `round` is stored (`r<round>-<school>.delta`).
+    func uploadFile(school: String, round: Int) -> URL {
+        let safe = String(school.map { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) ? $0 : "_" })
+        return incoming.appendingPathComponent("r\(round)-\(safe).delta")
+    }
+
+    /// Deletes the partial files (`.partial`, `.partial.meta`) of every upload of `round`.
+    func removePartialUploads(round: Int) {
+        let fm = FileManager.default
+        for name in (try? fm.contentsOfDirectory(atPath: incoming.path)) ?? []
+        where name.hasPrefix("r\(round)-") && (name.hasSuffix(".delta.partial") || name.hasSuffix(".delta.partial.meta")) {
+            try? fm.removeItem(at: incoming.appendingPathComponent(name))
+        }
+    }
+
+    /// True while `round`'s training is open (its uploads may still resume).
+    func isTraining(round: Int) -> Bool { lock.withLock { open.map { $0.number == round && $0.task == .train } ?? false } }
 
     var current: OpenRound? { lock.withLock { open } }
 
@@ -210,8 +230,7 @@ final class SessionHub: @unchecked Sendable {
         lock.withLock {
             guard let r = open, r.task == .train, offer.kind == .update, offer.size == r.updateSize,
                   let e = r.expected[school], e.uploadID == offer.id, e.upload == nil else { return nil }
-            let safe = String(school.map { $0.isASCII && ($0.isLetter || $0.isNumber || "-_.".contains($0)) ? $0 : "_" })
-            return (incoming.appendingPathComponent("r\(r.number)-\(safe).delta"), r.number)
+            return (uploadFile(school: school, round: r.number), r.number)
         }
     }
 
@@ -271,8 +290,15 @@ final class SessionHub: @unchecked Sendable {
                     try await connection.refuse(offer)
                     continue
                 }
-                let stats = try await session.gate.withLock {
-                    try await connection.receiveObject(offer, to: destination, maxSize: offer.size)
+                let stats: PandoConnection.TransferStats
+                do {
+                    stats = try await session.gate.withLock {
+                        try await connection.receiveObject(offer, to: destination, maxSize: offer.size)
+                    }
+                } catch {
+                    // Cut after its round closed (which removed the round's partial files): none is left behind.
+                    if !isTraining(round: round) { removePartialUploads(round: round) }
+                    throw error
                 }
                 uploaded(school: session.school, round: round, offer: offer, file: destination, bytesOnWire: stats.bytesTransferred)
             case .roundResult(let result):

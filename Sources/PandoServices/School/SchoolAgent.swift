@@ -125,6 +125,7 @@ public final class SchoolAgent: @unchecked Sendable {
         try FileManager.default.createDirectory(at: configuration.cache.appendingPathComponent("versions"), withIntermediateDirectories: true)
         try FileManager.default.createDirectory(at: configuration.cache.appendingPathComponent("outgoing"), withIntermediateDirectories: true)
         schoolLog = try SchoolLog(url: configuration.log)
+        if let repaired = schoolLog.recovery { logger.warning("\(repaired)") }
         var transport = configuration.transport
         // The highest CRL number seen survives restarts in the cache (an older crl.pem put back is refused).
         transport.revocationNumberPath = transport.revocationNumberPath ?? configuration.cache.appendingPathComponent("crl-number.json").path
