@@ -84,6 +84,12 @@ public final class FederationLedger {
         }
         guard let head = try ledger.head() else { throw LedgerError("\(folder.path): the federation has no head version") }
         guard ledger.store.hasWeights(head.id) else { throw LedgerError("\(folder.path): head version \(head.id.prefix(12)) has no weights on disk") }
+        // Re-hashed before use: a corrupt head would load without complaint and every round
+        // would then fail when the schools check what they download.
+        do { try ledger.store.checkIntact(head.id, files: head.files) } catch {
+            throw LedgerError("\(error). The head version cannot be used: restore \(ledger.store.folder(of: head.id).path) from a backup, "
+                + "or make an intact earlier version the head (`pando versions rollback --store \(folder.path) <version>`)")
+        }
         let (model, _) = try BertModel.load(from: ledger.store.folder(of: head.id))
         guard model.layout == global.layout, model.head == global.head else {
             throw LedgerError("\(folder.path) holds federation '\(federation.id)' of another model or label set: use another state folder")

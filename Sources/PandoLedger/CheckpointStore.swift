@@ -52,6 +52,25 @@ public struct CheckpointStore: Sendable {
     /// True when the weights of `id` are on disk.
     public func hasWeights(_ id: String) -> Bool { FileManager.default.fileExists(atPath: weights(of: id).path) }
 
+    /// Re-hashes version `id`: its weights against the id, its other files against `files`
+    /// (the hashes recorded with it). Throws naming the first file that is missing or differs.
+    public func checkIntact(_ id: String, files: [String: String] = [:]) throws {
+        let fm = FileManager.default
+        let weights = self.weights(of: id)
+        guard fm.fileExists(atPath: weights.path) else { throw LedgerError("\(weights.path): missing") }
+        let actual = try Digest.sha256(fileAt: weights)
+        guard actual == id else {
+            throw LedgerError("\(weights.path): SHA-256 is \(actual.prefix(12))…, not the version id \(id.prefix(12))…: the file is corrupt or was altered")
+        }
+        for (name, hash) in files.sorted(by: { $0.key < $1.key }) where name != Self.weightsFile {
+            let url = folder(of: id).appendingPathComponent(name)
+            guard fm.fileExists(atPath: url.path) else { throw LedgerError("\(url.path): missing (recorded with version \(id.prefix(12))…)") }
+            guard try Digest.sha256(fileAt: url) == hash else {
+                throw LedgerError("\(url.path): differs from the hash recorded with version \(id.prefix(12))…: corrupt or altered")
+            }
+        }
+    }
+
     /// Ids of the version folders present (names that are SHA-256 hex).
     public func storedIDs() -> [String] {
         let names = (try? FileManager.default.contentsOfDirectory(atPath: folder.path)) ?? []

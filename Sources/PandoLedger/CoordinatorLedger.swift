@@ -432,12 +432,14 @@ public final class CoordinatorLedger: @unchecked Sendable {
         }
     }
 
-    /// Moves the head back (or to any recorded version whose weights exist).
+    /// Moves the head back (or to any recorded version whose weights exist and still hash to
+    /// their recorded values: a corrupt version never becomes the head).
     /// History is kept: the move is a new head record and an audit record.
     @discardableResult
     public func rollback(to reference: String, reason: String? = nil) throws -> VersionRecord {
         let target = try version(reference)
         guard target.prunedAt == nil else { throw LedgerError("version \(target.id.prefix(12)) was pruned; its weights are gone") }
+        try store.checkIntact(target.id, files: target.files)
         let now = Date()
         try write { db in
             if let busy = try Int.fetchOne(db, sql: "SELECT number FROM rounds WHERE status = 'inFlight'") {

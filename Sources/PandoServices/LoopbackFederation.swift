@@ -85,7 +85,11 @@ public final class LoopbackFederation: @unchecked Sendable {
             ports.continuation.finish()
         }
         let coordinator = self.coordinator
-        let coordinatorTask = Task { try await coordinator.run() }
+        // A coordinator that stops before listening (a bad state folder) ends the wait for its port.
+        let coordinatorTask = Task {
+            defer { ports.continuation.finish() }
+            return try await coordinator.run()
+        }
         var coordinatorDone = false
         defer { if !coordinatorDone { coordinatorTask.cancel() } }  // a school that cannot start ends the run
         var it = ports.stream.makeAsyncIterator()

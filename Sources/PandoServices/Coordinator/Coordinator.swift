@@ -363,8 +363,12 @@ final class RoundDriver: @unchecked Sendable {
         return WireToken(hex)!
     }
 
-    func modelRef(_ version: String) throws -> (ObjectRef, URL) {
-        let file = ledger.ledger.store.weights(of: version)
+    /// The object schools fetch for `version`, once its file is re-hashed: a version that no
+    /// longer matches its id (changed on disk since it was committed) is never served.
+    func modelRef(_ version: String) async throws -> (ObjectRef, URL) {
+        let store = ledger.ledger.store
+        try await ComputeLane.run { try store.checkIntact(version) }
+        let file = store.weights(of: version)
         let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
         guard let digest = ObjectDigest(hex: version) else { throw RoundError("version id \(version) is not a SHA-256") }
         return (ObjectRef(id: WireToken("model-\(version.prefix(16))")!, size: UInt64(size), sha256: digest), file)
@@ -444,7 +448,11 @@ final class RoundDriver: @unchecked Sendable {
         let aggregation = AggregationRound(round: round, baseVersion: base, layout: global.layout, strategy: strategy,
                                            maxNorm: cfg.strategy.maxUpdateNorm ?? .infinity)
         let baseNorm = DeltaMath.norm(global.parameters.buffer)
-        let (model, modelFile) = try modelRef(base)
+        let model: ObjectRef, modelFile: URL
+        do { (model, modelFile) = try await modelRef(base) } catch {
+            try ledger.abort(round: round, reason: "the base version is not served: \(error)")
+            throw error
+        }
         var nonces: [String: WireToken] = [:]
         var expected: [String: Expectation] = [:]
         for s in selected {
@@ -648,7 +656,11 @@ final class RoundDriver: @unchecked Sendable {
                   events: inout AsyncStream<HubEvent>.Iterator) async throws {
         let schools = hub.connectedSchools
         guard !schools.isEmpty else { return }
-        let (model, modelFile) = try modelRef(version)
+        let model: ObjectRef, modelFile: URL
+        do { (model, modelFile) = try await modelRef(version) } catch {
+            logger.error("round \(round): no federated evaluation, the new version is not served: \(error)")
+            return
+        }
         var nonces: [String: WireToken] = [:]
         for s in schools { nonces[s] = Self.nonce() }
         hub.openRound(OpenRound(number: round, task: .evaluate, model: model, modelFile: modelFile,

@@ -201,13 +201,19 @@ public final class SchoolAgent: @unchecked Sendable {
         client.setActivity(.idle)
     }
 
-    /// The version's weights: from the cache, else fetched by hash (resuming a partial download).
+    /// The version's weights: from the cache if they still hash to the version id, else
+    /// fetched by hash (resuming a partial download).
     func fetchVersion(_ a: RoundAssignment, on conn: PandoConnection) async throws -> BertModel {
         let sha = a.model.sha256.hex
         let folder = configuration.cache.appendingPathComponent("versions/\(sha)", isDirectory: true)
         let weights = folder.appendingPathComponent("model.safetensors")
         let fm = FileManager.default
-        let cached = fm.fileExists(atPath: weights.path)
+        var cached = fm.fileExists(atPath: weights.path)
+        if cached, try await ComputeLane.run({ try Self.sha256(of: weights) }) != sha {
+            logger.warning("cached global version \(weights.path) no longer matches its SHA-256 \(sha.prefix(12))…: fetching it again")
+            try fm.removeItem(at: weights)
+            cached = false
+        }
         if !cached {
             try fm.createDirectory(at: folder, withIntermediateDirectories: true)
             let limit = UInt64(4 * BertModel.layout(config: config, head: head).count) + (64 << 20)
@@ -217,9 +223,11 @@ public final class SchoolAgent: @unchecked Sendable {
         } else {
             onEvent?(.fetched(round: Int(clamping: a.round), bytes: 0, cached: true))
         }
-        let configCopy = folder.appendingPathComponent("config.json")
-        if !fm.fileExists(atPath: configCopy.path) {
-            try fm.copyItem(at: configuration.baseModel.appendingPathComponent("config.json"), to: configCopy)
+        // The architecture is the base model's: a cached copy that differs is replaced.
+        let configCopy = folder.appendingPathComponent("config.json"), baseConfig = configuration.baseModel.appendingPathComponent("config.json")
+        if !fm.contentsEqual(atPath: configCopy.path, andPath: baseConfig.path) {
+            try? fm.removeItem(at: configCopy)
+            try fm.copyItem(at: baseConfig, to: configCopy)
         }
         let head = self.head
         return try await ComputeLane.run {
