@@ -38,11 +38,13 @@ public final class FederationLedger {
     public let companionFiles: [URL]
 
     /// Opens (creating if needed) the state folder and its signing key; takes the coordinator's lock.
-    /// - Parameter tokenizerFolder: the base model's folder; its tokenizer files go into every version.
-    public init(folder: URL, federationID: String, tokenizerFolder: URL? = nil) throws {
+    /// - Parameters:
+    ///   - tokenizerFolder: the base model's folder; its tokenizer files go into every version.
+    ///   - newSigningKey: create the signing key if an existing state lacks it (see `CoordinatorLedger`).
+    public init(folder: URL, federationID: String, tokenizerFolder: URL? = nil, newSigningKey: Bool = false) throws {
         self.folder = folder
         self.federationID = federationID
-        ledger = try CoordinatorLedger(folder: folder)
+        ledger = try CoordinatorLedger(folder: folder, newSigningKey: newSigningKey)
         let fm = FileManager.default
         companionFiles = tokenizerFolder.map { source in
             ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]

@@ -90,6 +90,8 @@ public final class CoordinatorLedger: @unchecked Sendable {
     public let isReadOnly: Bool
     /// What opening repaired (empty for a clean open or read-only).
     public private(set) var recovery = RecoveryReport()
+    /// True when this open created `keys/coordinator.key` (a new state, or `newSigningKey`).
+    public private(set) var signingKeyCreated = false
 
     let dbQueue: DatabaseQueue
     private let key: CoordinatorSigningKey?
@@ -107,8 +109,9 @@ public final class CoordinatorLedger: @unchecked Sendable {
 
     /// Opens the state folder. Writable opens create it if needed, take the
     /// lock, migrate the schema, and recover from a crash; `key` defaults to
-    /// `keys/coordinator.key` in the folder, created on first use.
-    public init(folder: URL, key: CoordinatorSigningKey? = nil, readOnly: Bool = false) throws {
+    /// `keys/coordinator.key` in the folder, created for a new state (no audit record yet)
+    /// or, when it is missing from an existing one, only with `newSigningKey`.
+    public init(folder: URL, key: CoordinatorSigningKey? = nil, readOnly: Bool = false, newSigningKey: Bool = false) throws {
         self.folder = folder
         self.isReadOnly = readOnly
         auditURL = folder.appendingPathComponent("audit.jsonl")
@@ -131,13 +134,19 @@ public final class CoordinatorLedger: @unchecked Sendable {
         }
         do {
             store = try CheckpointStore(folder: folder.appendingPathComponent("versions"))
-            self.key = try key ?? CoordinatorSigningKey.loadOrCreate(at: Self.defaultKeyURL(in: folder))
             var config = Configuration()
             config.prepareDatabase { db in
                 try db.execute(sql: "PRAGMA synchronous = FULL")
             }
             dbQueue = try DatabaseQueue(path: databaseURL.path, configuration: config)
             try Self.migrator.migrate(dbQueue)
+            if let key {
+                self.key = key
+            } else {
+                let (found, created) = try Self.signingKey(in: folder, database: dbQueue, auditURL: auditURL, createIfMissing: newSigningKey)
+                self.key = found
+                signingKeyCreated = created
+            }
             try recover()
         } catch {
             Foundation.close(lockFD)
@@ -146,6 +155,26 @@ public final class CoordinatorLedger: @unchecked Sendable {
     }
 
     deinit { close() }
+
+    /// The key at `keys/coordinator.key`, and whether it was created now. A missing key is
+    /// created only for a new state (no audit record in the database or the file) or with
+    /// `createIfMissing` (the operator asked): signing on silently with a fresh key would cut
+    /// the log off from the public key officers verify it with.
+    static func signingKey(in folder: URL, database: DatabaseQueue, auditURL: URL,
+                           createIfMissing: Bool) throws -> (CoordinatorSigningKey, created: Bool) {
+        let url = defaultKeyURL(in: folder)
+        if FileManager.default.fileExists(atPath: url.path) { return (try CoordinatorSigningKey.load(from: url), false) }
+        let records = try database.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM audit") } ?? 0
+        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: auditURL.path)[.size] as? NSNumber)?.intValue ?? 0
+        guard (records == 0 && fileBytes == 0) || createIfMissing else {
+            throw LedgerError("\(url.path): the audit signing key is missing, but \(folder.path) already holds a signed audit log "
+                + "(\(records) records). Restore keys/coordinator.key from a backup; only if it is lost for good, start once with "
+                + "--new-signing-key (records from then on verify only with the new keys/coordinator.key.pub: give it to the officers)")
+        }
+        let key = CoordinatorSigningKey()
+        try key.save(to: url)
+        return (key, true)
+    }
 
     /// Releases the lock and the database.
     public func close() {

@@ -83,7 +83,7 @@ public struct CoordinatorSigningKey: Sendable, CustomStringConvertible {
     /// Loads a key saved by `save(to:)`.
     public static func load(from url: URL) throws -> CoordinatorSigningKey {
         var info = stat()
-        guard stat(url.path, &info) == 0 else { throw LedgerError("\(url.path): no signing key (create one with the coordinator's first start)") }
+        guard stat(url.path, &info) == 0 else { throw LedgerError("\(url.path): no signing key (the coordinator creates one when it starts a new state folder)") }
         guard info.st_mode & 0o077 == 0 else {
             throw LedgerError("\(url.path): signing key is readable by group or others (mode \(String(info.st_mode & 0o777, radix: 8))); run chmod 600")
         }
@@ -94,13 +94,6 @@ public struct CoordinatorSigningKey: Sendable, CustomStringConvertible {
         return CoordinatorSigningKey(privateKey: key)
     }
 
-    /// Loads the key at `url`, creating and saving a new one if there is none.
-    public static func loadOrCreate(at url: URL) throws -> CoordinatorSigningKey {
-        if FileManager.default.fileExists(atPath: url.path) { return try load(from: url) }
-        let key = CoordinatorSigningKey()
-        try key.save(to: url)
-        return key
-    }
 }
 
 /// The coordinator's Ed25519 public key, as an officer holds it.

@@ -21,6 +21,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "The federation's configuration file (YAML).") var config: String
     @Option(help: "Rounds to run (overrides federation.rounds).") var rounds: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: Logger.Level = .info
+    @Flag(help: "Create a new audit signing key when the state folder's keys/coordinator.key is lost (refused without it). Records from then on verify only with the new public key.")
+    var newSigningKey = false
 
     func run() async throws {
         ServiceConsole.bootstrap(level: logLevel)
@@ -35,6 +37,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
         }
         let settings = configuration
         let coordinator = Coordinator(configuration: settings, logger: Logger(label: "pando.coordinator"))
+        coordinator.newSigningKey = newSigningKey
         coordinator.onListening = { port in say("listening on \(settings.listen):\(port) (mutual TLS)") }
         coordinator.onRound = { r in say(Self.describe(r)) }
         ServiceSignals.install { signal in

@@ -179,7 +179,8 @@ final class DurabilityTests: LedgerTestCase {
     func testSigningKeyFileIsPrivate() throws {
         let folder = Fixture.folder()
         let url = folder.appendingPathComponent("k/coordinator.key")
-        let key = try CoordinatorSigningKey.loadOrCreate(at: url)
+        let key = CoordinatorSigningKey()
+        try key.save(to: url)
         let mode = try FileManager.default.attributesOfItem(atPath: url.path)[.posixPermissions] as! NSNumber
         XCTAssertEqual(mode.intValue & 0o777, 0o600)
         XCTAssertEqual(try CoordinatorSigningKey.load(from: url).publicKey, key.publicKey)
@@ -187,6 +188,32 @@ final class DurabilityTests: LedgerTestCase {
         XCTAssertFalse(key.description.contains(key.privateKey.rawRepresentation.base64EncodedString()))
         chmod(url.path, 0o644)
         XCTAssertThrowsError(try CoordinatorSigningKey.load(from: url))
+    }
+
+    /// A state folder whose signing key went missing is not signed on with a fresh key
+    /// (issue 17): opening it fails, naming the key and the way out; `newSigningKey` (the
+    /// coordinator's --new-signing-key) creates one. A new state creates its key unasked.
+    func testMissingSigningKeyIsOnlyReplacedWhenAsked() throws {
+        let fresh = try CoordinatorLedger(folder: Fixture.folder())
+        XCTAssertTrue(fresh.signingKeyCreated, "a new state creates its key")
+        fresh.close()
+        let folder = Fixture.folder()
+        let ledger = try Fixture.ledger(at: folder)
+        try Fixture.round(ledger, value: 1)
+        let oldKey = try pub(folder)
+        ledger.close()
+        let keyURL = CoordinatorLedger.defaultKeyURL(in: folder)
+        try FileManager.default.removeItem(at: keyURL)
+        XCTAssertThrowsError(try CoordinatorLedger(folder: folder)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.contains(keyURL.path) && text.contains("missing") && text.contains("--new-signing-key"), text)
+        }
+        XCTAssertFalse(FileManager.default.fileExists(atPath: keyURL.path), "no key was made")
+        let replaced = try CoordinatorLedger(folder: folder, newSigningKey: true)
+        XCTAssertTrue(replaced.signingKeyCreated)
+        XCTAssertNotEqual(try pub(folder), oldKey, "the new public key is beside it")
+        replaced.close()
+        XCTAssertFalse(try CoordinatorLedger(folder: folder).signingKeyCreated, "once there, the key is just loaded")
     }
 }
 

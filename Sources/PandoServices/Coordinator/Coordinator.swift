@@ -65,6 +65,9 @@ public final class Coordinator: @unchecked Sendable {
     public var reconnectGrace: Duration = .seconds(30)
     /// Progress lines (round started, school trained, committed) for a person watching.
     public var onProgress: (@Sendable (String) -> Void)?
+    /// Create the audit signing key if the state folder lacks it (`--new-signing-key`); without
+    /// it a state folder with a signed log and no key is refused.
+    public var newSigningKey = false
 
     private let stopRequested = NIOLockedValueBox(false)
     private let liveHub = NIOLockedValueBox<SessionHub?>(nil)
@@ -100,8 +103,12 @@ public final class Coordinator: @unchecked Sendable {
         let cfg = configuration
         let head = ClassifierHead(objective: cfg.task.objective, labels: cfg.labels)
         let global = try await ComputeLane.run { try BertModel.load(from: cfg.baseModel, head: head, seed: cfg.rounds.seed).0 }
-        let ledger = try FederationLedger(folder: cfg.stateFolder, federationID: cfg.federationID, tokenizerFolder: cfg.baseModel)
+        let ledger = try FederationLedger(folder: cfg.stateFolder, federationID: cfg.federationID, tokenizerFolder: cfg.baseModel,
+                                          newSigningKey: newSigningKey)
         defer { ledger.close() }
+        if ledger.ledger.signingKeyCreated, let head = try? ledger.ledger.auditHead(), head.count > 0 {
+            logger.warning("created a new audit signing key for a state folder with \(head.count) signed records: records after them verify only with \(ledger.publicKeyURL.path); give it to the officers")
+        }
         let recovery = ledger.ledger.recovery
         for n in recovery.abortedRounds { logger.notice("round \(n) was in flight when the coordinator stopped: recorded as aborted") }
         let strategy = cfg.strategy.make(layout: global.layout)
