@@ -6,11 +6,12 @@ import PandoEngine
 /// bytes). Its SHA-256 is `ModelUpdate.wireSHA256`; the layout both ends agree on
 /// comes from the global version the school trained from.
 public enum UpdateFile {
-    /// Writes `delta` to `url` atomically (temp file, fsync, rename).
+    /// Writes `delta` to `url` atomically (temp file, fsync, rename), mode 0600: it is
+    /// derived from the school's data.
     public static func write(_ delta: ParameterBuffer, to url: URL) throws {
         let values = delta.buffer
         try withExtendedLifetime(delta) {
-            try AtomicFile.write(to: url) { writer in
+            try AtomicFile.write(to: url, mode: 0o600) { writer in
                 #if _endian(little)
                 try writer.write(UnsafeRawBufferPointer(start: values.base, count: 4 * values.count))
                 #else

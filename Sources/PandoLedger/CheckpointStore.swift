@@ -36,11 +36,11 @@ public struct CheckpointStore: Sendable {
     public static let weightsFile = "model.safetensors"
     public let folder: URL
 
-    /// Opens the store at `folder`, creating it unless `readOnly` (a
+    /// Opens the store at `folder`, creating it (mode 0700) unless `readOnly` (a
     /// verifier must not change the folder it checks).
     public init(folder: URL, readOnly: Bool = false) throws {
         self.folder = folder
-        if !readOnly { try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true) }
+        if !readOnly { try PrivateFiles.folder(folder) }
     }
 
     /// The folder of version `id` (whether or not it still exists).
@@ -82,7 +82,7 @@ public struct CheckpointStore: Sendable {
     /// staging folder is deleted and nothing becomes visible.
     public func stage(_ write: (URL) throws -> Void) throws -> StagedVersion {
         let staging = folder.appendingPathComponent(".staging-\(UUID().uuidString)", isDirectory: true)
-        try FileManager.default.createDirectory(at: staging, withIntermediateDirectories: false)
+        try PrivateFiles.folder(staging)
         do {
             try write(staging)
             return try seal(staging)
@@ -113,6 +113,7 @@ public struct CheckpointStore: Sendable {
         var files = [String: String]()
         for name in try FileManager.default.contentsOfDirectory(atPath: staging.path) {
             let url = staging.appendingPathComponent(name)
+            try PrivateFiles.restrict(url)
             try Self.fsyncFile(url)
             files[name] = try Digest.sha256(fileAt: url)
         }

@@ -126,8 +126,8 @@ public final class CoordinatorLedger: @unchecked Sendable {
             self.key = key
             return
         }
-        try fm.createDirectory(at: folder, withIntermediateDirectories: true)
-        lockFD = open(folder.appendingPathComponent("LOCK").path, O_RDWR | O_CREAT, 0o644)
+        try PrivateFiles.folder(folder)
+        lockFD = open(folder.appendingPathComponent("LOCK").path, O_RDWR | O_CREAT, 0o600)
         guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
             if lockFD >= 0 { Foundation.close(lockFD) }
             throw LedgerError("\(folder.path) is in use by another coordinator process (LOCK held)")
@@ -140,6 +140,8 @@ public final class CoordinatorLedger: @unchecked Sendable {
             }
             dbQueue = try DatabaseQueue(path: databaseURL.path, configuration: config)
             try Self.migrator.migrate(dbQueue)
+            // SQLite creates its files with the umask's mode (its journal copies the database's).
+            for file in [folder.appendingPathComponent("LOCK"), databaseURL] { try PrivateFiles.restrict(file) }
             if let key {
                 self.key = key
             } else {
@@ -246,7 +248,8 @@ public final class CoordinatorLedger: @unchecked Sendable {
     /// last line, checks the file's last record is the database's, appends what is missing.
     private func reconcileAuditFile(_ db: Database, report: inout RecoveryReport) throws {
         let fm = FileManager.default
-        if !fm.fileExists(atPath: auditURL.path) { _ = fm.createFile(atPath: auditURL.path, contents: nil, attributes: [.posixPermissions: 0o644]) }
+        if !fm.fileExists(atPath: auditURL.path) { _ = fm.createFile(atPath: auditURL.path, contents: nil, attributes: [.posixPermissions: 0o600]) }
+        try PrivateFiles.restrict(auditURL)
         let data = try Data(contentsOf: auditURL)
         var (lines, complete) = AuditFormat.lines(of: data)
         if !complete, let last = lines.popLast() {

@@ -68,7 +68,7 @@ public struct CoordinatorSigningKey: Sendable, CustomStringConvertible {
     /// Writes the private key to `url` (created with mode 0600, never
     /// overwritten) and the public key beside it as `<name>.pub`.
     public func save(to url: URL) throws {
-        try FileManager.default.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try PrivateFiles.folder(url.deletingLastPathComponent())
         let fd = open(url.path, O_WRONLY | O_CREAT | O_EXCL, 0o600)
         guard fd >= 0 else { throw LedgerError("\(url.path): cannot create key file: \(String(cString: strerror(errno)))") }
         defer { close(fd) }

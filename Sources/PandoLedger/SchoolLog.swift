@@ -50,8 +50,9 @@ public final class SchoolLog: @unchecked Sendable {
     public init(url: URL) throws {
         self.url = url
         let fm = FileManager.default
-        try fm.createDirectory(at: url.deletingLastPathComponent(), withIntermediateDirectories: true)
+        try PrivateFiles.folderIfMissing(url.deletingLastPathComponent())
         if !fm.fileExists(atPath: url.path) { _ = fm.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]) }
+        try PrivateFiles.restrict(url)
         let data = try Data(contentsOf: url)
         var (lines, complete) = AuditFormat.lines(of: data)
         var length = data.count

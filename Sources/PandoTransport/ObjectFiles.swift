@@ -90,6 +90,7 @@ final class FileObjectSink {
             do {
                 guard ftruncate(fd, 0) == 0 else { throw TransportError.transferFailed("cannot truncate \(partial.path)") }
                 try Data(expected.utf8).write(to: meta, options: .atomic)
+                chmod(meta.path, 0o600)  // like the partial file: only its owner's
             } catch {
                 _ = Foundation.close(fd)
                 throw error

@@ -18,6 +18,8 @@ final class WireHashTests: XCTestCase {
         defer { try? FileManager.default.removeItem(at: url) }
         try UpdateFile.write(delta, to: url)
         XCTAssertEqual(try Data(contentsOf: url), bytes)
+        let mode = try FileManager.default.attributesOfItem(atPath: url.path)[.posixPermissions] as? NSNumber
+        XCTAssertEqual(mode?.intValue, 0o600, "a delta is derived from a school's data: its owner's only")
         let back = ParameterBuffer(layout: delta.layout)
         try UpdateFile.read(url, into: back)
         XCTAssertEqual(back.values, delta.values)

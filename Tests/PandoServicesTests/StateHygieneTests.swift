@@ -129,4 +129,31 @@ extension EndToEndTests {
             XCTAssertEqual(try Digest.sha256(fileAt: file), version)
         }
     }
+
+    /// Everything the coordinator and the schools write (state, versions, uploads, logs, the
+    /// CRL number, caches, deltas) is their own alone: files 0600, folders 0700, whatever the
+    /// umask. The audit public key is the exception: it is for officers.
+    func testStateAndCacheAreOwnerOnly() async throws {
+        let r = try await run(strategy: StrategyChoice(), rounds: 1)
+        let caches = ["north", "south", "west"].map { r.work.appendingPathComponent("run/schools/\($0)/cache") }
+        var checked: [String] = []
+        for root in [r.state] + caches {
+            let rootMode = try FileManager.default.attributesOfItem(atPath: root.path)[.posixPermissions] as? NSNumber
+            XCTAssertEqual(rootMode?.intValue, 0o700, root.path)
+            for case let url as URL in try XCTUnwrap(FileManager.default.enumerator(at: root, includingPropertiesForKeys: nil)) {
+                guard url.pathExtension != "pub" else { continue }
+                let attributes = try FileManager.default.attributesOfItem(atPath: url.path)
+                let mode = ((attributes[.posixPermissions] as? NSNumber)?.intValue ?? 0) & 0o777
+                let folder = attributes[.type] as? FileAttributeType == .typeDirectory
+                XCTAssertEqual(mode, folder ? 0o700 : 0o600, "\(url.path) has mode 0\(String(mode, radix: 8))")
+                checked.append(url.path.replacingOccurrences(of: root.path + "/", with: ""))
+            }
+        }
+        for expected in ["state.sqlite", "audit.jsonl", "LOCK", "keys/coordinator.key", "incoming", "schools/north.jsonl",
+                         Coordinator.crlNumberFile, "crl-number.json", "outgoing"] {
+            XCTAssertTrue(checked.contains(expected), "\(expected) not written: \(checked.sorted())")
+        }
+        XCTAssertEqual(checked.filter { $0.hasPrefix("versions/") && $0.hasSuffix("/model.safetensors") }.count, 2 + 3 * 2,
+                       "the coordinator's two versions, and each school's copies (trained on the base, evaluated the new one): \(checked.sorted())")
+    }
 }

@@ -11,11 +11,12 @@ public enum AtomicFile {
         public var description: String { "cannot write \(path): \(reason)" }
     }
 
-    /// Streams the file's bytes through `produce`, which receives a writer.
-    public static func write(to url: URL, _ produce: (inout Writer) throws -> Void) throws {
+    /// Streams the file's bytes through `produce`, which receives a writer. `mode` is the new
+    /// file's (before the umask): 0600 for what only its owner may read.
+    public static func write(to url: URL, mode: mode_t = 0o644, _ produce: (inout Writer) throws -> Void) throws {
         let directory = url.deletingLastPathComponent()
         let temp = directory.appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())-\(UInt32.random(in: 0...UInt32.max))")
-        let fd = open(temp.path, O_WRONLY | O_CREAT | O_EXCL, 0o644)
+        let fd = open(temp.path, O_WRONLY | O_CREAT | O_EXCL, mode)
         guard fd >= 0 else { throw WriteError(path: url.path, reason: String(cString: strerror(errno))) }
         var writer = Writer(fd: fd, path: url.path)
         do {

@@ -121,7 +121,7 @@ public final class Coordinator: @unchecked Sendable {
             logger.info("\(strategy.name) server state: \(opened.restoredStrategyState ? "restored from the head version" : "fresh (the head version holds none for these settings)")")
         }
         let incoming = cfg.stateFolder.appendingPathComponent("incoming", isDirectory: true)
-        try FileManager.default.createDirectory(at: incoming, withIntermediateDirectories: true)
+        try PrivateFiles.folder(incoming)
         try recoverIncoming(incoming, ledger: ledger)
         let refusals = RefusalRecorder(ledger: ledger.ledger, logger: logger)
         let serverBox = NIOLockedValueBox<CoordinatorServer?>(nil)

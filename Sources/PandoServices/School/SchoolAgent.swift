@@ -122,8 +122,9 @@ public final class SchoolAgent: @unchecked Sendable {
         labelSet = LabelSetID(task: configuration.task, labels: configuration.labels)
         scoreRange = configuration.task == .regression
             ? Evaluation.inferScoreRange(training.examples.compactMap { $0.target.score }) : nil
-        try FileManager.default.createDirectory(at: configuration.cache.appendingPathComponent("versions"), withIntermediateDirectories: true)
-        try FileManager.default.createDirectory(at: configuration.cache.appendingPathComponent("outgoing"), withIntermediateDirectories: true)
+        for folder in [configuration.cache, configuration.cache.appendingPathComponent("versions"), configuration.cache.appendingPathComponent("outgoing")] {
+            try PrivateFiles.folder(folder)
+        }
         schoolLog = try SchoolLog(url: configuration.log)
         if let repaired = schoolLog.recovery { logger.warning("\(repaired)") }
         var transport = configuration.transport
@@ -215,7 +216,7 @@ public final class SchoolAgent: @unchecked Sendable {
             cached = false
         }
         if !cached {
-            try fm.createDirectory(at: folder, withIntermediateDirectories: true)
+            try PrivateFiles.folder(folder)
             let limit = UInt64(4 * BertModel.layout(config: config, head: head).count) + (64 << 20)
             let stats = try await conn.fetchObject(a.model, kind: .checkpoint, to: weights, maxSize: limit)
             onEvent?(.fetched(round: Int(clamping: a.round), bytes: stats.bytesTransferred, cached: false))
@@ -228,6 +229,7 @@ public final class SchoolAgent: @unchecked Sendable {
         if !fm.contentsEqual(atPath: configCopy.path, andPath: baseConfig.path) {
             try? fm.removeItem(at: configCopy)
             try fm.copyItem(at: baseConfig, to: configCopy)
+            try PrivateFiles.restrict(configCopy)
         }
         let head = self.head
         return try await ComputeLane.run {
