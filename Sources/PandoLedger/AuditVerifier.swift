@@ -162,6 +162,8 @@ public enum AuditVerifier {
         let update: String
         let examples: Int?
         let baseVersion: String?
+        /// Absent in logs written before the school recorded it.
+        let federation: String?
     }
 
     static func readClientLog(_ url: URL, report: inout VerificationReport) -> [ClientEntry] {
@@ -196,7 +198,8 @@ public enum AuditVerifier {
                 continue
             }
             entries.append(ClientEntry(file: name, line: number, school: school, round: round, update: update,
-                                       examples: object["examples"]?.intValue, baseVersion: object["baseVersion"]?.stringValue))
+                                       examples: object["examples"]?.intValue, baseVersion: object["baseVersion"]?.stringValue,
+                                       federation: object["federation"]?.stringValue))
         }
         report.clientEntriesChecked += entries.count
         return entries
@@ -208,6 +211,7 @@ public enum AuditVerifier {
         // the other lacks changed no model: the coordinator stopped (or the link broke) between
         // storing an update and recording it. Reported as a note, never silently.
         let aborted = Set(records.filter { $0.event == .roundAborted }.compactMap(\.round))
+        let federation = records.lazy.compactMap { $0.object["federation"]?.stringValue }.first
         var clientEntries = [ClientEntry]()
         var fileOfSchool = [String: String]()
         for url in clientLogs {
@@ -218,6 +222,9 @@ public enum AuditVerifier {
         // School → coordinator.
         for e in clientEntries {
             let where_ = "school \(e.school) round \(e.round) update \(e.update.prefix(12))"
+            if let a = e.federation, let b = federation, a != b {
+                report.problem(e.file, e.line, "\(where_): logged for federation \(a), but the coordinator's log is of federation \(b)")
+            }
             if let r = updates.first(where: { $0.school == e.school && $0.round == e.round && $0.updateSHA256 == e.update }) {
                 if let a = e.examples, let b = r.examples, a != b {
                     report.problem(e.file, e.line, "\(where_): the school counts \(a) examples, the coordinator's log line \(r.line) records \(b)")

@@ -27,7 +27,7 @@ public struct SchoolLogEntry: Sendable, Equatable {
 /// Each line is canonical JSON (see `CanonicalJSON`) with `v`, `seq`, `prev`
 /// (SHA-256 of the previous line's bytes without newline; 64 zeros first),
 /// `time`, `event` ("updateSent"), `school`, `round`, `baseVersion`,
-/// `updateSHA256`, `wireBytes`, `examples` and optionally `federation`.
+/// `updateSHA256`, `wireBytes`, `examples` and `federation` (absent in older logs).
 /// Lines are chained but not signed: the log is the school's own evidence,
 /// checked against the coordinator's signed log by `pando audit verify`.
 ///

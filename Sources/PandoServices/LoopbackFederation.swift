@@ -72,7 +72,7 @@ public final class LoopbackFederation: @unchecked Sendable {
         return SchoolConfiguration(data: workFolder.appendingPathComponent("\(id)-data-in-memory"), format: format,
                                    labels: c.labels, baseModel: c.baseModel, transport: transport,
                                    cache: workFolder.appendingPathComponent("schools/\(id)/cache", isDirectory: true),
-                                   log: schoolLogFolder.appendingPathComponent("\(id).jsonl"))
+                                   log: schoolLogFolder.appendingPathComponent("\(id).jsonl"), federationID: c.federationID)
     }
 
     /// Runs the coordinator's rounds with every school connected; returns the reports.

@@ -139,6 +139,28 @@ final class SchoolLogCrossCheckTests: LedgerTestCase {
     }
 }
 
+final class SchoolLogFederationTests: LedgerTestCase {
+    /// Each entry names its federation (issue 17): one logged for another federation is a
+    /// problem; entries of older logs, which lack the field, still verify.
+    func testEntriesNameTheirFederation() throws {
+        let folder = Fixture.folder()
+        let ledger = try Fixture.ledger(at: folder)
+        let north = try SchoolLog(url: folder.appendingPathComponent("school-north.jsonl"))
+        try Fixture.round(ledger, value: 1, schoolLogs: ["north-high": north])
+        try Fixture.round(ledger, value: 2, schoolLogs: ["north-high": north], federation: "district-7")
+        let key = try pub(folder)
+        let lines = try Fixture.lines(north.url).map { String(decoding: $0, as: UTF8.self) }
+        XCTAssertFalse(lines[0].contains("federation"), "an entry as older versions wrote it")
+        XCTAssertTrue(lines[1].contains(#""federation":"district-7""#), lines[1])
+        let ok = AuditVerifier.verify(log: ledger.auditURL, key: key, clientLogs: [north.url])
+        XCTAssertTrue(ok.isValid, ok.render())
+        try Fixture.round(ledger, value: 3, schoolLogs: ["north-high": north], federation: "district-8")
+        let other = AuditVerifier.verify(log: ledger.auditURL, key: key, clientLogs: [north.url])
+        XCTAssertTrue(other.problems.contains { $0.line == 3 && $0.message.contains("logged for federation district-8")
+            && $0.message.contains("federation district-7") }, other.render())
+    }
+}
+
 final class CanaryTests: LedgerTestCase {
     /// A school's data holds a unique string; the records built from its
     /// update (hashes, counts, norms) must never contain it, in any file of

@@ -55,7 +55,7 @@ enum Fixture {
     /// Runs one round with `schools`, each sending an update; returns the new version.
     @discardableResult
     static func round(_ ledger: CoordinatorLedger, schools: [String] = ["north-high", "south-middle"], value: Float,
-                      schoolLogs: [String: SchoolLog] = [:]) throws -> VersionRecord {
+                      schoolLogs: [String: SchoolLog] = [:], federation: String? = nil) throws -> VersionRecord {
         let round = try ledger.startRound(strategy: "fedavg", parameters: ["serverLearningRate": 1.0])
         var examples = [String: Int]()
         for (i, school) in schools.enumerated() {
@@ -66,7 +66,8 @@ enum Fixture {
             try ledger.record(AuditEntry(event: .updateReceived, round: round.number, school: school, baseVersion: round.baseVersion,
                                          examples: 100 + i, updateSHA256: hash, updateL2Norm: Double(value), wireBytes: update.count))
             try schoolLogs[school]?.append(SchoolLogEntry(school: school, round: round.number, baseVersion: round.baseVersion,
-                                                          updateSHA256: hash, wireBytes: update.count, examples: 100 + i))
+                                                          updateSHA256: hash, wireBytes: update.count, examples: 100 + i,
+                                                          federation: federation))
         }
         let staged = try ledger.store.stage { try writeModel([value, value * 2, 0, 1], to: $0) }
         return try ledger.commitRound(round.number, version: staged, metrics: ["accuracy": 0.5], examplesBySchool: examples,

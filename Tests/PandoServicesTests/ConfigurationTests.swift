@@ -28,6 +28,7 @@ final class ConfigurationTests: XCTestCase {
                        TestFixtures.repository.appendingPathComponent("models/default").resolvingSymlinksInPath().path)
         let s = try SchoolConfiguration.load(from: examples.appendingPathComponent("school.yaml"))
         XCTAssertEqual(s.labels, c.labels, "the school example announces the same federation")
+        XCTAssertEqual(s.federationID, c.federationID)
         XCTAssertTrue(s.transport.certificatePath.hasSuffix("schools/lincoln-high/school.pem"))
     }
 
@@ -70,7 +71,7 @@ final class ConfigurationTests: XCTestCase {
         let model = try TestFixtures.tinyModelFolder()
         let yaml = """
         school: {data: data.csv, validation_fraction: 0}
-        federation: {task: classification, labels: [a, b], base_model: \(model.path)}
+        federation: {id: f, task: classification, labels: [a, b], base_model: \(model.path)}
         coordinator: {host: 127.0.0.1}
         tls: {folder: nowhere}
         """
@@ -85,6 +86,25 @@ final class ConfigurationTests: XCTestCase {
         try "text,label\nhello there,a\nsomething else,b\n".write(to: dir.appendingPathComponent("data.csv"), atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try SchoolAgent(configuration: config, logger: Logger(label: "t"))) { error in
             XCTAssertTrue("\(error)".contains("school.pem"), "\(error)")
+        }
+    }
+
+    /// The school's configuration names its federation (its log records it); a missing id is an error naming the field.
+    func testSchoolConfigurationNeedsTheFederationID() throws {
+        let dir = try TestFixtures.temporaryDirectory(prefix: "pando-school-id")
+        let yaml = """
+        school: {data: data.csv}
+        federation: {id: riverside, task: classification, labels: [a, b], base_model: model}
+        coordinator: {host: 127.0.0.1}
+        tls: {folder: certs}
+        """
+        let url = dir.appendingPathComponent("school.yaml")
+        try yaml.write(to: url, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try SchoolConfiguration.load(from: url).federationID, "riverside")
+        try yaml.replacingOccurrences(of: "id: riverside, ", with: "").write(to: url, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try SchoolConfiguration.load(from: url)) { error in
+            let text = "\(error)"
+            XCTAssertTrue(text.hasPrefix(url.path) && text.contains("federation.id") && text.contains("missing"), text)
         }
     }
 

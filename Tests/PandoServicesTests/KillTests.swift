@@ -89,6 +89,7 @@ final class KillTests: XCTestCase {
               data: data.csv
               validation_fraction: 0
             federation:
+              id: test-federation
               task: classification
               labels: [a, b]
               base_model: \(model.path)

@@ -156,4 +156,16 @@ extension EndToEndTests {
         XCTAssertEqual(checked.filter { $0.hasPrefix("versions/") && $0.hasSuffix("/model.safetensors") }.count, 2 + 3 * 2,
                        "the coordinator's two versions, and each school's copies (trained on the base, evaluated the new one): \(checked.sorted())")
     }
+
+    /// Every entry of a school's log names the federation its configuration announces.
+    func testSchoolLogEntriesNameTheFederation() async throws {
+        let r = try await run(strategy: StrategyChoice(), rounds: 1)
+        for school in ["north", "south", "west"] {
+            let lines = try String(contentsOf: r.state.appendingPathComponent("schools/\(school).jsonl"), encoding: .utf8)
+                .split(separator: "\n")
+            XCTAssertEqual(lines.count, 1)
+            for line in lines { XCTAssertTrue(line.contains(#""federation":"test-federation""#), String(line)) }
+        }
+        XCTAssertTrue(try verify(r.state).isValid)
+    }
 }

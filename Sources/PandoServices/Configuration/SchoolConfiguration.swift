@@ -12,6 +12,7 @@ import PandoTransport
 ///   label_column: label
 ///   validation_fraction: 0.1         # or  validation: data/comments.val.csv
 /// federation:                        # as the district announced it
+///   id: riverside-question-types     # recorded in every entry of the school's log
 ///   task: classification
 ///   labels: [ABBR, DESC, ENTY, HUM, LOC, NUM]
 ///   base_model: ../models/default    # config.json + vocab.txt of the shared encoder
@@ -28,6 +29,9 @@ public struct SchoolConfiguration: Sendable {
     public var format: DataFormat
     /// The federation's label names in output order (`["score"]` for regression).
     public var labels: [String]
+    /// The federation's id as the district announced it (`federation.id`), recorded in every
+    /// entry of the school's log so the log says which federation each update was for.
+    public var federationID: String?
     public var baseModel: URL
     public var transport: SchoolTransportConfiguration
     public var cache: URL
@@ -36,10 +40,11 @@ public struct SchoolConfiguration: Sendable {
     public var threads: Int?
 
     public init(data: URL, format: DataFormat, labels: [String], baseModel: URL, transport: SchoolTransportConfiguration,
-                cache: URL, log: URL? = nil) {
+                cache: URL, log: URL? = nil, federationID: String? = nil) {
         self.data = data
         self.format = format
         self.labels = labels
+        self.federationID = federationID
         self.baseModel = baseModel
         self.transport = transport
         self.cache = cache
@@ -58,6 +63,9 @@ public struct SchoolConfiguration: Sendable {
         format.labelColumn = s.label_column ?? format.labelColumn
         format.multiLabelDelimiter = s.label_delimiter ?? format.multiLabelDelimiter
         format.policy = s.on_bad_rows ?? .fail
+        guard let federationID = f.id, !federationID.isEmpty else {
+            throw bad("federation.id", "missing: give the federation id the district announced (the coordinator's federation.id); the school's log records it")
+        }
         let labels = f.task == .regression ? ["score"] : (f.labels ?? [])
         if f.task != .regression, labels.count < (f.task == .classification ? 2 : 1) {
             throw bad("federation.labels", "list the federation's label names, in the district's order")
@@ -84,7 +92,7 @@ public struct SchoolConfiguration: Sendable {
             data: resolve(s.data, relativeTo: url), format: format, labels: labels,
             baseModel: resolve(f.base_model, relativeTo: url), transport: transport,
             cache: resolve(file.cache ?? "pando-cache", relativeTo: url),
-            log: file.log.map { resolve($0, relativeTo: url) })
+            log: file.log.map { resolve($0, relativeTo: url) }, federationID: federationID)
         config.transport.serverName = c.server_name
         config.validation = s.validation.map { resolve($0, relativeTo: url) }
         config.validationFraction = s.validation_fraction ?? config.validationFraction
@@ -146,13 +154,15 @@ struct SchoolSection: Decodable {
 }
 
 struct SchoolFederationSection: Decodable {
+    var id: String?
     var task: TaskKind
     var labels: [String]?
     var base_model: String
-    enum Keys: String, CodingKey, CaseIterable { case task, labels, base_model }
+    enum Keys: String, CodingKey, CaseIterable { case id, task, labels, base_model }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
+        id = try c.decodeIfPresent(String.self, forKey: .id)
         task = try c.decode(TaskKind.self, forKey: .task)
         labels = try c.decodeIfPresent([String].self, forKey: .labels)
         base_model = try c.decode(String.self, forKey: .base_model)

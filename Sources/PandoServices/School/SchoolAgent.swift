@@ -302,7 +302,8 @@ public final class SchoolAgent: @unchecked Sendable {
         // update the coordinator could hold. (One it logged but the coordinator never
         // stored shows up in `pando audit verify` as a note naming why it was left out.)
         try schoolLog.append(SchoolLogEntry(school: school, round: round, baseVersion: a.model.sha256.hex,
-                                            updateSHA256: digest.hex, wireBytes: Int(size), examples: data.count))
+                                            updateSHA256: digest.hex, wireBytes: Int(size), examples: data.count,
+                                            federation: configuration.federationID))
         pending.withLockedValue { $0 = upload }
         try await deliver(upload, on: conn)
     }
