@@ -8,6 +8,9 @@ public enum AuditEvent: String, Sendable, CaseIterable {
     /// A connection refused during TLS (certificate not accepted, or no acceptable handshake);
     /// `reason` says why and from which address.
     case connectionRefused
+    /// A school's federated-evaluation result left out of the combined metrics (`reason`:
+    /// an impossible metric value or example count).
+    case evaluationRejected
 }
 
 /// The facts of one audit event, as the coordinator supplies them.

@@ -31,6 +31,8 @@ public struct FederatedRoundReport: Sendable, Codable {
     public var evaluation: [String: Double]
     public var evaluationExamples: Int
     public var evaluatedSchools: [String]
+    /// School → why its evaluation result was left out (also in the audit log).
+    public var evaluationRefused: [String: String] = [:]
     /// Test metrics an observer computed (`pando simulate` scores its held-out split).
     public var test: [String: Double] = [:]
     public var aggregateSeconds: Double
@@ -562,6 +564,10 @@ final class RoundDriver: @unchecked Sendable {
                     try leaveOut(school, "it reported \(result.exampleCount) examples, over the limit of \(cfg.strategy.maxExamplesPerSchool) (strategy.max_examples_per_school)")
                     continue
                 }
+                if let problem = ResultMetrics.problem(in: result.metrics) {
+                    try leaveOut(school, "its result reports an impossible metric: \(problem)")
+                    continue
+                }
                 pending.remove(school)
                 let t0 = ContinuousClock.now
                 let examples = Int(clamping: result.exampleCount)
@@ -694,7 +700,18 @@ final class RoundDriver: @unchecked Sendable {
             case .result(let school, let r):
                 guard pending.contains(school), r.round == UInt64(round), r.task == .evaluate, r.nonce == nonces[school] else { continue }
                 pending.remove(school)
-                guard r.status == .completed, r.exampleCount > 0, r.exampleCount <= UInt64(config.strategy.maxExamplesPerSchool) else { continue }
+                guard r.status == .completed else { continue }
+                let limit = UInt64(config.strategy.maxExamplesPerSchool)
+                let refusal = r.exampleCount == 0 ? "it reported 0 examples"
+                    : r.exampleCount > limit ? "it reported \(r.exampleCount) examples, over the limit of \(limit) (strategy.max_examples_per_school)"
+                    : ResultMetrics.problem(in: r.metrics).map { "it reports an impossible metric: \($0)" }
+                if let refusal {
+                    report.evaluationRefused[school] = refusal
+                    try ledger.ledger.record(AuditEntry(event: .evaluationRejected, round: round, school: school,
+                                                        examples: Int(clamping: r.exampleCount), reason: refusal))
+                    progress("round \(round): \(school) evaluation result left out: \(refusal)")
+                    continue
+                }
                 let n = Int(clamping: r.exampleCount)
                 total += n
                 evaluated.append(school)

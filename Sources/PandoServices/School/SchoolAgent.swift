@@ -53,6 +53,8 @@ public final class SchoolAgent: @unchecked Sendable {
     var onAssignment: (@Sendable (RoundAssignment, PandoConnection) -> Void)?
     /// Test hook: called after each uploaded chunk (a slow link).
     var uploadPacing: (@Sendable (UInt64, UInt64) async -> Void)?
+    /// Test hook: changes the metrics of a result before it is sent (a school that lies).
+    var alterMetrics: (@Sendable (RoundTask, [WireToken: Double]) -> [WireToken: Double])?
 
     /// State that survives reconnects: an update the coordinator may not have stored yet.
     private let pending = NIOLockedValueBox<PendingUpload?>(nil)
@@ -322,7 +324,7 @@ public final class SchoolAgent: @unchecked Sendable {
             // what it holds, or ignores it as stale.
             logger.notice("round \(round): the coordinator did not take the upload (\(why)); sending the result")
         }
-        let metrics = Self.wireMetrics(p.metrics)
+        let metrics = alterMetrics?(.train, Self.wireMetrics(p.metrics)) ?? Self.wireMetrics(p.metrics)
         let result = RoundResult(
             round: p.assignment.round, task: .train, nonce: p.assignment.nonce, status: .completed,
             update: ObjectRef(id: id, size: p.size, sha256: p.digest), exampleCount: UInt64(p.examples), metrics: metrics)
@@ -354,7 +356,7 @@ public final class SchoolAgent: @unchecked Sendable {
         onEvent?(.evaluated(round: round, examples: data.count, metrics: metrics.summary))
         try await conn.send(.roundResult(RoundResult(
             round: a.round, task: .evaluate, nonce: a.nonce, status: .completed, update: nil,
-            exampleCount: UInt64(data.count), metrics: Self.wireMetrics(metrics.summary))))
+            exampleCount: UInt64(data.count), metrics: alterMetrics?(.evaluate, Self.wireMetrics(metrics.summary)) ?? Self.wireMetrics(metrics.summary))))
     }
 
     func decline(_ a: RoundAssignment, reason: String, on conn: PandoConnection, status: PandoWire.RoundStatus = .declined) async throws {
