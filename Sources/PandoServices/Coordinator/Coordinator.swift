@@ -171,6 +171,9 @@ public final class Coordinator: @unchecked Sendable {
                 break
             } catch is CancellationError {
                 throw CancellationError()
+            } catch let failure as IntegrityFailure {
+                await hub.sayGoodbye()
+                throw failure.underlying
             } catch {
                 // One round's failure (the ledger, the disk) ends that round, not the service.
                 if driver.roundStarted { done += 1 }
@@ -460,7 +463,9 @@ final class RoundDriver: @unchecked Sendable {
         let model: ObjectRef, modelFile: URL
         do { (model, modelFile) = try await modelRef(base) } catch {
             try ledger.abort(round: round, reason: "the base version is not served: \(error)")
-            throw error
+            // Every later round would start from the same corrupt head: stop (fail closed) so an
+            // operator restores it, rather than aborting rounds forever.
+            throw IntegrityFailure(underlying: error)
         }
         var nonces: [String: WireToken] = [:]
         var expected: [String: Expectation] = [:]

@@ -62,6 +62,12 @@ enum HubEvent: Sendable {
     case stopRequested(String)
 }
 
+/// A failure no retry can cure (the head version no longer matches its id): the coordinator
+/// stops with `underlying` instead of going on to the next round.
+struct IntegrityFailure: Error {
+    let underlying: Error
+}
+
 /// Thrown through the round driver when the coordinator is asked to stop.
 struct StopRequested: Error, CustomStringConvertible {
     let reason: String
