@@ -41,6 +41,29 @@ void pando_q8_pack_weights(const float *w, int n, int k, int8_t *packed, float *
     }
 }
 
+void pando_q8_pack_int8(const int8_t *w, int n, int k, int8_t *packed, int32_t *sums) {
+    int kp = pando_q8_padded_k(k), np = padded_n(n);
+    memset(packed, 0, (size_t)np * kp);
+    for (int j = 0; j < np; j++) {
+        int32_t sum = 0;
+        int block = j / NR, jj = j % NR;
+        for (int i = 0; i < k && j < n; i++) {
+            int8_t v = w[(long)j * k + i];
+            sum += v;
+            packed[((long)block * (kp / 4) + i / 4) * (NR * 4) + jj * 4 + i % 4] = v;
+        }
+        sums[j] = j < n ? sum : 0;
+    }
+}
+
+void pando_q8_unpack(const int8_t *packed, int n, int k, int8_t *w) {
+    int kp = pando_q8_padded_k(k);
+    for (int j = 0; j < n; j++) {
+        int block = j / NR, jj = j % NR;
+        for (int i = 0; i < k; i++) w[(long)j * k + i] = packed[((long)block * (kp / 4) + i / 4) * (NR * 4) + jj * 4 + i % 4];
+    }
+}
+
 static int has_vnni(void);
 
 #if defined(__x86_64__)

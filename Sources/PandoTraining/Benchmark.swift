@@ -19,6 +19,8 @@ public enum Benchmark {
         public var sequencesPerSecond: Double
         public var gflopsPerSecond: Double
         public var peakRSSMegabytes: Double
+        /// Resident memory the model itself added when loaded (before any workspace).
+        public var modelResidentMegabytes: Double = 0
         public var seconds: Double
         public var threads: Int
         public var sgemmGFLOPs: Double
@@ -34,15 +36,20 @@ public enum Benchmark {
               tokens/s (padded)   \(String(format: "%10.0f", paddedTokensPerSecond))
               sequences/s         \(String(format: "%10.1f", sequencesPerSecond))
               GFLOP/s performed   \(String(format: "%10.1f", gflopsPerSecond))   (sgemm on this machine: \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s, OpenBLAS \(gemmCore); element-wise kernels: \(elementwiseKernels))
-              peak RSS            \(String(format: "%10.0f", peakRSSMegabytes)) MB
+              peak RSS            \(String(format: "%10.0f", peakRSSMegabytes)) MB   (the model itself: \(String(format: "%.0f", modelResidentMegabytes)) MB resident after loading)
             """
         }
     }
 
     /// Peak resident set size of this process so far, from /proc (Linux).
-    public static func peakRSSMegabytes() -> Double {
+    public static func peakRSSMegabytes() -> Double { statusMegabytes("VmHWM:") }
+
+    /// Resident set size of this process now.
+    public static func residentMegabytes() -> Double { statusMegabytes("VmRSS:") }
+
+    static func statusMegabytes(_ field: String) -> Double {
         guard let status = try? String(contentsOfFile: "/proc/self/status", encoding: .utf8) else { return 0 }
-        for line in status.split(separator: "\n") where line.hasPrefix("VmHWM:") {
+        for line in status.split(separator: "\n") where line.hasPrefix(field) {
             let kb = line.split(whereSeparator: { $0 == " " || $0 == "\t" }).dropFirst().first.flatMap { Double($0) } ?? 0
             return kb / 1024
         }

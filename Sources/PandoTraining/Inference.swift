@@ -148,7 +148,10 @@ public final class FineTunedModel {
     /// log σ of the most probable label (multi-label), or the score (regression).
     ///
     /// Computed by `BertModel.attributions` in batches.
-    public func explain(_ texts: [String], batchSize: Int = 16) -> [Explanation] {
+    public func explain(_ texts: [String], batchSize: Int = 16) throws -> [Explanation] {
+        guard !model.inferenceOnly else {
+            throw TrainingError("explanations need gradients, which an int8 checkpoint cannot give: explain with the float32 model")
+        }
         let sequences = encode(texts)
         let C = model.head.outputs
         let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: batchSize, length: maxLength), training: true)

@@ -34,6 +34,9 @@ public final class Trainer {
         }
         let head = ClassifierHead(objective: task.objective, labels: task == .regression ? ["score"] : labels.names, pooling: options.pooling)
         (model, loadReport) = try BertModel.load(from: baseModel, head: head, seed: options.seed)
+        guard !model.inferenceOnly else {
+            throw TrainingError("\(baseModel.path) is an int8 checkpoint (pando quantize), for inference only: train from the float32 folder it was made from")
+        }
         tokenizer = try BertTokenizer(folder: baseModel)
         guard tokenizer.vocabularySize <= model.config.vocabSize else {
             throw TrainingError("\(baseModel.path): vocab.txt has \(tokenizer.vocabularySize) tokens but config.json's vocab_size is \(model.config.vocabSize)")

@@ -5,6 +5,15 @@ import PandoFederation
 import PandoText
 import PandoTraining
 
+/// Resident memory the benchmarked model added when loaded (set by `Common.load`).
+let modelResident = LockedDouble()
+
+final class LockedDouble: @unchecked Sendable {
+    private let lock = NSLock()
+    private var value = 0.0
+    func withLock<T>(_ body: (inout Double) -> T) -> T { lock.withLock { body(&value) } }
+}
+
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference throughput, GFLOP/s and peak memory.",
@@ -26,7 +35,9 @@ struct Bench: ParsableCommand {
             if let threads { Parallel.workers = max(1, threads) }
             if !json { print(GEMMKernels.active.summary) }
             let folder = try model.resolve()
+            let before = Benchmark.residentMegabytes()
             let (m, _) = try BertModel.load(from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
+            modelResident.withLock { $0 = Benchmark.residentMegabytes() - before }
             return (m, folder.lastPathComponent == "default" ? "default (\(folder.resolvingSymlinksInPath().path))" : folder.path, folder)
         }
 
@@ -45,6 +56,7 @@ struct Bench: ParsableCommand {
         func emit(_ report: Benchmark.Report) throws {
             var report = report
             report.sgemmGFLOPs = Benchmark.sgemmGFLOPs()
+            report.modelResidentMegabytes = modelResident.withLock { $0 }
             if json {
                 let encoder = JSONEncoder()
                 encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
@@ -76,12 +88,14 @@ struct Bench: ParsableCommand {
         func run() throws {
             let (model, name, folder) = try common.load()
             let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
-            if int8 {
+            if int8 || model.inferenceOnly {
                 model.quantizeForInference()
-                if !common.json { print("int8 encoder (kernel: \(Int8Linear.kernel))") }
+                if !common.json {
+                    print("int8 encoder (kernel: \(Int8Linear.kernel))" + (model.inferenceOnly ? ", loaded from an int8 checkpoint" : ", quantized from the float32 weights at start"))
+                }
             }
             var report = Benchmark.infer(model: model, name: name, batches: batches, warmup: common.warmup)
-            if int8 { report.kind = "infer-int8" }
+            if int8 || model.inferenceOnly { report.kind = model.inferenceOnly ? "infer-int8-checkpoint" : "infer-int8" }
             try common.emit(report)
         }
     }

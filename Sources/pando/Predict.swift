@@ -50,7 +50,7 @@ struct PredictCommand: ParsableCommand {
             let part = Array(inputs[start..<min(start + chunk, inputs.count)])
             let texts = part.map(\.text)
             let predictions = checkpoint.predict(texts, batchSize: batchSize)
-            let explanations = explain ? checkpoint.explain(texts) : nil
+            let explanations = explain ? try checkpoint.explain(texts) : nil
             var buffer = ""
             for (i, p) in predictions.enumerated() {
                 buffer += try PredictionOutput.json(p, labels: checkpoint.labels, line: part[i].line, explanation: explanations?[i]) + "\n"

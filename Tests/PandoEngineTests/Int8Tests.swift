@@ -71,4 +71,63 @@ final class Int8Tests: XCTestCase {
         XCTAssertNotEqual(quantized, reference, "the int8 path actually ran")
         print(String(format: "int8 (%@) vs float32 MiniLM last hidden state: cosine %.5f", Int8Linear.kernel, cosine))
     }
+
+    /// A saved int8 checkpoint gives exactly the logits of the model it was quantized from,
+    /// holds no float32 copy of the quantized tensors, and refuses to train.
+    func testSavedInt8CheckpointRoundTripsAndIsInferenceOnly() throws {
+        let folder = try TestFixtures.tinyModelFolder()
+        let head = ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"])
+        let (model, _) = try BertModel.load(from: folder, head: head, seed: 3)
+        let batch = TestFixtures.packedBatch(try TestFixtures.json("tiny/inputs.json"))
+        func logits(_ m: BertModel) -> [Float] {
+            let ws = BertWorkspace(model: m, capacity: BatchCapacity(sequences: batch.count, length: batch.maxLength), training: false)
+            return withExtendedLifetime(ws) { m.forward(batch, workspace: ws).array }
+        }
+        let float32 = logits(model)
+        model.quantizeForInference()
+        let expected = logits(model)
+        XCTAssertNotEqual(expected, float32)
+        let out = try TestFixtures.temporaryDirectory(prefix: "pando-int8").appendingPathComponent("q")
+        try model.saveInt8(to: out, copying: [folder.appendingPathComponent("vocab.txt")])
+        XCTAssertTrue(Int8Checkpoint.isInt8(out))
+        XCTAssertFalse(FileManager.default.fileExists(atPath: out.appendingPathComponent("model.safetensors").path))
+        let file = try SafeTensors.File(url: out.appendingPathComponent(Int8Checkpoint.weightsFile))
+        XCTAssertEqual(file.entries["bert.encoder.layer.0.attention.self.query.weight"]?.dtype, .i8)
+        XCTAssertEqual(file.entries["bert.embeddings.word_embeddings.weight"]?.dtype, .i8)
+        XCTAssertEqual(file.entries["bert.embeddings.position_embeddings.weight"]?.dtype, .f32)
+        let (loaded, report) = try BertModel.load(from: out, head: nil)
+        XCTAssertTrue(loaded.inferenceOnly)
+        XCTAssertEqual(report.unused, [])
+        XCTAssertEqual(report.initialized, [])
+        XCTAssertEqual(logits(loaded), expected, "the int8 checkpoint computes exactly what the quantized model did")
+        // The float32 slots of quantized tensors were never filled.
+        XCTAssertEqual(loaded.parameters.values("bert.encoder.layer.1.intermediate.dense.weight").allSatisfy { $0 == 0 }, true)
+    }
+
+    /// On MiniLM the int8 checkpoint's quantized tensors (two thirds of the weights) never
+    /// become resident: `mincore` finds their float32 pages untouched after loading.
+    func testInt8CheckpointLeavesFloatSlotsNonResident() throws {
+        let folder = try TestFixtures.defaultModel()
+        let (model, _) = try BertModel.load(from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b"]), seed: 1)
+        let out = try TestFixtures.temporaryDirectory(prefix: "pando-int8-minilm").appendingPathComponent("q")
+        try model.saveInt8(to: out)
+        let (loaded, _) = try BertModel.load(from: out, head: nil)
+        let quantized = Int8Checkpoint.quantizedNames(layers: loaded.config.layers)
+        let page = Int(sysconf(Int32(_SC_PAGESIZE)))
+        var resident = 0, pages = 0, floatBytes = 0
+        for spec in loaded.layout.tensors where quantized.contains(spec.name) {
+            let start = UInt(bitPattern: loaded.parameters.view(spec).base)
+            let lo = (start + UInt(page) - 1) / UInt(page) * UInt(page), hi = (start + UInt(4 * spec.count)) / UInt(page) * UInt(page)
+            guard hi > lo else { continue }
+            let n = Int(hi - lo) / page
+            var vec = [UInt8](repeating: 0, count: n)
+            XCTAssertEqual(mincore(UnsafeMutableRawPointer(bitPattern: lo), Int(hi - lo), &vec), 0)
+            resident += vec.filter { $0 & 1 == 1 }.count
+            pages += n
+            floatBytes += 4 * spec.count
+        }
+        print("int8 checkpoint: \(resident) of \(pages) float32 pages of quantized tensors resident (\(floatBytes >> 20) MB not held)")
+        XCTAssertGreaterThan(pages, 10_000)
+        XCTAssertEqual(resident, 0)
+    }
 }

@@ -41,6 +41,25 @@ final class WorkflowTests: XCTestCase {
         XCTAssertEqual(data.report.firstSkippedLines[.unknownLabel], [3])
     }
 
+    /// `pando quantize`'s folder predicts like the quantized checkpoint and is inference only:
+    /// training from it and explanations are refused with the reason.
+    func testInt8CheckpointPredictsAndRefusesTraining() throws {
+        let source = try trainedCheckpoint()
+        let float32 = try FineTunedModel(folder: source)
+        let texts = synthetic(count: 12, seed: 8).map(\.text)
+        float32.model.quantizeForInference()
+        let expected = float32.predict(texts).map(\.probabilities)
+        let out = try TestFiles.temporaryDirectory().appendingPathComponent("int8")
+        try float32.model.saveInt8(to: out, copying: ["vocab.txt", "pando-training.json"].map { source.appendingPathComponent($0) })
+        let int8 = try FineTunedModel(folder: out)
+        XCTAssertEqual(int8.labels, float32.labels)
+        XCTAssertEqual(int8.predict(texts).map(\.probabilities), expected)
+        XCTAssertThrowsError(try int8.explain(texts)) { XCTAssertTrue("\($0)".contains("int8"), "\($0)") }
+        XCTAssertThrowsError(try Trainer(baseModel: out, task: .classification, labels: try LabelMap(names: float32.labels), options: TrainingOptions())) {
+            XCTAssertTrue("\($0)".contains("int8 checkpoint"), "\($0)")
+        }
+    }
+
     func testEvaluateJSONFields() throws {
         let model = try FineTunedModel(folder: try trainedCheckpoint())
         let dir = try TestFiles.temporaryDirectory()
@@ -65,7 +84,7 @@ final class WorkflowTests: XCTestCase {
         let model = try FineTunedModel(folder: try trainedCheckpoint())
         let texts = ["tok1 tok2 tok25", "tok12 tok13", "tok5"]
         let predictions = model.predict(texts, batchSize: 2)
-        let explanations = model.explain(texts)
+        let explanations = try model.explain(texts)
         for (i, (p, e)) in zip(predictions, explanations).enumerated() {
             let line = try PredictionOutput.json(p, labels: model.labels, line: i + 1, explanation: e)
             XCTAssertFalse(line.contains("\n"))
@@ -86,7 +105,7 @@ final class WorkflowTests: XCTestCase {
         // Words of the explained class push towards it more than filler words do.
         let rows = synthetic(count: 40, seed: 8)
         var classWords: [Float] = [], filler: [Float] = []
-        for e in model.explain(rows.map(\.text)) {
+        for e in try model.explain(rows.map(\.text)) {
             let own = e.output == "a" ? 0..<10 : 10..<20
             for w in e.words {
                 let n = Int(w.token.dropFirst(3))!
@@ -101,7 +120,7 @@ final class WorkflowTests: XCTestCase {
     func testExplanationMatchesFiniteDifference() throws {
         let model = try FineTunedModel(folder: try trainedCheckpoint())
         let text = "tok1 tok22 tok13"
-        let explanation = model.explain([text])[0]
+        let explanation = try model.explain([text])[0]
         let ids = model.encode([text])[0]
         let H = model.model.config.hiddenSize
         let word = model.model.parameters.view("bert.embeddings.word_embeddings.weight")

@@ -24,6 +24,13 @@ int pando_q8_padded_k(int k);
 /// correction of unsigned activations).
 void pando_q8_pack_weights(const float *w, int n, int k, int8_t *packed, float *scales, int32_t *sums);
 
+/// Packs an already quantized row-major int8 matrix `w` [n × k] (a saved int8 checkpoint)
+/// into the kernel's layout, with each output's sum of weights; the scales are the saved ones.
+void pando_q8_pack_int8(const int8_t *w, int n, int k, int8_t *packed, int32_t *sums);
+
+/// The inverse of the packing: row-major int8 [n × k] from a packed matrix (to save it).
+void pando_q8_unpack(const int8_t *packed, int n, int k, int8_t *w);
+
 /// Quantizes rows [m0, m1) of `x` [m × k, row stride ldx] per row: scale = max|row| / 127,
 /// stored as unsigned bytes with zero point 128 into `q` [m × padded_k].
 void pando_q8_quantize_rows(const float *x, int ldx, int m0, int m1, int k, uint8_t *q, float *scales);

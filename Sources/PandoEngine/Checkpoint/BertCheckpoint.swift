@@ -34,6 +34,13 @@ extension BertModel {
         guard FileManager.default.fileExists(atPath: folder.path) else {
             throw CheckpointError(path: folder.path, reason: "model folder does not exist")
         }
+        if Int8Checkpoint.isInt8(folder) {
+            let config = try BertConfig(contentsOf: configURL)
+            guard let head = try head ?? Self.savedHead(configURL: configURL) else {
+                throw CheckpointError(path: configURL.path, reason: "no task head: config.json has no id2label/problem_type")
+            }
+            return try loadInt8(from: folder, config: config, head: head, seed: seed)
+        }
         for url in [configURL, weightsURL] where !FileManager.default.fileExists(atPath: url.path) {
             let hint = FileManager.default.fileExists(atPath: folder.appendingPathComponent("pytorch_model.bin").path)
                 ? " (only pytorch_model.bin is present; convert it to safetensors)" : ""

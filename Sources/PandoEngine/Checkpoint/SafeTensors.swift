@@ -5,9 +5,10 @@ import Foundation
 /// range, then the raw little-endian tensor bytes.
 public enum SafeTensors {
     public enum DType: String, Sendable {
-        case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64", i64 = "I64", i32 = "I32"
+        case f32 = "F32", f16 = "F16", bf16 = "BF16", f64 = "F64", i64 = "I64", i32 = "I32", i8 = "I8"
         var size: Int {
             switch self {
+            case .i8: 1
             case .f16, .bf16: 2
             case .f32, .i32: 4
             case .f64, .i64: 8
@@ -109,7 +110,20 @@ public enum SafeTensors {
                     for i in 0..<n { out[i] = Float(src.loadUnaligned(fromByteOffset: 8 * i, as: Int64.self)) }
                 case .i32:
                     for i in 0..<n { out[i] = Float(src.loadUnaligned(fromByteOffset: 4 * i, as: Int32.self)) }
+                case .i8:
+                    for i in 0..<n { out[i] = Float(src.load(fromByteOffset: i, as: Int8.self)) }
                 }
+            }
+        }
+
+        /// Calls `body` with tensor `name`'s bytes as stored (for I8 tensors, read without conversion).
+        public func withBytes<T>(_ name: String, dtype: DType, count: Int, _ body: (UnsafeRawBufferPointer) throws -> T) throws -> T {
+            guard let entry = entries[name] else { throw FormatError(path: path, reason: "no tensor named '\(name)'") }
+            guard entry.dtype == dtype, entry.elementCount == count else {
+                throw FormatError(path: path, reason: "tensor '\(name)' is \(entry.dtype.rawValue) with \(entry.elementCount) elements, expected \(dtype.rawValue) with \(count)")
+            }
+            return try data.withUnsafeBytes { raw in
+                try body(UnsafeRawBufferPointer(rebasing: raw[(dataStart + entry.range.lowerBound)..<(dataStart + entry.range.upperBound)]))
             }
         }
 
@@ -122,27 +136,38 @@ public enum SafeTensors {
         }
     }
 
-    /// A tensor to write: name, shape and Float32 contents.
+    /// A tensor to write: name, shape and contents (Float32, or bytes of another dtype).
     public struct Tensor {
         public let name: String
         public let shape: [Int]
-        public let values: FloatBuffer
+        public let dtype: DType
+        /// The bytes, little-endian, `shape` elements of `dtype`.
+        public let bytes: UnsafeRawBufferPointer
         public init(name: String, shape: [Int], values: FloatBuffer) {
             precondition(shape.reduce(1, *) == values.count, "shape \(shape) does not match \(values.count) values for \(name)")
             self.name = name
             self.shape = shape
-            self.values = values
+            dtype = .f32
+            bytes = UnsafeRawBufferPointer(start: values.base, count: values.count * 4)
+        }
+        /// Raw bytes of `dtype` (the caller keeps them alive until the write returns).
+        public init(name: String, shape: [Int], dtype: DType, bytes: UnsafeRawBufferPointer) {
+            precondition(shape.reduce(1, *) * dtype.size == bytes.count, "shape \(shape) does not match \(bytes.count) bytes of \(dtype.rawValue) for \(name)")
+            self.name = name
+            self.shape = shape
+            self.dtype = dtype
+            self.bytes = bytes
         }
     }
 
-    /// Serialises the header for `tensors` (F32, in the given order).
+    /// Serialises the header for `tensors` (in the given order).
     static func header(for tensors: [Tensor], metadata: [String: String]) throws -> Data {
         var object: [String: Any] = [:]
         if !metadata.isEmpty { object["__metadata__"] = metadata }
         var offset = 0
         for t in tensors {
-            let bytes = t.values.count * 4
-            object[t.name] = ["dtype": "F32", "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
+            let bytes = t.bytes.count
+            object[t.name] = ["dtype": t.dtype.rawValue, "shape": t.shape, "data_offsets": [offset, offset + bytes]] as [String: Any]
             offset += bytes
         }
         var json = try JSONSerialization.data(withJSONObject: object, options: [.sortedKeys])
@@ -151,15 +176,15 @@ public enum SafeTensors {
         return json
     }
 
-    /// Writes `tensors` atomically as an F32 safetensors file.
+    /// Writes `tensors` atomically as a safetensors file.
     public static func write(_ tensors: [Tensor], metadata: [String: String] = [:], to url: URL) throws {
         let header = try header(for: tensors, metadata: metadata)
         try AtomicFile.write(to: url) { writer in
             var length = UInt64(header.count).littleEndian
             try withUnsafeBytes(of: &length) { try writer.write($0) }
             try writer.write(header)
-            for t in tensors {
-                try writer.write(UnsafeRawBufferPointer(start: t.values.base, count: t.values.count * 4))
+            for t in tensors where t.bytes.count > 0 {
+                try writer.write(t.bytes)
             }
         }
     }

@@ -40,17 +40,33 @@ public struct FloatBuffer: @unchecked Sendable {
 }
 
 /// Owns a 64-byte aligned block of `Float`s, zero-initialised.
+///
+/// Blocks of a megabyte or more are anonymous memory maps: the kernel hands out zero pages
+/// only when they are first written, so a region nobody writes (the float32 slots of
+/// weights an int8 checkpoint keeps quantized) costs no resident memory.
 public final class FloatStorage: @unchecked Sendable {
     public let buffer: FloatBuffer
+    private let mappedBytes: Int
+
+    static let mapThreshold = 1 << 20
 
     public init(count: Int) {
-        var raw: UnsafeMutableRawPointer?
         let bytes = max(count, 1) * MemoryLayout<Float>.stride
+        if bytes >= Self.mapThreshold {
+            guard let raw = mmap(nil, bytes, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0), raw != MAP_FAILED else {
+                fatalError("out of memory mapping \(bytes) bytes")
+            }
+            mappedBytes = bytes
+            buffer = FloatBuffer(base: raw.bindMemory(to: Float.self, capacity: max(count, 1)), count: count)
+            return
+        }
+        var raw: UnsafeMutableRawPointer?
         guard posix_memalign(&raw, 64, bytes) == 0, let raw else {
             fatalError("out of memory allocating \(bytes) bytes")
         }
         let typed = raw.bindMemory(to: Float.self, capacity: max(count, 1))
         typed.initialize(repeating: 0, count: max(count, 1))
+        mappedBytes = 0
         buffer = FloatBuffer(base: typed, count: count)
     }
 
@@ -59,7 +75,9 @@ public final class FloatStorage: @unchecked Sendable {
         values.withUnsafeBufferPointer { buffer.base.update(from: $0.baseAddress!, count: values.count) }
     }
 
-    deinit { free(buffer.base) }
+    deinit {
+        if mappedBytes > 0 { munmap(buffer.base, mappedBytes) } else { free(buffer.base) }
+    }
 }
 
 /// A non-owning view of contiguous `Int32`s (token and type ids).

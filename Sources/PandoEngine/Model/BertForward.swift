@@ -38,12 +38,19 @@ extension BertModel {
                 ws.positions.withUnsafeBufferPointer { positions in
                     let box = UnsafeSendableBox((ids, types, positions))
                     let word = p(offsets.word), pos = p(offsets.position), typ = p(offsets.tokenType)
+                    let q8 = ws.int8?.encoder.embeddings
                     Parallel.forRanges(N, minimumChunk: 128) { range in
                         let (ids, types, positions) = box.value
                         for t in range {
-                            let w = word + Int(ids[t]) * H, q = pos + Int(positions[t]) * H, y = typ + Int(types[t]) * H
+                            let q = pos + Int(positions[t]) * H, y = typ + Int(types[t]) * H
                             let out = sum + t * H
-                            for j in 0..<H { out[j] = w[j] + q[j] + y[j] }
+                            if let q8 {
+                                for j in 0..<H { out[j] = q[j] + y[j] }
+                                q8.add(row: Int(ids[t]), to: out)
+                            } else {
+                                let w = word + Int(ids[t]) * H
+                                for j in 0..<H { out[j] = w[j] + q[j] + y[j] }
+                            }
                         }
                     }
                 }

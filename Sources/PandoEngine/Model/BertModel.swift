@@ -52,6 +52,9 @@ public final class BertModel: @unchecked Sendable {
     /// Int8 copies of the encoder's linear layers (`quantizeForInference()`), used by
     /// inference workspaces created while it is set.
     public internal(set) var int8: Int8Encoder?
+    /// Loaded from an int8 checkpoint: the float32 copies of the quantized weights were never
+    /// read, so the model can run inference only (training or gradients would need them).
+    public internal(set) var inferenceOnly = false
 
     /// Offsets of each tensor in the flat buffer, resolved once.
     struct Offsets {

@@ -68,6 +68,7 @@ public final class BertWorkspace: @unchecked Sendable {
 
     public init(model: BertModel, capacity: BatchCapacity, training: Bool) {
         let c = model.config
+        precondition(!(training && model.inferenceOnly), "a model loaded from an int8 checkpoint runs inference only")
         precondition(capacity.length <= c.maxPositions, "capacity length \(capacity.length) exceeds the model's \(c.maxPositions) positions")
         self.capacity = capacity
         self.training = training
