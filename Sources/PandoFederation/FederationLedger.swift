@@ -1,3 +1,4 @@
+import Crypto
 import Foundation
 import PandoEngine
 import PandoLedger
@@ -18,6 +19,19 @@ extension ModelUpdate {
         }
         return bytes.withUnsafeBytes { Digest.sha256($0) }
         #endif
+    }
+
+    /// Hex SHA-256 of the update as `UpdateFile.write(_:selection:to:)` sends it: the
+    /// selection's tensors only (little-endian hosts).
+    public func wireSHA256(selection: TensorSelection) -> String {
+        guard !selection.frozen.isEmpty else { return wireSHA256 }
+        var hasher = SHA256()
+        withExtendedLifetime(delta) {
+            for spec in selection.trained {
+                hasher.update(bufferPointer: UnsafeRawBufferPointer(start: delta.buffer.base + spec.offset, count: 4 * spec.count))
+            }
+        }
+        return hasher.finalize().map { String(format: "%02x", $0) }.joined()
     }
 }
 
@@ -135,6 +149,8 @@ public final class FederationLedger {
         parameters["localBatchSize"] = .int(plan.batchSize)
         parameters["maxLength"] = .int(plan.maxLength)
         if let mu = plan.proximalMu { parameters["proximalMu"] = .double(decimal(mu)) }
+        // Recorded for the privacy officer: which tables no school trains or sends this round.
+        parameters["frozenTensors"] = .string(plan.freezeEmbeddings ? TensorSelection.embeddingTables.sorted().joined(separator: ",") : "")
         parameters["maxUpdateNorm"] = maxUpdateNorm.map { .double($0) } ?? .string("auto")
         parameters["quorum"] = .int(quorum)
         parameters["fractionPerRound"] = .double(fractionPerRound)

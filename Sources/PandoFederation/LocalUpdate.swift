@@ -54,6 +54,8 @@ public final class LocalUpdater {
         let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: min(plan.batchSize, data.count), length: longest),
                               settings: settings)
         if let mu = plan.proximalMu, mu > 0 { tuner.proximal = (global.parameters, mu) }
+        // Frozen tensors get no step at all (not even weight decay): their delta is exactly zero.
+        tuner.frozen = TensorSelection(layout: model.layout, plan: plan).frozen
 
         var lossSum = 0.0, steps = 0, tokens = 0, lastEpochLoss = 0.0
         for epoch in 1...plan.epochs {

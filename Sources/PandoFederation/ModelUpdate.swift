@@ -32,8 +32,11 @@ public struct ModelUpdate: @unchecked Sendable {
         self.metrics = metrics
     }
 
+    /// Values the update carried (the trained tensors); `nil`: the whole layout.
+    public var sentParameters: Int?
+
     /// Bytes the delta takes on the wire as Float32, before any compression.
-    public var wireBytes: Int { 4 * delta.layout.count }
+    public var wireBytes: Int { 4 * (sentParameters ?? delta.layout.count) }
 }
 
 /// Threaded element-wise passes over model-sized buffers, shared by the

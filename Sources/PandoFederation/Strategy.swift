@@ -19,6 +19,9 @@ public struct LocalTrainingPlan: Sendable, Equatable, Codable {
     public var proximalMu: Float?
     /// Seeds the school's shuffling and dropout (mixed with round and school by the client).
     public var seed: UInt64 = 42
+    /// Keep the token, position and token-type embeddings frozen (``TensorSelection``): their
+    /// updates would reveal which words a school's students used. On by default.
+    public var freezeEmbeddings = true
 
     public init() {}
 }

@@ -1,11 +1,57 @@
 import Foundation
 import PandoEngine
 
-/// An update's delta as it travels and rests on disk: the Float32 values of the
-/// delta in layout order, little-endian, nothing else (`4 × parameter count`
-/// bytes). Its SHA-256 is `ModelUpdate.wireSHA256`; the layout both ends agree on
-/// comes from the global version the school trained from.
+/// An update's delta as it travels and rests on disk: the Float32 values of the trained
+/// tensors (``TensorSelection``) in layout order, little-endian, nothing else
+/// (`4 × trained parameter count` bytes). Its SHA-256 is `ModelUpdate.wireSHA256`; the
+/// layout both ends agree on comes from the global version the school trained from, and
+/// the selection from the round's plan.
 public enum UpdateFile {
+    /// Writes the `selection`'s tensors of `delta` to `url` atomically, mode 0600.
+    public static func write(_ delta: ParameterBuffer, selection: TensorSelection, to url: URL) throws {
+        guard !selection.frozen.isEmpty else { return try write(delta, to: url) }
+        let values = delta.buffer
+        try withExtendedLifetime(delta) {
+            try AtomicFile.write(to: url, mode: 0o600) { writer in
+                for spec in selection.trained {
+                    try writer.write(UnsafeRawBufferPointer(start: values.base + spec.offset, count: 4 * spec.count))
+                }
+            }
+        }
+    }
+
+    /// Reads an update of `selection`'s tensors into `delta`, zero in every frozen tensor.
+    public static func read(_ url: URL, into delta: ParameterBuffer, selection: TensorSelection) throws {
+        guard !selection.frozen.isEmpty else { return try read(url, into: delta) }
+        let expected = 4 * selection.trainedCount
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else { throw UpdateFileError(path: url.path, reason: String(cString: strerror(errno))) }
+        defer { close(fd) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else { throw UpdateFileError(path: url.path, reason: "cannot stat") }
+        guard Int(st.st_size) == expected else {
+            throw UpdateFileError(path: url.path, reason: "\(st.st_size) bytes, expected \(expected) (4 × \(selection.trainedCount) trained parameters; \(selection.frozen.count) tensors are frozen)")
+        }
+        try withExtendedLifetime(delta) {
+            var position = 0
+            for spec in delta.layout.tensors {
+                let view = delta.view(spec)
+                guard !selection.frozen.contains(spec.name) else {
+                    view.fill(0)
+                    continue
+                }
+                let raw = UnsafeMutableRawPointer(view.base)
+                var done = 0
+                while done < 4 * spec.count {
+                    let n = pread(fd, raw + done, 4 * spec.count - done, off_t(position + done))
+                    guard n > 0 else { throw UpdateFileError(path: url.path, reason: "short read at byte \(position + done)") }
+                    done += n
+                }
+                position += 4 * spec.count
+            }
+        }
+    }
+
     /// Writes `delta` to `url` atomically (temp file, fsync, rename), mode 0600: it is
     /// derived from the school's data.
     public static func write(_ delta: ParameterBuffer, to url: URL) throws {

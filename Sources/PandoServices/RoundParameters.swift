@@ -21,6 +21,7 @@ enum RoundParameters {
             "linearDecay": plan.linearDecay ? 1 : 0,
             "weightDecay": Double(plan.weightDecay.description) ?? Double(plan.weightDecay),
             "dropout": plan.dropout ? 1 : 0,
+            "freezeEmbeddings": plan.freezeEmbeddings ? 1 : 0,
             "seed": Double(plan.seed & 0x1F_FFFF_FFFF_FFFF),  // exact in a double
             labelSetDigest: labels.digest,
             labelCount: Double(labels.count),
@@ -54,6 +55,8 @@ enum RoundParameters {
         plan.linearDecay = (parameters["linearDecay"] ?? 0) != 0
         plan.weightDecay = Float(parameters["weightDecay"] ?? 0.01)
         plan.dropout = (parameters["dropout"] ?? 1) != 0
+        // An assignment that does not say so trains the embeddings (what coordinators before this field did).
+        plan.freezeEmbeddings = (parameters["freezeEmbeddings"] ?? 0) != 0
         plan.maxGradientNorm = parameters["maxGradientNorm"].map(Float.init)
         plan.proximalMu = parameters["proximalMu"].map(Float.init)
         plan.seed = UInt64(try whole("seed", 0...Int(0x1F_FFFF_FFFF_FFFF)))

@@ -181,8 +181,12 @@ struct SimulateCommand: AsyncParsableCommand {
         print("strategy: \(choice.name.rawValue); \(rounds) round(s), \(asked) of \(schools) schools asked per round, quorum \(config.rounds.quorum); \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize), max length \(maxLength); \(initialModel.parameterCount) parameters (\(bytes(4 * initialModel.parameterCount)) per delta)")
 
         loopback.coordinator.onProgress = { line in progressLine("  " + line) }
+        // Where each round's time goes: the schools share this machine's cores and train one
+        // after another on the compute lane (each with every core), not three at once.
+        let training = TrainingClock()
         loopback.onSchoolEvent = { school, event in
             if case .trained(let round, let examples, let m) = event {
+                training.add(round: round, seconds: m["seconds"] ?? 0)
                 progressLine(String(format: "  round %d: %@ trained on %d examples, loss %.4f, %.1f s",
                                     round, school, examples, m["train_loss"] ?? .nan, m["seconds"] ?? 0))
             }
@@ -194,6 +198,9 @@ struct SimulateCommand: AsyncParsableCommand {
                          r.round, r.committed ? "committed \(short(r.version)) (from \(short(r.baseVersion)))" : "ABORTED (kept \(short(r.version)))",
                          r.accepted.count, r.selected.count, r.trainLoss, show(r.test), fed,
                          bytes(Int(r.bytesUp)), bytes(Int(r.bytesDown)), r.seconds, left))
+            let trained = training.seconds(round: r.round)
+            print(String(format: "  time: %.1f s local training (the schools one after another, each on all %d cores), %.1f s aggregation, %.1f s the rest (fetches, transfers, hashing, evaluation)",
+                         trained, Parallel.workers, r.aggregateSeconds, max(0, r.seconds - trained - r.aggregateSeconds)))
         }
         let initial = try evaluateTest(initialModel)
         print("round 0 (base model): test \(show(initial))")
@@ -307,4 +314,12 @@ struct SimulateCommand: AsyncParsableCommand {
         while x >= 1000, u < units.count - 1 { x /= 1000; u += 1 }
         return u == 0 ? "\(n) B" : String(format: "%.1f %@", x, units[u])
     }
+}
+
+/// Local training seconds per round, summed over the schools (their `.trained` events).
+final class TrainingClock: @unchecked Sendable {
+    private let lock = NSLock()
+    private var byRound: [Int: Double] = [:]
+    func add(round: Int, seconds: Double) { lock.withLock { byRound[round, default: 0] += seconds } }
+    func seconds(round: Int) -> Double { lock.withLock { byRound[round] ?? 0 } }
 }

@@ -18,7 +18,8 @@ final class EndToEndTests: XCTestCase {
         init(folder: URL) { self.folder = folder }
         func delta(_ school: String, round: Int, layout: ParameterLayout) throws -> ParameterBuffer {
             let b = ParameterBuffer(layout: layout)
-            try UpdateFile.read(folder.appendingPathComponent("\(school)-update-r\(round).delta"), into: b)
+            try UpdateFile.read(folder.appendingPathComponent("\(school)-update-r\(round).delta"), into: b,
+                                selection: TensorSelection(layout: layout, frozen: TensorSelection.embeddingTables))
             return b
         }
     }
@@ -69,7 +70,8 @@ final class EndToEndTests: XCTestCase {
             XCTAssertTrue(report.committed, "round \(report.round): \(report.leftOut)")
             XCTAssertEqual(report.accepted.sorted(), ["north", "south", "west"])
             XCTAssertEqual(report.examples, 190)
-            XCTAssertEqual(report.bytesUp, UInt64(3 * 4 * r.layout.count), "three deltas of 4 bytes per parameter")
+            let trained = TensorSelection(layout: r.layout, frozen: TensorSelection.embeddingTables).trainedCount
+            XCTAssertEqual(report.bytesUp, UInt64(3 * 4 * trained), "three deltas of 4 bytes per trained parameter (the embedding tables stay home)")
             XCTAssertEqual(report.evaluatedSchools, ["north", "south", "west"])
             XCTAssertEqual(report.evaluationExamples, 60)
             XCTAssertNotNil(report.evaluation["accuracy"])
@@ -308,7 +310,8 @@ final class EndToEndTests: XCTestCase {
         let frames = FrameBytes()
         let r = try await run(strategy: StrategyChoice(name: .fedavg), rounds: 1, canary: canary, tap: { frames.add($0) })
         XCTAssertTrue(r.reports.first?.committed ?? false)
-        XCTAssertGreaterThan(frames.count, 3 * 4 * r.layout.count, "the tap saw the uploads")
+        XCTAssertGreaterThan(frames.count, 3 * 4 * TensorSelection(layout: r.layout, frozen: TensorSelection.embeddingTables).trainedCount,
+                             "the tap saw the uploads")
         let needle = Array(canary.utf8)
         XCTAssertFalse(frames.contains(needle), "canary on the wire")
         // Every file under the coordinator's state folder.

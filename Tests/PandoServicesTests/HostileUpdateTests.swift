@@ -43,8 +43,10 @@ final class HostileUpdateTests: XCTestCase {
                                                 schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("e2e"))
         try CertificateAuthority(directory: federation.certificates).issueSchool(id: "mallory")
         federation.coordinator.reconnectGrace = .milliseconds(300)  // a mallory that was closed is not waited for
-        let parameters = try BertModel.load(from: model, head: ClassifierHead(objective: TaskKind.classification.objective,
-                                                                              labels: Federation.labels)).0.parameterCount
+        // What an update carries: the trained tensors (the embedding tables stay frozen).
+        let layout = try BertModel.load(from: model, head: ClassifierHead(objective: TaskKind.classification.objective,
+                                                                          labels: Federation.labels)).0.layout
+        let parameters = TensorSelection(layout: layout, frozen: TensorSelection.embeddingTables).trainedCount
         if slowHonest {
             federation.prepareAgent = { id, agent in
                 if id == "north" { agent.tamper = { _ in Thread.sleep(forTimeInterval: 1.5) } }

@@ -298,13 +298,16 @@ struct LocalSection: Decodable {
     var values: [Keys: Double] = [:]
     var dropout: Bool?
     var linear_decay: Bool?
+    var freeze_embeddings: Bool?
     enum Keys: String, CodingKey, CaseIterable {
         case epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay, max_gradient_norm, dropout, linear_decay
+        case freeze_embeddings
     }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
-        for key in Keys.allCases where key != .dropout && key != .linear_decay {
+        freeze_embeddings = try c.decodeIfPresent(Bool.self, forKey: .freeze_embeddings)
+        for key in Keys.allCases where key != .dropout && key != .linear_decay && key != .freeze_embeddings {
             if let v = try c.decodeIfPresent(Double.self, forKey: key) { values[key] = v }
         }
         dropout = try c.decodeIfPresent(Bool.self, forKey: .dropout)
@@ -329,6 +332,10 @@ struct LocalSection: Decodable {
         if let g = values[.max_gradient_norm] { p.maxGradientNorm = g > 0 ? Float(g) : nil }
         p.dropout = dropout ?? p.dropout
         p.linearDecay = linear_decay ?? p.linearDecay
+        if freeze_embeddings == false {
+            throw ConfigurationError(file: file, field: "local.freeze_embeddings",
+                                     "training the embedding tables would reveal which words each school's students used; it needs differential privacy, which this version does not offer yet (schools decline such rounds)")
+        }
         return p
     }
 }

@@ -460,6 +460,8 @@ final class RoundDriver: @unchecked Sendable {
         let aggregation = AggregationRound(round: round, baseVersion: base, layout: global.layout, strategy: strategy,
                                            maxNorm: cfg.strategy.maxUpdateNorm ?? .infinity)
         let baseNorm = DeltaMath.norm(global.parameters.buffer)
+        // What the plan trains, hence what each update carries (the embedding tables stay frozen by default).
+        let selection = TensorSelection(layout: global.layout, plan: plan)
         let model: ObjectRef, modelFile: URL
         do { (model, modelFile) = try await modelRef(base) } catch {
             try ledger.abort(round: round, reason: "the base version is not served: \(error)")
@@ -475,7 +477,7 @@ final class RoundDriver: @unchecked Sendable {
             try ledger.selected(s, round: round, base: base)
         }
         hub.openRound(OpenRound(number: round, task: .train, model: model, modelFile: modelFile, expected: expected,
-                                updateSize: UInt64(4 * global.parameterCount)))
+                                updateSize: UInt64(4 * selection.trainedCount)))
         progress("round \(round): \(selected.count) school(s) selected (\(selected.joined(separator: ", "))), base \(base.prefix(12))")
 
         var leftOut: [String: String] = [:]
@@ -587,7 +589,8 @@ final class RoundDriver: @unchecked Sendable {
                              + "(\(cfg.strategy.weightCapMultiple) × the last round's median, \(referenceMedian ?? 0))")
                 }
                 // Honest AdamW training with this plan on this many examples cannot move the weights further.
-                let normBound = UpdateBounds.maxDeltaNorm(plan: plan, examples: examples, trainedParameters: global.parameterCount,
+                update.sentParameters = selection.trainedCount
+                let normBound = UpdateBounds.maxDeltaNorm(plan: plan, examples: examples, trainedParameters: selection.trainedCount,
                                                           baseNorm: baseNorm)
                 let folded = Unchecked((aggregation, update, up.file))
                 let rejection: UpdateRejection?
@@ -595,7 +598,7 @@ final class RoundDriver: @unchecked Sendable {
                 do {
                     (rejection, norm) = try await ComputeLane.run {
                         let (aggregation, update, file) = folded.value
-                        try UpdateFile.read(file, into: update.delta)
+                        try UpdateFile.read(file, into: update.delta, selection: selection)
                         let rejection = aggregation.submit(update, maxNorm: normBound)
                         let norm = rejection == nil ? aggregation.accepted.last!.norm : DeltaMath.norm(update.delta.buffer)
                         return (rejection, norm)

@@ -178,6 +178,11 @@ public final class SchoolAgent: @unchecked Sendable {
         let plan: LocalTrainingPlan
         do {
             plan = try RoundParameters.decode(a.parameters)
+            // The school guards its own students' words: without differential privacy (not
+            // available yet) it never trains, or sends, the embedding tables.
+            guard plan.freezeEmbeddings || a.task == .evaluate else {
+                throw RoundError("the plan trains the token, position and token-type embeddings, whose update would reveal the words this school's students used; this school trains them only with differential privacy")
+            }
             guard a.parameters[RoundParameters.labelSetDigest] == labelSet.digest else {
                 throw RoundError("the federation's label set differs from this school's configuration (\(configuration.labels.count) labels): ask the district for the current federation settings")
             }
@@ -288,8 +293,9 @@ public final class SchoolAgent: @unchecked Sendable {
                         onEvent?(.training(round: round, fraction: Double(tenths) / 10))
                     }
                 }
-                try UpdateFile.write(update.delta, to: file)
-                return (update.wireSHA256, update.metrics)
+                let selection = TensorSelection(layout: update.delta.layout, plan: plan)
+                try UpdateFile.write(update.delta, selection: selection, to: file)
+                return (update.wireSHA256(selection: selection), update.metrics)
             }
         } catch {
             client.setActivity(.idle)

@@ -1,0 +1,37 @@
+import PandoEngine
+
+/// Which tensors of the global model a round trains: the first transform of an update.
+///
+/// The token, position and token-type embedding tables are frozen in federated rounds by
+/// default: a school's delta for the word-embedding table is non-zero exactly in the rows of
+/// the tokens its students wrote, so sending it would tell the coordinator (and, through the
+/// new global model, every other school) which words each school used. Frozen tensors are not
+/// trained (no gradient step, no weight decay) and not sent: the update carries the trained
+/// tensors only, in layout order, and the coordinator reads it back with zeros elsewhere.
+public struct TensorSelection: Sendable, Equatable {
+    /// The embedding tables frozen by default (rows indexed by token id, position, type).
+    public static let embeddingTables: Set<String> = [
+        "bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
+        "bert.embeddings.token_type_embeddings.weight",
+    ]
+
+    public let frozen: Set<String>
+    /// The trained tensors, in layout order.
+    public let trained: [TensorSpec]
+    /// Values an update carries.
+    public let trainedCount: Int
+
+    public init(layout: ParameterLayout, frozen: Set<String>) {
+        self.frozen = frozen.intersection(Set(layout.tensors.map(\.name)))
+        trained = layout.tensors.filter { !frozen.contains($0.name) }
+        trainedCount = trained.reduce(0) { $0 + $1.count }
+    }
+
+    /// What `plan` trains of `layout`.
+    public init(layout: ParameterLayout, plan: LocalTrainingPlan) {
+        self.init(layout: layout, frozen: plan.freezeEmbeddings ? Self.embeddingTables : [])
+    }
+
+    /// Every tensor (nothing frozen).
+    public static func all(_ layout: ParameterLayout) -> TensorSelection { TensorSelection(layout: layout, frozen: []) }
+}
