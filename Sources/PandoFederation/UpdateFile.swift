@@ -23,15 +23,9 @@ public enum UpdateFile {
     /// Reads an update of `selection`'s tensors into `delta`, zero in every frozen tensor.
     public static func read(_ url: URL, into delta: ParameterBuffer, selection: TensorSelection) throws {
         guard !selection.frozen.isEmpty else { return try read(url, into: delta) }
-        let expected = 4 * selection.trainedCount
-        let fd = open(url.path, O_RDONLY)
-        guard fd >= 0 else { throw UpdateFileError(path: url.path, reason: String(cString: strerror(errno))) }
+        let fd = try openChecked(url, bytes: 4 * selection.trainedCount,
+                          what: "4 × \(selection.trainedCount) trained parameters; \(selection.frozen.count) tensors are frozen")
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw UpdateFileError(path: url.path, reason: "cannot stat") }
-        guard Int(st.st_size) == expected else {
-            throw UpdateFileError(path: url.path, reason: "\(st.st_size) bytes, expected \(expected) (4 × \(selection.trainedCount) trained parameters; \(selection.frozen.count) tensors are frozen)")
-        }
         try withExtendedLifetime(delta) {
             var position = 0
             for spec in delta.layout.tensors {
@@ -74,14 +68,8 @@ public enum UpdateFile {
     /// A file of another size is an error naming the file and both sizes; `delta` is then unchanged.
     public static func read(_ url: URL, into delta: ParameterBuffer) throws {
         let expected = 4 * delta.layout.count
-        let fd = open(url.path, O_RDONLY)
-        guard fd >= 0 else { throw UpdateFileError(path: url.path, reason: String(cString: strerror(errno))) }
+        let fd = try openChecked(url, bytes: expected, what: "4 × \(delta.layout.count) parameters of the global model")
         defer { close(fd) }
-        var st = stat()
-        guard fstat(fd, &st) == 0 else { throw UpdateFileError(path: url.path, reason: "cannot stat") }
-        guard Int(st.st_size) == expected else {
-            throw UpdateFileError(path: url.path, reason: "\(st.st_size) bytes, expected \(expected) (4 × \(delta.layout.count) parameters of the global model)")
-        }
         let values = delta.buffer
         try withExtendedLifetime(delta) {
             let raw = UnsafeMutableRawPointer(values.base)
@@ -95,6 +83,24 @@ public enum UpdateFile {
             for i in 0..<values.count { values.base[i] = Float(bitPattern: UInt32(littleEndian: values.base[i].bitPattern)) }
             #endif
         }
+    }
+}
+
+extension UpdateFile {
+    /// Opens `url` for reading after checking it holds exactly `bytes` bytes (`what` says why).
+    static func openChecked(_ url: URL, bytes expected: Int, what: String) throws -> Int32 {
+        let fd = open(url.path, O_RDONLY)
+        guard fd >= 0 else { throw UpdateFileError(path: url.path, reason: String(cString: strerror(errno))) }
+        var st = stat()
+        guard fstat(fd, &st) == 0 else {
+            close(fd)
+            throw UpdateFileError(path: url.path, reason: "cannot stat")
+        }
+        guard Int(st.st_size) == expected else {
+            close(fd)
+            throw UpdateFileError(path: url.path, reason: "\(st.st_size) bytes, expected \(expected) (\(what))")
+        }
+        return fd
     }
 }
 
