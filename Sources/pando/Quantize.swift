@@ -25,7 +25,10 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--output must be another folder than --model")
         }
         guard !Int8Checkpoint.isInt8(source) else { throw ValidationError("\(model) is already an int8 checkpoint") }
-        let checkpoint = try FineTunedModel(folder: source)
+        let checkpoint: FineTunedModel
+        do { checkpoint = try FineTunedModel(folder: source) } catch {
+            throw ValidationError("\(error)\n(pando quantize takes a fine-tuned checkpoint, from pando train or pando versions export)")
+        }
         let companions = ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "pando-training.json"]
             .map { source.appendingPathComponent($0) }.filter { FileManager.default.fileExists(atPath: $0.path) }
         try checkpoint.model.saveInt8(to: destination, copying: companions)

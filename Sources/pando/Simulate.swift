@@ -199,8 +199,8 @@ struct SimulateCommand: AsyncParsableCommand {
                          r.accepted.count, r.selected.count, r.trainLoss, show(r.test), fed,
                          bytes(Int(r.bytesUp)), bytes(Int(r.bytesDown)), r.seconds, left))
             let trained = training.seconds(round: r.round)
-            print(String(format: "  time: %.1f s local training (the schools one after another, each on all %d cores), %.1f s aggregation, %.1f s the rest (fetches, transfers, hashing, evaluation)",
-                         trained, Parallel.workers, r.aggregateSeconds, max(0, r.seconds - trained - r.aggregateSeconds)))
+            print(String(format: "  time: %.1f s local training (the schools one after another, each on all %d cores), %.1f s validating, aggregating and writing the version, %.1f s scoring the test split, %.1f s the rest (fetches, transfers, hashing, the schools' evaluation)",
+                         trained, Parallel.workers, r.aggregateSeconds, r.testSeconds, max(0, r.seconds - trained - r.aggregateSeconds - r.testSeconds)))
         }
         let initial = try evaluateTest(initialModel)
         print("round 0 (base model): test \(show(initial))")

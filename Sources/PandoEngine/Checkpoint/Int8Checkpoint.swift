@@ -102,6 +102,13 @@ extension BertModel {
                 throw CheckpointError(path: url.path, reason: "tensor '\(spec.name)' is missing (expected shape \(spec.shape))")
             }
             guard entry.shape == spec.shape else {
+                // Another head than the one asked for (as the float loader does): a fresh one.
+                if spec.name.hasPrefix("classifier.") {
+                    model.initialize(spec, seed: seed)
+                    report.initialized.append(spec.name)
+                    used.insert(spec.name)
+                    continue
+                }
                 throw CheckpointError(path: url.path, reason: "tensor '\(spec.name)' has shape \(entry.shape), expected \(spec.shape) from config.json")
             }
             try file.read(spec.name, into: model.parameters.view(spec))

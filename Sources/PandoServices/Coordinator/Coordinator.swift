@@ -35,7 +35,11 @@ public struct FederatedRoundReport: Sendable, Codable {
     public var evaluationRefused: [String: String] = [:]
     /// Test metrics an observer computed (`pando simulate` scores its held-out split).
     public var test: [String: Double] = [:]
+    /// Compute time of validating and folding the updates and of committing the version
+    /// (measured on the compute lane, without waiting for it).
     public var aggregateSeconds: Double
+    /// Compute time of `observeCommit` (a simulation scoring its test split).
+    public var testSeconds: Double = 0
     public var seconds: Double
 }
 
@@ -596,13 +600,16 @@ final class RoundDriver: @unchecked Sendable {
                 let rejection: UpdateRejection?
                 let norm: Double
                 do {
-                    (rejection, norm) = try await ComputeLane.run {
+                    let spent: Double
+                    (rejection, norm, spent) = try await ComputeLane.run {
+                        let t0 = ContinuousClock.now
                         let (aggregation, update, file) = folded.value
                         try UpdateFile.read(file, into: update.delta, selection: selection)
                         let rejection = aggregation.submit(update, maxNorm: normBound)
                         let norm = rejection == nil ? aggregation.accepted.last!.norm : DeltaMath.norm(update.delta.buffer)
-                        return (rejection, norm)
+                        return (rejection, norm, Self.seconds(since: t0))
                     }
+                    aggregateSeconds += spent
                 } catch {
                     try? FileManager.default.removeItem(at: up.file)
                     leftOut[school] = "its update could not be read (\(error))"
@@ -611,7 +618,6 @@ final class RoundDriver: @unchecked Sendable {
                                                         reason: leftOut[school]))
                     continue
                 }
-                aggregateSeconds += Self.seconds(since: t0)
                 try? FileManager.default.removeItem(at: up.file)
                 try ledger.received(update, sha256: up.digest.hex, norm: norm, rejection: rejection)
                 if let rejection {
@@ -627,11 +633,15 @@ final class RoundDriver: @unchecked Sendable {
             }
         }
         let bytes = hub.closeRound()
-        let t0 = ContinuousClock.now
         let global = Unchecked(global)
         let commit = Unchecked(aggregation)
         let quorum = cfg.rounds.quorum
-        let committed = try await ComputeLane.run { commit.value.commit(to: global.value.parameters, quorum: quorum) }
+        let (committed, commitSpent) = try await ComputeLane.run {
+            let t0 = ContinuousClock.now
+            return (commit.value.commit(to: global.value.parameters, quorum: quorum), Self.seconds(since: t0))
+        }
+        aggregateSeconds += commitSpent
+        var testSeconds = 0.0
         if let failure = aggregation.commitFailure {
             // The strategy may have moved its server state (FedAdam's moments): take it back from the base.
             _ = try? ledger.restoreState(of: strategy, from: base)
@@ -643,11 +653,18 @@ final class RoundDriver: @unchecked Sendable {
         if committed {
             let bySchool = Dictionary(aggregation.accepted.map { ($0.school, $0.exampleCount) }, uniquingKeysWith: { a, _ in a })
             let ledger = Unchecked(ledger), strategy = Unchecked(strategy)
-            version = try await ComputeLane.run {
-                try ledger.value.commit(round: round, global: global.value, strategy: strategy.value, metrics: [:], examplesBySchool: bySchool)
+            let written: Double
+            (version, written) = try await ComputeLane.run {
+                let t0 = ContinuousClock.now
+                let id = try ledger.value.commit(round: round, global: global.value, strategy: strategy.value, metrics: [:], examplesBySchool: bySchool)
+                return (id, Self.seconds(since: t0))
             }
+            aggregateSeconds += written
             if let observe = coordinator.observeCommit {
-                test = try await ComputeLane.run { try observe(global.value) }
+                (test, testSeconds) = try await ComputeLane.run {
+                    let t0 = ContinuousClock.now
+                    return (try observe(global.value), Self.seconds(since: t0))
+                }
             }
             progress("round \(round): committed version \(version.prefix(12)) from \(aggregation.accepted.count) update(s), \(examples) examples")
             referenceMedian = UpdateBounds.median(Array(bySchool.values))
@@ -656,8 +673,6 @@ final class RoundDriver: @unchecked Sendable {
             try ledger.abort(round: round, reason: reason)
             progress("round \(round): ABORTED (\(reason)); version \(base.prefix(12)) stays")
         }
-        aggregateSeconds += Self.seconds(since: t0)
-
         var report = FederatedRoundReport(
             round: round, baseVersion: base, version: version, committed: committed, selected: selected,
             accepted: aggregation.accepted.map(\.school), leftOut: leftOut, examples: examples,
@@ -665,6 +680,7 @@ final class RoundDriver: @unchecked Sendable {
             updateNorms: Dictionary(aggregation.accepted.map { ($0.school, $0.norm) }, uniquingKeysWith: { a, _ in a }),
             bytesUp: bytes?.bytesUp ?? 0, bytesDown: bytes?.bytesDown ?? 0, evaluation: [:], evaluationExamples: 0,
             evaluatedSchools: [], test: test, aggregateSeconds: aggregateSeconds, seconds: 0)
+        report.testSeconds = testSeconds
         if committed && cfg.rounds.federatedEvaluation {
             try await evaluate(round: round, plan: plan, report: &report, events: &events)
         }
