@@ -22,14 +22,69 @@ public struct SchoolLogEntry: Sendable, Equatable {
     }
 }
 
-/// The school's append-only JSON Lines log of updates it sent.
+/// What a school's client saw and decided, besides the updates it sent: the coordinator's
+/// audit head an assignment carried (`anchorSeen`), a global version it accepted into its
+/// lineage (`versionAccepted`), an assignment it declined (`assignmentDeclined`).
+public struct SchoolLogEvent: Sendable, Equatable {
+    public enum Kind: String, Sendable, CaseIterable {
+        /// The coordinator's audit head (`auditSeq`, `auditHash`) as an assignment stated it:
+        /// `pando audit verify` checks that the coordinator's log holds exactly that record.
+        case anchorSeen
+        /// A global version this school accepted (`version`, its claimed `parent` and
+        /// `versionRound`, and `basis`: base, trusted or parent): its lineage, kept across restarts.
+        case versionAccepted
+        /// An assignment the school refused (`version`, `code`, `reason`).
+        case assignmentDeclined
+    }
+    public var kind: Kind
+    public var school: String
+    /// The assignment's round, and its task (`train` or `evaluate`).
+    public var round: Int
+    public var task: String
+    public var federation: String?
+    public var auditSeq: Int?
+    public var auditHash: String?
+    public var version: String?
+    public var parent: String?
+    public var versionRound: Int?
+    public var basis: String?
+    /// Why a decline: a short token (the one sent to the coordinator) and the school's own sentence.
+    public var code: String?
+    public var reason: String?
+    public var time: Date
+
+    public init(_ kind: Kind, school: String, round: Int, task: String, federation: String? = nil, time: Date = Date()) {
+        self.kind = kind; self.school = school; self.round = round; self.task = task; self.federation = federation; self.time = time
+    }
+
+    var fields: [String: CanonicalJSON] {
+        var f: [String: CanonicalJSON] = ["event": .string(kind.rawValue), "school": .string(school), "round": .int(round), "task": .string(task)]
+        if let federation { f["federation"] = .string(federation) }
+        if let auditSeq { f["auditSeq"] = .int(auditSeq) }
+        if let auditHash { f["auditHash"] = .string(auditHash) }
+        if let version { f["version"] = .string(version) }
+        if let parent { f["parent"] = .string(parent) }
+        if let versionRound { f["versionRound"] = .int(versionRound) }
+        if let basis { f["basis"] = .string(basis) }
+        if let code { f["code"] = .string(code) }
+        if let reason { f["reason"] = .string(AuditEntry.cut(reason, to: 300)) }
+        return f
+    }
+}
+
+/// The school's append-only JSON Lines log: the updates it sent (`updateSent`) and what it
+/// saw and decided (`SchoolLogEvent`).
 ///
 /// Each line is canonical JSON (see `CanonicalJSON`) with `v`, `seq`, `prev`
 /// (SHA-256 of the previous line's bytes without newline; 64 zeros first),
-/// `time`, `event` ("updateSent"), `school`, `round`, `baseVersion`,
-/// `updateSHA256`, `wireBytes`, `examples` and `federation` (absent in older logs).
+/// `time`, `event`, `school`, `round`, and the event's fields; an `updateSent` line has
+/// `baseVersion`, `updateSHA256`, `wireBytes`, `examples` and `federation` (absent in older logs).
 /// Lines are chained but not signed: the log is the school's own evidence,
 /// checked against the coordinator's signed log by `pando audit verify`.
+///
+/// One writer at a time: an open log holds an exclusive `flock` on its file until `close()`
+/// (or the process ends), so a second client on the same cache is refused instead of
+/// forking the chain with its own `seq` and `prev`.
 ///
 /// Each append is fsynced; an append that fails (a full disk) is cut back, so the
 /// file only ever holds whole records. Opening repairs a torn last line (a crash, or a
@@ -45,49 +100,98 @@ public final class SchoolLog: @unchecked Sendable {
     private var prev: String
     /// Bytes of whole records: where the next append goes, and what a failed one is cut back to.
     private var length: Int
+    /// The descriptor holding the log's flock; -1 once closed.
+    private var lockFD: Int32
 
-    /// Opens (creating if needed) the log at `url`.
+    /// Opens (creating if needed) the log at `url`; refuses when another process (or another
+    /// open `SchoolLog` in this one) has it open.
     public init(url: URL) throws {
         self.url = url
         let fm = FileManager.default
         try PrivateFiles.folderIfMissing(url.deletingLastPathComponent())
         if !fm.fileExists(atPath: url.path) { _ = fm.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]) }
         try PrivateFiles.restrict(url)
-        let data = try Data(contentsOf: url)
-        var (lines, complete) = AuditFormat.lines(of: data)
-        var length = data.count
-        var recovery: String? = nil
-        if let last = lines.last, !complete || Self.seq(of: last.bytes) == nil {
-            lines.removeLast()
-            let before = lines.last.map { (seq: Self.seq(of: $0.bytes) ?? 0, hash: Digest.sha256($0.bytes)) } ?? (0, Digest.zero)
-            let salvaged = complete ? Self.chainedRecord(endingLine: last.bytes, after: before) : nil
-            recovery = try Self.cutTornLine(last, of: data, complete: complete, keeping: salvaged, in: url)
-            length = data.count - last.bytes.count - (complete ? 1 : 0) + (salvaged.map { $0.count + 1 } ?? 0)
-            if let salvaged { lines.append((last.number, salvaged)) }
+        lockFD = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
+            if lockFD >= 0 { Foundation.close(lockFD) }
+            throw LedgerError("\(url.path) is in use by another pando-client process (its flock is held): "
+                + "two clients on one log would fork its chain; stop the other one, or give each its own cache and log")
         }
-        self.length = length
-        self.recovery = recovery
-        if let last = lines.last {
-            guard let s = Self.seq(of: last.bytes) else { throw LedgerError("\(url.path): line \(last.number) is not a school log record") }
-            seq = s
-            prev = Digest.sha256(last.bytes)
-        } else {
-            seq = 0
-            prev = Digest.zero
+        do {
+            let data = try Data(contentsOf: url)
+            var (lines, complete) = AuditFormat.lines(of: data)
+            var length = data.count
+            var recovery: String? = nil
+            if let last = lines.last, !complete || Self.seq(of: last.bytes) == nil {
+                lines.removeLast()
+                let before = lines.last.map { (seq: Self.seq(of: $0.bytes) ?? 0, hash: Digest.sha256($0.bytes)) } ?? (0, Digest.zero)
+                let salvaged = complete ? Self.chainedRecord(endingLine: last.bytes, after: before) : nil
+                recovery = try Self.cutTornLine(last, of: data, complete: complete, keeping: salvaged, in: url)
+                length = data.count - last.bytes.count - (complete ? 1 : 0) + (salvaged.map { $0.count + 1 } ?? 0)
+                if let salvaged { lines.append((last.number, salvaged)) }
+            }
+            self.length = length
+            self.recovery = recovery
+            if let last = lines.last {
+                guard let s = Self.seq(of: last.bytes) else { throw LedgerError("\(url.path): line \(last.number) is not a school log record") }
+                seq = s
+                prev = Digest.sha256(last.bytes)
+            } else {
+                seq = 0
+                prev = Digest.zero
+            }
+        } catch {
+            Foundation.close(lockFD)
+            throw error
+        }
+    }
+
+    deinit { close() }
+
+    /// Releases the log's lock; appends fail afterwards.
+    public func close() {
+        lock.lock()
+        defer { lock.unlock() }
+        if lockFD >= 0 {
+            Foundation.close(lockFD)
+            lockFD = -1
         }
     }
 
     /// Appends one entry and fsyncs. Call after the update was sent.
     public func append(_ entry: SchoolLogEntry) throws {
-        lock.lock()
-        defer { lock.unlock() }
-        var object: [String: CanonicalJSON] = [
-            "v": 1, "seq": .int(seq + 1), "prev": .string(prev), "time": .string(AuditFormat.timestamp(entry.time)),
+        var fields: [String: CanonicalJSON] = [
             "event": "updateSent", "school": .string(entry.school), "round": .int(entry.round),
             "baseVersion": .string(entry.baseVersion), "updateSHA256": .string(entry.updateSHA256),
             "wireBytes": .int(entry.wireBytes), "examples": .int(entry.examples),
         ]
-        if let federation = entry.federation { object["federation"] = .string(federation) }
+        if let federation = entry.federation { fields["federation"] = .string(federation) }
+        try append(fields, time: entry.time)
+    }
+
+    /// Appends one event and fsyncs.
+    public func append(_ event: SchoolLogEvent) throws {
+        try append(event.fields, time: event.time)
+    }
+
+    /// Every record of the log, oldest first (the school reads its lineage back from them).
+    public func records() throws -> [[String: CanonicalJSON]] {
+        lock.lock()
+        defer { lock.unlock() }
+        let data = try Data(contentsOf: url).prefix(length)
+        return AuditFormat.lines(of: data).lines.compactMap { (try? CanonicalJSON.parse($0.bytes))?.objectValue }
+    }
+
+    /// Adds `v`, `seq`, `prev`, `time` to `fields`, appends the line and fsyncs.
+    private func append(_ fields: [String: CanonicalJSON], time: Date) throws {
+        lock.lock()
+        defer { lock.unlock() }
+        guard lockFD >= 0 else { throw LedgerError("\(url.path): the school log was closed") }
+        var object = fields
+        object["v"] = 1
+        object["seq"] = .int(seq + 1)
+        object["prev"] = .string(prev)
+        object["time"] = .string(AuditFormat.timestamp(time))
         let bytes = CanonicalJSON.object(object).encoded
         try Self.appendDurably(bytes + Data([0x0A]), to: url, at: length)
         seq += 1
@@ -130,7 +234,7 @@ public final class SchoolLog: @unchecked Sendable {
     static func rewrite(_ url: URL, at offset: Int, with data: Data) throws {
         let fd = open(url.path, O_WRONLY)
         guard fd >= 0 else { throw LedgerError("\(url.path): cannot open to repair: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+        defer { Foundation.close(fd) }
         guard write(fd, data, at: offset), ftruncate(fd, off_t(offset + data.count)) == 0, fsync(fd) == 0 else {
             throw LedgerError("\(url.path): cannot cut the torn last line at byte \(offset): \(String(cString: strerror(errno)))")
         }
@@ -143,7 +247,7 @@ public final class SchoolLog: @unchecked Sendable {
     static func appendDurably(_ data: Data, to url: URL, at end: Int? = nil) throws {
         let fd = open(url.path, O_WRONLY | O_CREAT, 0o600)
         guard fd >= 0 else { throw LedgerError("\(url.path): cannot open for append: \(String(cString: strerror(errno)))") }
-        defer { close(fd) }
+        defer { Foundation.close(fd) }
         var st = stat()
         guard fstat(fd, &st) == 0 else { throw LedgerError("\(url.path): cannot stat: \(String(cString: strerror(errno)))") }
         let length = end ?? Int(st.st_size)

@@ -95,6 +95,7 @@ public final class LoopbackFederation: @unchecked Sendable {
         var it = ports.stream.makeAsyncIterator()
         guard let port = await it.next() else { return try await coordinatorTask.value }
         var schoolTasks: [Task<Void, Error>] = []
+        var agents: [SchoolAgent] = []
         defer { schoolTasks.forEach { $0.cancel() } }
         for s in schools {
             var schoolLogger = logger
@@ -106,6 +107,7 @@ public final class LoopbackFederation: @unchecked Sendable {
                 agent.onEvent = { hook(id, $0) }
             }
             prepareAgent?(s.id, agent)
+            agents.append(agent)
             schoolTasks.append(Task { try await agent.run() })
         }
         let reports = try await withTaskCancellationHandler {
@@ -114,6 +116,10 @@ public final class LoopbackFederation: @unchecked Sendable {
             coordinatorTask.cancel()
         }
         coordinatorDone = true
+        // The schools stop and let go of their logs, so a later run on the same folders can open them.
+        for task in schoolTasks { task.cancel() }
+        for task in schoolTasks { _ = await task.result }
+        for agent in agents { agent.close() }
         return reports
     }
 }

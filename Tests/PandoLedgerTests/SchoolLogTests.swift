@@ -35,6 +35,7 @@ final class SchoolLogRepairTests: LedgerTestCase {
             try log.append(entry(3))
             XCTAssertEqual(chainProblems(url), [])
             XCTAssertEqual(try Fixture.lines(url).count, 3)
+            log.close()
             XCTAssertNil(try SchoolLog(url: url).recovery, "a second open finds nothing to repair")
         }
     }
@@ -68,8 +69,45 @@ final class SchoolLogRepairTests: LedgerTestCase {
         setrlimit(__rlimit_resource_t(RLIMIT_FSIZE.rawValue), &saved)
         XCTAssertEqual(try Data(contentsOf: url), whole, "the partial record was cut back")
         try log.append(entry(2))
+        log.close()
         XCTAssertNil(try SchoolLog(url: url).recovery)
         XCTAssertEqual(chainProblems(url), [])
         XCTAssertEqual(try Fixture.lines(url).count, 2)
+    }
+}
+
+/// One writer per log (issue 17, reviewer's note): a second open, from another process or
+/// this one, is refused while the first holds the log, so two clients on one cache cannot
+/// each continue the chain from the same `seq` and fork it.
+final class SchoolLogLockTests: LedgerTestCase {
+    func entry(_ round: Int) -> SchoolLogEntry {
+        SchoolLogEntry(school: "north-high", round: round, baseVersion: Digest.zero, updateSHA256: String(repeating: "ab", count: 32),
+                       wireBytes: 10, examples: 5)
+    }
+
+    func testASecondWriterIsRefusedUntilTheFirstCloses() throws {
+        let url = Fixture.folder().appendingPathComponent("school-log.jsonl")
+        let first = try SchoolLog(url: url)
+        try first.append(entry(1))
+        XCTAssertThrowsError(try SchoolLog(url: url)) { error in
+            XCTAssertTrue("\(error)".contains(url.path) && "\(error)".contains("in use by another pando-client"), "\(error)")
+        }
+        // Another process is refused too (flock is per open file, not per process; checked
+        // here with a child that tries the same lock).
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/flock")
+        probe.arguments = ["--nonblock", url.path, "true"]
+        if FileManager.default.isExecutableFile(atPath: "/usr/bin/flock") {
+            try probe.run()
+            probe.waitUntilExit()
+            XCTAssertNotEqual(probe.terminationStatus, 0, "another process cannot take the log's lock")
+        }
+        first.close()
+        XCTAssertThrowsError(try first.append(entry(2)), "a closed log takes no appends")
+        let second = try SchoolLog(url: url)
+        try second.append(entry(2))
+        var report = VerificationReport()
+        _ = AuditVerifier.readClientLog(url, report: &report)
+        XCTAssertEqual(report.problems, [])
     }
 }

@@ -135,6 +135,9 @@ public final class SchoolAgent: @unchecked Sendable {
         client = try SchoolClient(configuration: transport, logger: logger)
     }
 
+    /// Releases the school's log (its lock), once `run` has ended.
+    public func close() { schoolLog.close() }
+
     public var trainingExamples: Int { training.count }
     public var validationExamples: Int { validation?.count ?? 0 }
 
