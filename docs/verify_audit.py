@@ -2,7 +2,11 @@
 """Independent check of a Pando audit log (hash chain + Ed25519 signatures),
 written without any Pando code, from the format in docs/audit-format.md.
 
-usage: verify_audit.py AUDIT_JSONL PUBLIC_KEY_FILE      (needs `cryptography`)
+usage: verify_audit.py AUDIT_JSONL PUBLIC_KEY_FILE [PUBLIC_KEY_FILE ...]   (needs `cryptography`)
+
+Give the old and the new public key for a log that spans a key replacement: the first
+record picks the key the log starts with; a `signingKeyReplaced` record switches to the
+given key whose SHA-256 it names.
 """
 import base64, hashlib, json, sys
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
@@ -10,24 +14,38 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PublicKey
 class Num(str):
     """A number kept as its original text, so it is re-emitted byte for byte."""
 
-def main(log_path, key_path):
-    key = Ed25519PublicKey.from_public_bytes(base64.b64decode(open(key_path).read().strip()))
-    prev, problems = "0" * 64, 0
+def main(log_path, key_paths):
+    keys = {}
+    for path in key_paths:
+        raw = base64.b64decode(open(path).read().strip())
+        keys[hashlib.sha256(raw).hexdigest()] = Ed25519PublicKey.from_public_bytes(raw)
+    prev, problems, current = "0" * 64, 0, None
     with open(log_path, "rb") as f:
         for number, raw in enumerate(f, 1):
             line = raw.rstrip(b"\n")
             rec = json.loads(line, parse_float=Num, parse_int=Num)
             sig = base64.b64decode(rec.pop("signature"))
             signed = canonical(rec)
-            try:
-                key.verify(sig, signed)
-            except Exception:
+            if rec.get("event") == "signingKeyReplaced":
+                current = keys.get(rec.get("publicKeySHA256"))
+                if current is None:
+                    print(f"line {number}: key replaced by one not given ({rec.get('publicKeySHA256')})"); problems += 1
+            if current is None:
+                current = next((k for k in keys.values() if valid(k, sig, signed)), None)
+            if current is None or not valid(current, sig, signed):
                 print(f"line {number}: bad signature"); problems += 1
             if rec.get("prev") != prev:
                 print(f"line {number}: prev does not match line {number - 1}"); problems += 1
             prev = hashlib.sha256(signed).hexdigest()
     print("VERIFIED" if problems == 0 else f"FAILED: {problems} problems")
     return 0 if problems == 0 else 1
+
+def valid(key, sig, signed):
+    try:
+        key.verify(sig, signed)
+        return True
+    except Exception:
+        return False
 
 def canonical(value):
     """Canonical bytes: sorted keys, no whitespace, json.dumps string escaping, numbers as written."""
@@ -41,4 +59,4 @@ def canonical(value):
     return json.dumps(value, ensure_ascii=False).encode()
 
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1], sys.argv[2]))
+    sys.exit(main(sys.argv[1], sys.argv[2:]))

@@ -11,6 +11,9 @@ public enum AuditEvent: String, Sendable, CaseIterable {
     /// A school's federated-evaluation result left out of the combined metrics (`reason`:
     /// an impossible metric value or example count).
     case evaluationRejected
+    /// The coordinator's signing key was lost and replaced (`--new-signing-key`): this record
+    /// and every later one are signed by the key whose public key hashes to `publicKeySHA256`.
+    case signingKeyReplaced
 }
 
 /// The facts of one audit event, as the coordinator supplies them.
@@ -42,16 +45,19 @@ public struct AuditEntry: Sendable, Equatable {
     public var certificateSerial: String?
     public var reason: String?
     public var tag: String?
+    /// `signingKeyReplaced`: hex SHA-256 of the new Ed25519 public key's 32 raw bytes.
+    public var publicKeySHA256: String?
 
     public init(event: AuditEvent, round: Int? = nil, school: String? = nil, baseVersion: String? = nil, newVersion: String? = nil,
                 examples: Int? = nil, examplesBySchool: [String: Int]? = nil, updateSHA256: String? = nil, updateL2Norm: Double? = nil,
                 wireBytes: Int? = nil, strategy: String? = nil, strategyParameters: [String: CanonicalJSON]? = nil,
-                privacy: [String: CanonicalJSON]? = nil, certificateSerial: String? = nil, reason: String? = nil, tag: String? = nil) {
+                privacy: [String: CanonicalJSON]? = nil, certificateSerial: String? = nil, reason: String? = nil, tag: String? = nil,
+                publicKeySHA256: String? = nil) {
         self.event = event; self.round = round; self.school = school; self.baseVersion = baseVersion; self.newVersion = newVersion
         self.examples = examples; self.examplesBySchool = examplesBySchool; self.updateSHA256 = updateSHA256
         self.updateL2Norm = updateL2Norm; self.wireBytes = wireBytes; self.strategy = strategy
         self.strategyParameters = strategyParameters; self.privacy = privacy; self.certificateSerial = certificateSerial
-        self.reason = reason; self.tag = tag
+        self.reason = reason; self.tag = tag; self.publicKeySHA256 = publicKeySHA256
     }
 
     /// The record's fields (without `v`, `seq`, `prev`, `time`, `signature`).
@@ -73,6 +79,7 @@ public struct AuditEntry: Sendable, Equatable {
         if let certificateSerial { f["certificateSerial"] = .string(certificateSerial) }
         if let reason { f["reason"] = .string(Self.cut(reason, to: 300)) }
         if let tag { f["tag"] = .string(tag) }
+        if let publicKeySHA256 { f["publicKeySHA256"] = .string(publicKeySHA256) }
         return f
     }
 
@@ -191,6 +198,7 @@ public struct AuditRecord: Sendable {
     public var weight: Int? { object["weight"]?.intValue }
     /// `roundCommitted`: each accepted school's reported example count.
     public var tag: String? { object["tag"]?.stringValue }
+    public var publicKeySHA256: String? { object["publicKeySHA256"]?.stringValue }
     public var signature: Data? { object["signature"]?.stringValue.flatMap { Data(base64Encoded: $0) } }
 
     /// Reads every record of a log file; lines that do not parse are skipped

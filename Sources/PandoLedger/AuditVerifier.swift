@@ -76,10 +76,20 @@ public struct VerificationReport: Sendable {
 /// the signed log (lineage, and the log not cut short).
 public enum AuditVerifier {
     public static func verify(log: URL, key: AuditPublicKey, clientLogs: [URL] = [], checkpoints: URL? = nil) -> VerificationReport {
+        verify(log: log, keys: [key], clientLogs: clientLogs, checkpoints: checkpoints)
+    }
+
+    /// `keys`: the coordinator's public key, or several when the log spans a key replacement
+    /// (`signingKeyReplaced`): the log's first record picks the key it starts with, and the
+    /// key changes only at a replacement record, to the given key whose hash that record names.
+    public static func verify(log: URL, keys: [AuditPublicKey], clientLogs: [URL] = [], checkpoints: URL? = nil) -> VerificationReport {
         var report = VerificationReport()
-        report.keyFingerprint = key.fingerprint
+        report.keyFingerprint = keys.map(\.fingerprint).joined(separator: ", ")
         let logName = log.lastPathComponent
-        let records = checkChain(log, key: key, name: logName, report: &report)
+        let chain = checkChain(log, keys: keys, name: logName, report: &report)
+        report.recordsChecked = chain.lines
+        report.validSignatures = chain.validSignatures
+        let records = chain.trusted
         if !clientLogs.isEmpty { crossCheck(records, logName: logName, clientLogs: clientLogs, report: &report) }
         if let checkpoints { checkVersions(records, logName: logName, folder: checkpoints, report: &report) }
         return report
@@ -87,18 +97,34 @@ public enum AuditVerifier {
 
     // MARK: chain
 
-    /// Returns the records whose signature verified.
-    static func checkChain(_ url: URL, key: AuditPublicKey, name: String, report: inout VerificationReport) -> [AuditRecord] {
+    /// What `checkChain` read: the records whose signature verified, the lines read, and the
+    /// number of valid signatures.
+    struct Chain {
+        var trusted: [AuditRecord] = []
+        var lines = 0
+        var validSignatures = 0
+    }
+
+    /// Checks a signed, hash-chained log (`audit.jsonl`, `ca-events.jsonl`): each line parses, is
+    /// canonical, has format 1, the next `seq`, the previous record's hash as `prev`, and a valid
+    /// signature by the key in use. The key in use is the one of `keys` that verifies the first
+    /// signed record; a `signingKeyReplaced` record switches it to the key it names (by hash).
+    static func checkChain(_ url: URL, keys: [any RecordVerifyingKey], name: String, expectedKey: String = "the coordinator's public key (keys/coordinator.key.pub)",
+                           report: inout VerificationReport) -> Chain {
+        var chain = Chain()
         guard let data = try? Data(contentsOf: url) else {
-            report.problem(name, nil, "cannot read the audit log")
-            return []
+            report.problem(name, nil, "cannot read the log")
+            return chain
         }
         let (lines, complete) = AuditFormat.lines(of: data)
-        var trusted = [AuditRecord]()
         var previousHash = Digest.zero
         var previousSeq = 0
+        var current: (any RecordVerifyingKey)?
+        /// Set when a replacement names a key not given: later records cannot be checked.
+        var missingKey: (line: Int, hash: String, unchecked: Int)?
+        let given = keys.map(\.fingerprint).joined(separator: ", ")
         for (number, bytes) in lines {
-            report.recordsChecked += 1
+            chain.lines += 1
             if number == lines.count, !complete {
                 report.problem(name, number, "incomplete last record (no final newline): cut by a crash or truncated")
             }
@@ -120,12 +146,30 @@ public enum AuditVerifier {
             if record.object["v"]?.intValue != AuditFormat.version {
                 report.problem(name, number, "(\(label)) unknown format version")
             }
-            if let signature = record.signature {
-                if key.isValid(signature: signature, for: record.signedBytes) {
-                    report.validSignatures += 1
-                    trusted.append(record)
+            if record.event == .signingKeyReplaced {
+                let hash = record.publicKeySHA256 ?? "?"
+                if let next = keys.first(where: { $0.sha256 == hash }) {
+                    current = next
+                    missingKey = nil
                 } else {
-                    report.problem(name, number, "(\(label)) signature does not verify with key \(key.fingerprint): the record was altered or signed by another key")
+                    report.problem(name, number, "(\(label)) the signing key was replaced here by the key with SHA-256 \(hash.prefix(16))…, "
+                        + "which is none of the keys given (\(given)): give its public key with another --key")
+                    missingKey = (number, hash, 0)
+                }
+            }
+            if let signature = record.signature {
+                let key = current ?? keys.first { $0.isValid(signature: signature, for: record.signedBytes) }
+                if let key, key.isValid(signature: signature, for: record.signedBytes) {
+                    current = key
+                    chain.validSignatures += 1
+                    chain.trusted.append(record)
+                } else if missingKey != nil {
+                    missingKey!.unchecked += 1
+                } else if let key, let other = keys.first(where: { $0.isValid(signature: signature, for: record.signedBytes) }) {
+                    report.problem(name, number, "(\(label)) signed by key \(other.fingerprint), but key \(key.fingerprint) is in use here: "
+                        + "a log changes keys only at a signingKeyReplaced record")
+                } else {
+                    report.problem(name, number, "(\(label)) signature does not verify with key \(key?.fingerprint ?? given): the record was altered or signed by another key")
                 }
             } else {
                 report.problem(name, number, "(\(label)) no signature")
@@ -145,11 +189,15 @@ public enum AuditVerifier {
             previousHash = record.hash
             previousSeq = record.seq ?? expectedSeq
         }
-        if lines.isEmpty { report.note(name, nil, "the audit log is empty") }
-        if !lines.isEmpty, report.validSignatures == 0 {
-            report.note(name, nil, "no record verifies with key \(key.fingerprint): is it the coordinator's public key (keys/coordinator.key.pub)?")
+        if let missingKey, missingKey.unchecked > 0 {
+            report.problem(name, missingKey.line, "\(missingKey.unchecked) record(s) from here on are signed by the replacement key "
+                + "\(missingKey.hash.prefix(16))…, which was not given: they are unchecked")
         }
-        return trusted
+        if lines.isEmpty { report.note(name, nil, "the log is empty") }
+        if !lines.isEmpty, chain.validSignatures == 0, missingKey == nil {
+            report.note(name, nil, "no record verifies with key \(given): is it \(expectedKey)?")
+        }
+        return chain
     }
 
     // MARK: school logs

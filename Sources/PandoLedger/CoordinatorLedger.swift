@@ -92,6 +92,8 @@ public final class CoordinatorLedger: @unchecked Sendable {
     public private(set) var recovery = RecoveryReport()
     /// True when this open created `keys/coordinator.key` (a new state, or `newSigningKey`).
     public private(set) var signingKeyCreated = false
+    /// True when the created key replaces a lost one: the open appended a `signingKeyReplaced` record.
+    public private(set) var signingKeyReplaced = false
 
     let dbQueue: DatabaseQueue
     private let key: CoordinatorSigningKey?
@@ -145,9 +147,11 @@ public final class CoordinatorLedger: @unchecked Sendable {
             if let key {
                 self.key = key
             } else {
-                let (found, created) = try Self.signingKey(in: folder, database: dbQueue, auditURL: auditURL, createIfMissing: newSigningKey)
+                let (found, created, replaced) = try Self.signingKey(in: folder, database: dbQueue, auditURL: auditURL,
+                                                                     createIfMissing: newSigningKey)
                 self.key = found
                 signingKeyCreated = created
+                signingKeyReplaced = replaced
             }
             try recover()
         } catch {
@@ -163,19 +167,19 @@ public final class CoordinatorLedger: @unchecked Sendable {
     /// `createIfMissing` (the operator asked): signing on silently with a fresh key would cut
     /// the log off from the public key officers verify it with.
     static func signingKey(in folder: URL, database: DatabaseQueue, auditURL: URL,
-                           createIfMissing: Bool) throws -> (CoordinatorSigningKey, created: Bool) {
+                           createIfMissing: Bool) throws -> (CoordinatorSigningKey, created: Bool, replaced: Bool) {
         let url = defaultKeyURL(in: folder)
-        if FileManager.default.fileExists(atPath: url.path) { return (try CoordinatorSigningKey.load(from: url), false) }
+        if FileManager.default.fileExists(atPath: url.path) { return (try CoordinatorSigningKey.load(from: url), false, false) }
         let records = try database.read { try Int.fetchOne($0, sql: "SELECT COUNT(*) FROM audit") } ?? 0
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: auditURL.path)[.size] as? NSNumber)?.intValue ?? 0
         guard (records == 0 && fileBytes == 0) || createIfMissing else {
             throw LedgerError("\(url.path): the audit signing key is missing, but \(folder.path) already holds a signed audit log "
                 + "(\(records) records). Restore keys/coordinator.key from a backup; only if it is lost for good, start once with "
-                + "--new-signing-key (records from then on verify only with the new keys/coordinator.key.pub: give it to the officers)")
+                + "--new-signing-key (that start records signingKeyReplaced; later records verify with the new keys/coordinator.key.pub: give it to the officers, who verify with both keys)")
         }
         let key = CoordinatorSigningKey()
         try key.save(to: url)
-        return (key, true)
+        return (key, true, records > 0 || fileBytes > 0)
     }
 
     /// Releases the lock and the database.
@@ -219,6 +223,14 @@ public final class CoordinatorLedger: @unchecked Sendable {
         let now = Date()
         try dbQueue.writeWithoutTransaction { db in
             try db.inTransaction {
+                // Before any record the new key signs: the officer's verifier switches keys here.
+                if signingKeyReplaced, let key {
+                    try appendAudit(db, AuditEntry(
+                        event: .signingKeyReplaced,
+                        reason: "keys/coordinator.key was missing; a new key was created (--new-signing-key): this record "
+                            + "and every later one verify with the public key of this hash",
+                        publicKeySHA256: key.publicKey.sha256), time: now)
+                }
                 let inFlight = try Row.fetchAll(db, sql: "SELECT number, baseVersion FROM rounds WHERE status = 'inFlight' ORDER BY number")
                 for row in inFlight {
                     let number: Int = row["number"]

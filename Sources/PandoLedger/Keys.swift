@@ -96,9 +96,19 @@ public struct CoordinatorSigningKey: Sendable, CustomStringConvertible {
 
 }
 
+/// A public key that checks the signatures of a signed, hash-chained log: the coordinator's
+/// Ed25519 key for `audit.jsonl`, the district CA's P-256 key for `ca-events.jsonl`.
+public protocol RecordVerifyingKey: Sendable {
+    /// First 16 hex digits of `sha256`, to name the key in reports.
+    var fingerprint: String { get }
+    /// Hex SHA-256 of the key's raw bytes.
+    var sha256: String { get }
+    func isValid(signature: Data, for data: Data) -> Bool
+}
+
 /// The coordinator's Ed25519 public key, as an officer holds it.
 /// File format: one line, base64 of the 32 raw bytes (hex is also accepted).
-public struct AuditPublicKey: Sendable, Equatable {
+public struct AuditPublicKey: RecordVerifyingKey, Equatable {
     let key: Curve25519.Signing.PublicKey
 
     init(key: Curve25519.Signing.PublicKey) { self.key = key }
@@ -109,7 +119,10 @@ public struct AuditPublicKey: Sendable, Equatable {
     public var base64: String { key.rawRepresentation.base64EncodedString() }
 
     /// First 16 hex digits of the SHA-256 of the raw key, to name it in reports.
-    public var fingerprint: String { String(Digest.sha256(key.rawRepresentation).prefix(16)) }
+    public var fingerprint: String { String(sha256.prefix(16)) }
+
+    /// Hex SHA-256 of the raw 32 bytes, as a `signingKeyReplaced` record names the new key.
+    public var sha256: String { Digest.sha256(key.rawRepresentation) }
 
     /// True when `signature` is this key's Ed25519 signature of `data`.
     public func isValid(signature: Data, for data: Data) -> Bool { key.isValidSignature(signature, for: data) }

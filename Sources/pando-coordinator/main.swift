@@ -21,7 +21,7 @@ struct CoordinatorCommand: AsyncParsableCommand {
     @Option(help: "The federation's configuration file (YAML).") var config: String
     @Option(help: "Rounds to run (overrides federation.rounds).") var rounds: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: Logger.Level = .info
-    @Flag(help: "Create a new audit signing key when the state folder's keys/coordinator.key is lost (refused without it). Records from then on verify only with the new public key.")
+    @Flag(help: "Create a new audit signing key when the state folder's keys/coordinator.key is lost (refused without it). That start writes a signingKeyReplaced record naming the new public key's hash; verify the log with both keys (pando audit verify --key OLD --key NEW).")
     var newSigningKey = false
 
     func run() async throws {

@@ -13,17 +13,20 @@ struct AuditCommand: ParsableCommand {
         static let configuration = CommandConfiguration(
             abstract: "Check the hash chain and every signature; cross-check school logs; check checkpoint files and lineage. Exit 0 if all is well, 1 if not.")
         @Option(help: "The coordinator's audit log (audit.jsonl).") var log: String
-        @Option(help: "The coordinator's Ed25519 public key file (base64 or hex).") var key: String
+        @Option(name: .customLong("key"), help: ArgumentHelp(
+            "The coordinator's Ed25519 public key file (base64 or hex). Repeat it for a log that spans a key replacement (--new-signing-key): the old key and the new one.",
+            valueName: "key")) var keys: [String] = []
         @Option(name: .customLong("client-log"), help: "A school's own log of what it sent (repeatable).") var clientLogs: [String] = []
         @Option(help: "The coordinator's state folder (or its versions/ folder): check each version file's hash and lineage.") var checkpoints: String?
         @Flag(help: "Print the findings as JSON.") var json = false
 
         func run() throws {
-            let publicKey: AuditPublicKey
-            do { publicKey = try AuditPublicKey.load(from: URL(fileURLWithPath: key)) } catch { throw ValidationError("\(error)") }
+            guard !keys.isEmpty else { throw ValidationError("give the coordinator's public key with --key") }
+            let publicKeys: [AuditPublicKey]
+            do { publicKeys = try keys.map { try AuditPublicKey.load(from: URL(fileURLWithPath: $0)) } } catch { throw ValidationError("\(error)") }
             guard FileManager.default.fileExists(atPath: log) else { throw ValidationError("\(log): no such file") }
             for file in clientLogs where !FileManager.default.fileExists(atPath: file) { throw ValidationError("\(file): no such file") }
-            let report = AuditVerifier.verify(log: URL(fileURLWithPath: log), key: publicKey,
+            let report = AuditVerifier.verify(log: URL(fileURLWithPath: log), keys: publicKeys,
                                               clientLogs: clientLogs.map { URL(fileURLWithPath: $0) },
                                               checkpoints: checkpoints.map { URL(fileURLWithPath: $0) })
             if json {
@@ -62,7 +65,8 @@ struct AuditCommand: ParsableCommand {
                 rows.append(["\(r.round)", (schools.isEmpty ? "-" : schools) + rejected, "\(r.examples)", r.strategy ?? "-", versions, outcome])
             }
             print(renderTable(rows), terminator: "")
-            let others = records.filter { [.rollback, .certificateIssued, .certificateRevoked, .versionPruned, .versionTagged, .connectionRefused].contains($0.event) }
+            let others = records.filter { [.rollback, .certificateIssued, .certificateRevoked, .versionPruned, .versionTagged, .connectionRefused,
+                                           .signingKeyReplaced].contains($0.event) }
             if !others.isEmpty {
                 print("")
                 for r in others {
@@ -72,6 +76,7 @@ struct AuditCommand: ParsableCommand {
                     if let base = r.baseVersion { parts.append(String(base.prefix(8)) + " →") }
                     if let new = r.newVersion { parts.append(String(new.prefix(8))) }
                     if let tag = r.tag { parts.append("tag " + tag) }
+                    if let key = r.publicKeySHA256 { parts.append("new key " + String(key.prefix(16))) }
                     if let reason = r.reason { parts.append("(\(reason))") }
                     print(TerminalText.safe("\(r.time ?? "?")  \(r.eventName ?? "?")  \(parts.joined(separator: " "))"))
                 }

@@ -1,4 +1,5 @@
 import Foundation
+import PandoTestSupport
 import XCTest
 @testable import PandoLedger
 
@@ -224,3 +225,93 @@ final class OneSidedUpdateTests: LedgerTestCase {
     }
 }
 
+
+/// A lost signing key replaced with --new-signing-key (issue 17, reviewer's note): the open
+/// that creates the key writes a `signingKeyReplaced` record naming the new public key's
+/// hash, signed by it; verify accepts the log given both keys, in either order, and names
+/// what is missing otherwise. A record before the replacement signed with the new key (the
+/// new key's holder rewriting history) is refused.
+final class SigningKeyReplacementTests: LedgerTestCase {
+    func testALogSpanningAKeyReplacementVerifiesWithBothKeys() throws {
+        let folder = Fixture.folder()
+        let ledger = try Fixture.ledger(at: folder)
+        for i in 1...2 { try Fixture.round(ledger, value: Float(i)) }
+        let oldKey = try pub(folder)
+        let before = try Fixture.lines(ledger.auditURL).count
+        ledger.close()
+        try FileManager.default.removeItem(at: CoordinatorLedger.defaultKeyURL(in: folder))
+        let replaced = try CoordinatorLedger(folder: folder, newSigningKey: true)
+        XCTAssertTrue(replaced.signingKeyReplaced)
+        try Fixture.round(replaced, value: 3)
+        let url = replaced.auditURL
+        replaced.close()
+        let newKey = try pub(folder)
+        let lines = try Fixture.lines(url)
+        let record = try AuditRecord(line: before + 1, bytes: lines[before])
+        XCTAssertEqual(record.event, .signingKeyReplaced)
+        XCTAssertEqual(record.publicKeySHA256, newKey.sha256)
+        XCTAssertFalse(try CoordinatorLedger(folder: folder).signingKeyReplaced, "a later open with the key records nothing")
+
+        for keys in [[oldKey, newKey], [newKey, oldKey]] {
+            let report = AuditVerifier.verify(log: url, keys: keys, checkpoints: folder)
+            XCTAssertTrue(report.isValid, report.render())
+            XCTAssertEqual(report.validSignatures, lines.count)
+        }
+        let onlyOld = AuditVerifier.verify(log: url, keys: [oldKey])
+        XCTAssertTrue(onlyOld.problems.contains { $0.line == before + 1 && $0.message.contains("none of the keys given")
+            && $0.message.contains(String(newKey.sha256.prefix(16))) }, onlyOld.render())
+        XCTAssertTrue(onlyOld.problems.contains { $0.message.contains("\(lines.count - before) record(s) from here on") }, onlyOld.render())
+        let onlyNew = AuditVerifier.verify(log: url, keys: [newKey])
+        XCTAssertTrue(onlyNew.problems.contains { $0.line == 1 && $0.message.contains("signature does not verify") }, onlyNew.render())
+
+        // The new key's holder re-signs a record from before the replacement.
+        let tamperedLine = 3
+        var object = try AuditRecord(line: tamperedLine, bytes: lines[tamperedLine - 1]).object
+        object.removeValue(forKey: "signature")
+        let signed = CanonicalJSON.object(object).encoded
+        let newSigner = try CoordinatorSigningKey.load(from: CoordinatorLedger.defaultKeyURL(in: folder))
+        object["signature"] = .string(try newSigner.sign(signed).base64EncodedString())
+        var tampered = lines
+        tampered[tamperedLine - 1] = CanonicalJSON.object(object).encoded
+        let copy = Fixture.folder().appendingPathComponent("audit.jsonl")
+        try Fixture.writeLines(tampered, to: copy)
+        let forged = AuditVerifier.verify(log: copy, keys: [oldKey, newKey])
+        XCTAssertTrue(forged.problems.contains { $0.line == tamperedLine && $0.message.contains("signed by key \(newKey.fingerprint), but key \(oldKey.fingerprint) is in use") },
+                      forged.render())
+
+        // The independent Python checker (docs/verify_audit.py) agrees.
+        let keys = Fixture.folder()
+        try oldKey.save(to: keys.appendingPathComponent("old.pub"))
+        try newKey.save(to: keys.appendingPathComponent("new.pub"))
+        let (old, new) = (keys.appendingPathComponent("old.pub").path, keys.appendingPathComponent("new.pub").path)
+        let both = try PythonChecker.run([url.path, old, new])
+        XCTAssertEqual(both.status, 0, both.output)
+        XCTAssertTrue(both.output.contains("VERIFIED"), both.output)
+        XCTAssertEqual(try PythonChecker.run([url.path, old]).status, 1, "the replacement names a key not given")
+        XCTAssertEqual(try PythonChecker.run([copy.path, old, new]).status, 1, "a record before the replacement signed by the new key")
+    }
+}
+
+/// Runs `docs/verify_audit.py` (skips without python3 and its `cryptography` package).
+enum PythonChecker {
+    static func run(_ arguments: [String]) throws -> (status: Int32, output: String) {
+        let probe = Process()
+        probe.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        probe.arguments = ["python3", "-c", "import cryptography"]
+        probe.standardError = FileHandle.nullDevice
+        guard (try? probe.run()) != nil else { throw XCTSkip("no python3") }
+        probe.waitUntilExit()
+        guard probe.terminationStatus == 0 else { throw XCTSkip("python3 lacks the cryptography package") }
+        let script = TestFixtures.repository.appendingPathComponent("docs/verify_audit.py")
+        let process = Process()
+        process.executableURL = URL(fileURLWithPath: "/usr/bin/env")
+        process.arguments = ["python3", script.path] + arguments
+        let pipe = Pipe()
+        process.standardOutput = pipe
+        process.standardError = pipe
+        try process.run()
+        let output = String(decoding: pipe.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
+        process.waitUntilExit()
+        return (process.terminationStatus, output)
+    }
+}

@@ -112,8 +112,8 @@ public final class Coordinator: @unchecked Sendable {
         let ledger = try FederationLedger(folder: cfg.stateFolder, federationID: cfg.federationID, tokenizerFolder: cfg.baseModel,
                                           newSigningKey: newSigningKey)
         defer { ledger.close() }
-        if ledger.ledger.signingKeyCreated, let head = try? ledger.ledger.auditHead(), head.count > 0 {
-            logger.warning("created a new audit signing key for a state folder with \(head.count) signed records: records after them verify only with \(ledger.publicKeyURL.path); give it to the officers")
+        if ledger.ledger.signingKeyReplaced {
+            logger.warning("created a new audit signing key for a state folder with a signed log, recorded as signingKeyReplaced: records from there on verify only with \(ledger.publicKeyURL.path); give it to the officers, who verify with both keys (pando audit verify --key OLD --key NEW)")
         }
         let recovery = ledger.ledger.recovery
         for n in recovery.abortedRounds { logger.notice("round \(n) was in flight when the coordinator stopped: recorded as aborted") }
