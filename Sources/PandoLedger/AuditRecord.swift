@@ -120,16 +120,38 @@ public enum AuditFormat {
     public static func seal(_ entry: AuditEntry, seq: Int, prev: String, time: Date, federation: String?,
                             key: CoordinatorSigningKey) throws -> Sealed {
         var object = entry.fields
+        object["time"] = .string(timestamp(time))
+        if let federation { object["federation"] = .string(federation) }
+        return try seal(object, seq: seq, prev: prev, key: key)
+    }
+
+    /// Signs `object` (an event's fields with `time`) as record `seq` after `prev`.
+    static func seal(_ fields: [String: CanonicalJSON], seq: Int, prev: String, key: CoordinatorSigningKey) throws -> Sealed {
+        var object = fields
         object["v"] = .int(version)
         object["seq"] = .int(seq)
         object["prev"] = .string(prev)
-        object["time"] = .string(timestamp(time))
-        if let federation { object["federation"] = .string(federation) }
+        object.removeValue(forKey: "signature")
         let signed = CanonicalJSON.object(object).encoded
         object["signature"] = .string(try key.sign(signed).base64EncodedString())
         var line = CanonicalJSON.object(object).encoded
         line.append(0x0A)
         return Sealed(seq: seq, line: line, hash: Digest.sha256(signed))
+    }
+
+    /// The log an operator holding the signing key could write instead: `records` (edited,
+    /// some dropped) re-numbered, re-chained and re-signed. Every line verifies on its own;
+    /// what catches it is outside the coordinator (the schools' anchors, an officer's `--since`).
+    /// For tests and officers' drills.
+    public static func resealed(_ records: [[String: CanonicalJSON]], key: CoordinatorSigningKey) throws -> Data {
+        var out = Data()
+        var prev = Digest.zero
+        for (i, object) in records.enumerated() {
+            let sealed = try seal(object, seq: i + 1, prev: prev, key: key)
+            out.append(sealed.line)
+            prev = sealed.hash
+        }
+        return out
     }
 
     /// UTC ISO 8601 with milliseconds, e.g. `2026-11-22T22:07:17.123Z`.

@@ -16,8 +16,12 @@ public struct VerificationReport: Sendable {
     public internal(set) var recordsChecked = 0
     public internal(set) var validSignatures = 0
     public internal(set) var clientEntriesChecked = 0
+    /// Audit heads the schools logged (`anchorSeen`) checked against the coordinator's log.
+    public internal(set) var anchorsChecked = 0
     public internal(set) var versionFilesChecked = 0
     public internal(set) var keyFingerprint = ""
+    /// The log's last record: what an officer passes as `--since` next time.
+    public internal(set) var head: AuditPosition?
     public var problems: [VerificationFinding] { findings.filter { $0.severity == .problem } }
     public var notes: [VerificationFinding] { findings.filter { $0.severity == .note } }
     /// True when nothing is wrong.
@@ -34,7 +38,9 @@ public struct VerificationReport: Sendable {
     /// reasons, school ids), so each is passed through `TerminalText.safe`.
     public func render() -> String {
         var out = "audit log: \(recordsChecked) records, \(validSignatures) signatures valid with key \(keyFingerprint)\n"
-        if clientEntriesChecked > 0 { out += "school logs: \(clientEntriesChecked) entries cross-checked\n" }
+        if clientEntriesChecked > 0 || anchorsChecked > 0 {
+            out += "school logs: \(clientEntriesChecked) updates and \(anchorsChecked) audit anchors cross-checked\n"
+        }
         if versionFilesChecked > 0 { out += "checkpoints: \(versionFilesChecked) version files hashed\n" }
         if !problems.isEmpty {
             out += "\nPROBLEMS (\(problems.count)):\n"
@@ -45,6 +51,7 @@ public struct VerificationReport: Sendable {
             for n in notes { out += "  \(TerminalText.safe(n.description))\n" }
         }
         out += isValid ? "\nVERIFIED\n" : "\nFAILED: \(problems.count) problem\(problems.count == 1 ? "" : "s")\n"
+        if isValid, let head { out += "head: seq \(head.seq), hash \(head.hash) (next time: --since \(head))\n" }
         return out
     }
 
@@ -57,10 +64,29 @@ public struct VerificationReport: Sendable {
         }
         return .object([
             "valid": .bool(isValid), "records": .int(recordsChecked), "validSignatures": .int(validSignatures),
-            "clientEntries": .int(clientEntriesChecked), "versionFiles": .int(versionFilesChecked),
+            "clientEntries": .int(clientEntriesChecked), "anchors": .int(anchorsChecked), "versionFiles": .int(versionFilesChecked),
             "key": .string(keyFingerprint), "findings": .array(items),
+            "head": head.map { .string($0.description) } ?? .null,
         ])
     }
+}
+
+/// A record of the audit log named by its `seq` and hash, as `SEQ:HASH`: where an officer's
+/// last verification ended (`pando audit verify --since`).
+public struct AuditPosition: Sendable, Equatable, CustomStringConvertible {
+    public let seq: Int
+    public let hash: String
+    public init(seq: Int, hash: String) {
+        self.seq = seq
+        self.hash = hash
+    }
+    /// Parses `SEQ:HASH` (a positive integer, 64 lower-case hex digits); nil otherwise.
+    public init?(_ text: String) {
+        let parts = text.split(separator: ":", omittingEmptySubsequences: false)
+        guard parts.count == 2, let seq = Int(parts[0]), seq >= 1, Digest.isSHA256(String(parts[1])) else { return nil }
+        self.init(seq: seq, hash: String(parts[1]))
+    }
+    public var description: String { "\(seq):\(hash)" }
 }
 
 /// Independent verification of the audit trail, for a privacy officer.
@@ -70,19 +96,24 @@ public struct VerificationReport: Sendable {
 /// as `prev`; (2) each school log's own chain, and that each update a school
 /// says it sent is in the coordinator's log with the same hash (and example
 /// count), and each update the coordinator recorded from that school is in the
-/// school's log; (3) with a state folder: every version file hashes to its id,
+/// school's log, and each audit head a school logged (`anchorSeen`) is a record of the
+/// coordinator's log with that hash; every round committed credits exactly the schools whose
+/// updates it accepted; with `since`, the record an officer's last verification ended at is
+/// still there; (3) with a state folder: every version file hashes to its id,
 /// every version committed in the signed log is on disk or recorded as pruned,
 /// each committed version's base is a known version, the database agrees with
 /// the signed log (lineage, and the log not cut short).
 public enum AuditVerifier {
-    public static func verify(log: URL, key: AuditPublicKey, clientLogs: [URL] = [], checkpoints: URL? = nil) -> VerificationReport {
-        verify(log: log, keys: [key], clientLogs: clientLogs, checkpoints: checkpoints)
+    public static func verify(log: URL, key: AuditPublicKey, clientLogs: [URL] = [], checkpoints: URL? = nil,
+                              since: AuditPosition? = nil) -> VerificationReport {
+        verify(log: log, keys: [key], clientLogs: clientLogs, checkpoints: checkpoints, since: since)
     }
 
     /// `keys`: the coordinator's public key, or several when the log spans a key replacement
     /// (`signingKeyReplaced`): the log's first record picks the key it starts with, and the
     /// key changes only at a replacement record, to the given key whose hash that record names.
-    public static func verify(log: URL, keys: [AuditPublicKey], clientLogs: [URL] = [], checkpoints: URL? = nil) -> VerificationReport {
+    public static func verify(log: URL, keys: [AuditPublicKey], clientLogs: [URL] = [], checkpoints: URL? = nil,
+                              since: AuditPosition? = nil) -> VerificationReport {
         var report = VerificationReport()
         report.keyFingerprint = keys.map(\.fingerprint).joined(separator: ", ")
         let logName = log.lastPathComponent
@@ -90,7 +121,10 @@ public enum AuditVerifier {
         report.recordsChecked = chain.lines
         report.validSignatures = chain.validSignatures
         let records = chain.trusted
-        if !clientLogs.isEmpty { crossCheck(records, logName: logName, clientLogs: clientLogs, report: &report) }
+        if let last = chain.all.last, let seq = last.seq { report.head = AuditPosition(seq: seq, hash: last.hash) }
+        if let since { checkSince(since, chain.all, logName: logName, report: &report) }
+        checkCredits(records, logName: logName, report: &report)
+        if !clientLogs.isEmpty { crossCheck(records, all: chain.all, logName: logName, clientLogs: clientLogs, report: &report) }
         if let checkpoints { checkVersions(records, logName: logName, folder: checkpoints, report: &report) }
         return report
     }
@@ -101,6 +135,8 @@ public enum AuditVerifier {
     /// number of valid signatures.
     struct Chain {
         var trusted: [AuditRecord] = []
+        /// Every record that parsed, trusted or not (to locate a `seq` an anchor names).
+        var all: [AuditRecord] = []
         var lines = 0
         var validSignatures = 0
     }
@@ -139,6 +175,7 @@ public enum AuditVerifier {
                 previousSeq += 1
                 continue
             }
+            chain.all.append(record)
             let label = "seq \(record.seq.map(String.init) ?? "?"), \(record.eventName ?? "no event")"
             if CanonicalJSON.object(record.object).encoded != bytes {
                 report.problem(name, number, "(\(label)) not in canonical form: the line was edited")
@@ -200,6 +237,53 @@ public enum AuditVerifier {
         return chain
     }
 
+    // MARK: since, credits
+
+    /// The record an officer's last verification ended at must still be in the log, unchanged:
+    /// a log rewritten up to it (with the coordinator's own key) no longer holds it.
+    static func checkSince(_ since: AuditPosition, _ records: [AuditRecord], logName: String, report: inout VerificationReport) {
+        guard let record = records.first(where: { $0.seq == since.seq }) else {
+            report.problem(logName, nil, "--since \(since.seq):\(since.hash.prefix(16))…: the log has no record seq \(since.seq) "
+                + "(it ends at \(records.last?.seq ?? 0)): records verified before were removed")
+            return
+        }
+        if record.hash != since.hash {
+            report.problem(logName, record.line, "--since \(since.seq):\(since.hash.prefix(16))…: record seq \(since.seq) now hashes to "
+                + "\(record.hash.prefix(16))…: the log was rewritten at or before the record the last verification ended at")
+        }
+    }
+
+    /// Each `roundCommitted` credits (`examplesBySchool`) exactly the schools whose update that
+    /// round accepted (`updateReceived`), each with the example count its update record states.
+    static func checkCredits(_ records: [AuditRecord], logName: String, report: inout VerificationReport) {
+        var accepted = [Int: [String: AuditRecord]]()
+        for r in records where r.event == .updateReceived {
+            if let round = r.round, let school = r.school { accepted[round, default: [:]][school] = r }
+        }
+        for commit in records where commit.event == .roundCommitted {
+            guard let round = commit.round else { continue }
+            let credited = commit.examplesBySchool ?? [:]
+            let updates = accepted[round] ?? [:]
+            for (school, n) in credited.sorted(by: { $0.key < $1.key }) {
+                guard let update = updates[school] else {
+                    report.problem(logName, commit.line, "round \(round)'s commit credits school \(school) with \(n) examples, "
+                        + "but no updateReceived record of round \(round) accepts an update from it")
+                    continue
+                }
+                if let m = update.examples, m != n {
+                    report.problem(logName, commit.line, "round \(round)'s commit credits school \(school) with \(n) examples; "
+                        + "its accepted update (line \(update.line)) reports \(m)")
+                }
+            }
+            for (school, update) in updates.sorted(by: { $0.key < $1.key }) where credited[school] == nil {
+                report.problem(logName, commit.line, "round \(round)'s commit does not credit school \(school), whose update line \(update.line) accepted")
+            }
+            if let total = commit.examples, total != credited.values.reduce(0, +) {
+                report.problem(logName, commit.line, "round \(round)'s commit counts \(total) examples, but credits \(credited.values.reduce(0, +))")
+            }
+        }
+    }
+
     // MARK: school logs
 
     struct ClientEntry {
@@ -214,14 +298,37 @@ public enum AuditVerifier {
         let federation: String?
     }
 
-    static func readClientLog(_ url: URL, report: inout VerificationReport) -> [ClientEntry] {
+    /// An audit head a school logged from an assignment.
+    struct ClientAnchor {
+        let file: String
+        let line: Int
+        let school: String
+        let round: Int
+        let task: String
+        let seq: Int
+        let hash: String
+        let federation: String?
+    }
+
+    /// What a school log holds, by kind of entry.
+    struct ClientLog {
+        var file: String
+        var updates: [ClientEntry] = []
+        var anchors: [ClientAnchor] = []
+        /// School ids the entries name.
+        var schools: Set<String> = []
+        var lines = 0
+    }
+
+    static func readClientLog(_ url: URL, report: inout VerificationReport) -> ClientLog {
         let name = url.lastPathComponent
+        var log = ClientLog(file: name)
         guard let data = try? Data(contentsOf: url) else {
             report.problem(name, nil, "cannot read the school log")
-            return []
+            return log
         }
         let (lines, complete) = AuditFormat.lines(of: data)
-        var entries = [ClientEntry]()
+        log.lines = lines.count
         var previousHash = Digest.zero
         var previousSeq = 0
         for (number, bytes) in lines {
@@ -240,20 +347,39 @@ public enum AuditVerifier {
             }
             previousHash = Digest.sha256(bytes)
             previousSeq = seq ?? previousSeq + 1
-            guard let school = object["school"]?.stringValue, let round = object["round"]?.intValue,
-                  let update = object["updateSHA256"]?.stringValue else {
-                report.problem(name, number, "record lacks school, round or updateSHA256")
+            let event = object["event"]?.stringValue ?? "updateSent"
+            guard let school = object["school"]?.stringValue, let round = object["round"]?.intValue else {
+                report.problem(name, number, "\(event) record lacks school or round")
                 continue
             }
-            entries.append(ClientEntry(file: name, line: number, school: school, round: round, update: update,
-                                       examples: object["examples"]?.intValue, baseVersion: object["baseVersion"]?.stringValue,
-                                       federation: object["federation"]?.stringValue))
+            log.schools.insert(school)
+            let federation = object["federation"]?.stringValue
+            switch event {
+            case "updateSent":
+                guard let update = object["updateSHA256"]?.stringValue else {
+                    report.problem(name, number, "updateSent record lacks updateSHA256")
+                    continue
+                }
+                log.updates.append(ClientEntry(file: name, line: number, school: school, round: round, update: update,
+                                               examples: object["examples"]?.intValue, baseVersion: object["baseVersion"]?.stringValue,
+                                               federation: federation))
+            case SchoolLogEvent.Kind.anchorSeen.rawValue:
+                guard let auditSeq = object["auditSeq"]?.intValue, let hash = object["auditHash"]?.stringValue else {
+                    report.problem(name, number, "anchorSeen record lacks auditSeq or auditHash")
+                    continue
+                }
+                log.anchors.append(ClientAnchor(file: name, line: number, school: school, round: round,
+                                                task: object["task"]?.stringValue ?? "train", seq: auditSeq, hash: hash, federation: federation))
+            default:
+                if SchoolLogEvent.Kind(rawValue: event) == nil { report.note(name, number, "unknown event \(event)") }
+            }
         }
-        report.clientEntriesChecked += entries.count
-        return entries
+        if lines.isEmpty { report.note(name, nil, "the school log has no entries: nothing of this school is cross-checked") }
+        report.clientEntriesChecked += log.updates.count
+        return log
     }
 
-    static func crossCheck(_ records: [AuditRecord], logName: String, clientLogs: [URL], report: inout VerificationReport) {
+    static func crossCheck(_ records: [AuditRecord], all: [AuditRecord], logName: String, clientLogs: [URL], report: inout VerificationReport) {
         let updates = records.filter { $0.event == .updateReceived || $0.event == .updateRejected }
         // A round the coordinator aborted produced no version, so an update one side holds and
         // the other lacks changed no model: the coordinator stopped (or the link broke) between
@@ -261,15 +387,17 @@ public enum AuditVerifier {
         let aborted = Set(records.filter { $0.event == .roundAborted }.compactMap(\.round))
         let federation = records.lazy.compactMap { $0.object["federation"]?.stringValue }.first
         var clientEntries = [ClientEntry]()
+        var anchors = [ClientAnchor]()
         var fileOfSchool = [String: String]()
         for url in clientLogs {
-            let entries = readClientLog(url, report: &report)
-            for e in entries { fileOfSchool[e.school] = e.file }
-            clientEntries += entries
+            let log = readClientLog(url, report: &report)
+            for school in log.schools { fileOfSchool[school] = log.file }
+            clientEntries += log.updates
+            anchors += log.anchors
         }
+        checkAnchors(anchors, all, logName: logName, federation: federation, report: &report)
         // School → coordinator.
-        for e in clientEntries {
-            let where_ = "school \(e.school) round \(e.round) update \(e.update.prefix(12))"
+        for e in clientEntries {            let where_ = "school \(e.school) round \(e.round) update \(e.update.prefix(12))"
             if let a = e.federation, let b = federation, a != b {
                 report.problem(e.file, e.line, "\(where_): logged for federation \(a), but the coordinator's log is of federation \(b)")
             }
@@ -302,6 +430,53 @@ public enum AuditVerifier {
                     continue
                 }
                 report.problem(logName, r.line, "update \(r.updateSHA256?.prefix(12) ?? "?") from school \(school) in round \(r.round.map(String.init) ?? "?") is not in the school's own log \(file)")
+            }
+        }
+        // A school the coordinator selected that no given log speaks for is said, not skipped.
+        var selected = [String: (rounds: Int, line: Int)]()
+        for r in records where r.event == .schoolSelected {
+            guard let school = r.school else { continue }
+            let seen = selected[school]
+            selected[school] = ((seen?.rounds ?? 0) + 1, seen?.line ?? r.line)
+        }
+        for (school, s) in selected.sorted(by: { $0.key < $1.key }) where fileOfSchool[school] == nil {
+            report.note(logName, s.line, "school \(school) was selected in \(s.rounds) round(s), but no school log given has an entry of it: "
+                + "its updates and audit anchors are not cross-checked")
+        }
+    }
+
+    /// Each audit head a school logged must be a record of the coordinator's log with that
+    /// hash, and not older than the round it came with (a train assignment follows its
+    /// round's `roundStarted`, an evaluation its `roundCommitted`): a coordinator that rewrote
+    /// its log, or sent a stale head, is named at the school log's line.
+    static func checkAnchors(_ anchors: [ClientAnchor], _ records: [AuditRecord], logName: String, federation: String?,
+                             report: inout VerificationReport) {
+        var bySeq = [Int: AuditRecord]()
+        for r in records { if let seq = r.seq, bySeq[seq] == nil { bySeq[seq] = r } }
+        let last = records.last?.seq ?? 0
+        func first(_ event: AuditEvent, round: Int) -> AuditRecord? { records.first { $0.event == event && $0.round == round } }
+        for a in anchors {
+            report.anchorsChecked += 1
+            let where_ = "school \(a.school) round \(a.round) (\(a.task)): the coordinator's audit head was seq \(a.seq), hash \(a.hash.prefix(16))…"
+            if let mine = a.federation, let theirs = federation, mine != theirs {
+                report.problem(a.file, a.line, "\(where_), logged for federation \(mine), but the coordinator's log is of federation \(theirs)")
+            }
+            guard let record = bySeq[a.seq] else {
+                report.problem(a.file, a.line, "\(where_), but \(logName) has no record seq \(a.seq) (it ends at \(last)): "
+                    + "records were removed (or this copy of \(logName) is older than the school log)")
+                continue
+            }
+            guard record.hash == a.hash else {
+                report.problem(a.file, a.line, "\(where_), but record seq \(a.seq) (\(logName):\(record.line)) hashes to \(record.hash.prefix(16))…: "
+                    + "the log was rewritten at or before that record")
+                continue
+            }
+            let start = a.task == "evaluate" ? first(.roundCommitted, round: a.round) : first(.roundStarted, round: a.round)
+            if let start, let startSeq = start.seq, a.seq < startSeq {
+                report.problem(a.file, a.line, "\(where_), older than round \(a.round)'s \(start.eventName ?? "") record (seq \(startSeq)): "
+                    + "the coordinator sent a stale audit head")
+            } else if start == nil {
+                report.problem(a.file, a.line, "\(where_), but \(logName) records no \(a.task == "evaluate" ? "commit" : "start") of round \(a.round)")
             }
         }
     }

@@ -131,7 +131,7 @@ public enum WireCodec {
         "protocolVersion", "softwareVersion", "capabilities", "schoolID", "heartbeatIntervalMillis",
         "idleTimeoutMillis", "maxFrameLength", "code", "reason", "supportedProtocolVersions", "sequence",
         "activity", "progress", "id", "kind", "size", "sha256", "offset", "status", "round", "model",
-        "parameters", "update", "exampleCount", "metrics", "task", "nonce",
+        "parameters", "update", "exampleCount", "metrics", "task", "nonce", "auditHead", "hash",
     ]
 
     static func path(_ keys: [CodingKey]) -> String {

@@ -226,24 +226,41 @@ public enum RoundTask: String, Codable, Sendable, CaseIterable {
     case evaluate
 }
 
+/// The coordinator's audit head when it sent an assignment: the `seq` of the last record of
+/// its signed audit log and that record's hash. The school writes it into its own log, so
+/// `pando audit verify` can check that the coordinator's log still holds exactly that record:
+/// a log rewritten later (with the coordinator's own key) no longer matches what schools saw.
+public struct AuditAnchor: Codable, Sendable, Equatable {
+    public var sequence: UInt64
+    public var hash: ObjectDigest
+    public init(sequence: UInt64, hash: ObjectDigest) {
+        self.sequence = sequence
+        self.hash = hash
+    }
+}
+
 /// Coordinator → client: train (or evaluate) round `round` starting from `model`.
 ///
 /// `model` names the global version by its SHA-256; the school fetches it with an
 /// unsolicited `objectRequest` unless it holds it already. `nonce` is fresh per
 /// assignment and must come back in the `roundResult`, so a result can answer only
-/// the assignment it was made for.
+/// the assignment it was made for. `auditHead` (optional on the wire; every coordinator of
+/// this version sends it) anchors the coordinator's audit log in the school's own log.
 public struct RoundAssignment: Codable, Sendable, Equatable {
     public var round: UInt64
     public var task: RoundTask
     public var model: ObjectRef
     public var nonce: WireToken
     public var parameters: [WireToken: Double]
-    public init(round: UInt64, task: RoundTask = .train, model: ObjectRef, nonce: WireToken, parameters: [WireToken: Double]) {
+    public var auditHead: AuditAnchor?
+    public init(round: UInt64, task: RoundTask = .train, model: ObjectRef, nonce: WireToken, parameters: [WireToken: Double],
+                auditHead: AuditAnchor? = nil) {
         self.round = round
         self.task = task
         self.model = model
         self.nonce = nonce
         self.parameters = parameters
+        self.auditHead = auditHead
     }
 }
 

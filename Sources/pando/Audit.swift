@@ -18,6 +18,8 @@ struct AuditCommand: ParsableCommand {
             valueName: "key")) var keys: [String] = []
         @Option(name: .customLong("client-log"), help: "A school's own log of what it sent (repeatable).") var clientLogs: [String] = []
         @Option(help: "The coordinator's state folder (or its versions/ folder): check each version file's hash and lineage.") var checkpoints: String?
+        @Option(help: ArgumentHelp("Where the last verification ended (its report's last line): the log must still hold exactly that record.",
+                                   valueName: "seq:hash")) var since: String?
         @Flag(help: "Print the findings as JSON.") var json = false
 
         func run() throws {
@@ -26,9 +28,13 @@ struct AuditCommand: ParsableCommand {
             do { publicKeys = try keys.map { try AuditPublicKey.load(from: URL(fileURLWithPath: $0)) } } catch { throw ValidationError("\(error)") }
             guard FileManager.default.fileExists(atPath: log) else { throw ValidationError("\(log): no such file") }
             for file in clientLogs where !FileManager.default.fileExists(atPath: file) { throw ValidationError("\(file): no such file") }
+            let position = try since.map { text -> AuditPosition in
+                guard let p = AuditPosition(text) else { throw ValidationError("--since \(text): expected SEQ:HASH (a record number and its 64-digit hex hash)") }
+                return p
+            }
             let report = AuditVerifier.verify(log: URL(fileURLWithPath: log), keys: publicKeys,
                                               clientLogs: clientLogs.map { URL(fileURLWithPath: $0) },
-                                              checkpoints: checkpoints.map { URL(fileURLWithPath: $0) })
+                                              checkpoints: checkpoints.map { URL(fileURLWithPath: $0) }, since: position)
             if json {
                 print(report.json.terminalSafeDescription)
             } else {

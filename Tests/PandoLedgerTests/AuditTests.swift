@@ -315,3 +315,115 @@ enum PythonChecker {
         return (process.terminationStatus, output)
     }
 }
+
+/// The audit log anchored outside the coordinator (issue 17, item 4). An operator holding the
+/// signing key can re-sign a rewritten log that verifies on its own; the audit heads the
+/// schools logged from their assignments, an officer's `--since`, and the cross-check of each
+/// commit's credits against the updates it accepted are what catch it.
+final class AuditAnchorTests: LedgerTestCase {
+    let schools = ["north-high", "south-middle"]
+
+    /// Three rounds; both schools log their updates and the audit heads they were sent.
+    func makeFederation() throws -> (folder: URL, log: URL, schoolLogs: [URL], key: CoordinatorSigningKey) {
+        let folder = Fixture.folder()
+        let ledger = try Fixture.ledger(at: folder)
+        let logs = Dictionary(uniqueKeysWithValues: schools.map { ($0, try! SchoolLog(url: folder.appendingPathComponent("school-\($0).jsonl"))) })
+        for i in 1...3 { try Fixture.round(ledger, value: Float(i), schoolLogs: logs, federation: "district-7", anchors: true) }
+        let url = ledger.auditURL
+        ledger.close()
+        let key = try CoordinatorSigningKey.load(from: CoordinatorLedger.defaultKeyURL(in: folder))
+        return (folder, url, schools.map { logs[$0]!.url }, key)
+    }
+
+    /// A copy of the log's records, changed by `edit` and re-signed with the real key.
+    func resigned(_ log: URL, key: CoordinatorSigningKey, _ edit: ([[String: CanonicalJSON]]) -> [[String: CanonicalJSON]]) throws -> URL {
+        let objects = try Fixture.lines(log).map { try AuditRecord(line: 0, bytes: $0).object }
+        let copy = Fixture.folder().appendingPathComponent("audit.jsonl")
+        try AuditFormat.resealed(edit(objects), key: key).write(to: copy)
+        return copy
+    }
+
+    func testAnchorsOfAnIntactLogVerify() throws {
+        let f = try makeFederation()
+        let report = AuditVerifier.verify(log: f.log, key: f.key.publicKey, clientLogs: f.schoolLogs)
+        XCTAssertTrue(report.isValid, report.render())
+        XCTAssertEqual(report.anchorsChecked, 2 * 3 * 2, "two schools, three rounds, a train and an evaluate assignment each")
+        XCTAssertTrue(report.render().contains("next time: --since \(report.head!)"), report.render())
+    }
+
+    func testALogResignedWithRoundTwoDroppedFailsAgainstTheSchoolLogs() throws {
+        let f = try makeFederation()
+        let copy = try resigned(f.log, key: f.key) { $0.filter { $0["round"]?.intValue != 2 } }
+        let alone = AuditVerifier.verify(log: copy, key: f.key.publicKey)
+        XCTAssertTrue(alone.isValid, "re-signed with the real key, the log verifies on its own: \(alone.render())")
+        let report = AuditVerifier.verify(log: copy, key: f.key.publicKey, clientLogs: f.schoolLogs)
+        XCTAssertFalse(report.isValid)
+        for file in ["school-north-high.jsonl", "school-south-middle.jsonl"] {
+            // The head round 2's assignment named is now another record; round 3's are past the end.
+            XCTAssertTrue(report.problems.contains { $0.file == file && $0.message.contains("round 2 (train): the coordinator's audit head was seq")
+                && $0.message.contains("the log was rewritten at or before that record") }, report.render())
+            XCTAssertTrue(report.problems.contains { $0.file == file && $0.message.contains("round 3 (train)")
+                && $0.message.contains("has no record seq") }, report.render())
+        }
+    }
+
+    func testALogResignedWithAnExtraSchoolCreditedFails() throws {
+        let f = try makeFederation()
+        let copy = try resigned(f.log, key: f.key) { objects in
+            objects.map { o in
+                guard o["event"]?.stringValue == "roundCommitted", o["round"]?.intValue == 2, var by = o["examplesBySchool"]?.objectValue else { return o }
+                var o = o
+                by["ghost-school"] = .int(500)
+                o["examplesBySchool"] = .object(by)
+                o["examples"] = .int((o["examples"]?.intValue ?? 0) + 500)
+                return o
+            }
+        }
+        let commitLine = try Fixture.lines(copy).firstIndex { String(decoding: $0, as: UTF8.self).contains("ghost-school") }! + 1
+        // Even without the school logs: the commit credits a school whose update no record accepts.
+        let alone = AuditVerifier.verify(log: copy, key: f.key.publicKey)
+        XCTAssertTrue(alone.problems.contains { $0.line == commitLine && $0.message.contains("credits school ghost-school with 500 examples")
+            && $0.message.contains("no updateReceived record of round 2") }, alone.render())
+        // And the schools' anchors of the evaluation of round 2 (sent after the commit) no longer match.
+        let report = AuditVerifier.verify(log: copy, key: f.key.publicKey, clientLogs: f.schoolLogs)
+        XCTAssertTrue(report.problems.contains { $0.file == "school-north-high.jsonl" && $0.message.contains("round 2 (evaluate)")
+            && $0.message.contains("rewritten") }, report.render())
+    }
+
+    func testSinceNamesTheRecordTheLastVerificationEndedAt() throws {
+        let f = try makeFederation()
+        let first = AuditVerifier.verify(log: f.log, key: f.key.publicKey)
+        let head = try XCTUnwrap(first.head)
+        XCTAssertEqual(AuditPosition(head.description), head)
+        XCTAssertNil(AuditPosition("12:abc"))
+        XCTAssertTrue(AuditVerifier.verify(log: f.log, key: f.key.publicKey, since: head).isValid)
+        let wrong = AuditVerifier.verify(log: f.log, key: f.key.publicKey, since: AuditPosition(seq: head.seq, hash: String(repeating: "0f", count: 32)))
+        XCTAssertTrue(wrong.problems.contains { $0.line == head.seq && $0.message.contains("--since") && $0.message.contains("rewritten") }, wrong.render())
+        let beyond = AuditVerifier.verify(log: f.log, key: f.key.publicKey, since: AuditPosition(seq: head.seq + 5, hash: head.hash))
+        XCTAssertTrue(beyond.problems.contains { $0.message.contains("no record seq \(head.seq + 5)") }, beyond.render())
+        // A log re-signed without round 2 no longer holds the record the officer last saw.
+        let copy = try resigned(f.log, key: f.key) { $0.filter { $0["round"]?.intValue != 2 } }
+        XCTAssertFalse(AuditVerifier.verify(log: copy, key: f.key.publicKey, since: head).isValid)
+    }
+
+    /// An empty school log, and a selected school no given log speaks for, are notes; a head
+    /// older than its round's start is a stale anchor.
+    func testSilentSchoolsAreNotedAndStaleAnchorsNamed() throws {
+        let f = try makeFederation()
+        let empty = Fixture.folder().appendingPathComponent("school-west.jsonl")
+        try Data().write(to: empty)
+        let report = AuditVerifier.verify(log: f.log, key: f.key.publicKey, clientLogs: [f.schoolLogs[0], empty])
+        XCTAssertTrue(report.isValid, report.render())
+        XCTAssertTrue(report.notes.contains { $0.file == "school-west.jsonl" && $0.message.contains("no entries") }, report.render())
+        XCTAssertTrue(report.notes.contains { $0.message.contains("school south-middle was selected in 3 round(s)") }, report.render())
+
+        let north = try SchoolLog(url: Fixture.folder().appendingPathComponent("school-north-high.jsonl"))
+        let first = try AuditRecord(line: 1, bytes: try Fixture.lines(f.log)[0])
+        var stale = SchoolLogEvent(.anchorSeen, school: "north-high", round: 3, task: "train", federation: "district-7")
+        stale.auditSeq = 1
+        stale.auditHash = first.hash
+        try north.append(stale)
+        let staleReport = AuditVerifier.verify(log: f.log, key: f.key.publicKey, clientLogs: [north.url])
+        XCTAssertTrue(staleReport.problems.contains { $0.line == 1 && $0.message.contains("stale audit head") }, staleReport.render())
+    }
+}

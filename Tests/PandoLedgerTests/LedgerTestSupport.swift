@@ -52,14 +52,27 @@ enum Fixture {
         return ledger
     }
 
-    /// Runs one round with `schools`, each sending an update; returns the new version.
+    /// Runs one round with `schools`, each sending an update; returns the new version. With
+    /// `anchors`, each school's log records the audit head as a coordinator sends it: with the
+    /// train assignment (after the selections) and with the evaluation (after the commit).
     @discardableResult
     static func round(_ ledger: CoordinatorLedger, schools: [String] = ["north-high", "south-middle"], value: Float,
-                      schoolLogs: [String: SchoolLog] = [:], federation: String? = nil) throws -> VersionRecord {
+                      schoolLogs: [String: SchoolLog] = [:], federation: String? = nil, anchors: Bool = false) throws -> VersionRecord {
         let round = try ledger.startRound(strategy: "fedavg", parameters: ["serverLearningRate": 1.0])
+        func anchor(_ task: String) throws {
+            guard anchors else { return }
+            let head = try ledger.auditHead()
+            for school in schools {
+                var event = SchoolLogEvent(.anchorSeen, school: school, round: round.number, task: task, federation: federation)
+                event.auditSeq = head.count
+                event.auditHash = head.lastHash
+                try schoolLogs[school]?.append(event)
+            }
+        }
         var examples = [String: Int]()
+        for school in schools { try ledger.record(AuditEntry(event: .schoolSelected, round: round.number, school: school)) }
+        try anchor("train")
         for (i, school) in schools.enumerated() {
-            try ledger.record(AuditEntry(event: .schoolSelected, round: round.number, school: school))
             let update = safetensors([("delta", [value, Float(i)])])
             let hash = Digest.sha256(update)
             examples[school] = 100 + i
@@ -70,8 +83,10 @@ enum Fixture {
                                                           federation: federation))
         }
         let staged = try ledger.store.stage { try writeModel([value, value * 2, 0, 1], to: $0) }
-        return try ledger.commitRound(round.number, version: staged, metrics: ["accuracy": 0.5], examplesBySchool: examples,
-                                      privacy: ["epsilon": 2.5, "delta": 1e-5])
+        let version = try ledger.commitRound(round.number, version: staged, metrics: ["accuracy": 0.5], examplesBySchool: examples,
+                                             privacy: ["epsilon": 2.5, "delta": 1e-5])
+        try anchor("evaluate")
+        return version
     }
 
     /// Every file under `folder`, recursively.

@@ -126,6 +126,7 @@ final class DurabilityTests: LedgerTestCase {
         }
         let round = try ledger.roundInFlight()!
         let staged = try ledger.store.stage { try Fixture.writeModel([1, 2, 3, 4], to: $0) }
+        try ledger.record(AuditEntry(event: .updateReceived, round: round.number, school: "a", examples: 1, updateSHA256: Digest.zero))
         let v = try ledger.commitRound(round.number, version: staged, examplesBySchool: ["a": 1])
         XCTAssertEqual(try ledger.head()?.id, v.id)
         XCTAssertEqual(try ledger.round(round.number).status, .committed)

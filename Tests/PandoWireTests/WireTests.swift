@@ -23,7 +23,9 @@ func sample(_ type: MessageType) -> WireMessage {
     case .objectChunk: return .objectChunk(ObjectChunk(id: "update-r3", offset: 512, data: ByteBuffer(bytes: [1, 2, 3, 4])))
     case .objectComplete: return .objectComplete(ObjectComplete(id: "update-r3", sha256: digest))
     case .objectReceipt: return .objectReceipt(ObjectReceipt(id: "update-r3", status: .stored))
-    case .roundAssignment: return .roundAssignment(RoundAssignment(round: 3, model: ref, nonce: "0f3a9c", parameters: ["learning_rate": 2e-5]))
+    case .roundAssignment:
+        return .roundAssignment(RoundAssignment(round: 3, model: ref, nonce: "0f3a9c", parameters: ["learning_rate": 2e-5],
+                                                auditHead: AuditAnchor(sequence: 41, hash: digest)))
     case .roundResult:
         return .roundResult(RoundResult(round: 3, nonce: "0f3a9c", status: .completed, update: ref, exampleCount: 812,
                                         metrics: ["accuracy": 0.91, "macro_f1": 0.88]))
@@ -233,6 +235,16 @@ final class WireTests: XCTestCase {
         }
         // Any description stays short whatever the peer sends.
         XCTAssertLessThan(WireError.malformed(type: "x", detail: String(repeating: "a", count: 70_000)).description.utf8.count, 300)
+    }
+
+    /// The fields added to `roundAssignment` since its first version are optional: an
+    /// assignment from an older coordinator, without them, still decodes.
+    func testAssignmentWithoutTheNewerFieldsDecodes() throws {
+        let json = #"{"round":1,"task":"train","nonce":"n1","model":{"id":"m","size":1,"sha256":"\#(String(repeating: "0", count: 64))"},"parameters":{}}"#
+        guard case .roundAssignment(let a) = try WireCodec.decodeMessage(type: MessageType.roundAssignment.rawValue, payload: ByteBuffer(string: json)) else {
+            return XCTFail("not an assignment")
+        }
+        XCTAssertNil(a.auditHead)
     }
 
     /// The schema field list used to render error paths covers every field of every message.

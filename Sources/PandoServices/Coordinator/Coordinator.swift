@@ -390,6 +390,16 @@ final class RoundDriver: @unchecked Sendable {
         return (ObjectRef(id: WireToken("model-\(version.prefix(16))")!, size: UInt64(size), sha256: digest), file)
     }
 
+    /// The audit log's last record (seq and hash) as it stands now, for an assignment: each school
+    /// logs it, anchoring the log outside the coordinator. Nil only if the ledger cannot be read.
+    func auditAnchor() -> AuditAnchor? {
+        guard let head = try? ledger.ledger.auditHead(), let hash = head.lastHash.flatMap(ObjectDigest.init(hex:)) else {
+            logger.error("the audit head could not be read: the assignment goes without it")
+            return nil
+        }
+        return AuditAnchor(sequence: UInt64(head.count), hash: hash)
+    }
+
     /// Sends assignments to `schools`; returns those it could not reach.
     func assign(_ schools: [String], round: Int, task: RoundTask, model: ObjectRef, plan: LocalTrainingPlan,
                 nonces: [String: WireToken]) async -> [String: String] {
@@ -399,7 +409,8 @@ final class RoundDriver: @unchecked Sendable {
                 let hub = self.hub
                 group.addTask {
                     guard let session = hub.session(school) else { return (school, "disconnected before the assignment") }
-                    let a = RoundAssignment(round: UInt64(round), task: task, model: model, nonce: nonces[school]!, parameters: parameters)
+                    let a = RoundAssignment(round: UInt64(round), task: task, model: model, nonce: nonces[school]!, parameters: parameters,
+                                            auditHead: self.auditAnchor())
                     // A connection that holds its gate (a transfer that stopped moving) for longer
                     // than `assignmentTimeout` is closed, which frees the gate and fails the send.
                     let watchdog = Task {

@@ -164,6 +164,17 @@ public final class SchoolAgent: @unchecked Sendable {
         onAssignment?(a, conn)
         let round = Int(clamping: a.round)
         onEvent?(.assignment(round: round, task: a.task))
+        // The coordinator's audit head as it stated it: the school's log keeps it (fsynced)
+        // before anything else, so `pando audit verify` can tell a rewritten coordinator log.
+        if let head = a.auditHead {
+            var anchor = SchoolLogEvent(.anchorSeen, school: conn.schoolID.value, round: round, task: a.task.rawValue,
+                                        federation: configuration.federationID)
+            anchor.auditSeq = Int(clamping: head.sequence)
+            anchor.auditHash = head.hash.hex
+            try schoolLog.append(anchor)
+        } else {
+            logger.warning("round \(round): the assignment carries no audit head (an older coordinator): nothing anchors its audit log here")
+        }
         if a.task == .train {
             // The same assignment again (same round and nonce): send what this school already has.
             if let p = pending.withLockedValue({ $0 }), p.assignment.round == a.round, p.assignment.nonce == a.nonce {
