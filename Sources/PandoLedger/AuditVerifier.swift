@@ -310,11 +310,22 @@ public enum AuditVerifier {
         let federation: String?
     }
 
+    /// A version a school accepted into its lineage, with the parent and round it was told.
+    struct ClientVersion {
+        let file: String
+        let line: Int
+        let school: String
+        let version: String
+        let parent: String?
+        let round: Int?
+    }
+
     /// What a school log holds, by kind of entry.
     struct ClientLog {
         var file: String
         var updates: [ClientEntry] = []
         var anchors: [ClientAnchor] = []
+        var versions: [ClientVersion] = []
         /// School ids the entries name.
         var schools: Set<String> = []
         var lines = 0
@@ -370,6 +381,13 @@ public enum AuditVerifier {
                 }
                 log.anchors.append(ClientAnchor(file: name, line: number, school: school, round: round,
                                                 task: object["task"]?.stringValue ?? "train", seq: auditSeq, hash: hash, federation: federation))
+            case SchoolLogEvent.Kind.versionAccepted.rawValue:
+                guard let version = object["version"]?.stringValue else {
+                    report.problem(name, number, "versionAccepted record lacks version")
+                    continue
+                }
+                log.versions.append(ClientVersion(file: name, line: number, school: school, version: version,
+                                                  parent: object["parent"]?.stringValue, round: object["versionRound"]?.intValue))
             default:
                 if SchoolLogEvent.Kind(rawValue: event) == nil { report.note(name, number, "unknown event \(event)") }
             }
@@ -388,14 +406,17 @@ public enum AuditVerifier {
         let federation = records.lazy.compactMap { $0.object["federation"]?.stringValue }.first
         var clientEntries = [ClientEntry]()
         var anchors = [ClientAnchor]()
+        var versions = [ClientVersion]()
         var fileOfSchool = [String: String]()
         for url in clientLogs {
             let log = readClientLog(url, report: &report)
             for school in log.schools { fileOfSchool[school] = log.file }
             clientEntries += log.updates
             anchors += log.anchors
+            versions += log.versions
         }
         checkAnchors(anchors, all, logName: logName, federation: federation, report: &report)
+        checkAcceptedVersions(versions, records, logName: logName, report: &report)
         // School → coordinator.
         for e in clientEntries {            let where_ = "school \(e.school) round \(e.round) update \(e.update.prefix(12))"
             if let a = e.federation, let b = federation, a != b {
@@ -442,6 +463,32 @@ public enum AuditVerifier {
         for (school, s) in selected.sorted(by: { $0.key < $1.key }) where fileOfSchool[school] == nil {
             report.note(logName, s.line, "school \(school) was selected in \(s.rounds) round(s), but no school log given has an entry of it: "
                 + "its updates and audit anchors are not cross-checked")
+        }
+    }
+
+    /// Every version a school accepted (trained on or evaluated) must be one the coordinator's
+    /// signed log creates, with the parent and round the school was told: a coordinator that
+    /// served a version it never recorded, or told a school another lineage than its log
+    /// states, is named at the school log's line.
+    static func checkAcceptedVersions(_ versions: [ClientVersion], _ records: [AuditRecord], logName: String,
+                                      report: inout VerificationReport) {
+        var created = [String: [(parent: String?, round: Int?, line: Int)]]()
+        for r in records {
+            guard let v = r.newVersion else { continue }
+            if r.event == .federationCreated { created[v, default: []].append((nil, nil, r.line)) }
+            if r.event == .roundCommitted { created[v, default: []].append((r.baseVersion, r.round, r.line)) }
+        }
+        for v in versions {
+            let what = "school \(v.school) accepted version \(v.version.prefix(12)) (parent \(v.parent?.prefix(12) ?? "none"), round \(v.round.map(String.init) ?? "none"))"
+            guard let made = created[v.version] else {
+                report.problem(v.file, v.line, "\(what), which no record of \(logName) creates: the coordinator served a version it did not record")
+                continue
+            }
+            if !made.contains(where: { $0.parent == v.parent && $0.round == v.round }) {
+                let first = made[0]
+                report.problem(v.file, v.line, "\(what), but \(logName):\(first.line) creates it from \(first.parent?.prefix(12) ?? "nothing (the base model)")"
+                    + (first.round.map { " in round \($0)" } ?? ""))
+            }
         }
     }
 

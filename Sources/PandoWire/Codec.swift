@@ -132,6 +132,7 @@ public enum WireCodec {
         "idleTimeoutMillis", "maxFrameLength", "code", "reason", "supportedProtocolVersions", "sequence",
         "activity", "progress", "id", "kind", "size", "sha256", "offset", "status", "round", "model",
         "parameters", "update", "exampleCount", "metrics", "task", "nonce", "auditHead", "hash",
+        "lineage", "chain", "version", "parent", "initSeed", "declineReason",
     ]
 
     static func path(_ keys: [CodingKey]) -> String {

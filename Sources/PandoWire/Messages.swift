@@ -239,13 +239,45 @@ public struct AuditAnchor: Codable, Sendable, Equatable {
     }
 }
 
+/// One global version as the coordinator recorded it: its id (the SHA-256 of its
+/// `model.safetensors`), the version it was aggregated from and the round that made it
+/// (both absent for the federation's base model).
+public struct VersionLink: Codable, Sendable, Equatable {
+    public var version: ObjectDigest
+    public var parent: ObjectDigest?
+    public var round: UInt64?
+    public init(version: ObjectDigest, parent: ObjectDigest?, round: UInt64?) {
+        self.version = version
+        self.parent = parent
+        self.round = round
+    }
+}
+
+/// Where the version an assignment names comes from, as the coordinator's ledger records it:
+/// the version itself, its parent, its parent's parent … nearest first, ending at the
+/// federation's base model (the link without a parent) or after `maxLinks`. A school accepts
+/// the version only if this chain reaches a version it accepted before, the version it is
+/// configured to trust, or the base model it rebuilds from its own copy with `initSeed`.
+public struct VersionLineage: Codable, Sendable, Equatable {
+    public var chain: [VersionLink]
+    /// The seed the base model's newly initialised tensors (task head, pooler) were drawn with.
+    public var initSeed: UInt64
+    public static let maxLinks = 64
+    public init(chain: [VersionLink], initSeed: UInt64) {
+        self.chain = chain
+        self.initSeed = initSeed
+    }
+}
+
 /// Coordinator → client: train (or evaluate) round `round` starting from `model`.
 ///
 /// `model` names the global version by its SHA-256; the school fetches it with an
 /// unsolicited `objectRequest` unless it holds it already. `nonce` is fresh per
 /// assignment and must come back in the `roundResult`, so a result can answer only
 /// the assignment it was made for. `auditHead` (optional on the wire; every coordinator of
-/// this version sends it) anchors the coordinator's audit log in the school's own log.
+/// this version sends it) anchors the coordinator's audit log in the school's own log;
+/// `lineage` (also optional on the wire, but a school of this version declines an
+/// assignment without it) says where `model` comes from.
 public struct RoundAssignment: Codable, Sendable, Equatable {
     public var round: UInt64
     public var task: RoundTask
@@ -253,14 +285,16 @@ public struct RoundAssignment: Codable, Sendable, Equatable {
     public var nonce: WireToken
     public var parameters: [WireToken: Double]
     public var auditHead: AuditAnchor?
+    public var lineage: VersionLineage?
     public init(round: UInt64, task: RoundTask = .train, model: ObjectRef, nonce: WireToken, parameters: [WireToken: Double],
-                auditHead: AuditAnchor? = nil) {
+                auditHead: AuditAnchor? = nil, lineage: VersionLineage? = nil) {
         self.round = round
         self.task = task
         self.model = model
         self.nonce = nonce
         self.parameters = parameters
         self.auditHead = auditHead
+        self.lineage = lineage
     }
 }
 
@@ -279,9 +313,12 @@ public struct RoundResult: Codable, Sendable, Equatable {
     public var exampleCount: UInt64
     /// Metric name → value (finite). At most `RoundResult.maxMetrics` entries.
     public var metrics: [WireToken: Double]
+    /// With `declined`: why, as a token (e.g. `lineage-unknown-parent`), never free text; the
+    /// coordinator records it in its audit log, the school its own sentence in its log.
+    public var declineReason: WireToken?
     public static let maxMetrics = 256
     public init(round: UInt64, task: RoundTask = .train, nonce: WireToken, status: RoundStatus, update: ObjectRef?,
-                exampleCount: UInt64, metrics: [WireToken: Double]) {
+                exampleCount: UInt64, metrics: [WireToken: Double], declineReason: WireToken? = nil) {
         self.round = round
         self.task = task
         self.nonce = nonce
@@ -289,6 +326,7 @@ public struct RoundResult: Codable, Sendable, Equatable {
         self.update = update
         self.exampleCount = exampleCount
         self.metrics = metrics
+        self.declineReason = declineReason
     }
 }
 
@@ -348,6 +386,9 @@ public enum WireMessage: Sendable, Equatable {
         case .roundAssignment(let a):
             if a.parameters.count > RoundResult.maxMetrics { throw fail("too many parameters") }
             if a.parameters.values.contains(where: { !$0.isFinite }) { throw fail("non-finite parameter") }
+            if let l = a.lineage, l.chain.isEmpty || l.chain.count > VersionLineage.maxLinks {
+                throw fail("lineage of \(l.chain.count) links (1…\(VersionLineage.maxLinks))")
+            }
         case .roundResult(let r):
             if r.metrics.count > RoundResult.maxMetrics { throw fail("more than \(RoundResult.maxMetrics) metrics") }
             if r.metrics.values.contains(where: { !$0.isFinite }) { throw fail("non-finite metric") }

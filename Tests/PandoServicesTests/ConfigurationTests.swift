@@ -108,6 +108,26 @@ final class ConfigurationTests: XCTestCase {
         }
     }
 
+    /// `federation.trust_version` names a version id a school accepts without following its
+    /// lineage to the base model; anything but a SHA-256 is an error naming the field.
+    func testSchoolTrustVersionIsAVersionID() throws {
+        let dir = try TestFixtures.temporaryDirectory(prefix: "pando-school-trust")
+        let id = String(repeating: "4b", count: 32)
+        let yaml = """
+        school: {data: data.csv}
+        federation: {id: riverside, task: classification, labels: [a, b], base_model: model, trust_version: \(id)}
+        coordinator: {host: 127.0.0.1}
+        tls: {folder: certs}
+        """
+        let url = dir.appendingPathComponent("school.yaml")
+        try yaml.write(to: url, atomically: true, encoding: .utf8)
+        XCTAssertEqual(try SchoolConfiguration.load(from: url).trustVersion, id)
+        try yaml.replacingOccurrences(of: id, with: "head").write(to: url, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try SchoolConfiguration.load(from: url)) { error in
+            XCTAssertTrue("\(error)".contains("federation.trust_version") && "\(error)".contains("not a version id"), "\(error)")
+        }
+    }
+
     /// A port already in use is a clear error, not a hang.
     func testPortInUseIsAnError() async throws {
         let model = try TestFixtures.tinyModelFolder()

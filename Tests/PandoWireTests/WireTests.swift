@@ -25,10 +25,13 @@ func sample(_ type: MessageType) -> WireMessage {
     case .objectReceipt: return .objectReceipt(ObjectReceipt(id: "update-r3", status: .stored))
     case .roundAssignment:
         return .roundAssignment(RoundAssignment(round: 3, model: ref, nonce: "0f3a9c", parameters: ["learning_rate": 2e-5],
-                                                auditHead: AuditAnchor(sequence: 41, hash: digest)))
+                                                auditHead: AuditAnchor(sequence: 41, hash: digest),
+                                                lineage: VersionLineage(chain: [VersionLink(version: digest, parent: digest, round: 2),
+                                                                                VersionLink(version: digest, parent: nil, round: nil)],
+                                                                        initSeed: 42)))
     case .roundResult:
         return .roundResult(RoundResult(round: 3, nonce: "0f3a9c", status: .completed, update: ref, exampleCount: 812,
-                                        metrics: ["accuracy": 0.91, "macro_f1": 0.88]))
+                                        metrics: ["accuracy": 0.91, "macro_f1": 0.88], declineReason: "lineage-unknown-parent"))
     }
 }
 
@@ -245,6 +248,7 @@ final class WireTests: XCTestCase {
             return XCTFail("not an assignment")
         }
         XCTAssertNil(a.auditHead)
+        XCTAssertNil(a.lineage)
     }
 
     /// The schema field list used to render error paths covers every field of every message.

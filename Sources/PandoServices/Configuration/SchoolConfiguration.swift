@@ -1,5 +1,6 @@
 import Foundation
 import PandoData
+import PandoLedger
 import PandoTraining
 import PandoTransport
 
@@ -15,7 +16,8 @@ import PandoTransport
 ///   id: riverside-question-types     # recorded in every entry of the school's log
 ///   task: classification
 ///   labels: [ABBR, DESC, ENTY, HUM, LOC, NUM]
-///   base_model: ../models/default    # config.json + vocab.txt of the shared encoder
+///   base_model: ../models/default    # the shared encoder (the school rebuilds the base version from it)
+///   # trust_version: <sha256>        # only to join a federation past versions this school has not seen
 /// coordinator: {host: pando.district.example, port: 7443}
 /// tls:
 ///   folder: certs/lincoln-high       # school.pem, school-key.pem, ca.pem, crl.pem
@@ -33,6 +35,11 @@ public struct SchoolConfiguration: Sendable {
     /// entry of the school's log so the log says which federation each update was for.
     public var federationID: String?
     public var baseModel: URL
+    /// A version id (SHA-256) this school accepts without following its lineage to the base
+    /// model (`federation.trust_version`): for a school joining a federation whose rounds it did
+    /// not see, with the id the district vouches for. Otherwise the first version a school
+    /// accepts is the base model it rebuilds from its own copy.
+    public var trustVersion: String?
     public var transport: SchoolTransportConfiguration
     public var cache: URL
     /// The school's own record of every update it sent.
@@ -97,6 +104,10 @@ public struct SchoolConfiguration: Sendable {
         config.validation = s.validation.map { resolve($0, relativeTo: url) }
         config.validationFraction = s.validation_fraction ?? config.validationFraction
         config.threads = file.threads
+        if let v = f.trust_version {
+            guard Digest.isSHA256(v) else { throw bad("federation.trust_version", "'\(v)' is not a version id (64 lower-case hex digits, the SHA-256 of its model.safetensors)") }
+            config.trustVersion = v
+        }
         guard config.validationFraction >= 0, config.validationFraction < 1 else {
             throw bad("school.validation_fraction", "must be in [0, 1)")
         }
@@ -158,7 +169,8 @@ struct SchoolFederationSection: Decodable {
     var task: TaskKind
     var labels: [String]?
     var base_model: String
-    enum Keys: String, CodingKey, CaseIterable { case id, task, labels, base_model }
+    var trust_version: String?
+    enum Keys: String, CodingKey, CaseIterable { case id, task, labels, base_model, trust_version }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
@@ -166,6 +178,7 @@ struct SchoolFederationSection: Decodable {
         task = try c.decode(TaskKind.self, forKey: .task)
         labels = try c.decodeIfPresent([String].self, forKey: .labels)
         base_model = try c.decode(String.self, forKey: .base_model)
+        trust_version = try c.decodeIfPresent(String.self, forKey: .trust_version)
     }
 }
 

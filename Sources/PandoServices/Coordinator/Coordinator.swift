@@ -74,6 +74,8 @@ public final class Coordinator: @unchecked Sendable {
     /// Create the audit signing key if the state folder lacks it (`--new-signing-key`); without
     /// it a state folder with a signed log and no key is refused.
     public var newSigningKey = false
+    /// Test hook: changes an assignment to a school (by id) just before it is sent (a coordinator that lies).
+    var alterAssignment: (@Sendable (String, inout RoundAssignment) -> Void)?
 
     private let stopRequested = NIOLockedValueBox(false)
     private let liveHub = NIOLockedValueBox<SessionHub?>(nil)
@@ -400,17 +402,37 @@ final class RoundDriver: @unchecked Sendable {
         return AuditAnchor(sequence: UInt64(head.count), hash: hash)
     }
 
+    /// Where `version` comes from, from the ledger's version records: the version, its parent,
+    /// and so on to the base model (at most `VersionLineage.maxLinks` links); the base model's
+    /// tensors the pretrained folder lacks were drawn with `rounds.seed`.
+    func lineage(of version: String) -> VersionLineage? {
+        guard let records = try? ledger.ledger.versions() else { return nil }
+        let byID = Dictionary(records.map { ($0.id, $0) }, uniquingKeysWith: { a, _ in a })
+        var chain: [VersionLink] = []
+        var next: String? = version
+        while let id = next, let record = byID[id], chain.count < VersionLineage.maxLinks, let digest = ObjectDigest(hex: id) {
+            chain.append(VersionLink(version: digest, parent: record.parent.flatMap(ObjectDigest.init(hex:)), round: record.round.map(UInt64.init)))
+            next = record.parent
+        }
+        guard !chain.isEmpty else { return nil }
+        return VersionLineage(chain: chain, initSeed: config.rounds.seed)
+    }
+
     /// Sends assignments to `schools`; returns those it could not reach.
     func assign(_ schools: [String], round: Int, task: RoundTask, model: ObjectRef, plan: LocalTrainingPlan,
                 nonces: [String: WireToken]) async -> [String: String] {
         let parameters = RoundParameters.encode(plan, labels: labels)
+        let lineage = self.lineage(of: model.sha256.hex)
+        let alter = coordinator.alterAssignment
         return await withTaskGroup(of: (String, String?).self) { group in
             for school in schools {
                 let hub = self.hub
                 group.addTask {
                     guard let session = hub.session(school) else { return (school, "disconnected before the assignment") }
-                    let a = RoundAssignment(round: UInt64(round), task: task, model: model, nonce: nonces[school]!, parameters: parameters,
-                                            auditHead: self.auditAnchor())
+                    var assignment = RoundAssignment(round: UInt64(round), task: task, model: model, nonce: nonces[school]!, parameters: parameters,
+                                                     auditHead: self.auditAnchor(), lineage: lineage)
+                    alter?(school, &assignment)
+                    let a = assignment
                     // A connection that holds its gate (a transfer that stopped moving) for longer
                     // than `assignmentTimeout` is closed, which frees the gate and fails the send.
                     let watchdog = Task {
@@ -569,7 +591,7 @@ final class RoundDriver: @unchecked Sendable {
                     continue
                 }
                 guard result.status == .completed else {
-                    try leaveOut(school, "the school reported \(result.status.rawValue)")
+                    try leaveOut(school, "the school reported \(result.status.rawValue)" + (result.declineReason.map { ": \($0)" } ?? ""))
                     continue
                 }
                 guard let up = hub.current?.expected[school]?.upload, let ref = result.update,
@@ -735,7 +757,13 @@ final class RoundDriver: @unchecked Sendable {
             case .result(let school, let r):
                 guard pending.contains(school), r.round == UInt64(round), r.task == .evaluate, r.nonce == nonces[school] else { continue }
                 pending.remove(school)
-                guard r.status == .completed else { continue }
+                guard r.status == .completed else {
+                    let why = "the school reported \(r.status.rawValue)" + (r.declineReason.map { ": \($0)" } ?? "")
+                    report.evaluationRefused[school] = why
+                    try ledger.ledger.record(AuditEntry(event: .evaluationRejected, round: round, school: school, newVersion: version, reason: why))
+                    progress("round \(round): \(school) did not evaluate: \(why)")
+                    continue
+                }
                 let limit = UInt64(config.strategy.maxExamplesPerSchool)
                 let refusal = r.exampleCount == 0 ? "it reported 0 examples"
                     : r.exampleCount > limit ? "it reported \(r.exampleCount) examples, over the limit of \(limit) (strategy.max_examples_per_school)"

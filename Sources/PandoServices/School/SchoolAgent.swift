@@ -56,6 +56,11 @@ public final class SchoolAgent: @unchecked Sendable {
     /// Test hook: changes the metrics of a result before it is sent (a school that lies).
     var alterMetrics: (@Sendable (RoundTask, [WireToken: Double]) -> [WireToken: Double])?
 
+    /// The versions this school accepted (read back from its log at start).
+    private let lineage: NIOLockedValueBox<ModelLineage>
+    /// This school's id of the base model, per head seed (`baseVersionID`).
+    private let baseIDs = NIOLockedValueBox<[UInt64: String]>([:])
+
     /// State that survives reconnects: an update the coordinator may not have stored yet.
     private let pending = NIOLockedValueBox<PendingUpload?>(nil)
     /// The result of the last update delivered, for an assignment the coordinator repeats
@@ -129,6 +134,8 @@ public final class SchoolAgent: @unchecked Sendable {
         }
         schoolLog = try SchoolLog(url: configuration.log)
         if let repaired = schoolLog.recovery { logger.warning("\(repaired)") }
+        lineage = NIOLockedValueBox(ModelLineage(records: try schoolLog.records(), federation: configuration.federationID,
+                                                 trusted: configuration.trustVersion))
         var transport = configuration.transport
         // The highest CRL number seen survives restarts in the cache (an older crl.pem put back is refused).
         transport.revocationNumberPath = transport.revocationNumberPath ?? configuration.cache.appendingPathComponent("crl-number.json").path
@@ -190,18 +197,45 @@ public final class SchoolAgent: @unchecked Sendable {
         // A newer assignment supersedes an update the coordinator never took.
         pending.withLockedValue { $0 = nil }
         let plan: LocalTrainingPlan
-        do {
-            plan = try RoundParameters.decode(a.parameters)
-            // The school guards its own students' words: without differential privacy (not
-            // available yet) it never trains, or sends, the embedding tables.
-            guard plan.freezeEmbeddings || a.task == .evaluate else {
-                throw RoundError("the plan trains the token, position and token-type embeddings, whose update would reveal the words this school's students used; this school trains them only with differential privacy")
+        do { plan = try RoundParameters.decode(a.parameters) } catch {
+            return try await decline(a, reason: "\(error)", code: "bad-parameters", on: conn)
+        }
+        // The school guards its own students' words: without differential privacy (not
+        // available yet) it never trains, or sends, the embedding tables.
+        guard plan.freezeEmbeddings || a.task == .evaluate else {
+            return try await decline(a, reason: "the plan trains the token, position and token-type embeddings, whose update would reveal the words this school's students used; this school trains them only with differential privacy",
+                                     code: "embeddings-not-frozen", on: conn)
+        }
+        guard a.parameters[RoundParameters.labelSetDigest] == labelSet.digest else {
+            return try await decline(a, reason: "the federation's label set differs from this school's configuration (\(configuration.labels.count) labels): ask the district for the current federation settings",
+                                     code: "label-set-mismatch", on: conn)
+        }
+        // Only a version whose lineage this school can follow, recorded before it is used.
+        let judged = lineage.withLockedValue { $0 }
+        var baseID: String?
+        if judged.needsBase(a.lineage), let seed = a.lineage?.initSeed {
+            do { baseID = try await baseVersionID(seed: seed) } catch {
+                return try await decline(a, reason: "the base model \(configuration.baseModel.path) could not be rebuilt to check the lineage: \(error)",
+                                         code: ModelLineage.Code.notBase, on: conn)
             }
-            guard a.parameters[RoundParameters.labelSetDigest] == labelSet.digest else {
-                throw RoundError("the federation's label set differs from this school's configuration (\(configuration.labels.count) labels): ask the district for the current federation settings")
+        }
+        switch judged.judge(model: a.model.sha256.hex, lineage: a.lineage, baseID: baseID) {
+        case .decline(let code, let reason):
+            return try await decline(a, reason: reason, code: code, on: conn)
+        case .accept(let links, let basis):
+            for link in links.reversed() {  // oldest first: each entry's parent is already in the log
+                var entry = SchoolLogEvent(.versionAccepted, school: conn.schoolID.value, round: round, task: a.task.rawValue,
+                                           federation: configuration.federationID)
+                entry.version = link.version.hex
+                entry.parent = link.parent?.hex
+                entry.versionRound = link.round.map { Int(clamping: $0) }
+                entry.basis = basis
+                try schoolLog.append(entry)
             }
-        } catch {
-            return try await decline(a, reason: "\(error)", on: conn)
+            lineage.withLockedValue { $0.add(links) }
+            logger.info("round \(round): version \(a.model.sha256.hex.prefix(12)) accepted (\(links.count) new in its lineage, grounded on \(basis))")
+        case .known:
+            break
         }
         let model: BertModel
         do {
@@ -209,12 +243,12 @@ public final class SchoolAgent: @unchecked Sendable {
             model = try await fetchVersion(a, on: conn)
         } catch TransportError.transferFailed(let why) {
             client.setActivity(.idle)
-            return try await decline(a, reason: "the global version could not be fetched (\(why))", on: conn, status: .failed)
+            return try await decline(a, reason: "the global version could not be fetched (\(why))", code: "fetch-failed", on: conn, status: .failed)
         } catch let e as TransportError {
             throw e  // the connection is gone: reconnect
         } catch {
             client.setActivity(.idle)
-            return try await decline(a, reason: "\(error)", on: conn)
+            return try await decline(a, reason: "\(error)", code: "model-unusable", on: conn)
         }
         switch a.task {
         case .train: try await train(a, model: model, plan: plan, on: conn)
@@ -313,7 +347,7 @@ public final class SchoolAgent: @unchecked Sendable {
             }
         } catch {
             client.setActivity(.idle)
-            return try await decline(a, reason: "local training failed: \(error)", on: conn, status: .failed)
+            return try await decline(a, reason: "local training failed: \(error)", code: "training-failed", on: conn, status: .failed)
         }
         try tamper?(file)
         let digest = try ObjectDigest(hex: tamper == nil ? result.0 : Self.sha256(of: file)).orThrow("bad digest")
@@ -359,7 +393,7 @@ public final class SchoolAgent: @unchecked Sendable {
     func evaluate(_ a: RoundAssignment, model: BertModel, plan: LocalTrainingPlan, on conn: PandoConnection) async throws {
         let round = Int(clamping: a.round)
         guard let data = encoded(maxLength: plan.maxLength).validation else {
-            return try await decline(a, reason: "no validation data (set school.validation or validation_fraction)", on: conn)
+            return try await decline(a, reason: "no validation data (set school.validation or validation_fraction)", code: "no-validation-data", on: conn)
         }
         client.setActivity(.evaluating)
         let task = configuration.task, labels = configuration.labels, range = scoreRange
@@ -371,7 +405,7 @@ public final class SchoolAgent: @unchecked Sendable {
                                               labels: labels, scoreRange: range)
             }
         } catch {
-            return try await decline(a, reason: "evaluation failed: \(error)", on: conn, status: .failed)
+            return try await decline(a, reason: "evaluation failed: \(error)", code: "evaluation-failed", on: conn, status: .failed)
         }
         onEvent?(.evaluated(round: round, examples: data.count, metrics: metrics.summary))
         try await conn.send(.roundResult(RoundResult(
@@ -379,12 +413,40 @@ public final class SchoolAgent: @unchecked Sendable {
             exampleCount: UInt64(data.count), metrics: alterMetrics?(.evaluate, Self.wireMetrics(metrics.summary)) ?? Self.wireMetrics(metrics.summary))))
     }
 
-    func decline(_ a: RoundAssignment, reason: String, on conn: PandoConnection, status: PandoWire.RoundStatus = .declined) async throws {
-        logger.error("round \(a.round): \(status.rawValue): \(reason)")
+    /// Answers `a` with `status` and `code` (the token the coordinator audits); a decline is
+    /// also written to the school's own log with `reason`, before the answer goes out.
+    func decline(_ a: RoundAssignment, reason: String, code: WireToken, on conn: PandoConnection,
+                 status: PandoWire.RoundStatus = .declined) async throws {
+        logger.error("round \(a.round): \(status.rawValue) (\(code)): \(reason)")
         onEvent?(.declined(round: Int(clamping: a.round), reason: reason))
         client.setActivity(.idle)
+        if status == .declined {
+            var entry = SchoolLogEvent(.assignmentDeclined, school: conn.schoolID.value, round: Int(clamping: a.round), task: a.task.rawValue,
+                                       federation: configuration.federationID)
+            entry.version = a.model.sha256.hex
+            entry.code = code.value
+            entry.reason = reason
+            try schoolLog.append(entry)
+        }
         try await conn.send(.roundResult(RoundResult(round: a.round, task: a.task, nonce: a.nonce, status: status,
-                                                     update: nil, exampleCount: 0, metrics: [:])))
+                                                     update: nil, exampleCount: 0, metrics: [:], declineReason: code)))
+    }
+
+    /// The id of the federation's base model as this school rebuilds it: its own copy of the
+    /// base model folder, with the tensors it lacks (task head, pooler) drawn from `seed`,
+    /// saved as the coordinator saves a version and hashed. Cached per seed.
+    func baseVersionID(seed: UInt64) async throws -> String {
+        if let id = baseIDs.withLockedValue({ $0[seed] }) { return id }
+        let folder = configuration.cache.appendingPathComponent("base-check-\(UUID().uuidString)", isDirectory: true)
+        defer { try? FileManager.default.removeItem(at: folder) }
+        let source = configuration.baseModel, head = self.head
+        let id = try await ComputeLane.run {
+            try PrivateFiles.folder(folder)
+            try BertModel.load(from: source, head: head, seed: seed).0.save(to: folder)
+            return try Self.sha256(of: folder.appendingPathComponent("model.safetensors"))
+        }
+        baseIDs.withLockedValue { $0[seed] = id }
+        return id
     }
 
     /// Finite metrics under valid token names (at most `RoundResult.maxMetrics`).
