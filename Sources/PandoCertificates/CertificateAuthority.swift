@@ -90,6 +90,24 @@ public struct CertificateAuthority {
         self.key = key
     }
 
+    /// The CA key's ECDSA P-256 signature (DER, over SHA-256) of `data`: how the CA signs the
+    /// records of its own event log (`ca-events.jsonl`). The key itself never leaves this type.
+    public func signRecord(_ data: Data) throws -> Data {
+        try key.signature(for: data).derRepresentation
+    }
+
+    /// The P-256 public key (X9.63 bytes) of the CA certificate in `url` (a `ca.pem`): what
+    /// checks the CA's event log, for an officer who holds only the certificate.
+    public static func publicKey(ofCertificateAt url: URL) throws -> Data {
+        let pem: String
+        do { pem = try String(contentsOf: url, encoding: .utf8) } catch { throw CertificateError.io("cannot read \(url.path)") }
+        guard let certificate = try? Certificate(pemEncoded: pem) else { throw CertificateError.malformed("\(url.path) is not a PEM certificate") }
+        guard let key = P256.Signing.PublicKey(certificate.publicKey) else {
+            throw CertificateError.malformed("\(url.path): the CA's key is not ECDSA P-256")
+        }
+        return key.x963Representation
+    }
+
     // MARK: issue
 
     /// Issues the coordinator's server certificate with `hosts` as DNS (or IP) SANs.

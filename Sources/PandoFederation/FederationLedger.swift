@@ -158,8 +158,11 @@ public final class FederationLedger {
         return (round.number, round.baseVersion)
     }
 
-    public func selected(_ school: String, round: Int, base: String) throws {
-        try ledger.record(AuditEntry(event: .schoolSelected, round: round, school: school, baseVersion: base))
+    /// Records `school` as selected, with the serial of the certificate its session presented
+    /// (checked against the CA's event log by `pando audit verify --ca-log`).
+    public func selected(_ school: String, round: Int, base: String, certificateSerial: String? = nil) throws {
+        try ledger.record(AuditEntry(event: .schoolSelected, round: round, school: school, baseVersion: base,
+                                     certificateSerial: certificateSerial))
     }
 
     /// The coordinator's side: the update as received, accepted (`rejection` nil) or not.

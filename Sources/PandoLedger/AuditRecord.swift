@@ -14,6 +14,8 @@ public enum AuditEvent: String, Sendable, CaseIterable {
     /// The coordinator's signing key was lost and replaced (`--new-signing-key`): this record
     /// and every later one are signed by the key whose public key hashes to `publicKeySHA256`.
     case signingKeyReplaced
+    /// The district CA published a CRL (`crlNumber`): written to the CA's own log, `ca-events.jsonl`.
+    case crlPublished
 }
 
 /// The facts of one audit event, as the coordinator supplies them.
@@ -47,6 +49,15 @@ public struct AuditEntry: Sendable, Equatable {
     public var tag: String?
     /// `signingKeyReplaced`: hex SHA-256 of the new Ed25519 public key's 32 raw bytes.
     public var publicKeySHA256: String?
+    /// Certificate events of the CA's log: `ca`, `coordinator` or `school`; the certificate's
+    /// name (the school id, the coordinator's hosts, the district); its validity; when it was revoked.
+    public var certificateKind: String?
+    public var subject: String?
+    public var notBefore: String?
+    public var notAfter: String?
+    public var revokedAt: String?
+    /// `crlPublished`: the CRL's number.
+    public var crlNumber: Int?
 
     public init(event: AuditEvent, round: Int? = nil, school: String? = nil, baseVersion: String? = nil, newVersion: String? = nil,
                 examples: Int? = nil, examplesBySchool: [String: Int]? = nil, updateSHA256: String? = nil, updateL2Norm: Double? = nil,
@@ -80,6 +91,12 @@ public struct AuditEntry: Sendable, Equatable {
         if let reason { f["reason"] = .string(Self.cut(reason, to: 300)) }
         if let tag { f["tag"] = .string(tag) }
         if let publicKeySHA256 { f["publicKeySHA256"] = .string(publicKeySHA256) }
+        if let certificateKind { f["certificateKind"] = .string(certificateKind) }
+        if let subject { f["subject"] = .string(Self.cut(subject, to: 300)) }
+        if let notBefore { f["notBefore"] = .string(notBefore) }
+        if let notAfter { f["notAfter"] = .string(notAfter) }
+        if let revokedAt { f["revokedAt"] = .string(revokedAt) }
+        if let crlNumber { f["crlNumber"] = .int(crlNumber) }
         return f
     }
 
@@ -118,7 +135,7 @@ public enum AuditFormat {
 
     /// Builds, signs and encodes record `seq` for `entry`.
     public static func seal(_ entry: AuditEntry, seq: Int, prev: String, time: Date, federation: String?,
-                            key: CoordinatorSigningKey) throws -> Sealed {
+                            key: some RecordSigner) throws -> Sealed {
         var object = entry.fields
         object["time"] = .string(timestamp(time))
         if let federation { object["federation"] = .string(federation) }
@@ -126,7 +143,7 @@ public enum AuditFormat {
     }
 
     /// Signs `object` (an event's fields with `time`) as record `seq` after `prev`.
-    static func seal(_ fields: [String: CanonicalJSON], seq: Int, prev: String, key: CoordinatorSigningKey) throws -> Sealed {
+    static func seal(_ fields: [String: CanonicalJSON], seq: Int, prev: String, key: some RecordSigner) throws -> Sealed {
         var object = fields
         object["v"] = .int(version)
         object["seq"] = .int(seq)
@@ -143,7 +160,7 @@ public enum AuditFormat {
     /// some dropped) re-numbered, re-chained and re-signed. Every line verifies on its own;
     /// what catches it is outside the coordinator (the schools' anchors, an officer's `--since`).
     /// For tests and officers' drills.
-    public static func resealed(_ records: [[String: CanonicalJSON]], key: CoordinatorSigningKey) throws -> Data {
+    public static func resealed(_ records: [[String: CanonicalJSON]], key: some RecordSigner) throws -> Data {
         var out = Data()
         var prev = Digest.zero
         for (i, object) in records.enumerated() {
@@ -221,6 +238,11 @@ public struct AuditRecord: Sendable {
     /// `roundCommitted`: each accepted school's reported example count.
     public var tag: String? { object["tag"]?.stringValue }
     public var publicKeySHA256: String? { object["publicKeySHA256"]?.stringValue }
+    public var certificateSerial: String? { object["certificateSerial"]?.stringValue }
+    public var certificateKind: String? { object["certificateKind"]?.stringValue }
+    public var notAfter: String? { object["notAfter"]?.stringValue }
+    public var revokedAt: String? { object["revokedAt"]?.stringValue }
+    public var crlNumber: Int? { object["crlNumber"]?.intValue }
     public var signature: Data? { object["signature"]?.stringValue.flatMap { Data(base64Encoded: $0) } }
 
     /// Reads every record of a log file; lines that do not parse are skipped

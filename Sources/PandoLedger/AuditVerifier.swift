@@ -22,6 +22,10 @@ public struct VerificationReport: Sendable {
     public internal(set) var keyFingerprint = ""
     /// The log's last record: what an officer passes as `--since` next time.
     public internal(set) var head: AuditPosition?
+    /// The CA's event log (`--ca-log`): records read, signatures valid, the CA key's fingerprint.
+    public internal(set) var caRecordsChecked = 0
+    public internal(set) var caValidSignatures = 0
+    public internal(set) var caKeyFingerprint = ""
     public var problems: [VerificationFinding] { findings.filter { $0.severity == .problem } }
     public var notes: [VerificationFinding] { findings.filter { $0.severity == .note } }
     /// True when nothing is wrong.
@@ -42,6 +46,9 @@ public struct VerificationReport: Sendable {
             out += "school logs: \(clientEntriesChecked) updates and \(anchorsChecked) audit anchors cross-checked\n"
         }
         if versionFilesChecked > 0 { out += "checkpoints: \(versionFilesChecked) version files hashed\n" }
+        if !caKeyFingerprint.isEmpty {
+            out += "CA log: \(caRecordsChecked) records, \(caValidSignatures) signatures valid with the CA key \(caKeyFingerprint)\n"
+        }
         if !problems.isEmpty {
             out += "\nPROBLEMS (\(problems.count)):\n"
             for p in problems { out += "  \(TerminalText.safe(p.description))\n" }
@@ -65,6 +72,7 @@ public struct VerificationReport: Sendable {
         return .object([
             "valid": .bool(isValid), "records": .int(recordsChecked), "validSignatures": .int(validSignatures),
             "clientEntries": .int(clientEntriesChecked), "anchors": .int(anchorsChecked), "versionFiles": .int(versionFilesChecked),
+            "caRecords": .int(caRecordsChecked), "caValidSignatures": .int(caValidSignatures),
             "key": .string(keyFingerprint), "findings": .array(items),
             "head": head.map { .string($0.description) } ?? .null,
         ])
@@ -105,15 +113,30 @@ public struct AuditPosition: Sendable, Equatable, CustomStringConvertible {
 /// the signed log (lineage, and the log not cut short).
 public enum AuditVerifier {
     public static func verify(log: URL, key: AuditPublicKey, clientLogs: [URL] = [], checkpoints: URL? = nil,
-                              since: AuditPosition? = nil) -> VerificationReport {
-        verify(log: log, keys: [key], clientLogs: clientLogs, checkpoints: checkpoints, since: since)
+                              since: AuditPosition? = nil, certificates: CertificateLog? = nil) -> VerificationReport {
+        verify(log: log, keys: [key], clientLogs: clientLogs, checkpoints: checkpoints, since: since, certificates: certificates)
     }
 
     /// `keys`: the coordinator's public key, or several when the log spans a key replacement
     /// (`signingKeyReplaced`): the log's first record picks the key it starts with, and the
     /// key changes only at a replacement record, to the given key whose hash that record names.
+    /// The CA's event log (`ca-events.jsonl`) and the CA's public key (from `ca.pem`).
+    public struct CertificateLog: Sendable {
+        public let url: URL
+        public let key: CAPublicKey
+        public init(url: URL, key: CAPublicKey) {
+            self.url = url
+            self.key = key
+        }
+    }
+
+    /// How far apart the CA's clock and the coordinator's may be (and how long a new `crl.pem`
+    /// may take to reach the coordinator) before a school selected after its certificate was
+    /// revoked, or after it expired, is a problem.
+    public static let clockTolerance: TimeInterval = 300
+
     public static func verify(log: URL, keys: [AuditPublicKey], clientLogs: [URL] = [], checkpoints: URL? = nil,
-                              since: AuditPosition? = nil) -> VerificationReport {
+                              since: AuditPosition? = nil, certificates: CertificateLog? = nil) -> VerificationReport {
         var report = VerificationReport()
         report.keyFingerprint = keys.map(\.fingerprint).joined(separator: ", ")
         let logName = log.lastPathComponent
@@ -125,6 +148,7 @@ public enum AuditVerifier {
         if let since { checkSince(since, chain.all, logName: logName, report: &report) }
         checkCredits(records, logName: logName, report: &report)
         if !clientLogs.isEmpty { crossCheck(records, all: chain.all, logName: logName, clientLogs: clientLogs, report: &report) }
+        if let certificates { checkCertificates(records, logName: logName, certificates, report: &report) }
         if let checkpoints { checkVersions(records, logName: logName, folder: checkpoints, report: &report) }
         return report
     }
@@ -280,6 +304,80 @@ public enum AuditVerifier {
             }
             if let total = commit.examples, total != credited.values.reduce(0, +) {
                 report.problem(logName, commit.line, "round \(round)'s commit counts \(total) examples, but credits \(credited.values.reduce(0, +))")
+            }
+        }
+    }
+
+    // MARK: certificates
+
+    /// The CA's event log: its chain and signatures (by the CA key), its own consistency (a
+    /// serial issued once, revoked only after it was issued, CRL numbers rising); then every
+    /// school the coordinator's log names must have a certificate issued per the CA log, each
+    /// selection's certificate serial must be one issued to that school, and not one the CA
+    /// had revoked (or that had expired) by then, allowing `clockTolerance`.
+    static func checkCertificates(_ records: [AuditRecord], logName: String, _ certificates: CertificateLog, report: inout VerificationReport) {
+        let name = certificates.url.lastPathComponent
+        let chain = checkChain(certificates.url, keys: [certificates.key], name: name, expectedKey: "the district CA's key (ca.pem)", report: &report)
+        report.caRecordsChecked = chain.lines
+        report.caValidSignatures = chain.validSignatures
+        report.caKeyFingerprint = certificates.key.fingerprint
+        var issued = [String: AuditRecord](), revoked = [String: AuditRecord](), schools = [String: Int]()
+        var crl = 0
+        for r in chain.trusted {
+            switch r.event {
+            case .certificateIssued, .certificateRevoked:
+                guard let serial = r.certificateSerial else {
+                    report.problem(name, r.line, "\(r.eventName!) without certificateSerial")
+                    continue
+                }
+                if r.event == .certificateIssued {
+                    if let first = issued[serial] { report.problem(name, r.line, "serial \(serial) is issued again (first at line \(first.line))") }
+                    issued[serial] = issued[serial] ?? r
+                    if r.certificateKind == "school", let school = r.school { schools[school] = schools[school] ?? r.line }
+                } else {
+                    if issued[serial] == nil { report.problem(name, r.line, "revokes serial \(serial), which no earlier record issues") }
+                    revoked[serial] = revoked[serial] ?? r
+                }
+            case .crlPublished:
+                let number = r.crlNumber ?? 0
+                if number <= crl { report.problem(name, r.line, "CRL \(number) published after CRL \(crl): CRL numbers only rise") }
+                crl = max(crl, number)
+            default:
+                report.problem(name, r.line, "\(r.eventName ?? "no event") is not a certificate event")
+            }
+        }
+        let parse = ISO8601DateFormatter()
+        parse.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+        func date(_ s: String?) -> Date? { s.flatMap(parse.date(from:)) }
+        var named = Set<String>()
+        for r in records {
+            guard let school = r.school else { continue }
+            if schools[school] == nil, named.insert(school).inserted {
+                report.problem(logName, r.line, "school \(school) is in the coordinator's log (\(r.eventName ?? "")), but \(name) records no certificate issued to it")
+            }
+            switch r.event {
+            case .schoolSelected:
+                guard let serial = r.certificateSerial else { continue }
+                guard let cert = issued[serial] else {
+                    report.problem(logName, r.line, "school \(school) was selected with certificate serial \(serial), which \(name) never issues")
+                    continue
+                }
+                if cert.school != school {
+                    report.problem(logName, r.line, "school \(school) was selected with certificate serial \(serial), which \(name):\(cert.line) issues to \(cert.school ?? cert.certificateKind ?? "another")")
+                }
+                guard let at = date(r.time) else { continue }
+                if let revocation = revoked[serial], let when = date(revocation.revokedAt ?? revocation.time), at > when + clockTolerance {
+                    report.problem(logName, r.line, "school \(school) was selected at \(r.time!) with certificate \(serial), which the CA revoked at "
+                        + "\(revocation.revokedAt ?? revocation.time ?? "?") (\(name):\(revocation.line)): the coordinator did not have the new crl.pem")
+                }
+                if let end = date(cert.notAfter), at > end + clockTolerance {
+                    report.problem(logName, r.line, "school \(school) was selected at \(r.time!) with certificate \(serial), which expired at \(cert.notAfter!)")
+                }
+            case .certificateIssued where r.certificateSerial.map { issued[$0] == nil } ?? true,
+                 .certificateRevoked where r.certificateSerial.map { revoked[$0] == nil } ?? true:
+                report.problem(logName, r.line, "\(r.eventName!) of \(school) (serial \(r.certificateSerial ?? "none")) is not in \(name)")
+            default:
+                break
             }
         }
     }

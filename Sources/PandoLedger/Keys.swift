@@ -43,13 +43,18 @@ public enum Digest {
     public static let zero = String(repeating: "0", count: 64)
 }
 
+/// A private key that signs the records of a signed, hash-chained log.
+public protocol RecordSigner {
+    func sign(_ data: Data) throws -> Data
+}
+
 /// The coordinator's Ed25519 signing key for audit records.
 ///
 /// Stored as one line of base64 (the 32-byte raw private key) in a file with
 /// mode 0600; loading refuses a file readable by group or others. The key never
 /// appears in `description`, logs or errors; only its public key and the
 /// public key's fingerprint are shown.
-public struct CoordinatorSigningKey: Sendable, CustomStringConvertible {
+public struct CoordinatorSigningKey: RecordSigner, Sendable, CustomStringConvertible {
     let privateKey: Curve25519.Signing.PrivateKey
 
     /// A fresh random key (not saved).
@@ -158,5 +163,26 @@ public struct AuditPublicKey: RecordVerifyingKey, Equatable {
             out.append(v)
         }
         return out
+    }
+}
+
+/// The district CA's ECDSA P-256 public key (from `ca.pem`), which checks the CA's own log
+/// of certificate events (`ca-events.jsonl`); signatures are DER, over SHA-256.
+public struct CAPublicKey: RecordVerifyingKey {
+    let key: P256.Signing.PublicKey
+
+    /// The key from its X9.63 (uncompressed point) bytes.
+    public init(x963: Data) throws {
+        do { key = try P256.Signing.PublicKey(x963Representation: x963) } catch {
+            throw LedgerError("not a P-256 public key")
+        }
+    }
+
+    public var sha256: String { Digest.sha256(key.x963Representation) }
+    public var fingerprint: String { String(sha256.prefix(16)) }
+
+    public func isValid(signature: Data, for data: Data) -> Bool {
+        guard let s = try? P256.Signing.ECDSASignature(derRepresentation: signature) else { return false }
+        return key.isValidSignature(s, for: data)
     }
 }

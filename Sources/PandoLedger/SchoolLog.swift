@@ -107,41 +107,62 @@ public final class SchoolLog: @unchecked Sendable {
     /// open `SchoolLog` in this one) has it open.
     public init(url: URL) throws {
         self.url = url
+        let opened = try Self.openForAppend(url, inUse: "another pando-client process", salvage: { torn, before in
+            let previous = before.last.map { (seq: Self.seq(of: $0.bytes) ?? 0, hash: Digest.sha256($0.bytes)) } ?? (0, Digest.zero)
+            return Self.chainedRecord(endingLine: torn, after: previous)
+        })
+        lockFD = opened.lockFD
+        length = opened.length
+        recovery = opened.recovery
+        if let last = opened.lines.last {
+            seq = Self.seq(of: last.bytes) ?? 0
+            prev = Digest.sha256(last.bytes)
+        } else {
+            seq = 0
+            prev = Digest.zero
+        }
+    }
+
+    /// A log file opened for appending: its flock held, a torn last line cut off.
+    struct Opened {
+        let lockFD: Int32
+        /// The whole records, in order.
+        let lines: [(number: Int, bytes: Data)]
+        /// Bytes of those records.
+        let length: Int
+        /// What was repaired, if anything.
+        let recovery: String?
+    }
+
+    /// Creates `url` if missing (mode 0600, a new folder 0700), takes an exclusive `flock` on it
+    /// (refused while held; `inUse` says by what), and cuts off a torn last line (no final newline,
+    /// or not a record), keeping the whole record `salvage` finds at its end, chained to the lines before.
+    static func openForAppend(_ url: URL, inUse: String,
+                              salvage: ((Data, [(number: Int, bytes: Data)]) -> Data?)?) throws -> Opened {
         let fm = FileManager.default
         try PrivateFiles.folderIfMissing(url.deletingLastPathComponent())
         if !fm.fileExists(atPath: url.path) { _ = fm.createFile(atPath: url.path, contents: nil, attributes: [.posixPermissions: 0o600]) }
         try PrivateFiles.restrict(url)
-        lockFD = open(url.path, O_RDONLY | O_CLOEXEC)
-        guard lockFD >= 0, flock(lockFD, LOCK_EX | LOCK_NB) == 0 else {
-            if lockFD >= 0 { Foundation.close(lockFD) }
-            throw LedgerError("\(url.path) is in use by another pando-client process (its flock is held): "
-                + "two clients on one log would fork its chain; stop the other one, or give each its own cache and log")
+        let fd = open(url.path, O_RDONLY | O_CLOEXEC)
+        guard fd >= 0, flock(fd, LOCK_EX | LOCK_NB) == 0 else {
+            if fd >= 0 { Foundation.close(fd) }
+            throw LedgerError("\(url.path) is in use by \(inUse) (its flock is held): "
+                + "two writers would fork its chain; stop the other one, or give each its own file")
         }
         do {
             let data = try Data(contentsOf: url)
             var (lines, complete) = AuditFormat.lines(of: data)
-            var length = data.count
-            var recovery: String? = nil
-            if let last = lines.last, !complete || Self.seq(of: last.bytes) == nil {
-                lines.removeLast()
-                let before = lines.last.map { (seq: Self.seq(of: $0.bytes) ?? 0, hash: Digest.sha256($0.bytes)) } ?? (0, Digest.zero)
-                let salvaged = complete ? Self.chainedRecord(endingLine: last.bytes, after: before) : nil
-                recovery = try Self.cutTornLine(last, of: data, complete: complete, keeping: salvaged, in: url)
-                length = data.count - last.bytes.count - (complete ? 1 : 0) + (salvaged.map { $0.count + 1 } ?? 0)
-                if let salvaged { lines.append((last.number, salvaged)) }
+            guard let last = lines.last, !complete || seq(of: last.bytes) == nil else {
+                return Opened(lockFD: fd, lines: lines, length: data.count, recovery: nil)
             }
-            self.length = length
-            self.recovery = recovery
-            if let last = lines.last {
-                guard let s = Self.seq(of: last.bytes) else { throw LedgerError("\(url.path): line \(last.number) is not a school log record") }
-                seq = s
-                prev = Digest.sha256(last.bytes)
-            } else {
-                seq = 0
-                prev = Digest.zero
-            }
+            lines.removeLast()
+            let salvaged = complete ? salvage?(last.bytes, lines) : nil
+            let recovery = try cutTornLine(last, of: data, complete: complete, keeping: salvaged, in: url)
+            let length = data.count - last.bytes.count - (complete ? 1 : 0) + (salvaged.map { $0.count + 1 } ?? 0)
+            if let salvaged { lines.append((last.number, salvaged)) }
+            return Opened(lockFD: fd, lines: lines, length: length, recovery: recovery)
         } catch {
-            Foundation.close(lockFD)
+            Foundation.close(fd)
             throw error
         }
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PandoLedger
+import PandoServices
 
 /// `pando audit …`: the privacy officer's tools over the signed audit log.
 struct AuditCommand: ParsableCommand {
@@ -20,6 +21,10 @@ struct AuditCommand: ParsableCommand {
         @Option(help: "The coordinator's state folder (or its versions/ folder): check each version file's hash and lineage.") var checkpoints: String?
         @Option(help: ArgumentHelp("Where the last verification ended (its report's last line): the log must still hold exactly that record.",
                                    valueName: "seq:hash")) var since: String?
+        @Option(name: .customLong("ca-log"), help: "The district CA's event log (certs/generated/ca-events.jsonl): check its chain and CA signatures, and the schools in the audit log against it.")
+        var caLog: String?
+        @Option(name: .customLong("ca-cert"), help: "The district CA's certificate whose key signs --ca-log (default: ca.pem beside it).")
+        var caCert: String?
         @Flag(help: "Print the findings as JSON.") var json = false
 
         func run() throws {
@@ -32,9 +37,18 @@ struct AuditCommand: ParsableCommand {
                 guard let p = AuditPosition(text) else { throw ValidationError("--since \(text): expected SEQ:HASH (a record number and its 64-digit hex hash)") }
                 return p
             }
+            let certificates = try caLog.map { path -> AuditVerifier.CertificateLog in
+                let url = URL(fileURLWithPath: path)
+                guard FileManager.default.fileExists(atPath: path) else { throw ValidationError("\(path): no such file") }
+                let cert = caCert.map { URL(fileURLWithPath: $0) } ?? url.deletingLastPathComponent().appendingPathComponent("ca.pem")
+                do { return AuditVerifier.CertificateLog(url: url, key: try CertificateEvents.verifyingKey(caCertificate: cert)) } catch {
+                    throw ValidationError("\(error)")
+                }
+            }
             let report = AuditVerifier.verify(log: URL(fileURLWithPath: log), keys: publicKeys,
                                               clientLogs: clientLogs.map { URL(fileURLWithPath: $0) },
-                                              checkpoints: checkpoints.map { URL(fileURLWithPath: $0) }, since: position)
+                                              checkpoints: checkpoints.map { URL(fileURLWithPath: $0) }, since: position,
+                                              certificates: certificates)
             if json {
                 print(report.json.terminalSafeDescription)
             } else {
@@ -78,7 +92,7 @@ struct AuditCommand: ParsableCommand {
                 for r in others {
                     var parts = [String]()
                     if let school = r.school { parts.append(school) }
-                    if let serial = r.certificateSerial() { parts.append(serial) }
+                    if let serial = r.certificateSerial { parts.append("serial \(serial)") }
                     if let base = r.baseVersion { parts.append(String(base.prefix(8)) + " →") }
                     if let new = r.newVersion { parts.append(String(new.prefix(8))) }
                     if let tag = r.tag { parts.append("tag " + tag) }
@@ -124,8 +138,4 @@ struct AuditCommand: ParsableCommand {
             }
         }
     }
-}
-
-private extension AuditRecord {
-    func certificateSerial() -> String? { object["certificateSerial"]?.stringValue.map { "serial \($0)" } }
 }

@@ -1,6 +1,8 @@
 import ArgumentParser
 import Foundation
 import PandoCertificates
+import PandoLedger
+import PandoServices
 
 /// `pando certs …`: the district's certificate authority for mutual TLS.
 struct CertsCommand: ParsableCommand {
@@ -19,6 +21,24 @@ struct CertsCommand: ParsableCommand {
                 throw CertsError(message: e.description)
             }
         }
+
+        /// Opens the CA for a command that changes it, with its event log (`ca-events.jsonl`,
+        /// held until `finish`), first catching the log up with what the CA already holds.
+        func openForChange() throws -> (CertificateAuthority, CAEventLog) {
+            let ca = try open()
+            let log = try wrap { try CertificateEvents.open(ca) }
+            if let repaired = log.recovery { FileHandle.standardError.write(Data("warning: \(repaired)\n".utf8)) }
+            let late = try wrap { try CertificateEvents.record(ca, in: log, late: true) }
+            if late > 0 { print("recorded \(late) earlier certificate event(s) the CA log lacked in \(log.url.path)") }
+            return (ca, log)
+        }
+    }
+
+    /// Writes what a command did to the CA's event log.
+    static func finish(_ ca: CertificateAuthority, _ log: CAEventLog) throws {
+        let n = try wrap { try CertificateEvents.record(ca, in: log) }
+        print("CA log: \(n) event(s) recorded in \(log.url.path)")
+        log.close()
     }
 
     struct Init: ParsableCommand {
@@ -33,6 +53,7 @@ struct CertsCommand: ParsableCommand {
             let ca = try wrap { try CertificateAuthority.initialise(at: folder.url, districtName: district, validityDays: days) }
             print("district CA created: \(ca.caPath.path) (key: ca-key.pem, mode 0600 — keep it offline if you can)")
             print("revocation list:     \(ca.crlPath.path)")
+            try CertsCommand.finish(ca, try wrap { try CertificateEvents.open(ca) })
             print("next: pando certs issue-coordinator --host <coordinator DNS name>")
         }
     }
@@ -48,9 +69,10 @@ struct CertsCommand: ParsableCommand {
         var days: Int = 825
 
         func run() throws {
-            let ca = try folder.open()
+            let (ca, log) = try folder.openForChange()
             let previous = try wrap { try ca.list().filter { $0.kind == "coordinator" && $0.revokedAt == nil }.map(\.serial) }
             let cert = try wrap { try ca.issueCoordinator(hosts: hosts, validityDays: days) }
+            try CertsCommand.finish(ca, log)
             let dir = CertificateAuthority.coordinatorDirectory(folder.url)
             print("coordinator certificate for \(hosts.joined(separator: ", ")) serial \(PandoIdentity.hex(cert.serialNumber))")
             print("files: \(dir.path)/{coordinator.pem, coordinator-key.pem, ca.pem}")
@@ -73,8 +95,9 @@ struct CertsCommand: ParsableCommand {
         var replace = false
 
         func run() throws {
-            let ca = try folder.open()
+            let (ca, log) = try folder.openForChange()
             let cert = try wrap { try ca.issueSchool(id: id, validityDays: days, replace: replace) }
+            try CertsCommand.finish(ca, log)
             let dir = CertificateAuthority.schoolDirectory(folder.url, id: id)
             print("school \(id): serial \(PandoIdentity.hex(cert.serialNumber)), valid until \(ISO8601DateFormatter().string(from: cert.notValidAfter))")
             print("give the school this folder (over a private channel): \(dir.path)/{school.pem, school-key.pem, ca.pem, crl.pem}")
@@ -89,8 +112,9 @@ struct CertsCommand: ParsableCommand {
         var id: String
 
         func run() throws {
-            let ca = try folder.open()
+            let (ca, log) = try folder.openForChange()
             let serials = try wrap { try ca.revoke(schoolID: id) }
+            try CertsCommand.finish(ca, log)
             print("revoked school \(id): serial(s) \(serials.joined(separator: ", "))")
             print("CRL updated: \(ca.crlPath.path) (copy it to the coordinator if it runs elsewhere)")
         }
@@ -104,8 +128,9 @@ struct CertsCommand: ParsableCommand {
         @OptionGroup var folder: Folder
 
         func run() throws {
-            let ca = try folder.open()
+            let (ca, log) = try folder.openForChange()
             let crl = try wrap { try ca.refreshCRL() }
+            try CertsCommand.finish(ca, log)
             print("CRL \(crl.number) published: \(ca.crlPath.path), \(crl.entries.count) revoked, valid until \(ISO8601DateFormatter().string(from: crl.nextUpdate))")
         }
     }
@@ -145,5 +170,7 @@ struct CertsError: Error, CustomStringConvertible {
 }
 
 private func wrap<T>(_ body: () throws -> T) throws -> T {
-    do { return try body() } catch let e as CertificateError { throw CertsError(message: e.description) }
+    do { return try body() } catch let e as CertificateError { throw CertsError(message: e.description) } catch let e as LedgerError {
+        throw CertsError(message: e.description)
+    }
 }

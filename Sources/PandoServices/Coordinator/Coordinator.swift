@@ -511,7 +511,7 @@ final class RoundDriver: @unchecked Sendable {
         for s in selected {
             nonces[s] = Self.nonce()
             expected[s] = Expectation(nonce: nonces[s]!, uploadID: WireToken("update-r\(round)")!)
-            try ledger.selected(s, round: round, base: base)
+            try ledger.selected(s, round: round, base: base, certificateSerial: hub.session(s)?.connection.certificateSerial)
         }
         hub.openRound(OpenRound(number: round, task: .train, model: model, modelFile: modelFile, expected: expected,
                                 updateSize: UInt64(4 * selection.trainedCount)))
