@@ -137,5 +137,31 @@ final class CertificateEventsTests: XCTestCase {
         let late = AuditVerifier.verify(log: audit, key: key, certificates: .init(url: revoked, key: caKey))
         XCTAssertTrue(late.problems.contains { $0.message.contains("school west was selected at") && $0.message.contains("which the CA revoked at 2001-01-01") },
                       late.render())
+        let expired = try variant("expired.jsonl") { objects in
+            objects.map { o in
+                guard o["certificateSerial"]?.stringValue == westSerial else { return o }
+                var o = o
+                o["notAfter"] = "2001-01-01T00:00:00.000Z"
+                return o
+            }
+        }
+        let old = AuditVerifier.verify(log: audit, key: key, certificates: .init(url: expired, key: caKey))
+        XCTAssertTrue(old.problems.contains { $0.message.contains("school west was selected at") && $0.message.contains("expired at 2001-01-01") }, old.render())
+        // The CA log's own consistency: a revocation of a serial it never issued, a CRL number that goes back.
+        let inconsistent = try variant("inconsistent.jsonl") { objects in
+            objects + [["event": "certificateRevoked", "certificateKind": "school", "school": "west", "certificateSerial": "0bad",
+                        "revokedAt": "2030-01-01T00:00:00.000Z", "time": "2030-01-01T00:00:00.000Z"],
+                       ["event": "crlPublished", "crlNumber": 1, "time": "2030-01-01T00:00:00.000Z"]]
+        }
+        let own = AuditVerifier.verify(log: audit, key: key, certificates: .init(url: inconsistent, key: caKey))
+        XCTAssertTrue(own.problems.contains { $0.file == "inconsistent.jsonl" && $0.message.contains("revokes serial 0bad, which no earlier record issues") }, own.render())
+        XCTAssertTrue(own.problems.contains { $0.file == "inconsistent.jsonl" && $0.message.contains("CRL numbers only rise") }, own.render())
+        // A certificate event in the coordinator's own log must be in the CA's.
+        let ledger = try CoordinatorLedger(folder: state)
+        try ledger.record(AuditEntry(event: .certificateRevoked, school: "west", certificateSerial: "0bad", reason: "said the coordinator"))
+        ledger.close()
+        let claimed = AuditVerifier.verify(log: audit, key: key, certificates: .init(url: log.url, key: caKey))
+        XCTAssertTrue(claimed.problems.contains { $0.file == "audit.jsonl" && $0.message.contains("certificateRevoked of west (serial 0bad) is not in") },
+                      claimed.render())
     }
 }

@@ -128,6 +128,9 @@ extension EndToEndTests {
         XCTAssertEqual(westDeclines.map { "\($0["round"]!) \($0["code"]!)" }, ["1 lineage-unknown-parent", "2 lineage-parent-mismatch"])
         XCTAssertTrue((westDeclines[0]["reason"] as? String ?? "").contains("reaches no version this school has accepted"), "\(westDeclines[0])")
         XCTAssertFalse(west.contains { $0["event"] as? String == "updateSent" }, "west trained on nothing")
+        let westCache = work.appendingPathComponent("run/schools/west/cache/versions")
+        XCTAssertFalse(try FileManager.default.contentsOfDirectory(atPath: westCache.path).contains(reports[0].baseVersion),
+                       "west declined before fetching the version it was offered")
         // West evaluated round 1's version all the same: its lineage reaches the base model west rebuilt itself.
         let westVersions = west.filter { $0["event"] as? String == "versionAccepted" }
         XCTAssertEqual(westVersions.map { $0["basis"] as? String }, ["base", "base"])

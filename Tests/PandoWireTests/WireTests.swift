@@ -249,6 +249,13 @@ final class WireTests: XCTestCase {
         }
         XCTAssertNil(a.auditHead)
         XCTAssertNil(a.lineage)
+        // A lineage is 1…64 links: more is refused before anyone acts on it.
+        var long = a
+        let link = VersionLink(version: a.model.sha256, parent: a.model.sha256, round: 1)
+        long.lineage = VersionLineage(chain: Array(repeating: link, count: VersionLineage.maxLinks + 1), initSeed: 1)
+        XCTAssertThrowsError(try WireMessage.roundAssignment(long).validate())
+        long.lineage = VersionLineage(chain: [], initSeed: 1)
+        XCTAssertThrowsError(try WireMessage.roundAssignment(long).validate())
     }
 
     /// The schema field list used to render error paths covers every field of every message.
