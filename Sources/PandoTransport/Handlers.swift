@@ -115,14 +115,27 @@ final class CloseOnErrorHandler: ChannelInboundHandler, @unchecked Sendable {
     let explain: @Sendable (Error) -> String
     private var closed = false
 
+    /// With a limiter, lines are counted against the peer's address (`host`).
+    let limiter: (PeerLogLimiter, host: String)?
+
     init(logger: Logger, idleTimeout: TimeAmount, onHandshakeFailure: (@Sendable (Error) -> Void)? = nil,
          explain: @escaping @Sendable (Error) -> String = { TLSFiles.explain($0) },
+         limiter: (PeerLogLimiter, host: String)? = nil,
          describe: @escaping @Sendable () -> String) {
         self.logger = logger
         self.describe = describe
         self.idleTimeout = idleTimeout
         self.onHandshakeFailure = onHandshakeFailure
         self.explain = explain
+        self.limiter = limiter
+    }
+
+    private func warn(_ message: String) {
+        if let (limiter, host) = limiter {
+            limiter.log(logger, .warning, host: host, message, metadata: ["peer": "\(describe())"])
+        } else {
+            logger.warning("\(message)", metadata: ["peer": "\(describe())"])
+        }
     }
 
     func errorCaught(context: ChannelHandlerContext, error: Error) {
@@ -130,7 +143,7 @@ final class CloseOnErrorHandler: ChannelInboundHandler, @unchecked Sendable {
         if !closed {
             closed = true
             let reason = TLSFiles.loggable((error as? WireError)?.description ?? explain(error))
-            logger.warning("closing connection: \(reason)", metadata: ["peer": "\(describe())"])
+            warn("closing connection: \(reason)")
             context.close(promise: nil)
         }
         context.fireErrorCaught(error)
@@ -140,8 +153,7 @@ final class CloseOnErrorHandler: ChannelInboundHandler, @unchecked Sendable {
         if let e = event as? IdleStateHandler.IdleStateEvent, e == .read {
             if !closed {
                 closed = true
-                logger.warning("closing connection: nothing received for \(idleTimeout.nanoseconds / 1_000_000) ms (no heartbeat, no data)",
-                               metadata: ["peer": "\(describe())"])
+                warn("closing connection: nothing received for \(idleTimeout.nanoseconds / 1_000_000) ms (no heartbeat, no data)")
                 context.close(promise: nil)
             }
             return
@@ -185,5 +197,46 @@ final class PlaintextTap: ChannelOutboundHandler, Sendable {
     func write(context: ChannelHandlerContext, data: NIOAny, promise: EventLoopPromise<Void>?) {
         tap(unwrapOutboundIn(data))
         context.write(data, promise: promise)
+    }
+}
+
+/// At most `perMinute` log lines a minute about connections from one IP address, so a peer
+/// that reconnects and misbehaves in a loop cannot flood the coordinator's log; the next line
+/// let through says how many were left out.
+final class PeerLogLimiter: @unchecked Sendable {
+    private let lock = NIOLock()
+    private let perMinute: Int
+    private var windows: [String: (start: NIODeadline, lines: Int, suppressed: Int)] = [:]
+
+    init(perMinute: Int = 30) { self.perMinute = perMinute }
+
+    /// Whether a line about `host` may be logged now, and how many were suppressed before it.
+    func admit(_ host: String, now: NIODeadline = .now()) -> (allowed: Bool, suppressed: Int) {
+        lock.withLock {
+            var w = windows[host] ?? (now, 0, 0)
+            if now - w.start >= .seconds(60) { w = (now, 0, w.suppressed) }
+            defer {
+                windows[host] = w
+                if windows.count > 10_000 { windows = windows.filter { now - $0.value.start < .seconds(60) } }  // bounded memory
+            }
+            guard w.lines < perMinute else {
+                w.suppressed += 1
+                return (false, 0)
+            }
+            w.lines += 1
+            let suppressed = w.suppressed
+            w.suppressed = 0
+            return (true, suppressed)
+        }
+    }
+
+    /// Logs `message` at `level` unless `host` is over its budget.
+    func log(_ logger: Logger, _ level: Logger.Level, host: String, _ message: @autoclosure () -> String,
+             metadata: Logger.Metadata = [:]) {
+        let (allowed, suppressed) = admit(host)
+        guard allowed else { return }
+        var text = message()
+        if suppressed > 0 { text += " (\(suppressed) earlier lines about \(host) left out)" }
+        logger.log(level: level, "\(text)", metadata: metadata)
     }
 }

@@ -27,6 +27,8 @@ public final class CoordinatorServer: Sendable {
     let validator: SchoolCertificateValidator
     private let registry = SessionRegistry()
     private let admission: Admission
+    /// Lines about connections, budgeted per address.
+    let peerLog = PeerLogLimiter()
     private let boundPort = NIOLockedValueBox<Int?>(nil)
     /// Called for every connection refused during TLS (certificate refused, or the handshake
     /// failed before a certificate could be judged), e.g. to audit it. Called on an event loop:
@@ -102,6 +104,8 @@ public final class CoordinatorServer: Sendable {
         let status: SessionStatus
         /// Over the pending-handshake cap for its address: closed at once by `handle`, nothing served.
         let refused: Bool
+        /// The peer's IP address, the unit of the per-address caps and log budget.
+        let host: String
     }
 
     /// Listens until the task is cancelled, running `session` for every authenticated school.
@@ -114,6 +118,7 @@ public final class CoordinatorServer: Sendable {
         let validator = self.validator
         let admission = self.admission
         let onRefusal = self.onRefusal
+        let peerLog = self.peerLog
         let server = try await ServerBootstrap(group: group)
             .serverChannelOption(.backlog, value: 256)
             .serverChannelOption(.socketOption(.so_reuseaddr), value: 1)
@@ -132,7 +137,8 @@ public final class CoordinatorServer: Sendable {
                             peer.set(school: id, serial: serial)
                             promise.succeed(.certificateVerified)
                         case .rejected(let refusal):
-                            logger.warning("refused a school's client certificate: \(refusal.reason)", metadata: ["peer": "\(peer.address)"])
+                            peerLog.log(logger, .warning, host: hostOf(channel.remoteAddress),
+                                        "refused a school's client certificate: \(refusal.reason)", metadata: ["peer": "\(peer.address)"])
                             peer.rejected = true
                             onRefusal(ConnectionRefusal(address: peer.address, refusal: refusal))
                             promise.succeed(.failed)
@@ -156,7 +162,7 @@ public final class CoordinatorServer: Sendable {
                     }, explain: { error in
                         guard case NIOSSLError.handshakeFailed = error else { return TLSFiles.explain(error) }
                         return TLSFiles.describeHandshakeFailure(error)
-                    }) { peer.describe })
+                    }, limiter: (peerLog, hostOf(channel.remoteAddress))) { peer.describe })
                     let async = try NIOAsyncChannel<WireMessage, WireMessage>(wrappingChannelSynchronously: channel, configuration: WireLimits.asyncChannelConfiguration)
                     let host = hostOf(channel.remoteAddress)
                     switch admission.enter(channel, address: host) {
@@ -167,13 +173,13 @@ public final class CoordinatorServer: Sendable {
                                           metadata: ["peer": "\(victim.remoteAddress.map { "\($0)" } ?? "?")"])
                             victim.close(promise: nil)
                         }
-                        return Child(channel: async, peer: peer, status: status, refused: false)
+                        return Child(channel: async, peer: peer, status: status, refused: false, host: host)
                     case .refused(let log):
                         if log {
                             logger.warning("refusing connections from \(host): \(cfg.maxPendingHandshakesPerAddress) handshakes already pending from it",
                                            metadata: ["peer": "\(peer.address)", "refusedSoFar": "\(admission.refusedCount)"])
                         }
-                        return Child(channel: async, peer: peer, status: status, refused: true)
+                        return Child(channel: async, peer: peer, status: status, refused: true, host: host)
                     }
                 }
             }
@@ -208,7 +214,8 @@ public final class CoordinatorServer: Sendable {
             return
         }
         let timeout = channel.eventLoop.scheduleTask(in: cfg.handshakeTimeout) {
-            self.logger.warning("closing connection: no hello within the handshake timeout", metadata: ["peer": "\(child.peer.describe)"])
+            self.peerLog.log(self.logger, .warning, host: child.host, "closing connection: no hello within the handshake timeout",
+                             metadata: ["peer": "\(child.peer.describe)"])
             channel.close(promise: nil)
         }
         var schoolForLog = "?"
@@ -233,7 +240,8 @@ public final class CoordinatorServer: Sendable {
                                           idleTimeoutMillis: UInt32(clamping: cfg.idleTimeout.nanoseconds / 1_000_000),
                                           limits: cfg.limits) {
                 case .failure(let reject):
-                    self.logger.warning("rejected school \(id): \(reject.reason)", metadata: ["peer": "\(child.peer.address)"])
+                    self.peerLog.log(self.logger, .warning, host: child.host, "rejected school \(id): \(reject.reason)",
+                                     metadata: ["peer": "\(child.peer.address)"])
                     try? await outbound.write(.reject(reject))
                     return
                 case .success(let welcome):
@@ -248,7 +256,7 @@ public final class CoordinatorServer: Sendable {
                     }
                     child.peer.isSession = true
                     try await outbound.write(.welcome(welcome))
-                    self.logger.info("school connected", metadata: [
+                    self.peerLog.log(self.logger, .info, host: child.host, "school connected", metadata: [
                         "school": "\(id)", "serial": "\(serial)", "peer": "\(child.peer.address)",
                         "software": "\(hello.softwareVersion)", "protocol": "\(hello.protocolVersion)",
                     ])
@@ -269,7 +277,8 @@ public final class CoordinatorServer: Sendable {
             if child.peer.rejected { return }  // reason already logged by the verifier
             let reason = TLSFiles.loggable(
                 (error as? WireError)?.description ?? (error as? TransportError)?.description ?? TLSFiles.explain(error))
-            logger.info("session ended: \(reason)", metadata: ["school": "\(schoolForLog)", "peer": "\(child.peer.address)"])
+            peerLog.log(logger, .info, host: child.host, "session ended: \(reason)",
+                        metadata: ["school": "\(schoolForLog)", "peer": "\(child.peer.address)"])
         }
     }
 }
