@@ -41,12 +41,20 @@ static const char *const candidates[] = {
     "libopenblas.dylib",
 };
 
-int pando_blas_load(const char *coretype) {
-    if (load_status >= 0) return load_status;
+static int prepared = 0;
+
+void pando_blas_prepare(const char *coretype) {
+    if (prepared) return;
+    prepared = 1;
     // Pando threads GEMMs itself; OpenBLAS's own pool would spin between calls. Set before
     // loading so the library never starts one.
     setenv("OPENBLAS_NUM_THREADS", "1", 0);
     if (coretype && *coretype) setenv("OPENBLAS_CORETYPE", coretype, 1);
+}
+
+int pando_blas_load(const char *coretype) {
+    if (load_status >= 0) return load_status;
+    pando_blas_prepare(coretype);
     void *handle = NULL;
     char errors[384] = "";
     for (size_t i = 0; i < sizeof candidates / sizeof candidates[0] && !handle; i++) {

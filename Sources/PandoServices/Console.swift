@@ -15,6 +15,10 @@ public enum ServiceConsole {
         }
     }
 
+    /// Sets OpenBLAS's environment for this CPU (nothing is loaded yet). Executables call it
+    /// first thing, before any thread starts.
+    public static func prepareKernels() { GEMMKernels.prepareEnvironment() }
+
     /// Logs which kernels this process runs: the GEMM kernel set (and why) and the element-wise
     /// and int8 builds. Loads OpenBLAS, so a missing library fails here, at start.
     public static func announceKernels(_ logger: Logger) {

@@ -40,7 +40,7 @@ public enum TransportError: Error, CustomStringConvertible, Sendable {
 
 /// Coordinator side: where to listen and which certificates to use.
 ///
-/// There is no plaintext option: every connection is mutual TLS (1.2 minimum, 1.3 preferred).
+/// There is no plaintext option: every connection is mutual TLS 1.3 with P-256 ECDSA (``TLSPolicy``).
 public struct CoordinatorTransportConfiguration: Sendable {
     public var host: String
     public var port: Int

@@ -167,7 +167,7 @@ public final class CoordinatorServer: Sendable {
                     let host = hostOf(channel.remoteAddress)
                     switch admission.enter(channel, address: host) {
                     case .admitted(let victim):
-                        channel.closeFuture.whenComplete { _ in admission.leave(channel, wasSession: peer.isSession) }
+                        channel.closeFuture.whenComplete { _ in admission.leave(channel) }
                         if let victim {
                             logger.notice("closing the oldest unauthenticated connection to make room (\(cfg.maxPendingHandshakes) handshakes pending)",
                                           metadata: ["peer": "\(victim.remoteAddress.map { "\($0)" } ?? "?")"])
@@ -254,7 +254,6 @@ public final class CoordinatorServer: Sendable {
                         try? await outbound.write(.reject(Reject(code: .busy, reason: "the coordinator has \(cfg.maxConnections) schools connected, its limit; try again later")))
                         return
                     }
-                    child.peer.isSession = true
                     try await outbound.write(.welcome(welcome))
                     self.peerLog.log(self.logger, .info, host: child.host, "school connected", metadata: [
                         "school": "\(id)", "serial": "\(serial)", "peer": "\(child.peer.address)",
@@ -314,6 +313,7 @@ final class Admission: @unchecked Sendable {
     private var pending: [ObjectIdentifier: (channel: Channel, address: String, since: NIODeadline)] = [:]
     private var pendingByAddress: [String: Int] = [:]
     private var sessions = 0
+    private var sessionIDs: Set<ObjectIdentifier> = []
     private var refused = 0
     private var evicted = 0
     private var lastLogged: NIODeadline? = nil
@@ -345,24 +345,30 @@ final class Admission: @unchecked Sendable {
         }
     }
 
-    /// The connection completed `hello`: it becomes a session if there is room.
+    /// The connection completed `hello`: it becomes a session if there is room. A connection
+    /// that already closed (or was evicted) is not pending any more and never becomes one, so
+    /// a close racing the `hello` cannot leak a session slot.
     func promote(_ channel: Channel) -> (Bool, log: Bool) {
         lock.withLock {
-            drop(ObjectIdentifier(channel))
+            let id = ObjectIdentifier(channel)
+            guard pending[id] != nil else { return (false, false) }
+            drop(id)
             guard sessions < maxSessions else {
                 refused += 1
                 return (false, shouldLog())
             }
             sessions += 1
+            sessionIDs.insert(id)
             return (true, false)
         }
     }
 
-    /// The connection closed; `wasSession` if it had been promoted.
-    func leave(_ channel: Channel, wasSession: Bool) {
+    /// The connection closed: it leaves whichever pool holds it.
+    func leave(_ channel: Channel) {
         lock.withLock {
-            drop(ObjectIdentifier(channel))
-            if wasSession { sessions -= 1 }
+            let id = ObjectIdentifier(channel)
+            drop(id)
+            if sessionIDs.remove(id) != nil { sessions -= 1 }
         }
     }
 
@@ -397,7 +403,6 @@ final class PeerBox: @unchecked Sendable {
     private let lock = NIOLock()
     private var _identity: (String, String)?
     private var _rejected = false
-    private var _isSession = false
     private var _leaf: Certificate?
     init(address: String) { self.address = address }
     /// The certificate that was verified, kept to re-check revocation and expiry during the session.
@@ -405,11 +410,7 @@ final class PeerBox: @unchecked Sendable {
         get { lock.withLock { _leaf } }
         set { lock.withLock { _leaf = newValue } }
     }
-    /// Completed `hello` and counted against `maxConnections`.
-    var isSession: Bool {
-        get { lock.withLock { _isSession } }
-        set { lock.withLock { _isSession = newValue } }
-    }
+
     func set(school: String, serial: String) { lock.withLock { _identity = (school, serial) } }
     var identity: (String, String)? { lock.withLock { _identity } }
     var rejected: Bool {

@@ -6,6 +6,12 @@ import PandoServices
 /// `pando-client --config school.yaml`: one school's on-premises agent.
 @main
 struct ClientCommand: AsyncParsableCommand {
+    /// OpenBLAS's environment is set first, while the program is still single-threaded.
+    static func main() async {
+        ServiceConsole.prepareKernels()
+        await main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "pando-client",
         abstract: "Take part in a federation: train on this school's data, send only weight deltas.",

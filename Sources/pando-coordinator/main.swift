@@ -6,6 +6,12 @@ import PandoServices
 /// `pando-coordinator --config coordinator.yaml`: the district's central service.
 @main
 struct CoordinatorCommand: AsyncParsableCommand {
+    /// OpenBLAS's environment is set first, while the program is still single-threaded.
+    static func main() async {
+        ServiceConsole.prepareKernels()
+        await main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "pando-coordinator",
         abstract: "Run federated rounds for the schools that connect (mutual TLS).",

@@ -1,10 +1,17 @@
 import ArgumentParser
 import Foundation
+import PandoServices
 import PandoEngine
 import PandoTraining
 
 @main
 struct Pando: AsyncParsableCommand {
+    /// OpenBLAS's environment is set first, while the program is still single-threaded.
+    static func main() async {
+        ServiceConsole.prepareKernels()
+        await main(nil)
+    }
+
     static let configuration = CommandConfiguration(
         commandName: "pando",
         abstract: "Federated fine-tuning of BERT-family text classifiers for school districts.",

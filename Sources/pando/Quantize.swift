@@ -25,6 +25,9 @@ struct QuantizeCommand: ParsableCommand {
             throw ValidationError("--output must be another folder than --model")
         }
         guard !Int8Checkpoint.isInt8(source) else { throw ValidationError("\(model) is already an int8 checkpoint") }
+        if let existing = try? FileManager.default.contentsOfDirectory(atPath: destination.path), !existing.isEmpty {
+            throw ValidationError("--output \(output) already exists and is not empty: give a new folder")
+        }
         let checkpoint: FineTunedModel
         do { checkpoint = try FineTunedModel(folder: source) } catch {
             throw ValidationError("\(error)\n(pando quantize takes a fine-tuned checkpoint, from pando train or pando versions export)")

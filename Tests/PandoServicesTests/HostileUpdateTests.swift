@@ -227,3 +227,17 @@ extension HostileUpdateTests {
         XCTAssertLessThanOrEqual(recorded.count, 3, "a flood must not become a flood of audit records: \(recorded.map { $0.reason ?? "" })")
     }
 }
+
+extension HostileUpdateTests {
+    /// Mallory claims 1,000,000 examples in the very first round and sends a large delta that
+    /// the norm bound for a million examples would let through: its weight is capped (the first
+    /// round uses `initial_median_examples`) and the bound follows the capped count, so it is out.
+    func testOverstatedCountGetsNeitherTheWeightNorTheRoom() async throws {
+        let o = try await run { a, conn, folder, n in
+            _ = try await Self.send({ _ in 10 }, count: n, a, conn, folder, examples: 1_000_000)
+        }
+        assertHonestRoundCommits(o)
+        XCTAssertFalse(o.reports.first?.accepted.contains("mallory") ?? true)
+        XCTAssertTrue(o.reasons("mallory").contains { $0.contains("exceeds the bound") }, "\(o.reasons("mallory"))")
+    }
+}

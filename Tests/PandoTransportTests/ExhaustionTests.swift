@@ -199,3 +199,23 @@ final class LogBudgetTests: XCTestCase {
         limiter = PeerLogLimiter()
     }
 }
+
+/// A close that races the `hello` never leaks a session slot (review finding).
+final class AdmissionTests: XCTestCase {
+    func testAClosedConnectionIsNeverPromoted() throws {
+        let admission = Admission(maxSessions: 1, maxPending: 4, maxPendingPerAddress: 4)
+        let a = EmbeddedChannel(), b = EmbeddedChannel(), c = EmbeddedChannel()
+        guard case .admitted = admission.enter(a, address: "10.0.0.1") else { return XCTFail() }
+        admission.leave(a)  // closed before its hello was handled
+        XCTAssertFalse(admission.promote(a).0, "a connection that left became a session")
+        XCTAssertEqual(admission.sessionCount, 0)
+        guard case .admitted = admission.enter(b, address: "10.0.0.1") else { return XCTFail() }
+        XCTAssertTrue(admission.promote(b).0)
+        guard case .admitted = admission.enter(c, address: "10.0.0.1") else { return XCTFail() }
+        XCTAssertFalse(admission.promote(c).0, "over maxSessions")
+        admission.leave(b)
+        admission.leave(c)
+        XCTAssertEqual(admission.sessionCount, 0)
+        XCTAssertEqual(admission.pendingCount, 0)
+    }
+}

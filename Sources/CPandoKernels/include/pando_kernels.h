@@ -91,6 +91,9 @@ void pando_cpu_identify(struct pando_cpu *cpu);
 /// unset, then dlopens OpenBLAS. Once per process: later calls return the first result.
 /// 0 on success; 1 with `pando_blas_error()` saying why. Not thread-safe: call it once first.
 int pando_blas_load(const char *coretype);
+/// The environment half of `pando_blas_load`, without loading anything: programs call it first
+/// thing, while they are single-threaded (setenv is not safe against other threads' getenv).
+void pando_blas_prepare(const char *coretype);
 const char *pando_blas_error(void);
 /// The library file that was loaded, OpenBLAS's name for the core it runs, and its build configuration.
 const char *pando_blas_path(void);

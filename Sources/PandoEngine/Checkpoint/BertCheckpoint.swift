@@ -128,6 +128,9 @@ extension BertModel {
     /// tokenizer's `vocab.txt`, `tokenizer_config.json`) to place beside them.
     /// Each file is written atomically.
     public func save(to folder: URL, copying files: [URL] = [], metadata: [String: String] = [:]) throws {
+        guard !inferenceOnly else {
+            throw CheckpointError(path: folder.path, reason: "a model loaded from an int8 checkpoint has no float32 weights to save")
+        }
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var config = self.config.jsonObject
         config["architectures"] = .array([.string("BertForSequenceClassification")])

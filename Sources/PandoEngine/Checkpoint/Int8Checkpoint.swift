@@ -42,9 +42,9 @@ extension BertModel {
     /// weights file and `files` (tokenizer, `pando-training.json`) beside them.
     public func saveInt8(to folder: URL, copying files: [URL] = []) throws {
         let encoder = quantizeForInference()
-        // config.json and the copied files exactly as a float save writes them, then swap the weights file.
+        // config.json and the copied files exactly as a float save writes them; the float weights
+        // file goes only once the int8 one is in place, so a failure never leaves no weights.
         try save(to: folder, copying: files)
-        try FileManager.default.removeItem(at: folder.appendingPathComponent("model.safetensors"))
         let H = config.hiddenSize, I = config.intermediateSize
         var keep: [[Int8]] = [], keepScales: [[Float]] = []
         var tensors: [(name: String, shape: [Int], values: Int, scales: Int)] = []
@@ -78,6 +78,7 @@ extension BertModel {
             try SafeTensors.write(out, metadata: ["format": "pt", Int8Checkpoint.formatKey: Int8Checkpoint.formatValue],
                                   to: folder.appendingPathComponent(Int8Checkpoint.weightsFile))
         }
+        try FileManager.default.removeItem(at: folder.appendingPathComponent("model.safetensors"))
     }
 
     /// Loads an int8 checkpoint: float tensors into the buffer, int8 ones packed for the kernel.

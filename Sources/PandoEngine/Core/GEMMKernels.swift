@@ -129,6 +129,13 @@ public struct GEMMKernels: Sendable {
                            library: String(cString: pando_blas_path()), configuration: String(cString: pando_blas_config()))
     }()
 
+    /// Sets OpenBLAS's environment for the chosen core without loading it. Executables call
+    /// this first thing, while they are single-threaded; loading happens at the first GEMM.
+    public static func prepareEnvironment() {
+        let choice = GEMMCoreChoice.choose(for: CPUInfo.current, environment: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"])
+        pando_blas_prepare(choice.coreType)
+    }
+
     /// One line for a program's start-up log.
     public var summary: String {
         var s = "GEMM kernels: OpenBLAS core \(coreName) (\(isa)) on \(cpu); \(choice.reason)"

@@ -31,11 +31,15 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
     public var weightCapMultiple = 3.0
     /// A school reporting more training examples than this is left out as implausible.
     public var maxExamplesPerSchool = 1_000_000
+    /// The median the weight cap uses before any round has committed (so the first round is
+    /// capped too): weights above `weightCapMultiple` × this count as the cap.
+    public var initialMedianExamples = 1_000
 
     public init(name: Name = .fedavg) { self.name = name }
 
     enum Keys: String, CodingKey, CaseIterable {
         case name, mu, server_learning_rate, beta1, beta2, tau, trim, max_update_norm, weight_cap_multiple, max_examples_per_school
+        case initial_median_examples
     }
 
     public init(from decoder: Decoder) throws {
@@ -55,6 +59,7 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
         }
         weightCapMultiple = try c.decodeIfPresent(Double.self, forKey: .weight_cap_multiple) ?? weightCapMultiple
         maxExamplesPerSchool = try c.decodeIfPresent(Int.self, forKey: .max_examples_per_school) ?? maxExamplesPerSchool
+        initialMedianExamples = try c.decodeIfPresent(Int.self, forKey: .initial_median_examples) ?? initialMedianExamples
     }
 
     /// The strategy value, with server state sized for `layout`.
@@ -82,6 +87,7 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
         if let bound = maxUpdateNorm, !(bound > 0 && bound.isFinite) { throw bad("max_update_norm", "must be a positive finite number or auto") }
         if !(weightCapMultiple >= 1 && weightCapMultiple.isFinite) { throw bad("weight_cap_multiple", "must be a finite number of at least 1") }
         if maxExamplesPerSchool < 1 { throw bad("max_examples_per_school", "must be at least 1") }
+        if initialMedianExamples < 1 { throw bad("initial_median_examples", "must be at least 1") }
     }
 }
 

@@ -111,6 +111,9 @@ public final class Coordinator: @unchecked Sendable {
         let cfg = configuration
         let head = ClassifierHead(objective: cfg.task.objective, labels: cfg.labels)
         let global = try await ComputeLane.run { try BertModel.load(from: cfg.baseModel, head: head, seed: cfg.rounds.seed).0 }
+        guard !global.inferenceOnly else {
+            throw RoundError("\(cfg.baseModel.path) is an int8 checkpoint (pando quantize), for inference only: a federation starts from the float32 model")
+        }
         let ledger = try FederationLedger(folder: cfg.stateFolder, federationID: cfg.federationID, tokenizerFolder: cfg.baseModel,
                                           newSigningKey: newSigningKey)
         defer { ledger.close() }
@@ -220,7 +223,9 @@ final class RefusalRecorder: @unchecked Sendable {
 
     func record(_ refusal: ConnectionRefusal) {
         let now = Date()
-        let left: Int? = lock.withLock {
+        // A live session closed for its certificate is always recorded (bounded by the number of
+        // sessions); only anonymous handshake failures share the budget.
+        let left: Int? = refusal.school != nil ? 0 : lock.withLock {
             if now.timeIntervalSince(windowStart) >= 60 {
                 windowStart = now
                 inWindow = 0
@@ -433,15 +438,18 @@ final class RoundDriver: @unchecked Sendable {
                                                      auditHead: self.auditAnchor(), lineage: lineage)
                     alter?(school, &assignment)
                     let a = assignment
-                    // A connection that holds its gate (a transfer that stopped moving) for longer
-                    // than `assignmentTimeout` is closed, which frees the gate and fails the send.
-                    let watchdog = Task {
-                        try await Task.sleep(for: RoundDriver.assignmentTimeout)
-                        session.connection.close()
-                    }
-                    defer { watchdog.cancel() }
                     do {
-                        try await session.gate.withLock { try await session.connection.send(.roundAssignment(a)) }
+                        // The gate may be held by a transfer (the stall watchdog bounds one that stops
+                        // moving); only the send itself is bounded here: a peer that takes no bytes
+                        // for `assignmentTimeout` is closed.
+                        try await session.gate.withLock {
+                            let watchdog = Task {
+                                try await Task.sleep(for: RoundDriver.assignmentTimeout)
+                                session.connection.close()
+                            }
+                            defer { watchdog.cancel() }
+                            try await session.connection.send(.roundAssignment(a))
+                        }
                         hub.noteAssignment(school)
                         return (school, nil)
                     } catch {
@@ -485,10 +493,28 @@ final class RoundDriver: @unchecked Sendable {
                 let reason = (error as? StopRequested)?.description ?? "the round stopped with an error (\(error))"
                 try? ledger.abort(round: round, reason: reason)
                 progress("round \(round): ABORTED (\(reason))")
+                // The aggregate may already have moved the in-memory model (and FedAdam's moments)
+                // before the commit failed: back to the base, or the next round would build on an
+                // aborted one. If even that fails, stop rather than go on from unknown weights.
+                do { try await restoreGlobal(from: base) } catch {
+                    hub.closeRound()
+                    throw IntegrityFailure(underlying: RoundError("could not restore the base version \(base.prefix(12)) after round \(round) failed: \(error)"))
+                }
             }
             hub.closeRound()
             throw error
         }
+    }
+
+    /// Puts the base version's weights (and the strategy's state stored with it) back into memory.
+    func restoreGlobal(from base: String) async throws {
+        let folder = ledger.ledger.store.folder(of: base)
+        let global = Unchecked(global), head = global.value.head
+        try await ComputeLane.run {
+            let (model, _) = try BertModel.load(from: folder, head: head)
+            global.value.parameters.buffer.copy(from: model.parameters.buffer)
+        }
+        _ = try ledger.restoreState(of: strategy, from: base)
     }
 
     private func runRound(_ round: Int, base: String, selected: [String], plan: LocalTrainingPlan, start: ContinuousClock.Instant,
@@ -618,16 +644,17 @@ final class RoundDriver: @unchecked Sendable {
                 let metrics = Dictionary(uniqueKeysWithValues: result.metrics.map { ($0.key.value, $0.value) })
                 var update = ModelUpdate(school: school, round: round, baseVersion: base, delta: delta,
                                          exampleCount: examples, metrics: metrics)
-                let (weight, capped) = UpdateBounds.weight(reported: examples, referenceMedian: referenceMedian,
+                let (weight, capped) = UpdateBounds.weight(reported: examples, referenceMedian: referenceMedian ?? cfg.strategy.initialMedianExamples,
                                                            multiple: cfg.strategy.weightCapMultiple)
                 if capped {
                     update.cappedWeight = weight
                     progress("round \(round): \(school) reported \(examples) examples; its weight is capped at \(weight) "
-                             + "(\(cfg.strategy.weightCapMultiple) × the last round's median, \(referenceMedian ?? 0))")
+                             + "(\(cfg.strategy.weightCapMultiple) × the last round's median, \(referenceMedian ?? cfg.strategy.initialMedianExamples))")
                 }
                 // Honest AdamW training with this plan on this many examples cannot move the weights further.
                 update.sentParameters = selection.trainedCount
-                let normBound = UpdateBounds.maxDeltaNorm(plan: plan, examples: examples, trainedParameters: selection.trainedCount,
+                // …from the capped count: a school that overstates its examples gets neither the weight nor the room.
+                let normBound = UpdateBounds.maxDeltaNorm(plan: plan, examples: weight, trainedParameters: selection.trainedCount,
                                                           baseNorm: baseNorm)
                 let folded = Unchecked((aggregation, update, up.file))
                 let rejection: UpdateRejection?
@@ -775,10 +802,13 @@ final class RoundDriver: @unchecked Sendable {
                     progress("round \(round): \(school) evaluation result left out: \(refusal)")
                     continue
                 }
-                let n = Int(clamping: r.exampleCount)
+                // The same cap as training weights: one school cannot own the combined metric.
+                let n = UpdateBounds.weight(reported: Int(clamping: r.exampleCount),
+                                            referenceMedian: referenceMedian ?? config.strategy.initialMedianExamples,
+                                            multiple: config.strategy.weightCapMultiple).weight
                 total += n
                 evaluated.append(school)
-                for (k, v) in r.metrics where v.isFinite {
+                for (k, v) in r.metrics where v.isFinite && (v * Double(n)).isFinite {
                     sums[k.value, default: 0] += v * Double(n)
                     counts[k.value, default: 0] += n
                 }
