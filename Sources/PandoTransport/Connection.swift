@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import NIOCore
 import PandoWire
 
@@ -30,7 +31,7 @@ public final class PandoConnection: @unchecked Sendable {
     /// More deferred messages than this during one transfer is a protocol violation.
     static let maxDeferred = 16
     /// Set when the stall watchdog closed the connection, so the error says so.
-    private let stalled = ManagedAtomicFlag()
+    private let stalled = NIOLockedValueBox(false)
 
     init(schoolID: WireToken, certificateSerial: String, capabilities: [WireToken], remoteAddress: String,
          limits: WireLimits, peerMaxFrameLength: Int? = nil, channel: Channel, inbound: NIOAsyncChannelInboundStream<WireMessage>.AsyncIterator,
@@ -66,12 +67,12 @@ public final class PandoConnection: @unchecked Sendable {
         let channel = self.channel, stalled = self.stalled
         let timeout = TimeAmount.nanoseconds(Int64(limits.transferStallSeconds * 1e9))
         let watchdog = channel.eventLoop.scheduleTask(in: timeout) {
-            stalled.set()
+            stalled.withLockedValue { $0 = true }
             channel.close(promise: nil)
         }
         defer { watchdog.cancel() }
         do { return try await body() } catch {
-            if stalled.isSet {
+            if stalled.withLockedValue({ $0 }) {
                 throw TransportError.transferFailed("transfer stalled: no progress \(what) for \(limits.transferStallSeconds) s; connection closed")
             }
             throw error
@@ -298,12 +299,4 @@ public final class PandoConnection: @unchecked Sendable {
         let d = ContinuousClock.now - t
         return Double(d.components.seconds) + Double(d.components.attoseconds) / 1e18
     }
-}
-
-/// A flag set once, read from any thread.
-final class ManagedAtomicFlag: @unchecked Sendable {
-    private let lock = NSLock()
-    private var value = false
-    func set() { lock.withLock { value = true } }
-    var isSet: Bool { lock.withLock { value } }
 }

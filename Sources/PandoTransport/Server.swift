@@ -387,7 +387,6 @@ final class Admission: @unchecked Sendable {
     }
 
     var refusedCount: Int { lock.withLock { refused } }
-    var evictedCount: Int { lock.withLock { evicted } }
     var sessionCount: Int { lock.withLock { sessions } }
     var pendingCount: Int { lock.withLock { pending.count } }
 }

@@ -11,21 +11,8 @@ public final class Int8Linear: @unchecked Sendable {
     let sums: UnsafeMutablePointer<Int32>
     let packedCount: Int
 
-    /// Quantizes `weight` (`outputs × inputs`, row-major, PyTorch's Linear layout).
-    init(weight: UnsafePointer<Float>, outputs: Int, inputs: Int) {
-        self.outputs = outputs
-        self.inputs = inputs
-        packedCount = Int(pando_q8_packed_size(Int32(outputs), Int32(inputs)))
-        let padded = Int(pando_q8_padded_n(Int32(outputs)))
-        packed = .allocate(capacity: packedCount)
-        scales = .allocate(capacity: padded)
-        sums = .allocate(capacity: padded)
-        pando_q8_pack_weights(weight, Int32(outputs), Int32(inputs), packed, scales, sums)
-    }
-
-    /// Already quantized weights (row-major int8 `outputs × inputs` and one scale per output,
-    /// as a saved int8 checkpoint holds them): packed, never expanded to float32.
-    init(quantized: UnsafePointer<Int8>, scales given: UnsafePointer<Float>, outputs: Int, inputs: Int) {
+    /// Buffers for an `outputs × inputs` layer in the kernel's packed layout.
+    private init(outputs: Int, inputs: Int) {
         self.outputs = outputs
         self.inputs = inputs
         packedCount = Int(pando_q8_packed_size(Int32(outputs), Int32(inputs)))
@@ -34,6 +21,18 @@ public final class Int8Linear: @unchecked Sendable {
         scales = .allocate(capacity: padded)
         sums = .allocate(capacity: padded)
         scales.initialize(repeating: 1, count: padded)
+    }
+
+    /// Quantizes `weight` (`outputs × inputs`, row-major, PyTorch's Linear layout).
+    convenience init(weight: UnsafePointer<Float>, outputs: Int, inputs: Int) {
+        self.init(outputs: outputs, inputs: inputs)
+        pando_q8_pack_weights(weight, Int32(outputs), Int32(inputs), packed, scales, sums)
+    }
+
+    /// Already quantized weights (row-major int8 `outputs × inputs` and one scale per output,
+    /// as a saved int8 checkpoint holds them): packed, never expanded to float32.
+    convenience init(quantized: UnsafePointer<Int8>, scales given: UnsafePointer<Float>, outputs: Int, inputs: Int) {
+        self.init(outputs: outputs, inputs: inputs)
         scales.update(from: given, count: outputs)
         pando_q8_pack_int8(quantized, Int32(outputs), Int32(inputs), packed, sums)
     }

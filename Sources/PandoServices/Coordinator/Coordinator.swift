@@ -253,9 +253,6 @@ final class RefusalRecorder: @unchecked Sendable {
             }
         }
     }
-
-    /// Waits until every refusal handed over so far is in the ledger.
-    func flush() { queue.sync {} }
 }
 
 extension Coordinator {
