@@ -47,9 +47,11 @@ let package = Package(
         // Data sets (CSV, JSON Lines), label maps, splits and task metrics.
         .target(name: "PandoData"),
         // Local training workflow, evaluation and benchmarks on top of the engine.
-        .target(name: "PandoTraining", dependencies: ["PandoEngine", "PandoText", "PandoData"]),
+        // Privacy/: the RDP accountant and DP-SGD's cryptographic noise and sampling (swift-crypto).
+        .target(name: "PandoTraining", dependencies: ["PandoEngine", "PandoText", "PandoData",
+                                                     .product(name: "Crypto", package: "swift-crypto")]),
         // Network-free federation: updates, validation, streaming aggregation, strategies,
-        // privacy accounting (Privacy/) and the secure-aggregation protocol's cryptography and
+        // the secure-aggregation protocol's cryptography and
         // state machines (SecureAggregation/, swift-crypto), and the federation ledger.
         .target(name: "PandoFederation", dependencies: ["PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoLedger",
                                                        .product(name: "Crypto", package: "swift-crypto")]),

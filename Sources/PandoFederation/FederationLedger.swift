@@ -172,6 +172,8 @@ public final class FederationLedger {
                                updateSHA256: sha256, updateL2Norm: norm, wireBytes: update.wireBytes,
                                reason: rejection?.description)
         entry.weight = update.cappedWeight
+        // The school's own account of its differential privacy, recomputed by `pando audit verify`.
+        entry.privacy = PrivacyAccounting.auditFields(from: update.metrics)
         try ledger.record(entry)
     }
 

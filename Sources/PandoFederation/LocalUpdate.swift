@@ -24,10 +24,22 @@ public final class LocalUpdater {
         model = BertModel(config: global.config, head: global.head, seed: 0)
     }
 
+    /// DP-SGD's sampling rate and step count for a school of `examples` under `plan`: Poisson
+    /// batches of expected size `batchSize`, as many steps per epoch as plain batches would take.
+    public static func privateSchedule(_ plan: LocalTrainingPlan, examples: Int) -> (samplingRate: Double, steps: Int) {
+        let perEpoch = (examples + plan.batchSize - 1) / plan.batchSize
+        return (min(1, Double(plan.batchSize) / Double(max(examples, 1))), perEpoch * plan.epochs)
+    }
+
     /// Trains `data` from `global`'s weights with `plan` and returns the update.
     /// `progress` sees the fraction of the round's updates done after each one.
+    /// With `plan.privacy` the round runs DP-SGD (clip `clip`, else the plan's) with
+    /// `randomness` (cryptographic unless a test passes a seeded one), and the update's
+    /// metrics say what it spent: `dp_sampling_rate`, `dp_noise_multiplier`, `dp_steps`,
+    /// `dp_max_gradient_norm`.
     public func train(school: String, data: EncodedDataset, from global: BertModel, round: Int, baseVersion: String,
-                      plan: LocalTrainingPlan, progress: ((Double) -> Void)? = nil) throws -> ModelUpdate {
+                      plan: LocalTrainingPlan, clip: Float? = nil, randomness: DPRandomness? = nil,
+                      progress: ((Double) -> Void)? = nil) throws -> ModelUpdate {
         precondition(global.layout == model.layout, "global model differs from the local copy's layout")
         guard data.count > 0 else { throw TrainingError("school \(school) has no training examples") }
         let start = Date()
@@ -51,8 +63,13 @@ public final class LocalUpdater {
         // The data was truncated when it was encoded; size the workspace for it.
         let lengths = data.sequences.map(\.count)
         let longest = min(lengths.max() ?? 1, model.config.maxPositions)
-        let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: min(plan.batchSize, data.count), length: longest),
-                              settings: settings)
+        let schedule = Self.privateSchedule(plan, examples: data.count)
+        let privacy = plan.privacy.map { dp in
+            DPSGDSettings(maxGradientNorm: clip ?? dp.maxGradientNorm, noiseMultiplier: Float(dp.noiseMultiplier),
+                          expectedBatchSize: schedule.samplingRate * Double(data.count))
+        }
+        let physical = privacy == nil ? min(plan.batchSize, data.count) : min(plan.batchSize, 64, data.count)
+        let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: physical, length: longest), settings: settings)
         if let mu = plan.proximalMu, mu > 0 { tuner.proximal = (global.parameters, mu) }
         // Frozen tensors get no step at all (not even weight decay): their delta is exactly zero.
         tuner.frozen = TensorSelection(layout: model.layout, plan: plan).frozen
@@ -64,8 +81,14 @@ public final class LocalUpdater {
                                             groupingBatches: lengthGroupingBatches, using: &rng)
             let stats: EpochStatistics
             let done = steps
+            let report = { (s: EpochStatistics) -> Void in progress?(Double(done + s.steps) / Double(max(total, 1))) }
             do {
-                stats = try tuner.runEpoch(batches, data: data) { s in progress?(Double(done + s.steps) / Double(max(total, 1))) }
+                if let privacy {
+                    stats = try tuner.runPrivateSteps(schedule.steps / plan.epochs, data: data, samplingRate: schedule.samplingRate,
+                                                      privacy: privacy, randomness: randomness ?? SecureRandomness(), onStep: report)
+                } else {
+                    stats = try tuner.runEpoch(batches, data: data, onStep: report)
+                }
             } catch {
                 throw TrainingError("school \(school), round \(round): \(error)")
             }
@@ -76,10 +99,16 @@ public final class LocalUpdater {
         }
         DeltaMath.subtract(global.parameters.buffer, from: model.parameters.buffer)
         let seconds = Date().timeIntervalSince(start)
+        var metrics = ["train_loss": lossSum / Double(max(steps, 1)), "last_epoch_loss": lastEpochLoss,
+                       "steps": Double(steps), "tokens": Double(tokens), "seconds": seconds]
+        if let privacy {
+            metrics["dp_sampling_rate"] = schedule.samplingRate
+            metrics["dp_noise_multiplier"] = Double(privacy.noiseMultiplier)
+            metrics["dp_steps"] = Double(steps)
+            metrics["dp_max_gradient_norm"] = Double(privacy.maxGradientNorm)
+        }
         return ModelUpdate(school: school, round: round, baseVersion: baseVersion, delta: model.parameters,
-                           exampleCount: data.count,
-                           metrics: ["train_loss": lossSum / Double(max(steps, 1)), "last_epoch_loss": lastEpochLoss,
-                                     "steps": Double(steps), "tokens": Double(tokens), "seconds": seconds])
+                           exampleCount: data.count, metrics: metrics)
     }
 
     /// FNV-1a of the school id: a seed component stable across processes (unlike `hashValue`).

@@ -22,8 +22,24 @@ public struct LocalTrainingPlan: Sendable, Equatable, Codable {
     /// Keep the token, position and token-type embeddings frozen (``TensorSelection``): their
     /// updates would reveal which words a school's students used. On by default.
     public var freezeEmbeddings = true
+    /// Example-level DP-SGD at every school (noise multiplier, clip, δ); nil: none. A school
+    /// may clip tighter, and accounts its own ε from its own data size.
+    public var privacy: RoundPrivacy?
 
     public init() {}
+}
+
+/// The DP-SGD a round's plan asks of every school. The school turns it into ε with its own
+/// sampling rate (batch size ÷ its examples) and step count, and may refuse it.
+public struct RoundPrivacy: Sendable, Equatable, Codable {
+    public var noiseMultiplier: Double
+    public var maxGradientNorm: Float
+    public var delta: Double
+    public init(noiseMultiplier: Double, maxGradientNorm: Float = 1, delta: Double = 1e-5) {
+        self.noiseMultiplier = noiseMultiplier
+        self.maxGradientNorm = maxGradientNorm
+        self.delta = delta
+    }
 }
 
 /// A federated optimisation method as a value the coordinator is handed:

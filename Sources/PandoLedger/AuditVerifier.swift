@@ -26,6 +26,8 @@ public struct VerificationReport: Sendable {
     public internal(set) var caRecordsChecked = 0
     public internal(set) var caValidSignatures = 0
     public internal(set) var caKeyFingerprint = ""
+    /// Updates whose differential privacy was recomputed (with an accountant passed to `verify`).
+    public internal(set) var privacyRecordsChecked = 0
     public var problems: [VerificationFinding] { findings.filter { $0.severity == .problem } }
     public var notes: [VerificationFinding] { findings.filter { $0.severity == .note } }
     /// True when nothing is wrong.
@@ -46,6 +48,7 @@ public struct VerificationReport: Sendable {
             out += "school logs: \(clientEntriesChecked) updates and \(anchorsChecked) audit anchors cross-checked\n"
         }
         if versionFilesChecked > 0 { out += "checkpoints: \(versionFilesChecked) version files hashed\n" }
+        if privacyRecordsChecked > 0 { out += "differential privacy: ε of \(privacyRecordsChecked) updates recomputed from their (q, σ, steps)\n" }
         if !caKeyFingerprint.isEmpty {
             out += "CA log: \(caRecordsChecked) records, \(caValidSignatures) signatures valid with the CA key \(caKeyFingerprint)\n"
         }
@@ -136,7 +139,8 @@ public enum AuditVerifier {
     public static let clockTolerance: TimeInterval = 300
 
     public static func verify(log: URL, keys: [AuditPublicKey], clientLogs: [URL] = [], checkpoints: URL? = nil,
-                              since: AuditPosition? = nil, certificates: CertificateLog? = nil) -> VerificationReport {
+                              since: AuditPosition? = nil, certificates: CertificateLog? = nil,
+                              privacy: EpsilonOfSpends? = nil) -> VerificationReport {
         var report = VerificationReport()
         report.keyFingerprint = keys.map(\.fingerprint).joined(separator: ", ")
         let logName = log.lastPathComponent
@@ -147,6 +151,7 @@ public enum AuditVerifier {
         if let last = chain.all.last, let seq = last.seq { report.head = AuditPosition(seq: seq, hash: last.hash) }
         if let since { checkSince(since, chain.all, logName: logName, report: &report) }
         checkCredits(records, logName: logName, report: &report)
+        if let privacy { checkPrivacy(records, logName: logName, epsilon: privacy, report: &report) }
         if !clientLogs.isEmpty { crossCheck(records, all: chain.all, logName: logName, clientLogs: clientLogs, report: &report) }
         if let certificates { checkCertificates(records, logName: logName, certificates, report: &report) }
         if let checkpoints { checkVersions(records, logName: logName, folder: checkpoints, report: &report) }
@@ -737,6 +742,8 @@ public struct RoundSummary: Sendable, Equatable {
     public var outcome = "in flight"
     public var reason: String?
     public var privacy: [String: CanonicalJSON]?
+    /// Each school's reported ε over all its rounds so far, from its update's privacy record.
+    public var schoolEpsilon: [String: Double] = [:]
     public var startedAt: String?
     public var endedAt: String?
 
@@ -752,6 +759,7 @@ public struct RoundSummary: Sendable, Equatable {
             case .updateReceived:
                 if let school = r.school, !s.schools.contains(school) { s.schools.append(school) }
                 if s.outcome != "committed" { s.examples += r.examples ?? 0 }
+                if let school = r.school, let e = r.privacy?["epsilonTotal"]?.doubleValue { s.schoolEpsilon[school] = e }
             case .updateRejected:
                 if let school = r.school { s.rejected.append(school) }
             case .roundCommitted:
@@ -781,6 +789,7 @@ public struct RoundSummary: Sendable, Equatable {
         if let newVersion { o["newVersion"] = .string(newVersion) }
         if let reason { o["reason"] = .string(reason) }
         if let privacy { o["privacy"] = .object(privacy) }
+        if !schoolEpsilon.isEmpty { o["schoolEpsilon"] = .object(schoolEpsilon.mapValues { .double($0) }) }
         if let startedAt { o["startedAt"] = .string(startedAt) }
         if let endedAt { o["endedAt"] = .string(endedAt) }
         return .object(o)

@@ -13,6 +13,8 @@ public struct SchoolLogEntry: Sendable, Equatable {
     public var wireBytes: Int
     public var examples: Int
     public var federation: String?
+    /// The round's differential privacy (spend, δ, ε this round and in all), as the audit's `privacy` field has it.
+    public var privacy: [String: CanonicalJSON]?
     public var time: Date
 
     public init(school: String, round: Int, baseVersion: String, updateSHA256: String, wireBytes: Int, examples: Int,
@@ -187,6 +189,7 @@ public final class SchoolLog: @unchecked Sendable {
             "wireBytes": .int(entry.wireBytes), "examples": .int(entry.examples),
         ]
         if let federation = entry.federation { fields["federation"] = .string(federation) }
+        if let privacy = entry.privacy { fields["privacy"] = .object(privacy) }
         try append(fields, time: entry.time)
     }
 

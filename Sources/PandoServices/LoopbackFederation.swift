@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PandoCertificates
 import PandoData
+import PandoFederation
 import PandoTraining
 import PandoTransport
 
@@ -27,6 +28,8 @@ public final class LoopbackFederation: @unchecked Sendable {
     public let schools: [School]
     let logger: Logger
     let schoolLogFolder: URL
+    /// Each school's own differential-privacy budget (its school.yaml `privacy:`), by id.
+    public var schoolPrivacy: [String: SchoolPrivacyBudget] = [:]
     /// Hook for progress displays of each school's events.
     public var onSchoolEvent: (@Sendable (String, SchoolEvent) -> Void)?
     /// Tests: adjusts each school's agent before it connects.
@@ -69,10 +72,12 @@ public final class LoopbackFederation: @unchecked Sendable {
         transport.serverName = "localhost"
         var format = DataFormat(task: c.task)
         format.policy = .fail
-        return SchoolConfiguration(data: workFolder.appendingPathComponent("\(id)-data-in-memory"), format: format,
-                                   labels: c.labels, baseModel: c.baseModel, transport: transport,
-                                   cache: workFolder.appendingPathComponent("schools/\(id)/cache", isDirectory: true),
-                                   log: schoolLogFolder.appendingPathComponent("\(id).jsonl"), federationID: c.federationID)
+        var school = SchoolConfiguration(data: workFolder.appendingPathComponent("\(id)-data-in-memory"), format: format,
+                                         labels: c.labels, baseModel: c.baseModel, transport: transport,
+                                         cache: workFolder.appendingPathComponent("schools/\(id)/cache", isDirectory: true),
+                                         log: schoolLogFolder.appendingPathComponent("\(id).jsonl"), federationID: c.federationID)
+        school.privacy = schoolPrivacy[id]
+        return school
     }
 
     /// Runs the coordinator's rounds with every school connected; returns the reports.

@@ -28,6 +28,11 @@ enum RoundParameters {
         ]
         if let g = plan.maxGradientNorm { p["maxGradientNorm"] = Double(g) }
         if let mu = plan.proximalMu { p["proximalMu"] = Double(mu.description) ?? Double(mu) }
+        if let dp = plan.privacy {
+            p["dpNoiseMultiplier"] = dp.noiseMultiplier
+            p["dpMaxGradientNorm"] = Double(dp.maxGradientNorm.description) ?? Double(dp.maxGradientNorm)
+            p["dpDelta"] = dp.delta
+        }
         return p
     }
 
@@ -60,6 +65,13 @@ enum RoundParameters {
         plan.maxGradientNorm = parameters["maxGradientNorm"].map(Float.init)
         plan.proximalMu = parameters["proximalMu"].map(Float.init)
         plan.seed = UInt64(try whole("seed", 0...Int(0x1F_FFFF_FFFF_FFFF)))
+        if let sigma = parameters["dpNoiseMultiplier"] {
+            let clip = try value("dpMaxGradientNorm"), delta = try value("dpDelta")
+            guard sigma > 0, sigma <= 1000 else { throw RoundError("the assignment's dpNoiseMultiplier \(sigma) is not in (0, 1000]") }
+            guard clip > 0, clip <= 1e6 else { throw RoundError("the assignment's dpMaxGradientNorm \(clip) is not in (0, 1e6]") }
+            guard delta > 0, delta < 1 else { throw RoundError("the assignment's dpDelta \(delta) is not in (0, 1)") }
+            plan.privacy = RoundPrivacy(noiseMultiplier: sigma, maxGradientNorm: Float(clip), delta: delta)
+        }
         return plan
     }
 }

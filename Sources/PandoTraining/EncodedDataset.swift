@@ -62,3 +62,45 @@ extension FineTuner {
         return stats
     }
 }
+
+extension FineTuner {
+    /// Runs `steps` DP-SGD updates: each samples every example of `data` independently
+    /// with probability `samplingRate` (Poisson sampling, as the accountant assumes) and
+    /// cuts the sample into chunks that fit the workspace. `onStep` sees the running
+    /// statistics after every update.
+    public func runPrivateSteps(
+        _ steps: Int, data: EncodedDataset, samplingRate: Double, privacy: DPSGDSettings, randomness: DPRandomness,
+        classWeights: [Float]? = nil, onStep: (EpochStatistics) -> Void = { _ in }
+    ) throws -> EpochStatistics {
+        var stats = EpochStatistics()
+        let capacity = workspace.capacity
+        for _ in 0..<steps {
+            let chosen = randomness.poissonSample(count: data.count, rate: samplingRate)
+            var chunks: [(batch: PackedBatch, targets: Targets)] = []
+            var start = 0
+            while start < chosen.count {
+                var end = start, tokens = 0
+                while end < chosen.count, end - start < capacity.sequences,
+                      tokens + data.sequences[chosen[end]].count <= capacity.tokens {
+                    tokens += data.sequences[chosen[end]].count
+                    end += 1
+                }
+                let positions = Array(chosen[start..<end])
+                chunks.append((PackedBatch(sequences: positions.map { data.sequences[$0] }), data.targets(at: positions)))
+                stats.tokens += tokens
+                start = end
+            }
+            let result = privateStep(chunks, privacy: privacy, noise: randomness, classWeights: classWeights)
+            if result.examples > 0 {
+                guard result.loss.isFinite else {
+                    throw TrainingError("loss became \(result.loss) at update \(step) (step \(stats.steps + 1) of \(steps)); lower the learning rate")
+                }
+                stats.lossSum += Double(result.loss)
+            }
+            stats.steps += 1
+            stats.lastLearningRate = result.learningRate
+            onStep(stats)
+        }
+        return stats
+    }
+}

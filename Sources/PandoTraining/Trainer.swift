@@ -129,7 +129,16 @@ public final class Trainer {
         settings.adam = AdamW.Settings(epsilon: options.adamEpsilon ?? 1e-8, weightDecay: options.weightDecay)
         settings.seed = options.seed
         settings.dropout = options.dropout
-        let batchCap = min(options.batchSize, epochSize)
+        // DP-SGD: Poisson batches of expected size batchSize, in physical chunks of at most 64.
+        var privateSteps: (settings: DPSGDSettings, rate: Double, randomness: DPRandomness)?
+        if let dp = options.privacy {
+            let rate = min(1, Double(options.batchSize) / Double(train.count))
+            let sigma = try dp.noiseMultiplier ?? RDPAccountant.calibrateNoiseMultiplier(
+                targetEpsilon: dp.targetEpsilon!, delta: dp.delta, samplingRate: rate, steps: totalSteps)
+            privateSteps = (DPSGDSettings(maxGradientNorm: dp.maxGradientNorm, noiseMultiplier: Float(sigma),
+                                          expectedBatchSize: rate * Double(train.count)), rate, privacyRandomness())
+        }
+        let batchCap = privateSteps == nil ? min(options.batchSize, epochSize) : min(options.batchSize, 64)
         let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: batchCap, length: maxLength), settings: settings)
         tuner.frozen = frozenTensors
         let evaluator = BatchedInference(model: model, batchSize: options.evaluationBatchSize, maxLength: maxLength)
@@ -142,6 +151,15 @@ public final class Trainer {
         progress.log("training \(task.rawValue) on \(train.count) examples (\(stepsPerEpoch) batches of \(options.batchSize) per epoch, \(options.epochs) epochs, warm-up \(warmup) of \(totalSteps) updates), validating on \(validation.count)")
         if !loadReport.initialized.isEmpty { progress.log("initialised: \(loadReport.initialized.joined(separator: ", "))") }
         if !tuner.frozen.isEmpty { progress.log("frozen: \(tuner.frozen.count) tensors") }
+        if let (dp, rate, _) = privateSteps {
+            let planned = try PrivacyRecord(samplingRate: rate, noiseMultiplier: Double(dp.noiseMultiplier), steps: totalSteps,
+                                            maxGradientNorm: Double(dp.maxGradientNorm), delta: options.privacy!.delta)
+            progress.log(String(format: "differential privacy: DP-SGD, sampling rate %.4g (expected batch %.1f), noise multiplier %.4g, clip %.3g, %d steps: ε = %.3g at δ = %.3g (RDP)",
+                                rate, dp.expectedBatchSize, dp.noiseMultiplier, dp.maxGradientNorm, totalSteps, planned.epsilon, planned.delta))
+            if planned.delta >= 1 / Double(train.count) {
+                progress.log("note: δ = \(planned.delta) is not below 1/n = \(1 / Double(train.count)); a δ that large can allow releasing one example outright")
+            }
+        }
 
         var best: ParameterBuffer?
         var bestValue: Double?
@@ -155,11 +173,22 @@ public final class Trainer {
             let plan = Self.batchPlan(indices: indices, lengths: lengths, batchSize: options.batchSize,
                                       groupingBatches: options.lengthGroupingBatches, using: &epochRNG)
             let start = Date()
-            let stats = try tuner.runEpoch(plan, data: trainData, classWeights: classWeights) { stats in
+            let report = { [progress, options] (stats: EpochStatistics) in
                 let elapsed = max(Date().timeIntervalSince(start), 1e-9)
                 progress.step(epoch: epoch, epochs: options.epochs, step: stats.steps, steps: plan.count,
                               loss: stats.meanLoss, tokensPerSecond: Double(stats.tokens) / elapsed,
                               learningRate: stats.lastLearningRate)
+            }
+            let stats = if let (dp, rate, randomness) = privateSteps {
+                try tuner.runPrivateSteps(stepsPerEpoch, data: trainData, samplingRate: rate, privacy: dp, randomness: randomness,
+                                          classWeights: classWeights, onStep: report)
+            } else {
+                try tuner.runEpoch(plan, data: trainData, classWeights: classWeights, onStep: report)
+            }
+            if let (dp, rate, _) = privateSteps {
+                // ε of the steps taken so far: what the saved weights have spent.
+                record.privacy = try PrivacyRecord(samplingRate: rate, noiseMultiplier: Double(dp.noiseMultiplier), steps: tuner.step,
+                                                   maxGradientNorm: Double(dp.maxGradientNorm), delta: options.privacy!.delta)
             }
             let lossSum = stats.lossSum, tokens = stats.tokens, lastRate = stats.lastLearningRate
             let seconds = Date().timeIntervalSince(start)
@@ -210,6 +239,16 @@ public final class Trainer {
         }
         try writeRecord(record, to: output)
         return record
+    }
+
+    /// The DP-SGD randomness: cryptographic unless `PANDO_DP_TEST_SEED` names a seed, which
+    /// only the test suite sets (to reproduce a run; such a run protects nothing).
+    func privacyRandomness() -> DPRandomness {
+        if let seed = ProcessInfo.processInfo.environment["PANDO_DP_TEST_SEED"].flatMap(UInt64.init) {
+            progress.log("warning: PANDO_DP_TEST_SEED is set: DP-SGD's sampling and noise are reproducible, so this run has no privacy")
+            return SeededRandomness(seed: seed)
+        }
+        return SecureRandomness()
     }
 
     /// Writes the weights, config, tokenizer files and the record; each file atomically.

@@ -55,6 +55,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     /// (math_modules: test accuracy 0.896 grouped, 0.944 not).
     public var lengthGroupingBatches = 0
     public var evaluationBatchSize = 64
+    /// Example-level differential privacy (DP-SGD); nil trains without it.
+    public var privacy: PrivacyOptions?
 
     public init() {}
 
@@ -70,6 +72,60 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         guard freezeLayers >= 0 else { throw bad("--freeze-layers must not be negative") }
         if let patience, patience < 1 { throw bad("--patience must be at least 1") }
         if let r = scoreRange, r.count != 2 || r[0] >= r[1] { throw bad("score range must be two increasing integers") }
+        if let privacy {
+            try privacy.validate()
+            if oversample { throw bad("--oversample repeats examples, so one student's text could count several times in a step; it cannot be combined with differential privacy") }
+        }
+    }
+}
+
+/// DP-SGD settings of a local training run: either a target ε (the noise multiplier is
+/// calibrated to it) or a noise multiplier (ε is then what the accountant reports).
+public struct PrivacyOptions: Codable, Sendable, Equatable {
+    public var targetEpsilon: Double?
+    public var noiseMultiplier: Double?
+    public var delta: Double = 1e-5
+    /// C: each example's gradient is clipped to this L2 norm.
+    public var maxGradientNorm: Float = 1.0
+
+    public init(targetEpsilon: Double? = nil, noiseMultiplier: Double? = nil, delta: Double = 1e-5, maxGradientNorm: Float = 1.0) {
+        self.targetEpsilon = targetEpsilon
+        self.noiseMultiplier = noiseMultiplier
+        self.delta = delta
+        self.maxGradientNorm = maxGradientNorm
+    }
+
+    public func validate() throws {
+        func bad(_ s: String) -> TrainingError { TrainingError(s) }
+        guard (targetEpsilon == nil) != (noiseMultiplier == nil) else { throw bad("differential privacy needs exactly one of --dp-epsilon and --dp-noise-multiplier") }
+        if let e = targetEpsilon, !(e > 0 && e.isFinite) { throw bad("--dp-epsilon must be a positive number") }
+        if let s = noiseMultiplier, !(s > 0 && s.isFinite) { throw bad("--dp-noise-multiplier must be a positive number") }
+        guard delta > 0, delta < 1 else { throw bad("--dp-delta must be in (0, 1)") }
+        guard maxGradientNorm > 0, maxGradientNorm.isFinite else { throw bad("--dp-max-grad-norm must be a positive number") }
+    }
+}
+
+/// What differential privacy a run or a round had, as recorded next to its weights and in
+/// the audit: enough for anyone to recompute ε with an RDP accountant.
+public struct PrivacyRecord: Codable, Sendable, Equatable {
+    public var mechanism = "dp-sgd, Poisson-sampled Gaussian, example level"
+    public var accountant = "rdp"
+    public var samplingRate: Double
+    public var noiseMultiplier: Double
+    public var steps: Int
+    public var maxGradientNorm: Double
+    public var delta: Double
+    public var epsilon: Double
+
+    public init(samplingRate: Double, noiseMultiplier: Double, steps: Int, maxGradientNorm: Double, delta: Double) throws {
+        self.samplingRate = samplingRate
+        self.noiseMultiplier = noiseMultiplier
+        self.steps = steps
+        self.maxGradientNorm = maxGradientNorm
+        self.delta = delta
+        var accountant = RDPAccountant()
+        try accountant.compose(samplingRate: samplingRate, noiseMultiplier: noiseMultiplier, steps: steps)
+        epsilon = accountant.epsilon(delta: delta).epsilon
     }
 }
 
@@ -116,6 +172,8 @@ public struct TrainingRecord: Codable, Sendable {
     public var stoppedEarly = false
     /// Test metrics of the best validation epoch's weights.
     public var test: EvaluationMetrics?
+    /// Differential privacy of the training run, when it had any.
+    public var privacy: PrivacyRecord?
 
     public static func read(from folder: URL) throws -> TrainingRecord? {
         let url = folder.appendingPathComponent(fileName)

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PandoFederation
 import PandoLedger
 import PandoServices
 
@@ -48,7 +49,7 @@ struct AuditCommand: ParsableCommand {
             let report = AuditVerifier.verify(log: URL(fileURLWithPath: log), keys: publicKeys,
                                               clientLogs: clientLogs.map { URL(fileURLWithPath: $0) },
                                               checkpoints: checkpoints.map { URL(fileURLWithPath: $0) }, since: position,
-                                              certificates: certificates)
+                                              certificates: certificates, privacy: PrivacyAccounting.recordedEpsilon)
             if json {
                 print(report.json.terminalSafeDescription)
             } else {
@@ -82,6 +83,10 @@ struct AuditCommand: ParsableCommand {
                 let versions = "\(r.baseVersion.map { String($0.prefix(8)) } ?? "?") → \(r.newVersion.map { String($0.prefix(8)) } ?? "-")"
                 var outcome = r.outcome + (r.reason.map { ": \($0)" } ?? "")
                 if let eps = r.privacy?["epsilon"] { outcome += " ε=\(eps)" }
+                if let worst = r.schoolEpsilon.values.max() {
+                    outcome += String(format: " DP: ε ≤ %.3g per school so far (%@)", worst,
+                                      r.schoolEpsilon.keys.sorted().map { String(format: "%@ %.3g", $0, r.schoolEpsilon[$0]!) }.joined(separator: ", "))
+                }
                 rows.append(["\(r.round)", (schools.isEmpty ? "-" : schools) + rejected, "\(r.examples)", r.strategy ?? "-", versions, outcome])
             }
             print(renderTable(rows), terminator: "")

@@ -71,6 +71,10 @@ struct TrainCommand: ParsableCommand {
     @Flag(help: "Multi-label: tune each label's threshold on validation (else 0.5).") var tuneThresholds = false
     @Option(help: "Regression: integer score range for QWK, as MIN-MAX (default: inferred from integer scores).") var scoreRange: String?
     @Option(help: "Threads for GEMMs and kernels (default: all cores).") var threads: Int?
+    @Option(help: "Train with example-level differential privacy (DP-SGD) at this ε; the noise is calibrated to it by an RDP accountant over all the run's steps. Batches become Poisson samples of expected size --batch-size.") var dpEpsilon: Double?
+    @Option(help: "DP-SGD with this noise multiplier σ instead of a target ε (ε is reported).") var dpNoiseMultiplier: Double?
+    @Option(help: "DP-SGD's δ.") var dpDelta = 1e-5
+    @Option(help: "DP-SGD's per-example clipping norm C.") var dpMaxGradNorm: Float = 1.0
 
     func run() throws {
         if let threads { Parallel.workers = max(1, threads) }
@@ -115,6 +119,9 @@ struct TrainCommand: ParsableCommand {
         options.pooling = pooling
         options.dropout = !noDropout
         options.tuneThresholds = tuneThresholds
+        if dpEpsilon != nil || dpNoiseMultiplier != nil {
+            options.privacy = PrivacyOptions(targetEpsilon: dpEpsilon, noiseMultiplier: dpNoiseMultiplier, delta: dpDelta, maxGradientNorm: dpMaxGradNorm)
+        }
         if let scoreRange {
             let parts = scoreRange.split(separator: "-").compactMap { Int($0) }
             guard parts.count == 2 else { throw ValidationError("--score-range must look like 1-6") }
@@ -129,6 +136,10 @@ struct TrainCommand: ParsableCommand {
         if let t = record.test {
             print("test:")
             print(t.table)
+        }
+        if let p = record.privacy {
+            print(String(format: "differential privacy: ε = %.3g at δ = %.3g (DP-SGD, %d steps at sampling rate %.4g, noise multiplier %.4g, clip %.3g; RDP accountant)",
+                         p.epsilon, p.delta, p.steps, p.samplingRate, p.noiseMultiplier, p.maxGradientNorm))
         }
         print("checkpoint: \(output)")
     }

@@ -1,6 +1,7 @@
 import Foundation
 import PandoTestSupport
 @testable import PandoFederation
+@testable import PandoTraining
 import XCTest
 
 /// RDPAccountant against Google's dp-accounting 0.6.0 (Tests/Fixtures/privacy/dp_accounting_rdp.json,

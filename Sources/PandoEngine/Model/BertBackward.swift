@@ -38,9 +38,17 @@ extension BertModel {
         let g = { (offset: Int) in gradients.buffer.base + offset }
         let noDropout = DropoutMask(probability: 0, key: 0)
 
+        let norms = ws.exampleNorms
+        norms?.reset(batch, table: ws.table)
+
         // Head: logits = drop(pooled)·Wcᵀ + bc.
-        BLAS.gemm(transA: true, m: C, n: H, k: B, a: ws.dLogits.base, lda: C, b: ws.pooledDropped.base, ldb: H, beta: 1, c: g(offsets.classifierWeight), ldc: H)
-        for b in 0..<B { for j in 0..<C { g(offsets.classifierBias)[j] += ws.dLogits[b * C + j] } }
+        if let norms {
+            norms.linear(dY: ws.dLogits.base, ld: C, x: ws.pooledDropped.base, rows: B, inputs: H, outputs: C,
+                         weight: offsets.classifierWeight, bias: offsets.classifierBias)
+        } else {
+            BLAS.gemm(transA: true, m: C, n: H, k: B, a: ws.dLogits.base, lda: C, b: ws.pooledDropped.base, ldb: H, beta: 1, c: g(offsets.classifierWeight), ldc: H)
+            for b in 0..<B { for j in 0..<C { g(offsets.classifierBias)[j] += ws.dLogits[b * C + j] } }
+        }
         BLAS.gemm(m: B, n: H, k: C, a: ws.dLogits.base, lda: C, b: p(offsets.classifierWeight), ldb: H, c: ws.dPooled.base, ldc: H)
         dropout?.mask(c.classifierDropout ?? c.hiddenDropout, site: DropoutSite.classifier).apply(ws.dPooled.base, count: B * H)
 
@@ -51,8 +59,13 @@ extension BertModel {
         case .pooler:
             let dPre = ws.dPooled.base
             for i in 0..<(B * H) { dPre[i] *= 1 - ws.pooled[i] * ws.pooled[i] }
-            BLAS.gemm(transA: true, m: H, n: H, k: B, a: dPre, lda: H, b: ws.poolInput.base, ldb: H, beta: 1, c: g(offsets.poolerWeight), ldc: H)
-            for b in 0..<B { for j in 0..<H { g(offsets.poolerBias)[j] += dPre[b * H + j] } }
+            if let norms {
+                norms.linear(dY: dPre, ld: H, x: ws.poolInput.base, rows: B, inputs: H, outputs: H,
+                             weight: offsets.poolerWeight, bias: offsets.poolerBias)
+            } else {
+                BLAS.gemm(transA: true, m: H, n: H, k: B, a: dPre, lda: H, b: ws.poolInput.base, ldb: H, beta: 1, c: g(offsets.poolerWeight), ldc: H)
+                for b in 0..<B { for j in 0..<H { g(offsets.poolerBias)[j] += dPre[b * H + j] } }
+            }
             BLAS.gemm(m: B, n: H, k: H, a: dPre, lda: H, b: p(offsets.poolerWeight), ldb: H, c: ws.dPoolInput.base, ldc: H)
             for b in 0..<B { (dTop.base + ws.table.offsets[b] * H).update(from: ws.dPoolInput.base + b * H, count: H) }
         case .cls:
@@ -70,7 +83,7 @@ extension BertModel {
         }
 
         var dOut = ws.dHidden!, dIn = ws.dNext!
-        for l in stride(from: c.layers - 1, through: 0, by: -1) {
+        for l in stride(from: c.layers - 1, through: max(ws.backwardFloor, 0), by: -1) {
             if l == c.layers - 1 && ws.lastLayerRanFirstTokensOnly {
                 precondition(head.pooling != .mean, "a mean-pooling head needs every row of the last layer")
                 lastLayerFirstTokensBackward(batch, workspace: ws, gradients: gradients, dropout: dropout, dTop: dOut, dInput: dIn)
@@ -96,14 +109,21 @@ extension BertModel {
             swap(&dOut, &dIn)
         }
 
+        // Below the lowest trained layer no parameter needs a gradient.
+        if ws.backwardFloor >= 0 { return }
+
         // Embeddings: dropout, LayerNorm, then scatter into the three tables.
         dropout?.mask(c.hiddenDropout, site: DropoutSite.embeddings).apply(dOut.base, count: N * H)
         let dSum = dIn
         ws.dEmbeddingSum = dSum
-        LayerNormKernel.backward(
-            dOutput: dOut.base, normalized: ws.embeddingNormalized.base, inverseStd: ws.embeddingInverseStd.base,
-            gamma: p(offsets.embeddingGamma), rows: N, cols: H, dInput: dSum.base,
-            dGamma: g(offsets.embeddingGamma), dBeta: g(offsets.embeddingBeta), scratch: ws.normScratch)
+        layerNormBackward(dOutput: dOut.base, normalized: ws.embeddingNormalized.base, inverseStd: ws.embeddingInverseStd.base,
+                          gamma: offsets.embeddingGamma, beta: offsets.embeddingBeta, rows: N, dInput: dSum.base,
+                          gradients: gradients, workspace: ws)
+        if let norms {
+            norms.embeddings(dSum: dSum.base, batch: batch, hidden: H, word: offsets.word, position: offsets.position,
+                             tokenType: offsets.tokenType, vocabulary: c.vocabSize, positions: c.maxPositions, types: c.typeVocabSize)
+            return
+        }
         let word = g(offsets.word), pos = g(offsets.position), typ = g(offsets.tokenType)
         for t in 0..<N {
             let d = dSum.base + t * H
@@ -114,6 +134,20 @@ extension BertModel {
 }
 
 extension BertModel {
+    /// How far down backward must go for the tensors not in `frozen` to get their gradients:
+    /// -1 when an embedding tensor is trained (all the way), else the lowest encoder layer
+    /// with a trained tensor (`layers` when only the head is trained). Frozen lower layers
+    /// then cost no backward at all.
+    public func backwardFloor(frozen: Set<String>) -> Int {
+        let starts = offsets.layers.map(\.qkvWeight), encoderEnd = offsets.poolerWeight
+        var floor = config.layers
+        for spec in layout.tensors where !frozen.contains(spec.name) {
+            if spec.offset < (starts.first ?? encoderEnd) { return -1 }
+            if spec.offset < encoderEnd, let l = starts.lastIndex(where: { $0 <= spec.offset }) { floor = min(floor, l) }
+        }
+        return floor
+    }
+
     /// Backward of `denseHalf`: from the gradient of its output (`dOutput`), adds the
     /// half's parameter gradients, writes the gradient of the attention context into
     /// `dContext` and the residual gradient of the layer input into `dInput`. `dH1` and
@@ -124,11 +158,9 @@ extension BertModel {
         dropout: DropoutKey?
     ) {
         let c = config, H = c.hiddenSize, I = c.intermediateSize, o = offsets.layers[l], rows = t.rows
-        let g = { (offset: Int) in gradients.buffer.base + offset }
         // Output LayerNorm; its input was drop(ffn + b2) + h1, so dH1 is also h1's residual gradient.
-        LayerNormKernel.backward(
-            dOutput: dOutput, normalized: t.normalized2!, inverseStd: t.inverseStd2, gamma: p(o.norm2Gamma),
-            rows: rows, cols: H, dInput: dH1.base, dGamma: g(o.norm2Gamma), dBeta: g(o.norm2Beta), scratch: ws.normScratch)
+        layerNormBackward(dOutput: dOutput, normalized: t.normalized2!, inverseStd: t.inverseStd2, gamma: o.norm2Gamma, beta: o.norm2Beta,
+                          rows: rows, dInput: dH1.base, gradients: gradients, workspace: ws)
         let dFFNOut = throughDropout(dH1, count: rows * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)), scratch: ws.dDropped)
         // ffn = act(h1·W1ᵀ + b1)·W2ᵀ + b2; the activation is recomputed from its input.
         Elementwise.activation(t.ffnPre, count: rows * I, activation: c.activation, output: t.ffnAct)
@@ -138,9 +170,8 @@ extension BertModel {
         linearBackward(dOutput: dFFN, input: t.attended, rows: rows, inputs: H, outputs: I,
                        weight: o.ffnInWeight, bias: o.ffnInBias, gradients: gradients, dInput: dH1.base, accumulate: true, workspace: ws)
         // Attention LayerNorm; its input was drop(attn + bo) + x.
-        LayerNormKernel.backward(
-            dOutput: dH1.base, normalized: t.normalized1!, inverseStd: t.inverseStd1, gamma: p(o.norm1Gamma),
-            rows: rows, cols: H, dInput: dInput.base, dGamma: g(o.norm1Gamma), dBeta: g(o.norm1Beta), scratch: ws.normScratch)
+        layerNormBackward(dOutput: dH1.base, normalized: t.normalized1!, inverseStd: t.inverseStd1, gamma: o.norm1Gamma, beta: o.norm1Beta,
+                          rows: rows, dInput: dInput.base, gradients: gradients, workspace: ws)
         let dAttnOut = throughDropout(dInput, count: rows * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
         linearBackward(dOutput: dAttnOut, input: t.context, rows: rows, inputs: H, outputs: H,
                        weight: o.attentionOutWeight, bias: o.attentionOutBias, gradients: gradients, dInput: dContext, accumulate: false, workspace: ws)
@@ -157,9 +188,30 @@ extension BertModel {
         workspace ws: BertWorkspace
     ) {
         let g = gradients.buffer.base, ld = outputStride ?? outputs
-        BLAS.gemv(trans: true, m: rows, n: outputs, a: dOutput, lda: ld, x: ws.ones.base, beta: 1, y: g + bias)
-        BLAS.gemm(transA: true, m: outputs, n: inputs, k: rows, a: dOutput, lda: ld, b: input, ldb: inputs, beta: 1, c: g + weight, ldc: inputs)
+        if let norms = ws.exampleNorms {
+            norms.linear(dY: dOutput, ld: ld, x: input, rows: rows, inputs: inputs, outputs: outputs, weight: weight, bias: bias)
+        } else {
+            BLAS.gemv(trans: true, m: rows, n: outputs, a: dOutput, lda: ld, x: ws.ones.base, beta: 1, y: g + bias)
+            BLAS.gemm(transA: true, m: outputs, n: inputs, k: rows, a: dOutput, lda: ld, b: input, ldb: inputs, beta: 1, c: g + weight, ldc: inputs)
+        }
         BLAS.gemm(m: rows, n: inputs, k: outputs, a: dOutput, lda: ld, b: p(weight), ldb: inputs, beta: accumulate ? 1 : 0, c: dInput, ldc: inputs)
+    }
+
+    /// LayerNorm's backward: writes `dInput` and adds γ's and β's gradients (parameter
+    /// offsets `gamma`, `beta`), or in norm mode their per-example norms.
+    func layerNormBackward(
+        dOutput: UnsafePointer<Float>, normalized: UnsafePointer<Float>, inverseStd: UnsafePointer<Float>, gamma: Int, beta: Int,
+        rows: Int, dInput: UnsafeMutablePointer<Float>, gradients: ParameterBuffer, workspace ws: BertWorkspace
+    ) {
+        let H = config.hiddenSize, g = gradients.buffer.base
+        var dGamma = g + gamma, dBeta = g + beta
+        if let norms = ws.exampleNorms {
+            norms.layerNorm(dY: dOutput, normalized: normalized, rows: rows, cols: H, gamma: gamma, beta: beta)
+            dGamma = norms.discard.buffer.base
+            dBeta = dGamma + H
+        }
+        LayerNormKernel.backward(dOutput: dOutput, normalized: normalized, inverseStd: inverseStd, gamma: p(gamma), rows: rows, cols: H,
+                                 dInput: dInput, dGamma: dGamma, dBeta: dBeta, scratch: ws.normScratch)
     }
 
     /// The gradient through a dropout mask: `grad` itself when dropout is

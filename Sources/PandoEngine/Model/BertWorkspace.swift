@@ -50,6 +50,11 @@ public final class BertWorkspace: @unchecked Sendable {
     var normScratch: FloatBuffer!, ones: FloatBuffer!
     /// Gradient of the summed input embeddings after a backward pass.
     var dEmbeddingSum: FloatBuffer?
+    /// Set while a backward pass runs in norm mode: parameter gradients go to per-example
+    /// norms here instead of into the gradient buffer (``BertModel/clippedGradients``).
+    var exampleNorms: ExampleGradientNorms?
+    /// The lowest layer backward runs (``BertModel/backwardFloor(frozen:)``); -1: all, embeddings included.
+    public var backwardFloor = -1
 
     // Head.
     var poolInput: FloatBuffer!, pooled: FloatBuffer!, pooledDropped: FloatBuffer!

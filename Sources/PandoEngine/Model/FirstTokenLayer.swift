@@ -95,6 +95,14 @@ extension BertModel {
 
         denseHalfBackward(f.denseHalf(rows: B, training: true), layer: l, dOutput: f.dOut.base, dH1: f.dH1, dFFN: f.dFFN.base,
                           dInput: f.dX, dContext: f.dContext.base, gradients: gradients, workspace: ws, dropout: dropout)
+        // The probabilities buffer is shared by all layers and the backward of the earlier
+        // ones recomputes theirs into it, so redraw this layer's first-query rows (B·heads·L·d
+        // multiply-adds): a second backward over the same forward, as DP-SGD's clipping
+        // runs, then reads this layer's probabilities, not layer 0's.
+        AttentionKernel.forwardFirstQuery(
+            queries: f.q.base, qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table,
+            probabilities: a.probabilities.base, stride: ws.capacity.length, dropped: ws.dropped.base, context: f.context.base,
+            dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? DropoutMask(probability: 0, key: 0))
         AttentionKernel.backwardFirstQuery(
             queries: f.q.base, qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table,
             probabilities: a.probabilities.base, stride: ws.capacity.length, dropped: ws.dropped.base,

@@ -27,7 +27,11 @@ public final class FineTuner: @unchecked Sendable {
     public let gradients: ParameterBuffer
     public let optimizer: AdamW
     /// Updates taken so far.
-    public private(set) var step = 0
+    public internal(set) var step = 0
+    /// Per-example norm scratch for private steps, made at the first one.
+    var exampleNorms: ExampleGradientNorms?
+    /// Noise is drawn in chunks of this buffer, so a private step allocates nothing.
+    lazy var noiseScratch = FloatStorage(count: 1 << 16)
 
     public init(model: BertModel, capacity: BatchCapacity, settings: Settings) {
         self.model = model
@@ -49,7 +53,19 @@ public final class FineTuner: @unchecked Sendable {
     /// Tensors excluded from updates (for freezing embeddings or layers).
     public var frozen: Set<String> {
         get { optimizer.frozen }
-        set { optimizer.frozen = newValue }
+        set {
+            optimizer.frozen = newValue
+            workspace.backwardFloor = model.backwardFloor(frozen: newValue)
+        }
+    }
+
+    /// Adds FedProx's `μ · (w − anchor)` to the gradients when a proximal term is set.
+    func addProximalTerm() {
+        guard let (anchor, mu) = proximal, mu > 0 else { return }
+        let g = gradients.buffer.base, w = model.parameters.buffer.base, a = anchor.buffer.base
+        Parallel.forRanges(gradients.buffer.count, minimumChunk: 1 << 16) { range in
+            for i in range { g[i] += mu * (w[i] - a[i]) }
+        }
     }
 
     /// One update on `batch`; returns the loss before the update.
@@ -58,12 +74,7 @@ public final class FineTuner: @unchecked Sendable {
         gradients.zero()
         let key = settings.dropout ? DropoutKey(seed: settings.seed, step: UInt64(step)) : nil
         let loss = model.lossAndGradients(batch, targets: targets, workspace: workspace, gradients: gradients, dropout: key, classWeights: classWeights)
-        if let (anchor, mu) = proximal, mu > 0 {
-            let g = gradients.buffer.base, w = model.parameters.buffer.base, a = anchor.buffer.base
-            Parallel.forRanges(gradients.buffer.count, minimumChunk: 1 << 16) { range in
-                for i in range { g[i] += mu * (w[i] - a[i]) }
-            }
-        }
+        addProximalTerm()
         let norm: Float
         if let maxNorm = settings.maxGradientNorm {
             norm = GradientClipping.clip(gradients, maxNorm: maxNorm)

@@ -305,15 +305,31 @@ struct LocalSection: Decodable {
     var dropout: Bool?
     var linear_decay: Bool?
     var freeze_embeddings: Bool?
+    var privacy: PrivacySection?
     enum Keys: String, CodingKey, CaseIterable {
         case epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay, max_gradient_norm, dropout, linear_decay
-        case freeze_embeddings
+        case freeze_embeddings, privacy
+    }
+    /// `local.privacy`: DP-SGD at every school.
+    struct PrivacySection: Decodable {
+        var noise_multiplier: Double
+        var max_gradient_norm: Double?
+        var delta: Double?
+        enum Keys: String, CodingKey, CaseIterable { case noise_multiplier, max_gradient_norm, delta }
+        init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(Keys.self)
+            let c = try decoder.container(keyedBy: Keys.self)
+            noise_multiplier = try c.decode(Double.self, forKey: .noise_multiplier)
+            max_gradient_norm = try c.decodeIfPresent(Double.self, forKey: .max_gradient_norm)
+            delta = try c.decodeIfPresent(Double.self, forKey: .delta)
+        }
     }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
         freeze_embeddings = try c.decodeIfPresent(Bool.self, forKey: .freeze_embeddings)
-        for key in Keys.allCases where key != .dropout && key != .linear_decay && key != .freeze_embeddings {
+        privacy = try c.decodeIfPresent(PrivacySection.self, forKey: .privacy)
+        for key in Keys.allCases where key != .dropout && key != .linear_decay && key != .freeze_embeddings && key != .privacy {
             if let v = try c.decodeIfPresent(Double.self, forKey: key) { values[key] = v }
         }
         dropout = try c.decodeIfPresent(Bool.self, forKey: .dropout)
@@ -338,9 +354,21 @@ struct LocalSection: Decodable {
         if let g = values[.max_gradient_norm] { p.maxGradientNorm = g > 0 ? Float(g) : nil }
         p.dropout = dropout ?? p.dropout
         p.linearDecay = linear_decay ?? p.linearDecay
-        if freeze_embeddings == false {
-            throw ConfigurationError(file: file, field: "local.freeze_embeddings",
-                                     "training the embedding tables would reveal which words each school's students used; it needs differential privacy, which this version does not offer yet (schools decline such rounds)")
+        if let dp = privacy {
+            guard dp.noise_multiplier > 0, dp.noise_multiplier <= 1000 else {
+                throw ConfigurationError(file: file, field: "local.privacy.noise_multiplier", "must be in (0, 1000]")
+            }
+            let clip = dp.max_gradient_norm ?? 1, delta = dp.delta ?? 1e-5
+            guard clip > 0, clip <= 1e6 else { throw ConfigurationError(file: file, field: "local.privacy.max_gradient_norm", "must be in (0, 1e6]") }
+            guard delta > 0, delta < 1 else { throw ConfigurationError(file: file, field: "local.privacy.delta", "must be in (0, 1)") }
+            p.privacy = RoundPrivacy(noiseMultiplier: dp.noise_multiplier, maxGradientNorm: Float(clip), delta: delta)
+        }
+        if let freeze = freeze_embeddings {
+            guard freeze || p.privacy != nil else {
+                throw ConfigurationError(file: file, field: "local.freeze_embeddings",
+                                         "training the embedding tables would reveal which words each school's students used; it is allowed only with differential privacy (local.privacy)")
+            }
+            p.freezeEmbeddings = freeze
         }
         return p
     }

@@ -1,5 +1,6 @@
 import Foundation
 import PandoData
+import PandoFederation
 import PandoLedger
 import PandoTraining
 import PandoTransport
@@ -22,6 +23,10 @@ import PandoTransport
 /// tls:
 ///   folder: certs/lincoln-high       # school.pem, school-key.pem, ca.pem, crl.pem
 /// cache: pando-cache                 # downloaded global versions, outgoing updates, the school log
+/// privacy:                           # optional: this school's own differential-privacy budget
+///   target_epsilon: 8                # over every round it ever takes part in; rounds beyond it are declined
+///   delta: 1.0e-5
+///   max_gradient_norm: 1.0           # per-example clip (else the plan's)
 /// ```
 /// Relative paths are relative to the configuration file's folder.
 public struct SchoolConfiguration: Sendable {
@@ -45,6 +50,9 @@ public struct SchoolConfiguration: Sendable {
     /// The school's own record of every update it sent.
     public var log: URL
     public var threads: Int?
+    /// The school's differential-privacy budget (`privacy:`); nil: the school takes rounds
+    /// with or without DP, and accounts and reports ε for those with it.
+    public var privacy: SchoolPrivacyBudget?
 
     public init(data: URL, format: DataFormat, labels: [String], baseModel: URL, transport: SchoolTransportConfiguration,
                 cache: URL, log: URL? = nil, federationID: String? = nil) {
@@ -112,6 +120,13 @@ public struct SchoolConfiguration: Sendable {
             throw bad("school.validation_fraction", "must be in [0, 1)")
         }
         if let p = c.port, !(1...65535).contains(p) { throw bad("coordinator.port", "must be 1–65535") }
+        if let p = file.privacy {
+            guard p.target_epsilon > 0, p.target_epsilon.isFinite else { throw bad("privacy.target_epsilon", "must be a positive number") }
+            let delta = p.delta ?? 1e-5
+            guard delta > 0, delta < 1 else { throw bad("privacy.delta", "must be in (0, 1)") }
+            if let g = p.max_gradient_norm, !(g > 0 && g <= 1e6) { throw bad("privacy.max_gradient_norm", "must be in (0, 1e6]") }
+            config.privacy = SchoolPrivacyBudget(targetEpsilon: p.target_epsilon, delta: delta, maxGradientNorm: p.max_gradient_norm.map(Float.init))
+        }
         return config
     }
 }
@@ -126,7 +141,8 @@ struct SchoolFile: Decodable {
     var cache: String?
     var log: String?
     var threads: Int?
-    enum Keys: String, CodingKey, CaseIterable { case school, federation, coordinator, tls, cache, log, threads }
+    var privacy: PrivacyBudgetSection?
+    enum Keys: String, CodingKey, CaseIterable { case school, federation, coordinator, tls, cache, log, threads, privacy }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
@@ -137,6 +153,21 @@ struct SchoolFile: Decodable {
         cache = try c.decodeIfPresent(String.self, forKey: .cache)
         log = try c.decodeIfPresent(String.self, forKey: .log)
         threads = try c.decodeIfPresent(Int.self, forKey: .threads)
+        privacy = try c.decodeIfPresent(PrivacyBudgetSection.self, forKey: .privacy)
+    }
+}
+
+struct PrivacyBudgetSection: Decodable {
+    var target_epsilon: Double
+    var delta: Double?
+    var max_gradient_norm: Double?
+    enum Keys: String, CodingKey, CaseIterable { case target_epsilon, delta, max_gradient_norm }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        target_epsilon = try c.decode(Double.self, forKey: .target_epsilon)
+        delta = try c.decodeIfPresent(Double.self, forKey: .delta)
+        max_gradient_norm = try c.decodeIfPresent(Double.self, forKey: .max_gradient_norm)
     }
 }
 

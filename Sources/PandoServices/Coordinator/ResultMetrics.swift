@@ -8,13 +8,14 @@ enum ResultMetrics {
     /// Fractions of examples or labels: [0, 1].
     static let fractions: Set<String> = [
         "accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall",
-        "micro_f1", "micro_precision", "micro_recall", "subset_accuracy", "hamming_loss",
+        "micro_f1", "micro_precision", "micro_recall", "subset_accuracy", "hamming_loss", "dp_sampling_rate", "dp_delta",
     ]
     /// Correlations and agreement: [-1, 1] (quadratic weighted kappa is 2·cov / (var + var + Δmean²)).
     static let correlations: Set<String> = ["pearson", "spearman", "qwk"]
     /// Losses, errors, counts and durations: ≥ 0.
     static let nonNegative: Set<String> = [
         "loss", "rmse", "mae", "mean_absolute_level_error", "train_loss", "last_epoch_loss", "steps", "tokens", "seconds",
+        "dp_noise_multiplier", "dp_steps", "dp_max_gradient_norm", "dp_epsilon", "dp_epsilon_total", "dp_spends",
     ]
     /// Rounding slack for sums and means computed in floating point.
     static let slack = 1e-9

@@ -55,6 +55,9 @@ public final class SchoolAgent: @unchecked Sendable {
     var uploadPacing: (@Sendable (UInt64, UInt64) async -> Void)?
     /// Test hook: changes the metrics of a result before it is sent (a school that lies).
     var alterMetrics: (@Sendable (RoundTask, [WireToken: Double]) -> [WireToken: Double])?
+    /// DP-SGD's sampling and noise: nil is a fresh cryptographic generator each round; a test
+    /// may set a seeded one to reproduce a round (which then protects nothing).
+    var privacyRandomness: DPRandomness?
 
     /// The versions this school accepted (read back from its log at start).
     private let lineage: NIOLockedValueBox<ModelLineage>
@@ -200,11 +203,14 @@ public final class SchoolAgent: @unchecked Sendable {
         do { plan = try RoundParameters.decode(a.parameters) } catch {
             return try await decline(a, reason: "\(error)", code: "bad-parameters", on: conn)
         }
-        // The school guards its own students' words: without differential privacy (not
-        // available yet) it never trains, or sends, the embedding tables.
-        guard plan.freezeEmbeddings || a.task == .evaluate else {
+        // The school guards its own students' words: without differential privacy it never
+        // trains, or sends, the embedding tables.
+        guard plan.freezeEmbeddings || plan.privacy != nil || a.task == .evaluate else {
             return try await decline(a, reason: "the plan trains the token, position and token-type embeddings, whose update would reveal the words this school's students used; this school trains them only with differential privacy",
                                      code: "embeddings-not-frozen", on: conn)
+        }
+        if a.task == .train, let refusal = try privacyRefusal(plan, round: round) {
+            return try await decline(a, reason: refusal.reason, code: refusal.code, on: conn)
         }
         guard a.parameters[RoundParameters.labelSetDigest] == labelSet.digest else {
             return try await decline(a, reason: "the federation's label set differs from this school's configuration (\(configuration.labels.count) labels): ask the district for the current federation settings",
@@ -327,13 +333,15 @@ public final class SchoolAgent: @unchecked Sendable {
         let data = encoded(maxLength: plan.maxLength).train
         if updater == nil || updater!.model.layout != model.layout { updater = LocalUpdater(like: model) }
         let updater = Unchecked(self.updater!)
-        let result: (String, [String: Double])
+        let clip = configuration.privacy?.maxGradientNorm, randomness = privacyRandomness
+        var result: (String, [String: Double])
         do {
             let client = self.client, onEvent = self.onEvent
             result = try await ComputeLane.run {
                 var shown = 0
                 let update = try updater.value.train(school: school, data: data, from: model, round: round,
-                                                     baseVersion: a.model.sha256.hex, plan: plan) { fraction in
+                                                     baseVersion: a.model.sha256.hex, plan: plan, clip: clip,
+                                                     randomness: randomness) { fraction in
                     client.setActivity(.training, progress: fraction)
                     let tenths = Int(fraction * 10)
                     if tenths > shown, tenths < 10 {
@@ -349,6 +357,16 @@ public final class SchoolAgent: @unchecked Sendable {
             client.setActivity(.idle)
             return try await decline(a, reason: "local training failed: \(error)", code: "training-failed", on: conn, status: .failed)
         }
+        // Under DP: what this round spends, and the school's ε over every round it released.
+        var privacy: [String: CanonicalJSON]?
+        if let spend = PrivacySpend(round: round, metrics: result.1) {
+            let delta = privacyDelta(plan), spent = try privacySpends()
+            let roundEpsilon = try PrivacyAccounting.epsilon([spend], delta: delta)
+            let total = try PrivacyAccounting.epsilon(spent + [spend], delta: delta)
+            PrivacyAccounting.report(into: &result.1, delta: delta, roundEpsilon: roundEpsilon, totalEpsilon: total, spends: spent.count + 1)
+            privacy = PrivacyAccounting.auditFields(from: result.1)
+            logger.info("round \(round): DP-SGD at sampling rate \(spend.samplingRate), noise multiplier \(spend.noiseMultiplier), \(spend.steps) steps: ε \(roundEpsilon) this round, \(total) in all (δ = \(delta), \(spent.count + 1) rounds)")
+        }
         try tamper?(file)
         let digest = try ObjectDigest(hex: tamper == nil ? result.0 : Self.sha256(of: file)).orThrow("bad digest")
         let size = UInt64((try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0)
@@ -357,11 +375,48 @@ public final class SchoolAgent: @unchecked Sendable {
         // Written ahead, fsynced, before a byte is offered: the school's log never lacks an
         // update the coordinator could hold. (One it logged but the coordinator never
         // stored shows up in `pando audit verify` as a note naming why it was left out.)
-        try schoolLog.append(SchoolLogEntry(school: school, round: round, baseVersion: a.model.sha256.hex,
-                                            updateSHA256: digest.hex, wireBytes: Int(size), examples: data.count,
-                                            federation: configuration.federationID))
+        var logged = SchoolLogEntry(school: school, round: round, baseVersion: a.model.sha256.hex,
+                                    updateSHA256: digest.hex, wireBytes: Int(size), examples: data.count,
+                                    federation: configuration.federationID)
+        logged.privacy = privacy
+        try schoolLog.append(logged)
         pending.withLockedValue { $0 = upload }
         try await deliver(upload, on: conn)
+    }
+
+    /// Every DP-SGD spend this school's log records for this federation, oldest first: the
+    /// updates it released (each logged before a byte of it left), across restarts.
+    func privacySpends() throws -> [PrivacySpend] {
+        try schoolLog.records().compactMap { r in
+            guard r["event"]?.stringValue == "updateSent", r["federation"]?.stringValue == configuration.federationID,
+                  let fields = r["privacy"]?.objectValue, let round = r["round"]?.intValue else { return nil }
+            return PrivacySpend(auditFields: fields, round: round)
+        }
+    }
+
+    /// The δ this school accounts at: its budget's, else the plan's.
+    func privacyDelta(_ plan: LocalTrainingPlan) -> Double { configuration.privacy?.delta ?? plan.privacy?.delta ?? 1e-5 }
+
+    /// Why this school refuses the plan's privacy, if it does: a budget but no DP in the plan,
+    /// or a round that would take its ε over the budget (ε composed over every round it has
+    /// spent in, and this one at its own sampling rate).
+    func privacyRefusal(_ plan: LocalTrainingPlan, round: Int) throws -> (code: WireToken, reason: String)? {
+        guard let budget = configuration.privacy else { return nil }
+        guard let dp = plan.privacy else {
+            return ("privacy-required", "this school trains only with differential privacy (privacy.target_epsilon \(budget.targetEpsilon)) and the plan has none")
+        }
+        let schedule = LocalUpdater.privateSchedule(plan, examples: training.count)
+        let clip = Double(budget.maxGradientNorm ?? dp.maxGradientNorm)
+        let spent = try privacySpends()
+        let next = PrivacySpend(round: round, samplingRate: schedule.samplingRate, noiseMultiplier: Double(Float(dp.noiseMultiplier)),
+                                steps: schedule.steps, maxGradientNorm: clip)
+        let before = try PrivacyAccounting.epsilon(spent, delta: budget.delta)
+        let after = try PrivacyAccounting.epsilon(spent + [next], delta: budget.delta)
+        guard after <= budget.targetEpsilon else {
+            return ("privacy-budget-exceeded", String(format: "this round would take the school's ε from %.4g to %.4g (δ = %.3g, %d earlier rounds), over its budget of %.4g",
+                                                     before, after, budget.delta, spent.count, budget.targetEpsilon))
+        }
+        return nil
     }
 
     /// Offers the update (resuming a cut upload) and sends the result.

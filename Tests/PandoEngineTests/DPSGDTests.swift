@@ -1,0 +1,180 @@
+import Foundation
+import XCTest
+@testable import PandoEngine
+
+/// DP-SGD's per-example clipping against the naive method it replaces: one backward
+/// pass per example, its norm over the trained tensors, clipped, summed.
+final class DPSGDTests: XCTestCase {
+    func tinyModel(_ objective: Objective, outputs: Int, pooling: Pooling) throws -> BertModel {
+        let labels = (0..<outputs).map { "l\($0)" }
+        let (base, _) = try BertModel.load(from: Fixture.url("tiny/softmax"), head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
+        let model = BertModel(config: base.config, head: ClassifierHead(objective: objective, labels: labels, pooling: pooling), seed: 7)
+        // The encoder from the fixture, the head freshly initialised (seeded).
+        for spec in model.layout.tensors where base.layout[spec.name] != nil && base.layout[spec.name]!.shape == spec.shape {
+            model.parameters.view(spec).copy(from: base.parameters.view(spec.name))
+        }
+        return model
+    }
+
+    /// Six sequences of lengths 1 to 40 (the fixture's positions), with repeated word ids
+    /// and both token types, so that every norm path runs: one-row, Gram ("ghost") and
+    /// explicit products, and the embedding rows shared inside a sequence.
+    func batch() -> (PackedBatch, [[Int32]], [[Int32]]) {
+        var state: UInt64 = 11
+        let lengths = [1, 3, 11, 20, 33, 40]
+        var sequences: [[Int32]] = [], types: [[Int32]] = []
+        for L in lengths {
+            sequences.append((0..<L).map { i in i == 0 ? 2 : Int32(5 + { state = CounterRandom.mix(state); return state }() % 12) })
+            types.append((0..<L).map { i in i < L / 2 ? 0 : 1 })
+        }
+        return (PackedBatch(sequences: sequences, types: types), sequences, types)
+    }
+
+    func targets(_ objective: Objective, count: Int, outputs: Int) -> Targets {
+        switch objective {
+        case .softmaxCrossEntropy: .classes((0..<count).map { $0 % outputs })
+        case .sigmoidBinaryCrossEntropy: .multiHot((0..<(count * outputs)).map { Float(($0 * 7) % 3 == 0 ? 1 : 0) })
+        case .meanSquaredError: .scores((0..<count).map { Float($0) * 0.3 - 0.5 })
+        }
+    }
+
+    func subset(_ t: Targets, _ b: Int, outputs: Int) -> Targets {
+        switch t {
+        case .classes(let y): .classes([y[b]])
+        case .multiHot(let y): .multiHot(Array(y[(b * outputs)..<((b + 1) * outputs)]))
+        case .scores(let y): .scores([y[b]])
+        }
+    }
+
+    func testClippedGradientsEqualNaivePerExampleClipping() throws {
+        let cases: [(Objective, Int, Pooling, Bool)] = [
+            (.softmaxCrossEntropy, 3, .pooler, true), (.softmaxCrossEntropy, 3, .pooler, false),
+            (.softmaxCrossEntropy, 4, .cls, true), (.sigmoidBinaryCrossEntropy, 5, .mean, false),
+            (.meanSquaredError, 1, .mean, true), (.softmaxCrossEntropy, 3, .mean, true), (.meanSquaredError, 1, .pooler, true),
+        ]
+        for (objective, outputs, pooling, freezeEmbeddings) in cases {
+            let model = try tinyModel(objective, outputs: outputs, pooling: pooling)
+            let frozen = freezeEmbeddings ? Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix("bert.embeddings.") }) : []
+            let (packed, sequences, types) = batch()
+            let y = targets(objective, count: packed.count, outputs: outputs)
+            let capacity = BatchCapacity(sequences: packed.count, length: 40, tokens: packed.tokenCount)
+            let ws = BertWorkspace(model: model, capacity: capacity, training: true)
+
+            // Naive: one example at a time.
+            var naiveNorms: [Double] = []
+            var perExample: [ParameterBuffer] = []
+            for b in 0..<packed.count {
+                let g = ParameterBuffer(layout: model.layout)
+                _ = model.lossAndGradients(PackedBatch(sequences: [sequences[b]], types: [types[b]]), targets: subset(y, b, outputs: outputs),
+                                           workspace: ws, gradients: g, dropout: nil)
+                for spec in model.layout.tensors where frozen.contains(spec.name) { g.view(spec).fill(0) }
+                naiveNorms.append(Elementwise.sumOfSquares(g.buffer.base, count: g.buffer.count).squareRoot())
+                perExample.append(g)
+            }
+            // A clip between the smallest and largest norm, so both branches run.
+            let C = Float(naiveNorms.sorted()[packed.count / 2])
+            let expected = ParameterBuffer(layout: model.layout)
+            for (b, g) in perExample.enumerated() {
+                let factor = min(1, Double(C) / (naiveNorms[b] + 1e-6))
+                for i in 0..<g.buffer.count { expected.buffer[i] += Float(factor) * g.buffer[i] }
+            }
+
+            let norms = ExampleGradientNorms(model: model, frozen: frozen, capacity: capacity)
+            let got = ParameterBuffer(layout: model.layout)
+            let result = model.clippedGradients(packed, targets: y, workspace: ws, norms: norms, maxGradientNorm: C, gradients: got, dropout: nil)
+            let label = "\(objective) \(pooling) frozen embeddings \(freezeEmbeddings)"
+            for b in 0..<packed.count {
+                XCTAssertEqual(result.norms[b], naiveNorms[b], accuracy: 1e-4 * naiveNorms[b] + 1e-7, "\(label): norm of example \(b)")
+            }
+            for spec in model.layout.tensors where frozen.contains(spec.name) { got.view(spec).fill(0) }
+            let (diff, scale) = maxDifference(got.values, expected.values)
+            XCTAssertLessThan(diff, 1e-5 * max(1, scale), "\(label): clipped sum differs by \(diff) (largest element \(scale))")
+        }
+    }
+
+    func testNormPassWritesNoGradients() throws {
+        let model = try tinyModel(.softmaxCrossEntropy, outputs: 3, pooling: .pooler)
+        let (packed, _, _) = batch()
+        let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: 6, length: 40, tokens: packed.tokenCount), training: true)
+        let norms = ExampleGradientNorms(model: model, frozen: [], capacity: ws.capacity)
+        let g = ParameterBuffer(layout: model.layout)
+        model.forward(packed, workspace: ws)
+        _ = model.loss(targets(.softmaxCrossEntropy, count: 6, outputs: 3), batch: packed, workspace: ws)
+        ws.exampleNorms = norms
+        model.backward(packed, workspace: ws, gradients: g, dropout: nil)
+        ws.exampleNorms = nil
+        XCTAssertEqual(Elementwise.sumOfSquares(g.buffer.base, count: g.buffer.count), 0, "norm mode touched the gradient buffer")
+        XCTAssertTrue(norms.squared.allSatisfy { $0 > 0 }, "every example has a gradient")
+    }
+
+    /// With no examples a private step is pure noise: zero-mean, σ·C / (expected batch)
+    /// per trained element, and nothing at all in frozen tensors.
+    func testNoiseGoesToTrainedTensorsAtTheCalibratedScale() throws {
+        let model = try tinyModel(.softmaxCrossEntropy, outputs: 3, pooling: .pooler)
+        var settings = FineTuner.Settings()
+        settings.dropout = false
+        let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: 4, length: 40), settings: settings)
+        tuner.frozen = Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix("bert.embeddings.") })
+        let before = model.parameters.copy()
+        let privacy = DPSGDSettings(maxGradientNorm: 0.5, noiseMultiplier: 2, expectedBatchSize: 8)
+        tuner.privateStep([], privacy: privacy, noise: SeededGaussianNoise(seed: 1))
+        var sum = 0.0, squares = 0.0, n = 0
+        for spec in model.layout.tensors {
+            let g = tuner.gradients.view(spec)
+            if tuner.frozen.contains(spec.name) {
+                XCTAssertEqual(Elementwise.sumOfSquares(g.base, count: g.count), 0, "noise in frozen \(spec.name)")
+                XCTAssertEqual(model.parameters.values(spec.name), before.values(spec.name), "frozen \(spec.name) moved")
+            } else {
+                for i in 0..<g.count { sum += Double(g[i]); squares += Double(g[i] * g[i]); n += 1 }
+            }
+        }
+        let sd = (squares / Double(n) - (sum / Double(n)) * (sum / Double(n))).squareRoot()
+        let expected = 2 * 0.5 / 8.0
+        XCTAssertEqual(sd, expected, accuracy: 0.03 * expected, "noise standard deviation over \(n) elements")
+        XCTAssertEqual(sum / Double(n), 0, accuracy: 4 * expected / Double(n).squareRoot())
+    }
+}
+
+extension DPSGDTests {
+    /// Clipping runs two backward passes over one forward; the second must see the same
+    /// state as the first (the shared attention-probability buffer once broke this).
+    func testSecondBackwardOverOneForwardGivesTheSameGradients() throws {
+        for pooling in [Pooling.pooler, .cls, .mean] {
+            let model = try tinyModel(.softmaxCrossEntropy, outputs: 3, pooling: pooling)
+            let (packed, _, _) = batch()
+            let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: 6, length: 40, tokens: packed.tokenCount), training: true)
+            let first = ParameterBuffer(layout: model.layout), second = ParameterBuffer(layout: model.layout)
+            model.forward(packed, workspace: ws)
+            _ = model.loss(targets(.softmaxCrossEntropy, count: 6, outputs: 3), batch: packed, workspace: ws)
+            model.backward(packed, workspace: ws, gradients: first, dropout: nil)
+            model.backward(packed, workspace: ws, gradients: second, dropout: nil)
+            XCTAssertEqual(first.values, second.values, "\(pooling): the second backward differs")
+        }
+    }
+}
+
+extension DPSGDTests {
+    /// Frozen lower layers cost no backward: the trained tensors' gradients are exactly those
+    /// of a full backward, and nothing below the floor is touched.
+    func testBackwardStopsAtTheLowestTrainedLayer() throws {
+        let model = try tinyModel(.softmaxCrossEntropy, outputs: 3, pooling: .pooler)
+        let frozen = Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix("bert.embeddings.") || $0.hasPrefix("bert.encoder.layer.0.") })
+        XCTAssertEqual(model.backwardFloor(frozen: frozen), 1)
+        XCTAssertEqual(model.backwardFloor(frozen: []), -1)
+        XCTAssertEqual(model.backwardFloor(frozen: Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix("bert.e") })), model.config.layers)
+        let (packed, _, _) = batch()
+        let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: 6, length: 40, tokens: packed.tokenCount), training: true)
+        let y = targets(.softmaxCrossEntropy, count: 6, outputs: 3)
+        let full = ParameterBuffer(layout: model.layout), partial = ParameterBuffer(layout: model.layout)
+        _ = model.lossAndGradients(packed, targets: y, workspace: ws, gradients: full, dropout: nil)
+        ws.backwardFloor = model.backwardFloor(frozen: frozen)
+        _ = model.lossAndGradients(packed, targets: y, workspace: ws, gradients: partial, dropout: nil)
+        for spec in model.layout.tensors {
+            if frozen.contains(spec.name) {
+                XCTAssertEqual(Elementwise.sumOfSquares(partial.view(spec).base, count: spec.count), 0, "\(spec.name) got a gradient")
+            } else {
+                XCTAssertEqual(partial.values(spec.name), full.values(spec.name), "\(spec.name) differs")
+            }
+        }
+    }
+}
