@@ -37,6 +37,8 @@ public struct SchoolLogEvent: Sendable, Equatable {
         case versionAccepted
         /// An assignment the school refused (`version`, `code`, `reason`).
         case assignmentDeclined
+        /// PII replaced in the school's data before tokenisation (`counts` by kind, never the matches).
+        case piiScrubbed
     }
     public var kind: Kind
     public var school: String
@@ -53,6 +55,8 @@ public struct SchoolLogEvent: Sendable, Equatable {
     /// Why a decline: a short token (the one sent to the coordinator) and the school's own sentence.
     public var code: String?
     public var reason: String?
+    /// Numbers by name (`piiScrubbed`: replacements per kind and split).
+    public var counts: [String: Int]?
     public var time: Date
 
     public init(_ kind: Kind, school: String, round: Int, task: String, federation: String? = nil, time: Date = Date()) {
@@ -70,6 +74,7 @@ public struct SchoolLogEvent: Sendable, Equatable {
         if let basis { f["basis"] = .string(basis) }
         if let code { f["code"] = .string(code) }
         if let reason { f["reason"] = .string(AuditEntry.cut(reason, to: 300)) }
+        if let counts { f["counts"] = .object(counts.mapValues { .int($0) }) }
         return f
     }
 }

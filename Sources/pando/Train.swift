@@ -75,6 +75,8 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "DP-SGD with this noise multiplier σ instead of a target ε (ε is reported).") var dpNoiseMultiplier: Double?
     @Option(help: "DP-SGD's δ.") var dpDelta = 1e-5
     @Option(help: "DP-SGD's per-example clipping norm C.") var dpMaxGradNorm: Float = 1.0
+    @Flag(help: "Replace e-mail addresses, phone numbers, URLs, street addresses, student IDs and listed names with placeholders before tokenising (pando-client always does unless told not to); prints the counts by kind.") var scrubPii = false
+    @Option(help: "With --scrub-pii: more names to replace, one per line.") var piiNames: String?
 
     func run() throws {
         if let threads { Parallel.workers = max(1, threads) }
@@ -98,6 +100,27 @@ struct TrainCommand: ParsableCommand {
         }
         let testData = try test.map { try format.load(URL(fileURLWithPath: $0), labels: map) }
         testData.map(reportSkips)
+
+        var testSplit = testData
+        if scrubPii {
+            var c = PIIScrubber.Configuration()
+            if let piiNames { try c.addNames(fromFile: piiNames) }
+            let scrubber = try PIIScrubber(configuration: c)
+            var parts: [String] = []
+            for (name, data) in [("training", trainData), ("validation", validationData)] {
+                let (clean, counts) = data.scrubbed(with: scrubber)
+                if name == "training" { trainData = clean } else { validationData = clean }
+                parts.append("\(name) \(PIIScrubber.describe(counts))")
+            }
+            if let t = testSplit {
+                let (clean, counts) = t.scrubbed(with: scrubber)
+                testSplit = clean
+                parts.append("test \(PIIScrubber.describe(counts))")
+            }
+            FileHandle.standardError.write(Data("PII replaced before tokenisation: \(parts.joined(separator: "; "))\n".utf8))
+        } else if piiNames != nil {
+            throw ValidationError("--pii-names needs --scrub-pii")
+        }
 
         var options = TrainingOptions()
         options.epochs = epochs
@@ -128,7 +151,7 @@ struct TrainCommand: ParsableCommand {
             options.scoreRange = parts
         }
         let trainer = try Trainer(baseModel: try model.resolve(), task: task, labels: map, options: options, progress: .standardError())
-        let record = try trainer.run(train: trainData, validation: validationData, test: testData, output: URL(fileURLWithPath: output))
+        let record = try trainer.run(train: trainData, validation: validationData, test: testSplit, output: URL(fileURLWithPath: output))
         if let best = record.bestEpoch, let metrics = record.epochs.first(where: { $0.epoch == best })?.validation {
             print("best epoch \(best) of \(record.epochs.count); validation:")
             print(metrics.table)

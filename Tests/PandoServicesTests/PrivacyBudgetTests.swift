@@ -1,4 +1,5 @@
 import Foundation
+import NIOConcurrencyHelpers
 import PandoData
 import PandoEngine
 import PandoFederation
@@ -108,5 +109,37 @@ final class PrivacyBudgetTests: XCTestCase {
         bad["dpNoiseMultiplier"] = 1
         bad["dpDelta"] = nil
         XCTAssertThrowsError(try RoundParameters.decode(bad)) { XCTAssertTrue("\($0)".contains("dpDelta")) }
+    }
+}
+
+/// PII scrubbing in every school (issue 16, item 6): on unless the school turns it off, before
+/// tokenisation, with counts (never matches) in the school's log.
+final class SchoolPIITests: XCTestCase {
+    func testSchoolsReplacePIIBeforeTrainingAndLogOnlyCounts() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-pii")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
+        config.rounds.federatedEvaluation = false
+        let logs = state.appendingPathComponent("schools")
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(canary: "mail jo.smith@example.org or call 555-867-5309"),
+                                                workFolder: work.appendingPathComponent("run"), schoolLogFolder: logs, logger: LogCapture().logger("pii"))
+        let seen = NIOLockedValueBox<[String]>([])
+        federation.prepareAgent = { _, agent in seen.withLockedValue { $0 += agent.training.examples.map(\.text) } }
+        let reports = try await federation.run()
+        XCTAssertTrue(reports.first?.committed ?? false)
+        let texts = seen.withLockedValue { $0 }
+        XCTAssertEqual(texts.count, 60 + 90 + 40)
+        XCTAssertFalse(texts.contains { $0.contains("example.org") || $0.contains("867") }, "PII reached the school's training text")
+        XCTAssertTrue(texts.allSatisfy { $0.contains("[EMAIL]") && $0.contains("[PHONE]") })
+        for (school, n) in [("north", 60), ("south", 90), ("west", 40)] {
+            let log = try SchoolLog(url: logs.appendingPathComponent("\(school).jsonl"))
+            let events = try log.records().filter { $0["event"]?.stringValue == "piiScrubbed" }
+            XCTAssertEqual(events.count, 1, school)
+            XCTAssertEqual(events.first?["counts"]?["training_email"]?.intValue, n, school)
+            XCTAssertEqual(events.first?["counts"]?["training_phone"]?.intValue, n, school)
+            XCTAssertEqual(events.first?["counts"]?["validation_email"]?.intValue, 20, school)
+            let raw = try String(contentsOf: logs.appendingPathComponent("\(school).jsonl"), encoding: .utf8)
+            XCTAssertFalse(raw.contains("example.org") || raw.contains("5309"), "a match reached \(school)'s log")
+        }
     }
 }

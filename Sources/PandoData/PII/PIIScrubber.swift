@@ -655,3 +655,38 @@ enum PIIScan {
         return j
     }
 }
+
+extension LabeledDataset {
+    /// The same examples with every detected PII span replaced by its placeholder, and how
+    /// many of each kind were replaced (never the matches). Runs on all cores.
+    public func scrubbed(with scrubber: PIIScrubber) -> (data: LabeledDataset, counts: [PIIScrubber.Kind: Int]) {
+        var out = self
+        let n = examples.count, workers = max(1, min(ProcessInfo.processInfo.activeProcessorCount, n / 256 + 1))
+        var partial = [[PIIScrubber.Kind: Int]](repeating: [:], count: workers)
+        out.examples.withUnsafeMutableBufferPointer { ex in
+            partial.withUnsafeMutableBufferPointer { counts in
+                let box = (ex.baseAddress!, counts.baseAddress!)
+                nonisolated(unsafe) let shared = box
+                DispatchQueue.concurrentPerform(iterations: workers) { w in
+                    let (ex, counts) = shared
+                    for i in stride(from: n * w / workers, to: n * (w + 1) / workers, by: 1) {
+                        let r = scrubber.scrub(ex[i].text)
+                        ex[i].text = r.text
+                        for (k, c) in r.counts { counts[w][k, default: 0] += c }
+                    }
+                }
+            }
+        }
+        var total: [PIIScrubber.Kind: Int] = [:]
+        for p in partial { for (k, c) in p { total[k, default: 0] += c } }
+        return (out, total)
+    }
+}
+
+extension PIIScrubber {
+    /// Counts as one line for consoles and logs: `2 email, 1 name` (kinds in a fixed order), or `none`.
+    public static func describe(_ counts: [Kind: Int]) -> String {
+        let parts = Kind.allCases.compactMap { k in counts[k].map { "\($0) \(k.rawValue)" } }
+        return parts.isEmpty ? "none" : parts.joined(separator: ", ")
+    }
+}

@@ -23,6 +23,9 @@ import PandoTransport
 /// tls:
 ///   folder: certs/lincoln-high       # school.pem, school-key.pem, ca.pem, crl.pem
 /// cache: pando-cache                 # downloaded global versions, outgoing updates, the school log
+/// pii:                               # PII is replaced before tokenisation; on unless enabled: false
+///   names_file: staff-and-students.txt  # more names to replace, one per line (the built-in lists stay)
+///   student_id_patterns: ['\bLHS-\d{6}\b']  # instead of the default student-ID patterns
 /// privacy:                           # optional: this school's own differential-privacy budget
 ///   target_epsilon: 8                # over every round it ever takes part in; rounds beyond it are declined
 ///   delta: 1.0e-5
@@ -53,6 +56,8 @@ public struct SchoolConfiguration: Sendable {
     /// The school's differential-privacy budget (`privacy:`); nil: the school takes rounds
     /// with or without DP, and accounts and reports ε for those with it.
     public var privacy: SchoolPrivacyBudget?
+    /// PII scrubbing of the school's text before tokenisation (`pii:`); on by default.
+    public var pii = PIIOptions()
 
     public init(data: URL, format: DataFormat, labels: [String], baseModel: URL, transport: SchoolTransportConfiguration,
                 cache: URL, log: URL? = nil, federationID: String? = nil) {
@@ -120,6 +125,15 @@ public struct SchoolConfiguration: Sendable {
             throw bad("school.validation_fraction", "must be in [0, 1)")
         }
         if let p = c.port, !(1...65535).contains(p) { throw bad("coordinator.port", "must be 1–65535") }
+        if let p = file.pii {
+            config.pii.enabled = p.enabled ?? true
+            config.pii.namesFile = p.names_file.map { resolve($0, relativeTo: url) }
+            config.pii.studentIDPatterns = p.student_id_patterns
+            if let f = config.pii.namesFile, !FileManager.default.fileExists(atPath: f.path) {
+                throw bad("pii.names_file", "\(f.path): no such file")
+            }
+            do { _ = try config.pii.scrubber() } catch { throw bad("pii.student_id_patterns", "\(error)") }
+        }
         if let p = file.privacy {
             guard p.target_epsilon > 0, p.target_epsilon.isFinite else { throw bad("privacy.target_epsilon", "must be a positive number") }
             let delta = p.delta ?? 1e-5
@@ -142,7 +156,8 @@ struct SchoolFile: Decodable {
     var log: String?
     var threads: Int?
     var privacy: PrivacyBudgetSection?
-    enum Keys: String, CodingKey, CaseIterable { case school, federation, coordinator, tls, cache, log, threads, privacy }
+    var pii: PIISection?
+    enum Keys: String, CodingKey, CaseIterable { case school, federation, coordinator, tls, cache, log, threads, privacy, pii }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
@@ -154,6 +169,39 @@ struct SchoolFile: Decodable {
         log = try c.decodeIfPresent(String.self, forKey: .log)
         threads = try c.decodeIfPresent(Int.self, forKey: .threads)
         privacy = try c.decodeIfPresent(PrivacyBudgetSection.self, forKey: .privacy)
+        pii = try c.decodeIfPresent(PIISection.self, forKey: .pii)
+    }
+}
+
+struct PIISection: Decodable {
+    var enabled: Bool?
+    var names_file: String?
+    var student_id_patterns: [String]?
+    enum Keys: String, CodingKey, CaseIterable { case enabled, names_file, student_id_patterns }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        enabled = try c.decodeIfPresent(Bool.self, forKey: .enabled)
+        names_file = try c.decodeIfPresent(String.self, forKey: .names_file)
+        student_id_patterns = try c.decodeIfPresent([String].self, forKey: .student_id_patterns)
+    }
+}
+
+/// How a school scrubs PII from its text (`pii:` in school.yaml).
+public struct PIIOptions: Sendable, Equatable {
+    public var enabled = true
+    /// Extra names, one per line, on top of the built-in lists.
+    public var namesFile: URL?
+    /// Student-ID patterns replacing the defaults; nil keeps them.
+    public var studentIDPatterns: [String]?
+    public init() {}
+
+    /// The scrubber these options describe; throws for a pattern that does not compile or an unreadable names file.
+    public func scrubber() throws -> PIIScrubber {
+        var c = PIIScrubber.Configuration()
+        if let p = studentIDPatterns { c.studentIDPatterns = p }
+        if let f = namesFile { try c.addNames(fromFile: f.path) }
+        return try PIIScrubber(configuration: c)
     }
 }
 

@@ -119,8 +119,22 @@ public final class SchoolAgent: @unchecked Sendable {
         }
         self.configuration = configuration
         self.logger = logger
-        self.training = training
-        self.validation = validation?.count == 0 ? nil : validation
+        // PII goes before anything reads the text: the tokenizer, the model and every update
+        // see placeholders. Only the counts by kind are kept.
+        var scrubbed: (training: [PIIScrubber.Kind: Int], validation: [PIIScrubber.Kind: Int])?
+        if configuration.pii.enabled {
+            let scrubber: PIIScrubber
+            do { scrubber = try configuration.pii.scrubber() } catch { throw RoundError("pii: \(error)") }
+            let t = training.scrubbed(with: scrubber), v = validation?.scrubbed(with: scrubber)
+            self.training = t.data
+            self.validation = v?.data.count == 0 ? nil : v?.data
+            scrubbed = (t.counts, v?.counts ?? [:])
+            logger.notice("PII replaced before tokenisation: training data \(PIIScrubber.describe(t.counts)); validation data \(PIIScrubber.describe(v?.counts ?? [:]))")
+        } else {
+            self.training = training
+            self.validation = validation?.count == 0 ? nil : validation
+            logger.warning("PII scrubbing is off (pii.enabled: false): names, e-mail addresses and other PII in the school's text reach the model")
+        }
         let model = configuration.baseModel
         do {
             tokenizer = try BertTokenizer(folder: model)
@@ -143,6 +157,14 @@ public final class SchoolAgent: @unchecked Sendable {
         // The highest CRL number seen survives restarts in the cache (an older crl.pem put back is refused).
         transport.revocationNumberPath = transport.revocationNumberPath ?? configuration.cache.appendingPathComponent("crl-number.json").path
         client = try SchoolClient(configuration: transport, logger: logger)
+        if let scrubbed {
+            var event = SchoolLogEvent(.piiScrubbed, school: client.schoolID.value, round: 0, task: "prepare",
+                                       federation: configuration.federationID)
+            event.counts = Dictionary(uniqueKeysWithValues: PIIScrubber.Kind.allCases.map { k in
+                ("training_" + k.rawValue, scrubbed.training[k] ?? 0)
+            } + PIIScrubber.Kind.allCases.map { k in ("validation_" + k.rawValue, scrubbed.validation[k] ?? 0) })
+            try schoolLog.append(event)
+        }
     }
 
     /// Releases the school's log (its lock), once `run` has ended.
