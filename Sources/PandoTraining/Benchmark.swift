@@ -101,14 +101,27 @@ public enum Benchmark {
         return plan.map { PackedBatch(sequences: $0.map { sequences[$0] }) }
     }
 
-    /// Training throughput: `warmup` untimed steps, then `batches` timed ones.
-    public static func train(model: BertModel, name: String, batches: [PackedBatch], warmup: Int) -> Report {
+    /// Training throughput: `warmup` untimed steps, then `batches` timed ones. With
+    /// `privately`, each step is DP-SGD's (per-example clipping at 1, noise σ = 1 from the
+    /// cryptographic generator) over the batch as one Poisson sample would give it.
+    public static func train(model: BertModel, name: String, batches: [PackedBatch], warmup: Int,
+                             frozen: Set<String> = [], privately: Bool = false) -> Report {
         let capacity = BatchCapacity(
             sequences: batches.map(\.count).max() ?? 1, length: batches.map(\.maxLength).max() ?? 1,
             tokens: batches.map(\.tokenCount).max() ?? 1)
         var settings = FineTuner.Settings()
         settings.learningRate = 1e-5
         let tuner = FineTuner(model: model, capacity: capacity, settings: settings)
+        tuner.frozen = frozen
+        let randomness = SecureRandomness()
+        func step(_ batch: PackedBatch) {
+            if privately {
+                tuner.privateStep([(batch, targets(batch))], privacy: DPSGDSettings(maxGradientNorm: 1, noiseMultiplier: 1, expectedBatchSize: Double(batch.count)),
+                                  noise: randomness)
+            } else {
+                tuner.step(batch, targets: targets(batch))
+            }
+        }
         func targets(_ batch: PackedBatch) -> Targets {
             switch model.head.objective {
             case .softmaxCrossEntropy: .classes((0..<batch.count).map { $0 % model.head.outputs })
@@ -116,11 +129,11 @@ public enum Benchmark {
             case .meanSquaredError: .scores((0..<batch.count).map { Float($0 % 3) })
             }
         }
-        for i in 0..<warmup { tuner.step(batches[i % batches.count], targets: targets(batches[i % batches.count])) }
+        for i in 0..<warmup { step(batches[i % batches.count]) }
         let start = DispatchTime.now().uptimeNanoseconds
-        for batch in batches { tuner.step(batch, targets: targets(batch)) }
+        for batch in batches { step(batch) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return report(kind: "train", model: name, batches: batches, seconds: seconds, flopFactor: 3, flops: model,
+        return report(kind: privately ? "train-dp" : "train", model: name, batches: batches, seconds: seconds, flopFactor: 3, flops: model,
                       firstTokensOnly: model.head.pooling != .mean)
     }
 

@@ -71,11 +71,14 @@ struct Bench: ParsableCommand {
         static let configuration = CommandConfiguration(abstract: "Fine-tuning steps per second (AdamW, clipping, dropout).")
         @OptionGroup var common: Common
         @Option(help: "Sequences per batch.") var batchSize = 32
+        @Flag(help: "DP-SGD steps: per-example clipping and Gaussian noise (σ = 1, C = 1).") var dp = false
+        @Flag(help: "Do not train the embedding tables (as federated rounds do).") var freezeEmbeddings = false
 
         func run() throws {
             let (model, name, folder) = try common.load()
             let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
-            try common.emit(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup))
+            let frozen = freezeEmbeddings ? Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix("bert.embeddings.") }) : []
+            try common.emit(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup, frozen: frozen, privately: dp))
         }
     }
 

@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PandoFederation
 @testable import PandoServices
 import PandoTestSupport
 import XCTest
@@ -144,6 +145,47 @@ final class ConfigurationTests: XCTestCase {
             XCTFail("listening on a port in use must fail")
         } catch {
             XCTAssertTrue("\(error)".lowercased().contains("address") || "\(error)".lowercased().contains("in use"), "\(error)")
+        }
+    }
+
+    /// DP settings on both sides, and the school's PII options: values read, errors named.
+    func testPrivacyAndPIISettings() throws {
+        let dp = valid.replacingOccurrences(of: "max_length: 64}", with: "max_length: 64, privacy: {noise_multiplier: 0.9, max_gradient_norm: 0.5}}")
+        let c = try CoordinatorConfiguration.load(from: try write(dp))
+        XCTAssertEqual(c.plan.privacy, RoundPrivacy(noiseMultiplier: 0.9, maxGradientNorm: 0.5, delta: 1e-5))
+        let unfrozen = { (yaml: String) in yaml.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, freeze_embeddings: false") }
+        XCTAssertFalse(try CoordinatorConfiguration.load(from: try write(unfrozen(dp))).plan.freezeEmbeddings, "allowed with DP")
+        try expectError(unfrozen(valid), ["local.freeze_embeddings", "only with differential privacy"])
+        try expectError(dp.replacingOccurrences(of: "noise_multiplier: 0.9", with: "noise_multiplier: 0"), ["local.privacy.noise_multiplier"])
+        try expectError(dp.replacingOccurrences(of: "max_gradient_norm: 0.5", with: "max_gradient_norm: 0.5, delta: 2"), ["local.privacy.delta"])
+
+        let dir = try TestFixtures.temporaryDirectory(prefix: "pando-school-privacy")
+        let school = """
+        school: {data: data.csv}
+        federation: {id: riverside, task: classification, labels: [a, b], base_model: model}
+        coordinator: {host: 127.0.0.1}
+        tls: {folder: certs}
+        privacy: {target_epsilon: 4, delta: 1.0e-6}
+        pii: {student_id_patterns: ['LHS-[0-9]{6}']}
+        """
+        let url = dir.appendingPathComponent("school.yaml")
+        func load(_ yaml: String) throws -> SchoolConfiguration {
+            try yaml.write(to: url, atomically: true, encoding: .utf8)
+            return try SchoolConfiguration.load(from: url)
+        }
+        let s = try load(school)
+        XCTAssertEqual(s.privacy, SchoolPrivacyBudget(targetEpsilon: 4, delta: 1e-6))
+        XCTAssertTrue(s.pii.enabled, "on by default")
+        XCTAssertEqual(try s.pii.scrubber().scrub("id LHS-123456 here").text, "id [STUDENT_ID] here")
+        XCTAssertFalse(try load(school.replacingOccurrences(of: "pii: {student_id_patterns: ['LHS-[0-9]{6}']}", with: "pii: {enabled: false}")).pii.enabled)
+        for (from, to, field) in [("target_epsilon: 4", "target_epsilon: -1", "privacy.target_epsilon"), ("delta: 1.0e-6", "delta: 0", "privacy.delta")] {
+            XCTAssertThrowsError(try load(school.replacingOccurrences(of: from, with: to))) { XCTAssertTrue("\($0)".contains(field), "\($0)") }
+        }
+        XCTAssertThrowsError(try load(school.replacingOccurrences(of: "LHS-[0-9]{6}", with: "LHS-[0-9"))) {
+            XCTAssertTrue("\($0)".contains("pii.student_id_patterns"), "\($0)")
+        }
+        XCTAssertThrowsError(try load(school.replacingOccurrences(of: "pii: {", with: "pii: {names_file: missing.txt, "))) {
+            XCTAssertTrue("\($0)".contains("pii.names_file"), "\($0)")
         }
     }
 }
