@@ -195,8 +195,16 @@ public final class FederationLedger {
             try SafeTensors.write(tensors, metadata: ["strategy": strategy.name, "parameters": Self.describe(strategy.parameters)],
                                   to: folder.appendingPathComponent(Self.strategyStateFile))
         }
+        // School-level DP at the coordinator: the round's ε over every round so far (q = 1).
+        var privacy: [String: CanonicalJSON]?
+        if let dp = strategy as? DPFedAvg, let e = try? dp.epsilon(afterRounds: round) {
+            privacy = ["mechanism": .string("dp-fedavg"), "accountant": .string("rdp"), "level": .string("school"),
+                       "noiseMultiplier": .double(decimal(dp.noiseMultiplier)), "clip": .double(decimal(dp.clip)),
+                       "expectedSchools": .int(dp.expectedSchools), "rounds": .int(round), "samplingRate": .double(1),
+                       "delta": .double(dp.delta), "epsilon": .double(e)]
+        }
         return try ledger.commitRound(round, version: staged, metrics: metrics.filter { $0.value.isFinite },
-                                      examplesBySchool: examplesBySchool).id
+                                      examplesBySchool: examplesBySchool, privacy: privacy).id
     }
 
     public func abort(round: Int, reason: String) throws {

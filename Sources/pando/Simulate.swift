@@ -13,6 +13,7 @@ import PandoTraining
 enum StrategyName: String, ExpressibleByArgument, CaseIterable {
     case fedavg, fedprox, fedadam
     case trimmedMean = "trimmed-mean"
+    case dpFedAvg = "dp-fedavg"
 }
 
 struct SimulateCommand: AsyncParsableCommand {
@@ -58,6 +59,11 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "FedAdam β2.") var beta2: Float = 0.99
     @Option(help: "FedAdam τ (adaptivity floor).") var tau: Float = 1e-6
     @Option(help: "Trimmed mean: updates dropped at each end per coordinate.") var trim = 1
+    @Option(help: "dp-fedavg: each school's delta is clipped to this L2 norm.") var schoolClip: Float = 1
+    @Option(help: "dp-fedavg: noise multiplier at the coordinator (noise σ·clip on the sum of clipped deltas).") var schoolNoiseMultiplier: Float = 1
+    @Option(help: "Example-level DP-SGD at every school with this noise multiplier.") var dpNoiseMultiplier: Double?
+    @Option(help: "DP-SGD's per-example clip.") var dpMaxGradNorm: Float = 1
+    @Option(help: "Each school's own ε budget over all rounds (δ 1e-5): rounds beyond it are declined.") var schoolEpsilon: Double?
     @Option(help: "Local epochs per round.") var localEpochs = 1
     @Option(help: "Local AdamW learning rate (fresh optimiser each round).") var learningRate: Float = 5e-5
     @Option(help: "Local warm-up fraction of each round's updates.") var warmupRatio = 0.0
@@ -136,7 +142,13 @@ struct SimulateCommand: AsyncParsableCommand {
         case .fedprox: choice.name = .fedprox
         case .fedadam: choice.name = .fedadam
         case .trimmedMean: choice.name = .trimmedMean
+        case .dpFedAvg: choice.name = .dpFedAvg
         }
+        choice.clip = schoolClip
+        choice.noiseMultiplier = schoolNoiseMultiplier
+        choice.expectedSchools = Int((Double(schools) * fraction).rounded(.up))
+        if let sigma = dpNoiseMultiplier { config.plan.privacy = RoundPrivacy(noiseMultiplier: sigma, maxGradientNorm: dpMaxGradNorm) }
+        if schoolEpsilon != nil, dpNoiseMultiplier == nil { throw ValidationError("--school-epsilon needs --dp-noise-multiplier (rounds without DP would all be declined)") }
         choice.mu = mu
         choice.serverLearningRate = serverLearningRate
         choice.beta1 = beta1
@@ -158,6 +170,9 @@ struct SimulateCommand: AsyncParsableCommand {
         let loopback = try LoopbackFederation(configuration: config, schools: members, workFolder: pki,
                                               schoolLogFolder: URL(fileURLWithPath: state).appendingPathComponent("schools"),
                                               logger: logger)
+        if let e = schoolEpsilon {
+            loopback.schoolPrivacy = Dictionary(uniqueKeysWithValues: members.map { ($0.id, SchoolPrivacyBudget(targetEpsilon: e)) })
+        }
 
         // The simulation's own view: the held-out test split, scored after every commit.
         let testSet = EncodedDataset(testData, tokenizer: tokenizer, maxLength: min(maxLength, 512))

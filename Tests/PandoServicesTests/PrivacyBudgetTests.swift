@@ -96,6 +96,31 @@ final class PrivacyBudgetTests: XCTestCase {
         XCTAssertFalse(report.problems.contains { $0.message.contains("south") || $0.message.contains("north") }, report.render())
     }
 
+    /// DP-FedAvg end to end: rounds commit, and each committed round's audit record carries
+    /// the school-level ε so far.
+    func testDPFedAvgRecordsSchoolLevelEpsilonPerRound() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-dpfedavg")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 2)
+        config.rounds.federatedEvaluation = false
+        config.strategy.name = .dpFedAvg
+        config.strategy.clip = 0.5
+        config.strategy.noiseMultiplier = 1.2
+        config.strategy.expectedSchools = 3
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("dpfedavg"))
+        let reports = try await federation.run()
+        XCTAssertTrue(reports.allSatisfy(\.committed))
+        let commits = try AuditRecord.readAll(state.appendingPathComponent("audit.jsonl")).records.filter { $0.event == .roundCommitted }
+        XCTAssertEqual(commits.count, 2)
+        let reference = DPFedAvg(clip: 0.5, noiseMultiplier: 1.2, expectedSchools: 3)
+        for r in commits {
+            let p = try XCTUnwrap(r.privacy)
+            XCTAssertEqual(p["mechanism"]?.stringValue, "dp-fedavg")
+            XCTAssertEqual(p["epsilon"]?.doubleValue ?? 0, try reference.epsilon(afterRounds: r.round ?? 0), accuracy: 1e-9)
+        }
+    }
+
     /// The plan's DP settings cross the wire intact; a hostile value is refused by name.
     func testRoundPrivacyCrossesTheWireAndBadValuesAreRefused() throws {
         XCTAssertNoThrow(try RoundParameters.decode(RoundParameters.encode(LocalTrainingPlan(), labels: LabelSetID(task: .classification, labels: ["a", "b"]))))

@@ -9,6 +9,7 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
     public enum Name: String, Sendable, Codable, CaseIterable {
         case fedavg, fedprox, fedadam
         case trimmedMean = "trimmed-mean"
+        case dpFedAvg = "dp-fedavg"
     }
 
     public var name: Name = .fedavg
@@ -34,12 +35,18 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
     /// The median the weight cap uses before any round has committed (so the first round is
     /// capped too): weights above `weightCapMultiple` × this count as the cap.
     public var initialMedianExamples = 1_000
+    /// DP-FedAvg: each school's delta is clipped to `clip` and noise of `noiseMultiplier`·clip
+    /// added to the sum, divided by `expectedSchools` (default: `selection.min_schools`).
+    public var clip: Float = 1
+    public var noiseMultiplier: Float = 1
+    public var expectedSchools: Int?
+    public var delta = 1e-5
 
     public init(name: Name = .fedavg) { self.name = name }
 
     enum Keys: String, CodingKey, CaseIterable {
         case name, mu, server_learning_rate, beta1, beta2, tau, trim, max_update_norm, weight_cap_multiple, max_examples_per_school
-        case initial_median_examples
+        case initial_median_examples, clip, noise_multiplier, expected_schools, delta
     }
 
     public init(from decoder: Decoder) throws {
@@ -60,6 +67,10 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
         weightCapMultiple = try c.decodeIfPresent(Double.self, forKey: .weight_cap_multiple) ?? weightCapMultiple
         maxExamplesPerSchool = try c.decodeIfPresent(Int.self, forKey: .max_examples_per_school) ?? maxExamplesPerSchool
         initialMedianExamples = try c.decodeIfPresent(Int.self, forKey: .initial_median_examples) ?? initialMedianExamples
+        clip = try c.decodeIfPresent(Float.self, forKey: .clip) ?? clip
+        noiseMultiplier = try c.decodeIfPresent(Float.self, forKey: .noise_multiplier) ?? noiseMultiplier
+        expectedSchools = try c.decodeIfPresent(Int.self, forKey: .expected_schools)
+        delta = try c.decodeIfPresent(Double.self, forKey: .delta) ?? delta
     }
 
     /// The strategy value, with server state sized for `layout`.
@@ -70,6 +81,9 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
         case .fedadam:
             return FedAdam(layout: layout, settings: .init(learningRate: serverLearningRate ?? 1e-3, beta1: beta1, beta2: beta2, tau: tau))
         case .trimmedMean: return TrimmedMean(trim: trim, serverLearningRate: serverLearningRate ?? 1)
+        case .dpFedAvg:
+            return DPFedAvg(clip: clip, noiseMultiplier: noiseMultiplier, expectedSchools: expectedSchools ?? 1, delta: delta,
+                            serverLearningRate: serverLearningRate ?? 1)
         }
     }
 
@@ -88,6 +102,12 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
         if !(weightCapMultiple >= 1 && weightCapMultiple.isFinite) { throw bad("weight_cap_multiple", "must be a finite number of at least 1") }
         if maxExamplesPerSchool < 1 { throw bad("max_examples_per_school", "must be at least 1") }
         if initialMedianExamples < 1 { throw bad("initial_median_examples", "must be at least 1") }
+        if name == .dpFedAvg {
+            if !(clip > 0 && clip.isFinite) { throw bad("clip", "must be positive and finite") }
+            if !(noiseMultiplier >= 0 && noiseMultiplier <= 1000) { throw bad("noise_multiplier", "must be in [0, 1000]") }
+            if let m = expectedSchools, m < 1 { throw bad("expected_schools", "must be at least 1") }
+            if !(delta > 0 && delta < 1) { throw bad("delta", "must be in (0, 1)") }
+        }
     }
 }
 
@@ -192,6 +212,7 @@ public struct CoordinatorConfiguration: Sendable {
         if let l = file.local { config.plan = try l.apply(to: config.plan, file: url.path) }
         config.plan.seed = config.rounds.seed
         if let s = file.strategy { config.strategy = s }
+        if config.strategy.name == .dpFedAvg, config.strategy.expectedSchools == nil { config.strategy.expectedSchools = config.rounds.minSchools }
         try config.validate(file: url.path, labelsGiven: f.labels != nil)
         return config
     }
