@@ -2,6 +2,7 @@ import Crypto
 import Foundation
 import PandoEngine
 import PandoLedger
+import PandoText
 
 extension ModelUpdate {
     /// Hex SHA-256 of the update as it goes on the wire: the delta's Float32
@@ -61,7 +62,7 @@ public final class FederationLedger {
         ledger = try CoordinatorLedger(folder: folder, newSigningKey: newSigningKey)
         let fm = FileManager.default
         companionFiles = tokenizerFolder.map { source in
-            ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+            BertTokenizer.folderFiles
                 .map { source.appendingPathComponent($0) }.filter { fm.fileExists(atPath: $0.path) }
         } ?? []
         // Officers need the public half; make sure it sits beside the key even for an older key.

@@ -9,11 +9,11 @@ import PandoEngine
 /// trained (no gradient step, no weight decay) and not sent: the update carries the trained
 /// tensors only, in layout order, and the coordinator reads it back with zeros elsewhere.
 public struct TensorSelection: Sendable, Equatable {
-    /// The embedding tables frozen by default (rows indexed by token id, position, type).
-    public static let embeddingTables: Set<String> = [
-        "bert.embeddings.word_embeddings.weight", "bert.embeddings.position_embeddings.weight",
-        "bert.embeddings.token_type_embeddings.weight",
-    ]
+    /// BERT's embedding tables (rows indexed by token id, position, type), frozen by default.
+    public static let embeddingTables: Set<String> = Set(ModelFamily.bert.embeddingTables)
+    /// The embedding tables of every model family (DistilBERT's and RoBERTa's have their
+    /// own names); a plan freezes whichever of them the layout has.
+    public static let allFamiliesEmbeddingTables: Set<String> = Set(ModelFamily.allCases.flatMap { $0.embeddingTables })
 
     public let frozen: Set<String>
     /// The trained tensors, in layout order.
@@ -29,7 +29,7 @@ public struct TensorSelection: Sendable, Equatable {
 
     /// What `plan` trains of `layout`.
     public init(layout: ParameterLayout, plan: LocalTrainingPlan) {
-        self.init(layout: layout, frozen: plan.freezeEmbeddings ? Self.embeddingTables : [])
+        self.init(layout: layout, frozen: plan.freezeEmbeddings ? Self.allFamiliesEmbeddingTables : [])
     }
 
     /// Every tensor (nothing frozen).

@@ -174,7 +174,8 @@ public struct CheckpointStore: Sendable {
     /// The files of a Hugging Face model folder a version carries (a version may hold
     /// more, such as a strategy's server state, which stays with the coordinator).
     public static let huggingFaceFiles: Set<String> = [
-        "config.json", weightsFile, "vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json",
+        "config.json", weightsFile, "vocab.txt", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
+        "special_tokens_map.json",
     ]
 
     /// Copies version `id` to `destination` as a Hugging Face folder

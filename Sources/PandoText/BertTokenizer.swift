@@ -67,6 +67,11 @@ public struct Batch: Sendable, Equatable {
     public var lengths: [Int]
 }
 
+/// The tokenizer of a BERT-family model folder. For WordPiece vocabularies (BERT,
+/// DistilBERT, MiniLM, multilingual BERT) it is the WordPiece tokenizer described below; for
+/// byte-level BPE vocabularies (RoBERTa) it runs ``ByteLevelBPE`` and RoBERTa's templates
+/// (see `encodeRoBERTa`), so every caller handles both through one type.
+///
 /// WordPiece tokenizer that reproduces Hugging Face's (Python, "slow") `BertTokenizer`
 /// token for token: BasicTokenizer (cleaning, CJK splitting, NFC, lowercasing with Python
 /// `str.lower` semantics, accent stripping, punctuation splitting, never-split tokens) followed
@@ -113,6 +118,10 @@ public struct BertTokenizer: Sendable {
         var effectiveStripAccents: Bool { stripAccents ?? lowercase }
     }
 
+    /// The files a model folder's tokenizer may consist of, for copying a folder whole
+    /// (WordPiece's `vocab.txt`, RoBERTa's `vocab.json` + `merges.txt`, either's `tokenizer.json`).
+    public static let folderFiles = ["vocab.txt", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json"]
+
     /// The settings this tokenizer was built with.
     public let options: Options
     /// Number of entries in the vocabulary (the model's embedding rows).
@@ -134,6 +143,15 @@ public struct BertTokenizer: Sendable {
     private let specialScalars: [[UInt32]]     // matched anywhere in raw text (HF added tokens)
     private let specialFirst: [UInt32]         // first scalar of each special token
     private let specialIDs: Set<Int32>
+    /// Set for byte-level BPE vocabularies (RoBERTa): then it tokenizes, and `encode` uses
+    /// RoBERTa's `<s> a </s></s> b </s>` template; the WordPiece tables above are unused.
+    private let bpe: ByteLevelBPE?
+
+    /// Which algorithm the vocabulary is for.
+    public enum Kind: String, Sendable {
+        case wordPiece, byteLevelBPE
+    }
+    public var kind: Kind { bpe == nil ? .wordPiece : .byteLevelBPE }
 
     /// Builds a tokenizer from a vocabulary (index = token id).
     /// Throws if a token appears twice or if `[UNK]`, `[CLS]`, `[SEP]` or `[PAD]` is missing.
@@ -141,17 +159,65 @@ public struct BertTokenizer: Sendable {
         try self.init(vocabulary: vocabulary, options: options, path: nil)
     }
 
-    /// Loads `vocab.txt` and, if present, `tokenizer_config.json` from a model folder
-    /// (a missing config means Hugging Face's defaults). Errors name the offending file.
+    /// Loads a model folder's tokenizer, whichever files it has: `vocab.txt` (WordPiece, with
+    /// `tokenizer_config.json`'s settings if present), else `tokenizer.json` (WordPiece or
+    /// byte-level BPE), else `vocab.json` + `merges.txt` (byte-level BPE, RoBERTa).
+    /// Errors name the offending file and field.
     public init(folder: URL) throws {
         let vocabURL = folder.appendingPathComponent("vocab.txt")
-        let vocabulary = try BertTokenizer.readVocabulary(vocabURL)
         let configURL = folder.appendingPathComponent("tokenizer_config.json")
+        let fm = FileManager.default
+        if !fm.fileExists(atPath: vocabURL.path) {
+            let json = folder.appendingPathComponent("tokenizer.json")
+            let bpeVocab = folder.appendingPathComponent("vocab.json"), merges = folder.appendingPathComponent("merges.txt")
+            if fm.fileExists(atPath: json.path) {
+                self = try TokenizerFiles.fromTokenizerJSON(json, config: fm.fileExists(atPath: configURL.path) ? configURL : nil)
+                return
+            }
+            if fm.fileExists(atPath: bpeVocab.path) || fm.fileExists(atPath: merges.path) {
+                self = try TokenizerFiles.fromVocabAndMerges(vocab: bpeVocab, merges: merges, config: fm.fileExists(atPath: configURL.path) ? configURL : nil)
+                return
+            }
+            throw BertTokenizerError.fileNotFound(path: vocabURL.path + " (nor tokenizer.json, nor vocab.json + merges.txt)")
+        }
+        let vocabulary = try BertTokenizer.readVocabulary(vocabURL)
         var options = Options()
-        if FileManager.default.fileExists(atPath: configURL.path) {
+        if fm.fileExists(atPath: configURL.path) {
             options = try BertTokenizer.readOptions(configURL)
         }
         try self.init(vocabulary: vocabulary, options: options, path: vocabURL.path)
+    }
+
+    /// A WordPiece tokenizer from a vocabulary already read (`tokenizer.json`), errors naming `path`.
+    init(wordPiece vocabulary: [String], options: Options, path: String) throws {
+        try self.init(vocabulary: vocabulary, options: options, path: path)
+    }
+
+    /// A byte-level BPE tokenizer. `options` supplies the special tokens' spellings, which
+    /// must be in `vocabulary`; `bpe` does the tokenizing.
+    init(bpe: ByteLevelBPE, vocabulary: [String], table: ScalarTable, options: Options, path: String) throws {
+        func id(_ token: String, _ role: String) throws -> Int32 {
+            guard let id = table.lookup(token.unicodeScalars.map(\.value)) else {
+                throw BertTokenizerError.unreadableFile(path: path, reason: "the vocabulary has no \(role) token \(token.debugDescription)")
+            }
+            return id
+        }
+        self.unknownID = try id(options.unknownToken, "unknown")
+        self.classifierID = try id(options.classifierToken, "classifier")
+        self.separatorID = try id(options.separatorToken, "separator")
+        self.paddingID = try id(options.paddingToken, "padding")
+        self.maskID = table.lookup(options.maskToken.unicodeScalars.map(\.value))
+        self.options = options
+        self.tokens = vocabulary
+        self.tokenScalars = []
+        self.wholeWords = table
+        self.continuations = ScalarTable(entries: [])
+        self.neverSplitAll = nil
+        self.neverSplitUser = nil
+        self.specialScalars = []
+        self.specialFirst = []
+        self.specialIDs = Set([unknownID, separatorID, paddingID, classifierID] + (maskID.map { [$0] } ?? []))
+        self.bpe = bpe
     }
 
     private init(vocabulary: [String], options: Options, path: String?) throws {
@@ -197,6 +263,7 @@ public struct BertTokenizer: Sendable {
         let user = options.neverSplit.map { ($0.unicodeScalars.map(\.value), Int32(0)) }
         self.neverSplitUser = user.isEmpty ? nil : ScalarTable(entries: user)
         self.neverSplitAll = ScalarTable(entries: user + specialScalars.map { ($0, Int32(0)) })
+        self.bpe = nil
     }
 
     // MARK: Files
@@ -281,6 +348,7 @@ public struct BertTokenizer: Sendable {
 
     /// Word pieces of `text`, without `[CLS]`/`[SEP]` (Hugging Face `tokenize`).
     public func tokenize(_ text: String) -> [String] {
+        if let bpe { return bpe.encode(text).map { tokens[Int($0)] } }
         var out: [String] = []
         run(text) { id, raw in
             if let raw { out.append(String(String.UnicodeScalarView(raw.map { Unicode.Scalar($0)! }))) } else { out.append(tokens[Int(id)]) }
@@ -290,6 +358,7 @@ public struct BertTokenizer: Sendable {
 
     /// Token ids of `text`, without `[CLS]`/`[SEP]`.
     public func tokenIDs(_ text: String) -> [Int32] {
+        if let bpe { return bpe.encode(text) }
         var out: [Int32] = []
         out.reserveCapacity(text.utf8.count / 3 + 4)
         run(text) { id, _ in out.append(id) }
@@ -447,6 +516,7 @@ public struct BertTokenizer: Sendable {
     /// `maxLength` (special tokens included), truncates like Hugging Face's slow tokenizer
     /// with `truncation="longest_first"` (tokens removed from the end).
     public func encode(_ text: String, pair: String? = nil, maxLength: Int = 512) -> Encoding {
+        if bpe != nil { return encodeRoBERTa(text, pair: pair, maxLength: maxLength) }
         var a = tokenIDs(text)
         var b = pair.map(tokenIDs)
         let specials = b == nil ? 2 : 3
@@ -512,6 +582,7 @@ public struct BertTokenizer: Sendable {
     /// Text for `ids` as Hugging Face decodes it: tokens joined by spaces, "##" pieces merged,
     /// then `clean_up_tokenization_spaces` (" ." → "." and so on). Out-of-range ids read as `[UNK]`.
     public func decode(_ ids: [Int32], skipSpecialTokens: Bool = true) -> String {
+        if bpe != nil { return decodeBytes(ids, skipSpecialTokens: skipSpecialTokens) }
         var pieces: [String] = []
         for id in ids {
             if skipSpecialTokens && specialIDs.contains(id) { continue }
@@ -554,5 +625,72 @@ public struct BertTokenizer: Sendable {
     /// The id of exactly this vocabulary entry (compared by Unicode scalars), or nil.
     public func id(for token: String) -> Int32? {
         wholeWords.lookup(token.unicodeScalars.map(\.value))
+    }
+}
+
+extension BertTokenizer {
+    /// RoBERTa's template: `<s> a </s>` or `<s> a </s></s> b </s>`, every segment id 0.
+    /// Longer than `maxLength` (special tokens included), it truncates as Hugging Face's
+    /// fast tokenizer does with `truncation="longest_first"`: a single text loses tokens
+    /// from its end; of a pair, the shorter keeps what fits up to half the room and the
+    /// longer the rest (an odd token goes to the second text when both are cut).
+    fileprivate func encodeRoBERTa(_ text: String, pair: String?, maxLength: Int) -> Encoding {
+        var a = tokenIDs(text)
+        var b = pair.map(tokenIDs)
+        let room = max(0, maxLength - (b == nil ? 2 : 4))
+        if var second = b {
+            if a.count + second.count > room {
+                let firstIsLonger = a.count > second.count
+                let short = firstIsLonger ? second.count : a.count
+                var keepShort = short, keepLong: Int
+                keepLong = short > room ? short : max(short, room - short)
+                if keepShort + keepLong > room {
+                    keepShort = room / 2
+                    keepLong = room / 2 + room % 2
+                }
+                let (keepA, keepB) = firstIsLonger ? (keepLong, keepShort) : (keepShort, keepLong)
+                a.removeLast(max(0, a.count - keepA))
+                second.removeLast(max(0, second.count - keepB))
+            }
+            b = second
+        } else if a.count > room {
+            a.removeLast(a.count - room)
+        }
+        var ids: [Int32] = [classifierID]
+        ids.reserveCapacity(a.count + (b?.count ?? 0) + 4)
+        ids.append(contentsOf: a)
+        ids.append(separatorID)
+        if let b {
+            ids.append(separatorID)
+            ids.append(contentsOf: b)
+            ids.append(separatorID)
+        }
+        return Encoding(ids: ids, typeIDs: [Int32](repeating: 0, count: ids.count))
+    }
+
+    /// Byte-level decoding: the tokens' stand-in scalars back to bytes, read as UTF-8 with
+    /// invalid sequences replaced by U+FFFD (Hugging Face's `errors="replace"`). Special
+    /// tokens are written as themselves when kept; out-of-range ids read as the unknown token.
+    fileprivate func decodeBytes(_ ids: [Int32], skipSpecialTokens: Bool) -> String {
+        var bytes: [UInt8] = []
+        var text = ""
+        func flush() {
+            text += String(decoding: bytes, as: UTF8.self)
+            bytes.removeAll(keepingCapacity: true)
+        }
+        for id in ids {
+            if specialIDs.contains(id) {
+                if skipSpecialTokens { continue }
+                flush()
+                text += tokens[Int(id)]
+                continue
+            }
+            let token = id >= 0 && Int(id) < tokens.count ? tokens[Int(id)] : options.unknownToken
+            for s in token.unicodeScalars {
+                if let b = ByteLevelAlphabet.byte(of: s.value) { bytes.append(b) } else { UTF8Bytes.append(s.value, to: &bytes) }
+            }
+        }
+        flush()
+        return text
     }
 }

@@ -50,8 +50,9 @@ public final class Trainer {
     /// The tensor names frozen by the options.
     public var frozenTensors: Set<String> {
         var prefixes: [String] = []
-        if options.freezeEmbeddings { prefixes.append("bert.embeddings.") }
-        for l in 0..<options.freezeLayers { prefixes.append("bert.encoder.layer.\(l).") }
+        let family = model.config.family
+        if options.freezeEmbeddings { prefixes.append(family.embeddingsPrefix) }
+        for l in 0..<options.freezeLayers { prefixes.append(family.layerPrefix(l)) }
         return Set(model.layout.tensors.map(\.name).filter { name in prefixes.contains { name.hasPrefix($0) } })
     }
 
@@ -254,11 +255,8 @@ public final class Trainer {
     /// Writes the weights, config, tokenizer files and the record; each file atomically.
     /// The record is written last, so it never names an epoch whose weights are not on disk.
     func saveCheckpoint(_ record: TrainingRecord, to output: URL) throws {
-        var files = [baseModel.appendingPathComponent("vocab.txt")]
-        for name in ["tokenizer_config.json", "special_tokens_map.json"] {
-            let url = baseModel.appendingPathComponent(name)
-            if FileManager.default.fileExists(atPath: url.path) { files.append(url) }
-        }
+        let files = BertTokenizer.folderFiles.map { baseModel.appendingPathComponent($0) }
+            .filter { FileManager.default.fileExists(atPath: $0.path) }
         try model.save(to: output, copying: files, metadata: ["pando_epoch": "\(record.bestEpoch ?? 0)", "pando_task": task.rawValue])
         try writeRecord(record, to: output)
     }

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PandoEngine
+import PandoText
 import PandoTraining
 
 struct QuantizeCommand: ParsableCommand {
@@ -32,7 +33,7 @@ struct QuantizeCommand: ParsableCommand {
         do { checkpoint = try FineTunedModel(folder: source) } catch {
             throw ValidationError("\(error)\n(pando quantize takes a fine-tuned checkpoint, from pando train or pando versions export)")
         }
-        let companions = ["vocab.txt", "tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "pando-training.json"]
+        let companions = (BertTokenizer.folderFiles + ["pando-training.json"])
             .map { source.appendingPathComponent($0) }.filter { FileManager.default.fileExists(atPath: $0.path) }
         try checkpoint.model.saveInt8(to: destination, copying: companions)
         let before = try Self.size(source.appendingPathComponent("model.safetensors"))

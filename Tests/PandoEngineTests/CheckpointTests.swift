@@ -122,8 +122,11 @@ final class CheckpointTests: XCTestCase {
         let dir = try makeTemporaryDirectory()
         defer { try? FileManager.default.removeItem(at: dir) }
         let url = dir.appendingPathComponent("config.json")
+        // DistilBERT is read with its own key names; an unknown architecture is refused.
         try #"{"model_type": "distilbert", "vocab_size": 10}"#.write(to: url, atomically: true, encoding: .utf8)
-        XCTAssertThrowsError(try BertConfig(contentsOf: url)) { XCTAssertTrue("\($0)".contains("'model_type'"), "\($0)") }
+        XCTAssertThrowsError(try BertConfig(contentsOf: url)) { XCTAssertTrue("\($0)".contains("'dim'"), "\($0)") }
+        try #"{"model_type": "xlnet", "vocab_size": 10}"#.write(to: url, atomically: true, encoding: .utf8)
+        XCTAssertThrowsError(try BertConfig(contentsOf: url)) { XCTAssertTrue("\($0)".contains("'model_type'") && "\($0)".contains("distilbert, roberta"), "\($0)") }
         try #"{"vocab_size": 10, "hidden_size": 30, "num_hidden_layers": 1, "num_attention_heads": 4, "intermediate_size": 8}"#.write(to: url, atomically: true, encoding: .utf8)
         XCTAssertThrowsError(try BertConfig(contentsOf: url)) { XCTAssertTrue("\($0)".contains("not divisible"), "\($0)") }
         try #"{"vocab_size": 10, "hidden_size": "big"}"#.write(to: url, atomically: true, encoding: .utf8)

@@ -6,20 +6,31 @@ import XCTest
 /// so their backward pass is checked against finite differences with a
 /// fixed mask, and reproducibility is checked directly.
 final class DropoutTests: XCTestCase {
-    /// The tiny fixture model with dropout 0.1 everywhere.
-    func tinyModelWithDropout() throws -> BertModel {
-        let (base, _) = try BertModel.load(from: Fixture.url("tiny/softmax"), head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
+    /// A tiny fixture model (BERT by default; `families/…` for DistilBERT and RoBERTa,
+    /// whose heads have their own dropout sites) with dropout 0.1 everywhere.
+    func tinyModelWithDropout(_ path: String = "tiny/softmax") throws -> BertModel {
+        let (base, _) = try BertModel.load(from: Fixture.url(path), head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
         var config = base.config
         config.hiddenDropout = 0.1
         config.attentionDropout = 0.1
+        config.classifierDropout = 0.1
         let model = BertModel(config: config, head: base.head)
         model.parameters.buffer.copy(from: base.parameters.buffer)
         return model
     }
 
     func testBackwardWithDropoutMatchesFiniteDifferences() throws {
-        let model = try tinyModelWithDropout()
-        let batch = Fixture.packedBatch(try Fixture.json("tiny/inputs.json"))
+        try checkDropoutGradients("tiny/softmax", inputs: "tiny/inputs.json")
+    }
+
+    func testDistilBERTAndRoBERTaBackwardWithDropoutMatchesFiniteDifferences() throws {
+        try checkDropoutGradients("families/distilbert_softmax", inputs: "families/inputs.json")
+        try checkDropoutGradients("families/roberta_softmax", inputs: "families/inputs.json")
+    }
+
+    func checkDropoutGradients(_ path: String, inputs: String) throws {
+        let model = try tinyModelWithDropout(path)
+        let batch = Fixture.packedBatch(try Fixture.json(inputs))
         let targets = Targets.classes([0, 2, 1, 2])
         let key = DropoutKey(seed: 3, step: 5)
         let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: 4, length: 11), training: true)
@@ -44,7 +55,7 @@ final class DropoutTests: XCTestCase {
             let down = loss()
             p[best] = original
             let numeric = Float((up - down) / (2 * Double(h)))
-            XCTAssertEqual(numeric, g[best], accuracy: 2e-2 * abs(g[best]) + 2e-3, "\(spec.name)[\(best)]")
+            XCTAssertEqual(numeric, g[best], accuracy: 2e-2 * abs(g[best]) + 2e-3, "\(path): \(spec.name)[\(best)]")
             checked += 1
         }
         XCTAssertGreaterThan(checked, 30, "most tensors have a checkable gradient")

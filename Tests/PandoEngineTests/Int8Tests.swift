@@ -112,7 +112,7 @@ final class Int8Tests: XCTestCase {
         let out = try TestFixtures.temporaryDirectory(prefix: "pando-int8-minilm").appendingPathComponent("q")
         try model.saveInt8(to: out)
         let (loaded, _) = try BertModel.load(from: out, head: nil)
-        let quantized = Int8Checkpoint.quantizedNames(layers: loaded.config.layers)
+        let quantized = Int8Checkpoint.quantizedNames(layers: loaded.config.layers, family: loaded.config.family)
         let page = Int(sysconf(Int32(_SC_PAGESIZE)))
         var resident = 0, pages = 0, floatBytes = 0
         for spec in loaded.layout.tensors where quantized.contains(spec.name) {

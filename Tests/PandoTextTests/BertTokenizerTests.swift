@@ -102,7 +102,8 @@ final class BertTokenizerUnitTests: XCTestCase {
     func testMissingVocabularyNamesThePath() {
         let folder = URL(fileURLWithPath: "/nonexistent/model-folder")
         XCTAssertThrowsError(try BertTokenizer(folder: folder)) { error in
-            XCTAssertEqual(error as? BertTokenizerError, .fileNotFound(path: "/nonexistent/model-folder/vocab.txt"))
+            // The folder has none of the tokenizer files; the error names vocab.txt and the alternatives.
+            XCTAssertEqual(error as? BertTokenizerError, .fileNotFound(path: "/nonexistent/model-folder/vocab.txt (nor tokenizer.json, nor vocab.json + merges.txt)"))
             XCTAssertTrue("\(error)".contains("/nonexistent/model-folder/vocab.txt"))
         }
     }

@@ -19,9 +19,10 @@ public struct CheckpointError: Error, CustomStringConvertible {
 }
 
 extension BertModel {
-    /// Loads a Hugging Face BERT-family folder: `config.json` and
-    /// `model.safetensors` (F32, F16 or BF16; names with or without the
-    /// `bert.` prefix; old `gamma`/`beta` LayerNorm names accepted).
+    /// Loads a Hugging Face BERT-family folder (BERT, DistilBERT or RoBERTa, by the
+    /// config's `model_type`): `config.json` and `model.safetensors` (F32, F16 or BF16;
+    /// encoder names with or without the `bert.`/`distilbert.`/`roberta.` prefix; old
+    /// `gamma`/`beta` LayerNorm names accepted).
     ///
     /// - Parameter head: the head to train. `nil` reads it from the config's
     ///   `id2label` and `problem_type` (a checkpoint Pando or HF fine-tuned).
@@ -54,18 +55,25 @@ extension BertModel {
         let model = BertModel(uninitialized: config, head: head)
         var report = LoadReport()
 
+        // Encoder tensors are named with the family's prefix in a task checkpoint
+        // (`bert.embeddings…`) and without it in a bare encoder (`embeddings…`, e.g. MiniLM).
+        let family = config.family, encoderPrefix = family.encoderPrefix
+        let word = family.embeddingsPrefix + "word_embeddings.weight"
         let prefix: String
-        if file.entries["bert.embeddings.word_embeddings.weight"] != nil { prefix = "bert." }
-        else if file.entries["embeddings.word_embeddings.weight"] != nil { prefix = "" }
+        if file.entries[word] != nil { prefix = encoderPrefix }
+        else if file.entries[String(word.dropFirst(encoderPrefix.count))] != nil { prefix = "" }
         else {
             let sample = file.entries.keys.sorted().prefix(3).joined(separator: ", ")
-            throw CheckpointError(path: weightsURL.path, reason: "no BERT embeddings (expected 'embeddings.word_embeddings.weight' or 'bert.embeddings.word_embeddings.weight'; found \(sample)…)")
+            throw CheckpointError(path: weightsURL.path, reason: "no \(family.rawValue) embeddings (config.json's model_type; expected '\(word.dropFirst(encoderPrefix.count))' or '\(word)'; found \(sample)…)")
         }
         var used = Set<String>()
         for spec in model.layout.tensors {
-            let isHead = spec.name.hasPrefix("classifier.")
-            let isPooler = spec.name.hasPrefix("bert.pooler.")
-            var candidates = [isHead ? spec.name : prefix + spec.name.dropFirst(5)]
+            // The classifier may be absent or of another task (re-initialised); the dense
+            // layer before it (pooler, pre-classifier, RoBERTa's head dense) may be absent.
+            let isHead = spec.name.hasPrefix(family.classifierPrefix)
+            let isPooler = spec.name.hasPrefix(family.poolerPrefix)
+            let isEncoder = spec.name.hasPrefix(encoderPrefix)
+            var candidates = [isEncoder ? prefix + spec.name.dropFirst(encoderPrefix.count) : spec.name]
             if spec.name.contains("LayerNorm") {
                 candidates.append(candidates[0].replacingOccurrences(of: "LayerNorm.weight", with: "LayerNorm.gamma")
                     .replacingOccurrences(of: "LayerNorm.bias", with: "LayerNorm.beta"))
@@ -122,8 +130,8 @@ extension BertModel {
         }
     }
 
-    /// Writes `config.json` and `model.safetensors` in the layout of
-    /// `BertForSequenceClassification`, so `AutoModelForSequenceClassification
+    /// Writes `config.json` and `model.safetensors` in the layout of the family's
+    /// `…ForSequenceClassification` (BERT, DistilBERT, RoBERTa), so `AutoModelForSequenceClassification
     /// .from_pretrained(folder)` loads it. `copying` lists extra files (the
     /// tokenizer's `vocab.txt`, `tokenizer_config.json`) to place beside them.
     /// Each file is written atomically.
@@ -133,7 +141,7 @@ extension BertModel {
         }
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var config = self.config.jsonObject
-        config["architectures"] = .array([.string("BertForSequenceClassification")])
+        config["architectures"] = .array([.string(self.config.family.sequenceClassifier)])
         let labels = head.objective == .meanSquaredError ? (head.labels.isEmpty ? ["score"] : [head.labels[0]]) : head.labels
         config["id2label"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { ("\($0)", .string($1)) }))
         config["label2id"] = .object(Dictionary(labels.enumerated().map { ($1, .number(Double($0))) }, uniquingKeysWith: { a, _ in a }))

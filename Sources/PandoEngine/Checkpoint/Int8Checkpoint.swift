@@ -20,17 +20,17 @@ public enum Int8Checkpoint {
     }
 
     /// The names of the quantized tensors of layer `l`, in the order of the fused rows.
-    static func layerNames(_ l: Int) -> (qkv: [String], attentionOut: String, ffnIn: String, ffnOut: String) {
-        let p = "bert.encoder.layer.\(l)."
-        return ([p + "attention.self.query.weight", p + "attention.self.key.weight", p + "attention.self.value.weight"],
-                p + "attention.output.dense.weight", p + "intermediate.dense.weight", p + "output.dense.weight")
+    static func layerNames(_ l: Int, _ family: ModelFamily) -> (qkv: [String], attentionOut: String, ffnIn: String, ffnOut: String) {
+        let p = family.layerPrefix(l), m = family.layerModules
+        return ([p + m.query + ".weight", p + m.key + ".weight", p + m.value + ".weight"],
+                p + m.attentionOut + ".weight", p + m.ffnIn + ".weight", p + m.ffnOut + ".weight")
     }
-    static let wordEmbeddings = "bert.embeddings.word_embeddings.weight"
+    static func wordEmbeddings(_ family: ModelFamily) -> String { family.embeddingsPrefix + "word_embeddings.weight" }
 
-    static func quantizedNames(layers: Int) -> Set<String> {
-        var names: Set<String> = [wordEmbeddings]
+    static func quantizedNames(layers: Int, family: ModelFamily) -> Set<String> {
+        var names: Set<String> = [wordEmbeddings(family)]
         for l in 0..<layers {
-            let n = layerNames(l)
+            let n = layerNames(l, family)
             names.formUnion(n.qkv + [n.attentionOut, n.ffnIn, n.ffnOut])
         }
         return names
@@ -54,10 +54,10 @@ extension BertModel {
             tensors.append((name, shape, keep.count - 1, keepScales.count - 1))
         }
         let e = encoder.embeddings
-        add(Int8Checkpoint.wordEmbeddings, [e.rows, e.width],
+        add(Int8Checkpoint.wordEmbeddings(config.family), [e.rows, e.width],
             (Array(UnsafeBufferPointer(start: e.values, count: e.rows * e.width)), Array(UnsafeBufferPointer(start: e.scales, count: e.rows))))
         for (l, layer) in encoder.layers.enumerated() {
-            let n = Int8Checkpoint.layerNames(l)
+            let n = Int8Checkpoint.layerNames(l, config.family)
             for (i, name) in n.qkv.enumerated() { add(name, [H, H], layer.qkv.rowMajor(rows: i * H..<(i + 1) * H)) }
             add(n.attentionOut, [H, H], layer.attentionOut.rowMajor(rows: 0..<H))
             add(n.ffnIn, [I, H], layer.ffnIn.rowMajor(rows: 0..<I))
@@ -91,11 +91,11 @@ extension BertModel {
         let model = BertModel(uninitialized: config, head: head)
         var report = LoadReport()
         report.storedTypes = ["I8", "F32"]
-        let quantized = Int8Checkpoint.quantizedNames(layers: config.layers)
+        let quantized = Int8Checkpoint.quantizedNames(layers: config.layers, family: config.family)
         var used = Set<String>()
         for spec in model.layout.tensors where !quantized.contains(spec.name) {
             guard let entry = file.entries[spec.name] else {
-                if spec.name.hasPrefix("classifier.") || spec.name.hasPrefix("bert.pooler.") {
+                if spec.name.hasPrefix(config.family.classifierPrefix) || spec.name.hasPrefix(config.family.poolerPrefix) {
                     model.initialize(spec, seed: seed)
                     report.initialized.append(spec.name)
                     continue
@@ -104,7 +104,7 @@ extension BertModel {
             }
             guard entry.shape == spec.shape else {
                 // Another head than the one asked for (as the float loader does): a fresh one.
-                if spec.name.hasPrefix("classifier.") {
+                if spec.name.hasPrefix(config.family.classifierPrefix) {
                     model.initialize(spec, seed: seed)
                     report.initialized.append(spec.name)
                     used.insert(spec.name)
@@ -132,13 +132,13 @@ extension BertModel {
         }
         var layers: [Int8Encoder.Layer] = []
         for l in 0..<config.layers {
-            let n = Int8Checkpoint.layerNames(l)
+            let n = Int8Checkpoint.layerNames(l, config.family)
             layers.append(Int8Encoder.Layer(qkv: try linear(n.qkv, rows: H, inputs: H),
                                             attentionOut: try linear([n.attentionOut], rows: H, inputs: H),
                                             ffnIn: try linear([n.ffnIn], rows: I, inputs: H),
                                             ffnOut: try linear([n.ffnOut], rows: H, inputs: I)))
         }
-        let V = config.vocabSize, name = Int8Checkpoint.wordEmbeddings
+        let V = config.vocabSize, name = Int8Checkpoint.wordEmbeddings(config.family)
         let embeddings = try file.withBytes(name, dtype: .i8, count: V * H) { values in
             try file.withBytes(name + "_scale", dtype: .f32, count: V) { scales in
                 Int8Embedding(quantized: values.bindMemory(to: Int8.self).baseAddress!, scales: scales.bindMemory(to: Float.self).baseAddress!,

@@ -58,7 +58,11 @@ extension BertModel {
         switch head.pooling {
         case .pooler:
             let dPre = ws.dPooled.base
-            for i in 0..<(B * H) { dPre[i] *= 1 - ws.pooled[i] * ws.pooled[i] }
+            if c.family.poolerUsesReLU {
+                for i in 0..<(B * H) where ws.pooled[i] <= 0 { dPre[i] = 0 }
+            } else {
+                for i in 0..<(B * H) { dPre[i] *= 1 - ws.pooled[i] * ws.pooled[i] }
+            }
             if let norms {
                 norms.linear(dY: dPre, ld: H, x: ws.poolInput.base, rows: B, inputs: H, outputs: H,
                              weight: offsets.poolerWeight, bias: offsets.poolerBias)
@@ -67,6 +71,9 @@ extension BertModel {
                 for b in 0..<B { for j in 0..<H { g(offsets.poolerBias)[j] += dPre[b * H + j] } }
             }
             BLAS.gemm(m: B, n: H, k: H, a: dPre, lda: H, b: p(offsets.poolerWeight), ldb: H, c: ws.dPoolInput.base, ldc: H)
+            if c.family.dropsOutBeforePooler {
+                dropout?.mask(c.classifierDropout ?? c.hiddenDropout, site: DropoutSite.poolerInput).apply(ws.dPoolInput.base, count: B * H)
+            }
             for b in 0..<B { (dTop.base + ws.table.offsets[b] * H).update(from: ws.dPoolInput.base + b * H, count: H) }
         case .cls:
             for b in 0..<B { (dTop.base + ws.table.offsets[b] * H).update(from: ws.dPooled.base + b * H, count: H) }
@@ -121,14 +128,19 @@ extension BertModel {
                           gradients: gradients, workspace: ws)
         if let norms {
             norms.embeddings(dSum: dSum.base, batch: batch, hidden: H, word: offsets.word, position: offsets.position,
-                             tokenType: offsets.tokenType, vocabulary: c.vocabSize, positions: c.maxPositions, types: c.typeVocabSize)
+                             tokenType: offsets.tokenType, vocabulary: c.vocabSize, positions: c.maxPositions,
+                             types: c.family.hasTokenTypes ? c.typeVocabSize : 0)
             return
         }
-        let word = g(offsets.word), pos = g(offsets.position), typ = g(offsets.tokenType)
+        let word = g(offsets.word), pos = g(offsets.position), typ = c.family.hasTokenTypes ? g(offsets.tokenType) : nil
         for t in 0..<N {
             let d = dSum.base + t * H
-            let w = word + Int(batch.tokenIDs[t]) * H, q = pos + Int(ws.positions[t]) * H, y = typ + Int(batch.typeIDs[t]) * H
-            for j in 0..<H { w[j] += d[j]; q[j] += d[j]; y[j] += d[j] }
+            let w = word + Int(batch.tokenIDs[t]) * H, q = pos + Int(ws.positions[t]) * H
+            for j in 0..<H { w[j] += d[j]; q[j] += d[j] }
+            if let typ {
+                let y = typ + Int(batch.typeIDs[t]) * H
+                for j in 0..<H { y[j] += d[j] }
+            }
         }
     }
 }
@@ -172,7 +184,7 @@ extension BertModel {
         // Attention LayerNorm; its input was drop(attn + bo) + x.
         layerNormBackward(dOutput: dH1.base, normalized: t.normalized1!, inverseStd: t.inverseStd1, gamma: o.norm1Gamma, beta: o.norm1Beta,
                           rows: rows, dInput: dInput.base, gradients: gradients, workspace: ws)
-        let dAttnOut = throughDropout(dInput, count: rows * H, mask: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
+        let dAttnOut = throughDropout(dInput, count: rows * H, mask: dropout?.mask(c.attentionOutputDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
         linearBackward(dOutput: dAttnOut, input: t.context, rows: rows, inputs: H, outputs: H,
                        weight: o.attentionOutWeight, bias: o.attentionOutBias, gradients: gradients, dInput: dContext, accumulate: false, workspace: ws)
     }

@@ -29,27 +29,34 @@ extension BertModel {
         ws.table.reset(lengths: batch.lengths, heads: c.heads)
         ws.lastLayerRanFirstTokensOnly = firstTokensOnly
         ws.positions.removeAll(keepingCapacity: true)
-        for length in batch.lengths { for p in 0..<length { ws.positions.append(Int32(p)) } }
+        // Position ids count from the family's offset (RoBERTa: after the padding index).
+        let first = c.positionOffset
+        for length in batch.lengths { for p in 0..<length { ws.positions.append(Int32(first + p)) } }
 
-        // Embeddings: word + position + token type, LayerNorm, dropout.
+        // Embeddings: word + position + token type (none in DistilBERT), LayerNorm, dropout.
         let sum = ws.denseOut!.base
         batch.tokenIDs.withUnsafeBufferPointer { ids in
             batch.typeIDs.withUnsafeBufferPointer { types in
                 ws.positions.withUnsafeBufferPointer { positions in
                     let box = UnsafeSendableBox((ids, types, positions))
-                    let word = p(offsets.word), pos = p(offsets.position), typ = p(offsets.tokenType)
+                    let word = p(offsets.word), pos = p(offsets.position)
+                    let typ = c.family.hasTokenTypes ? p(offsets.tokenType) : nil
                     let q8 = ws.int8?.encoder.embeddings
                     Parallel.forRanges(N, minimumChunk: 128) { range in
                         let (ids, types, positions) = box.value
                         for t in range {
-                            let q = pos + Int(positions[t]) * H, y = typ + Int(types[t]) * H
+                            let q = pos + Int(positions[t]) * H
                             let out = sum + t * H
                             if let q8 {
-                                for j in 0..<H { out[j] = q[j] + y[j] }
+                                out.update(from: q, count: H)
                                 q8.add(row: Int(ids[t]), to: out)
                             } else {
                                 let w = word + Int(ids[t]) * H
-                                for j in 0..<H { out[j] = w[j] + q[j] + y[j] }
+                                for j in 0..<H { out[j] = w[j] + q[j] }
+                            }
+                            if let typ {
+                                let y = typ + Int(types[t]) * H
+                                for j in 0..<H { out[j] += y[j] }
                             }
                         }
                     }
@@ -118,7 +125,7 @@ extension BertModel {
         }
         Elementwise.biasDropoutResidual(
             t.sum, bias: p(o.attentionOutBias), residual: t.residual, rows: t.rows, cols: H,
-            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.attentionOutput(l)) ?? inactive)
+            dropout: dropout?.mask(c.attentionOutputDropout, site: DropoutSite.attentionOutput(l)) ?? inactive)
         LayerNormKernel.forward(
             input: t.sum, rows: t.rows, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
             normalized: t.normalized1, inverseStd: t.inverseStd1, output: t.attended)
@@ -145,7 +152,7 @@ extension BertModel {
     @discardableResult
     public func classify(_ batch: PackedBatch, workspace ws: BertWorkspace, dropout: DropoutKey? = nil) -> FloatBuffer {
         let H = config.hiddenSize, B = batch.count, C = head.outputs
-        pool(batch, workspace: ws)
+        pool(batch, workspace: ws, dropout: dropout)
         ws.pooledDropped.slice(0, B * H).copy(from: ws.pooled.slice(0, B * H))
         dropout?.mask(config.classifierDropout ?? config.hiddenDropout, site: DropoutSite.classifier).apply(ws.pooledDropped.base, count: B * H)
         Elementwise.broadcastRows(p(offsets.classifierBias), rows: B, cols: C, into: ws.logits.base)
@@ -153,9 +160,10 @@ extension BertModel {
         return ws.logits.slice(0, B * C)
     }
 
-    /// The pooled sequence vectors (`count × hidden`) for the head's pooling.
+    /// The pooled sequence vectors (`count × hidden`) for the head's pooling. `dropout`
+    /// matters only to RoBERTa's head, which drops out `<s>` before its dense layer.
     @discardableResult
-    public func pool(_ batch: PackedBatch, workspace ws: BertWorkspace, pooling: Pooling? = nil) -> FloatBuffer {
+    public func pool(_ batch: PackedBatch, workspace ws: BertWorkspace, pooling: Pooling? = nil, dropout: DropoutKey? = nil) -> FloatBuffer {
         let H = config.hiddenSize, B = batch.count
         let last = ws.lastHidden.base
         precondition((pooling ?? head.pooling) != .mean || !ws.lastLayerRanFirstTokensOnly,
@@ -164,8 +172,15 @@ extension BertModel {
         case .pooler, .cls:
             for b in 0..<B { (ws.poolInput.base + b * H).update(from: last + ws.table.offsets[b] * H, count: H) }
             if (pooling ?? head.pooling) == .pooler {
+                if config.family.dropsOutBeforePooler {
+                    dropout?.mask(config.classifierDropout ?? config.hiddenDropout, site: DropoutSite.poolerInput).apply(ws.poolInput.base, count: B * H)
+                }
                 BLAS.gemm(transB: true, m: B, n: H, k: H, a: ws.poolInput.base, lda: H, b: p(offsets.poolerWeight), ldb: H, c: ws.pooled.base, ldc: H)
-                Elementwise.biasTanh(ws.pooled.base, bias: p(offsets.poolerBias), rows: B, cols: H)
+                if config.family.poolerUsesReLU {
+                    Elementwise.biasActivation(ws.pooled.base, bias: p(offsets.poolerBias), rows: B, cols: H, activation: .relu, output: ws.pooled.base)
+                } else {
+                    Elementwise.biasTanh(ws.pooled.base, bias: p(offsets.poolerBias), rows: B, cols: H)
+                }
             } else {
                 ws.pooled.slice(0, B * H).copy(from: ws.poolInput.slice(0, B * H))
             }
@@ -192,6 +207,8 @@ extension BertModel {
         precondition(batch.lengths.allSatisfy { $0 > 0 }, "empty sequence in batch")
         let V = Int32(config.vocabSize), T = Int32(config.typeVocabSize)
         precondition(batch.tokenIDs.allSatisfy { $0 >= 0 && $0 < V }, "token id outside the vocabulary of \(V)")
-        precondition(batch.typeIDs.allSatisfy { $0 >= 0 && $0 < T }, "token type outside 0..<\(T)")
+        if config.family.hasTokenTypes {
+            precondition(batch.typeIDs.allSatisfy { $0 >= 0 && $0 < T }, "token type outside 0..<\(T)")
+        }
     }
 }

@@ -2,7 +2,10 @@ import Foundation
 
 /// How a sequence becomes one vector for the task head.
 public enum Pooling: String, Codable, Sendable, CaseIterable {
-    /// BERT's pooler: `tanh(W · h[CLS] + b)`. What `BertForSequenceClassification` uses.
+    /// The family's own sequence-classification head on the first token: BERT's pooler
+    /// `tanh(W · h[CLS] + b)`, DistilBERT's `ReLU(pre_classifier · h + b)`, RoBERTa's
+    /// `tanh(dense · drop(h[<s>]) + b)`; then dropout and the classifier, as Hugging Face's
+    /// `…ForSequenceClassification` of each family computes.
     case pooler
     /// The final [CLS] hidden state itself.
     case cls
@@ -68,52 +71,54 @@ public final class BertModel: @unchecked Sendable {
         var poolerWeight = 0, poolerBias = 0, classifierWeight = 0, classifierBias = 0
     }
 
-    /// The tensor names and shapes of a BERT encoder with a head, in the
-    /// order they sit in the flat buffer. Query, key and value are adjacent so
-    /// the three projections run as one GEMM.
     /// The parameter layout of a model with `config` and `head`, without allocating it.
     public static func layout(config: BertConfig, head: ClassifierHead) -> ParameterLayout {
         makeLayout(config: config, head: head).0
     }
 
+    /// The tensor names (the config's family's Hugging Face names) and shapes of an
+    /// encoder with a head, in the order they sit in the flat buffer. Query, key and value
+    /// are adjacent so the three projections run as one GEMM.
     static func makeLayout(config c: BertConfig, head: ClassifierHead) -> (ParameterLayout, Offsets) {
         var layout = ParameterLayout()
         var o = Offsets()
         let H = c.hiddenSize, I = c.intermediateSize
         func add(_ name: String, _ shape: [Int]) -> Int {
-            let decays = !(name.hasSuffix(".bias") || name.contains("LayerNorm"))
+            let decays = !(name.hasSuffix(".bias") || ModelFamily.isNorm(name))
             return layout.append(name, shape: shape, decays: decays).offset
         }
-        o.word = add("bert.embeddings.word_embeddings.weight", [c.vocabSize, H])
-        o.position = add("bert.embeddings.position_embeddings.weight", [c.maxPositions, H])
-        o.tokenType = add("bert.embeddings.token_type_embeddings.weight", [c.typeVocabSize, H])
-        o.embeddingGamma = add("bert.embeddings.LayerNorm.weight", [H])
-        o.embeddingBeta = add("bert.embeddings.LayerNorm.bias", [H])
+        let f = c.family, e = f.embeddingsPrefix, m = f.layerModules
+        o.word = add(e + "word_embeddings.weight", [c.vocabSize, H])
+        o.position = add(e + "position_embeddings.weight", [c.positionRows, H])
+        // DistilBERT has no token-type table; its offset stays unused (see `hasTokenTypes`).
+        if f.hasTokenTypes { o.tokenType = add(e + "token_type_embeddings.weight", [c.typeVocabSize, H]) }
+        o.embeddingGamma = add(e + "LayerNorm.weight", [H])
+        o.embeddingBeta = add(e + "LayerNorm.bias", [H])
         for l in 0..<c.layers {
-            let p = "bert.encoder.layer.\(l)."
+            let p = f.layerPrefix(l)
             var L = Offsets.Layer()
-            L.qkvWeight = add(p + "attention.self.query.weight", [H, H])
-            _ = add(p + "attention.self.key.weight", [H, H])
-            _ = add(p + "attention.self.value.weight", [H, H])
-            L.qkvBias = add(p + "attention.self.query.bias", [H])
-            _ = add(p + "attention.self.key.bias", [H])
-            _ = add(p + "attention.self.value.bias", [H])
-            L.attentionOutWeight = add(p + "attention.output.dense.weight", [H, H])
-            L.attentionOutBias = add(p + "attention.output.dense.bias", [H])
-            L.norm1Gamma = add(p + "attention.output.LayerNorm.weight", [H])
-            L.norm1Beta = add(p + "attention.output.LayerNorm.bias", [H])
-            L.ffnInWeight = add(p + "intermediate.dense.weight", [I, H])
-            L.ffnInBias = add(p + "intermediate.dense.bias", [I])
-            L.ffnOutWeight = add(p + "output.dense.weight", [H, I])
-            L.ffnOutBias = add(p + "output.dense.bias", [H])
-            L.norm2Gamma = add(p + "output.LayerNorm.weight", [H])
-            L.norm2Beta = add(p + "output.LayerNorm.bias", [H])
+            L.qkvWeight = add(p + m.query + ".weight", [H, H])
+            _ = add(p + m.key + ".weight", [H, H])
+            _ = add(p + m.value + ".weight", [H, H])
+            L.qkvBias = add(p + m.query + ".bias", [H])
+            _ = add(p + m.key + ".bias", [H])
+            _ = add(p + m.value + ".bias", [H])
+            L.attentionOutWeight = add(p + m.attentionOut + ".weight", [H, H])
+            L.attentionOutBias = add(p + m.attentionOut + ".bias", [H])
+            L.norm1Gamma = add(p + m.norm1 + ".weight", [H])
+            L.norm1Beta = add(p + m.norm1 + ".bias", [H])
+            L.ffnInWeight = add(p + m.ffnIn + ".weight", [I, H])
+            L.ffnInBias = add(p + m.ffnIn + ".bias", [I])
+            L.ffnOutWeight = add(p + m.ffnOut + ".weight", [H, I])
+            L.ffnOutBias = add(p + m.ffnOut + ".bias", [H])
+            L.norm2Gamma = add(p + m.norm2 + ".weight", [H])
+            L.norm2Beta = add(p + m.norm2 + ".bias", [H])
             o.layers.append(L)
         }
-        o.poolerWeight = add("bert.pooler.dense.weight", [H, H])
-        o.poolerBias = add("bert.pooler.dense.bias", [H])
-        o.classifierWeight = add("classifier.weight", [head.outputs, H])
-        o.classifierBias = add("classifier.bias", [head.outputs])
+        o.poolerWeight = add(f.poolerPrefix + "weight", [H, H])
+        o.poolerBias = add(f.poolerPrefix + "bias", [H])
+        o.classifierWeight = add(f.classifierPrefix + "weight", [head.outputs, H])
+        o.classifierBias = add(f.classifierPrefix + "bias", [head.outputs])
         return (layout, o)
     }
 
@@ -136,7 +141,7 @@ public final class BertModel: @unchecked Sendable {
     /// Initialises one tensor the way Hugging Face's `_init_weights` does.
     func initialize(_ spec: TensorSpec, seed: UInt64, range: Float = 0.02) {
         let v = parameters.view(spec)
-        if spec.name.contains("LayerNorm") {
+        if ModelFamily.isNorm(spec.name) {
             v.fill(spec.name.hasSuffix(".weight") ? 1 : 0)
         } else if spec.name.hasSuffix(".bias") {
             v.fill(0)

@@ -147,7 +147,7 @@ public final class ExampleGradientNorms: @unchecked Sendable {
     /// rows add `Σₜ ‖dₜ‖²`; word and type rows add `Σ ⟨dₜ, dₛ⟩` over pairs with the same id.
     func embeddings(dSum: UnsafePointer<Float>, batch: PackedBatch, hidden H: Int, word: Int, position: Int, tokenType: Int,
                     vocabulary: Int, positions: Int, types: Int) {
-        let tw = trained(word, vocabulary * H), tp = trained(position, positions * H), tt = trained(tokenType, types * H)
+        let tw = trained(word, vocabulary * H), tp = trained(position, positions * H), tt = types > 0 && trained(tokenType, types * H)
         guard tw || tp || tt else { return }
         batch.tokenIDs.withUnsafeBufferPointer { ids in
             batch.typeIDs.withUnsafeBufferPointer { typeIDs in

@@ -56,6 +56,8 @@ public struct DropoutKey: Sendable, Equatable {
 enum DropoutSite {
     static let embeddings: UInt64 = 1
     static let classifier: UInt64 = 2
+    /// RoBERTa's head: the first token's state before the head's dense layer.
+    static let poolerInput: UInt64 = 3
     static func attention(_ layer: Int) -> UInt64 { 16 + 4 * UInt64(layer) }
     static func attentionOutput(_ layer: Int) -> UInt64 { 17 + 4 * UInt64(layer) }
     static func ffnOutput(_ layer: Int) -> UInt64 { 18 + 4 * UInt64(layer) }
