@@ -176,7 +176,7 @@ public struct LabeledDataset: Sendable {
             let cell = row.values[labelIndex]
             let raw: Raw
             switch task {
-            case .classification:
+            case .classification, .ordinal:
                 let name = trimmed(cell.text)
                 if name.isEmpty {
                     try bad(.missingLabel, .missingLabel, line: row.line, column: labelColumn)
@@ -233,6 +233,15 @@ public struct LabeledDataset: Sendable {
                 map = LabelMap(observed: names)
             case .regression:
                 map = try! LabelMap(names: [])
+            case .ordinal:
+                // Levels must be in order: numeric names by value, others by name (give
+                // the labels explicitly when their order is not that).
+                var names: [String] = []
+                for k in kept { if case .one(let n) = k.raw { names.append(n) } }
+                let observed = LabelMap(observed: names).names
+                let values = observed.map { Double($0) }
+                map = try LabelMap(names: values.allSatisfy { $0 != nil }
+                    ? zip(observed, values).sorted { $0.1! < $1.1! }.map(\.0) : observed)
             }
         }
 

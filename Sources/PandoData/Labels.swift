@@ -6,6 +6,17 @@ public enum TaskKind: String, Codable, Sendable, CaseIterable {
     case multiLabel = "multi-label"
     /// One number per text.
     case regression
+    /// One of ordered levels per text (reading level, difficulty), the labels in their order.
+    case ordinal
+
+    /// The fewest label names the task makes sense with (a score needs none).
+    public var minimumLabels: Int {
+        switch self {
+        case .classification, .ordinal: 2
+        case .multiLabel: 1
+        case .regression: 0
+        }
+    }
 }
 
 /// Ordered label names and their indices (the model's output positions).

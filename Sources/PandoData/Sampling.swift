@@ -103,7 +103,7 @@ extension LabeledDataset {
     /// (multi-label); its quantile bin among `regressionBins` bins (regression).
     public func strata(regressionBins: Int = 10) -> [Int] {
         switch task {
-        case .classification:
+        case .classification, .ordinal:
             return examples.map { $0.target.classIndex! }
         case .multiLabel:
             let counts = labelCounts
@@ -142,7 +142,7 @@ extension LabeledDataset {
     /// label occurrence counts): n / (k · count); empty for regression.
     public func classWeights() -> [Float] {
         switch task {
-        case .classification: return Sampling.balancedClassWeights(counts: labelCounts)
+        case .classification, .ordinal: return Sampling.balancedClassWeights(counts: labelCounts)
         case .multiLabel:
             let counts = labelCounts
             let n = Double(counts.reduce(0, +)), k = Double(counts.count)

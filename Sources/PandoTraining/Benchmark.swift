@@ -125,7 +125,7 @@ public enum Benchmark {
         func targets(_ batch: PackedBatch) -> Targets {
             switch model.head.objective {
             case .softmaxCrossEntropy: .classes((0..<batch.count).map { $0 % model.head.outputs })
-            case .sigmoidBinaryCrossEntropy: .multiHot((0..<batch.count * model.head.outputs).map { Float($0 % 2) })
+            case .sigmoidBinaryCrossEntropy, .ordinal: .multiHot((0..<batch.count * model.head.outputs).map { Float($0 % 2) })
             case .meanSquaredError: .scores((0..<batch.count).map { Float($0 % 3) })
             }
         }

@@ -25,6 +25,8 @@ public struct EncodedDataset: Sendable {
         case .classification: .classes(positions.map { targets[$0].classIndex! })
         case .multiLabel: .multiHot(positions.flatMap { targets[$0].multiHot(count: labelCount) })
         case .regression: .scores(positions.map { targets[$0].score! })
+        // The ordinal head's K − 1 thresholds: 1 where the level is above threshold k.
+        case .ordinal: .multiHot(positions.flatMap { p in (0..<(labelCount - 1)).map { Float(targets[p].classIndex! > $0 ? 1 : 0) } })
         }
     }
 }

@@ -55,6 +55,7 @@ public struct EvaluationMetrics: Codable, Sendable {
         case .classification: "macro_f1"
         case .multiLabel: "micro_f1"
         case .regression: "rmse"
+        case .ordinal: "mean_absolute_level_error"
         }
     }
 
@@ -64,6 +65,7 @@ public struct EvaluationMetrics: Codable, Sendable {
         case .classification: ["accuracy", "macro_f1", "weighted_f1", "macro_precision", "macro_recall", "loss"]
         case .multiLabel: ["micro_f1", "macro_f1", "micro_precision", "micro_recall", "subset_accuracy", "hamming_loss", "loss"]
         case .regression: ["rmse", "mae", "pearson", "spearman", "qwk", "loss"]
+        case .ordinal: ["mean_absolute_level_error", "qwk", "accuracy", "macro_f1", "weighted_f1", "loss"]
         }
     }
 
@@ -85,6 +87,7 @@ public struct EvaluationMetrics: Codable, Sendable {
             }
         }
         if let r = regression { s += r.table }
+        if task == .ordinal, let q = summary["qwk"] { s += String(format: "QWK %.4f\n", q) }
         s += String(format: "loss %.4f\n", loss)
         return s
     }
@@ -100,6 +103,22 @@ public enum Evaluation {
     }
 
     public static func sigmoid(_ z: [Float]) -> [Float] { z.map { 1 / (1 + expf(-$0)) } }
+
+    /// The level an ordinal head predicts: how many of its K − 1 thresholds the text passes.
+    public static func ordinalLevel(_ z: [Float]) -> Int { z.reduce(0) { $0 + ($1 > 0 ? 1 : 0) } }
+
+    /// Each level's probability from the thresholds' P(level > k): P(k) = P(> k−1) − P(> k),
+    /// clipped at 0 and renormalised (CORAL keeps them ordered; the clip guards rounding).
+    public static func ordinalProbabilities(_ z: [Float]) -> [Float] {
+        let above = sigmoid(z)
+        var p: [Float] = []
+        for k in 0...above.count {
+            let upper: Float = k == 0 ? 1 : above[k - 1], lower: Float = k == above.count ? 0 : above[k]
+            p.append(max(0, upper - lower))
+        }
+        let s = p.reduce(0, +)
+        return s > 0 ? p.map { $0 / s } : p
+    }
 
     public static func argmax(_ v: [Float]) -> Int {
         var best = 0
@@ -141,6 +160,22 @@ public enum Evaluation {
             let predicted = MultiLabelMetrics.applyThresholds(probabilities, thresholds: th)
             let m = try MultiLabelMetrics(truth: targets.map { $0.labelSet! }, predicted: predicted, labels: labels)
             return EvaluationMetrics(task: task, loss: loss / (n * Double(max(k, 1))), multiLabel: m, thresholds: th)
+        case .ordinal:
+            var loss = 0.0
+            var truth: [Int] = [], predicted: [Int] = []
+            for (z, t) in zip(logits, targets) {
+                let y = t.classIndex!
+                for (k, v) in z.enumerated() {
+                    let target: Float = y > k ? 1 : 0
+                    loss += Double(max(v, 0) - v * target + log1pf(expf(-abs(v))))
+                }
+                truth.append(y)
+                predicted.append(ordinalLevel(z))
+            }
+            let m = try ClassificationMetrics(truth: truth, predicted: predicted, labels: labels, ordinal: true)
+            var metrics = EvaluationMetrics(task: task, loss: loss / (n * Double(max(labels.count - 1, 1))), classification: m)
+            if let q = quadraticWeightedKappa(truth, predicted, range: 0...(labels.count - 1)) { metrics.summary["qwk"] = q }
+            return metrics
         case .regression:
             let truth = targets.map { $0.score! }
             let predicted = logits.map { $0[0] }

@@ -138,6 +138,8 @@ public final class FineTunedModel {
             return Prediction(label: nil, labels: p.indices.filter { p[$0] >= thresholds[$0] }.map { labels[$0] }, probabilities: p, score: nil)
         case .regression:
             return Prediction(label: nil, labels: nil, probabilities: nil, score: z[0])
+        case .ordinal:
+            return Prediction(label: labels[Evaluation.ordinalLevel(z)], labels: nil, probabilities: Evaluation.ordinalProbabilities(z), score: nil)
         }
     }
 
@@ -180,6 +182,10 @@ public final class FineTunedModel {
                     // f = the score itself.
                     gradients[b * C] = 1
                     outputs.append(0)
+                case .ordinal:
+                    // f = the sum of the thresholds' logits, the shared score w·x that orders the levels.
+                    for c in 0..<C { gradients[b * C + c] = 1 }
+                    outputs.append(Evaluation.ordinalLevel(z))
                 }
             }
             let scores = model.attributions(batch, logitGradients: gradients, workspace: ws)

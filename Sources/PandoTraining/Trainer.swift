@@ -29,8 +29,8 @@ public final class Trainer {
         self.labels = labels
         self.baseModel = baseModel
         self.progress = progress
-        if task != .regression, labels.count < (task == .classification ? 2 : 1) {
-            throw TrainingError("\(task.rawValue) needs at least \(task == .classification ? 2 : 1) labels; found \(labels.count)")
+        if task != .regression, labels.count < task.minimumLabels {
+            throw TrainingError("\(task.rawValue) needs at least \(task.minimumLabels) labels; found \(labels.count)")
         }
         let head = ClassifierHead(objective: task.objective, labels: task == .regression ? ["score"] : labels.names, pooling: options.pooling)
         (model, loadReport) = try BertModel.load(from: baseModel, head: head, seed: options.seed)
@@ -110,7 +110,7 @@ public final class Trainer {
         if options.classWeights == .auto {
             switch task {
             case .classification: classWeights = train.classWeights()
-            case .multiLabel, .regression:
+            case .multiLabel, .regression, .ordinal:
                 progress.log("note: --class-weights auto applies to classification only; training \(task.rawValue) unweighted")
             }
         }

@@ -193,6 +193,7 @@ extension TaskKind {
         case .classification: .softmaxCrossEntropy
         case .multiLabel: .sigmoidBinaryCrossEntropy
         case .regression: .meanSquaredError
+        case .ordinal: .ordinal
         }
     }
 
@@ -201,6 +202,7 @@ extension TaskKind {
         case .softmaxCrossEntropy: self = .classification
         case .sigmoidBinaryCrossEntropy: self = .multiLabel
         case .meanSquaredError: self = .regression
+        case .ordinal: self = .ordinal
         }
     }
 }

@@ -45,7 +45,7 @@ struct SimulateCommand: AsyncParsableCommand {
     @OptionGroup var model: ModelOption
     @Option(help: "Labeled data (.csv, .tsv, .jsonl) to divide among the schools.") var data: String
     @OptionGroup var columns: DataColumns
-    @Option(help: "classification, multi-label or regression.") var task: TaskKind = .classification
+    @Option(help: "classification, multi-label, regression or ordinal (levels in --labels order, or numeric level names by value).") var task: TaskKind = .classification
     @Option(help: "Number of simulated schools.") var schools = 5
     @Option(help: "Dirichlet α of the label skew (small: strongly non-IID; large: near IID).") var alpha = 0.5
     @Option(help: "Fraction of --data held out as the test set (stratified, seeded), unless --test is given.") var testFraction = 0.2

@@ -47,7 +47,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Fraction of --train held out for validation when no --validation file is given.") var validationFraction = 0.1
     @Option(help: "Test data, scored with the best validation epoch's weights.") var test: String?
     @OptionGroup var columns: DataColumns
-    @Option(help: "classification, multi-label or regression.") var task: TaskKind = .classification
+    @Option(help: "classification, multi-label, regression or ordinal (levels in --labels order, or numeric level names by value).") var task: TaskKind = .classification
     @Option(help: "Label names in output order, comma-separated (default: the training labels, sorted).") var labels: String?
     @Option(help: "Folder for the best checkpoint and metrics.") var output: String
     @Option(help: "Passes over the training data.") var epochs = 3
@@ -66,7 +66,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Stop after this many epochs without improvement (0: never stop early).") var patience = 2
     @Flag(help: "Do not update the embedding tables.") var freezeEmbeddings = false
     @Option(help: "Do not update encoder layers 0..<N.") var freezeLayers = 0
-    @Option(help: "Sequence vector for the head: pooler (as BertForSequenceClassification), cls or mean.") var pooling: Pooling = .pooler
+    @Option(help: "Sequence vector for the head: pooler (the model family's own …ForSequenceClassification head), cls or mean.") var pooling: Pooling = .pooler
     @Flag(help: "Train without dropout.") var noDropout = false
     @Flag(help: "Multi-label: tune each label's threshold on validation (else 0.5).") var tuneThresholds = false
     @Option(help: "Regression: integer score range for QWK, as MIN-MAX (default: inferred from integer scores).") var scoreRange: String?

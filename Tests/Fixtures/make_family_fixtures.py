@@ -78,6 +78,15 @@ def roberta_config(n):
     )
 
 
+def perturb(model):
+    """Biases and LayerNorm weights moved off their constant init by N(0, 0.1), in place."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(".bias") or ("norm" in name.lower() and name.endswith(".weight")):
+                p.add_(0.1 * torch.randn_like(p))
+    return model
+
+
 def make_model(family, n, seed):
     """Seeded HF init, then biases and LayerNorm weights perturbed so they are tested."""
     torch.manual_seed(seed)
@@ -85,13 +94,7 @@ def make_model(family, n, seed):
         model = DistilBertForSequenceClassification(distilbert_config(n))
     else:
         model = RobertaForSequenceClassification(roberta_config(n))
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if name.endswith(".bias"):
-                p.add_(0.1 * torch.randn_like(p))
-            elif "norm" in name.lower() and name.endswith(".weight"):
-                p.add_(0.1 * torch.randn_like(p))
-    return model.eval()
+    return perturb(model).eval()
 
 
 def mean_pool(hidden, mask):
@@ -163,6 +166,45 @@ def main():
     print("torch", torch.__version__, "transformers", transformers.__version__)
 
 
+def make_ordinal():
+    """bert_ordinal/: the tiny BERT with Pando's CORAL head (one weight row shared by the
+    K − 1 = 3 thresholds, a bias each; logits = w·drop(pooler) + b; BCE over the thresholds,
+    mean over thresholds and texts), levels [0, 3, 1, 2]. Saved with BertModel's names plus
+    classifier.weight [1, H] and classifier.bias [3], which transformers has no class for."""
+    from transformers import BertConfig, BertForSequenceClassification
+    with open(os.path.join(HERE, "tiny", "inputs.json")) as f:
+        base = json.load(f)
+    torch.manual_seed(320)
+    model = BertForSequenceClassification(BertConfig(
+        vocab_size=99, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=37,
+        max_position_embeddings=40, type_vocab_size=2, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0,
+        initializer_range=0.2, pad_token_id=0, num_labels=1, attn_implementation="eager"))
+    levels, K = [0, 3, 1, 2], 4
+    bias = torch.nn.Parameter(0.3 * torch.randn(K - 1))
+    perturb(model).eval()
+    d = os.path.join(OUT, "bert_ordinal")
+    os.makedirs(d, exist_ok=True)
+    model.config.save_pretrained(d)
+    tensors = {n: p.detach().clone() for n, p in model.named_parameters() if n != "classifier.bias"}
+    tensors["classifier.bias"] = bias.detach().clone()
+    save_file({k: v.to(torch.float32).contiguous() for k, v in tensors.items()}, os.path.join(d, "model.safetensors"))
+
+    model.double()
+    bias64 = torch.nn.Parameter(bias.detach().double())
+    inp = {k: torch.tensor(base[k], dtype=torch.long) for k in ("input_ids", "attention_mask", "token_type_ids")}
+    pooled = model.dropout(model.bert(**inp).pooler_output)
+    logits = pooled @ model.classifier.weight.T + bias64
+    targets = torch.tensor([[1.0 if y > k else 0.0 for k in range(K - 1)] for y in levels], dtype=torch.float64)
+    loss = torch.nn.BCEWithLogitsLoss()(logits, targets)
+    loss.backward()
+    grads = {n: (p.grad if p.grad is not None else torch.zeros_like(p)) for n, p in model.named_parameters() if n != "classifier.bias"}
+    grads["classifier.bias"] = bias64.grad
+    save_file({k: v.detach().to(torch.float32).contiguous() for k, v in grads.items()}, os.path.join(d, "grads.safetensors"))
+    write_json(os.path.join(d, "case.json"), {"family": "bert", "head": "ordinal", "pooling": "pooler", "num_labels": K,
+                                               "labels": levels, "loss": loss.item(), "logits": logits.detach().tolist()})
+    print(f"bert_ordinal: loss={loss.item():.6f}")
+
+
 def make_encoder_folders():
     """Run make_family_tokenizer_fixtures.py first: the vocabularies come from there."""
     import shutil
@@ -208,4 +250,5 @@ def make_encoder_folders():
 
 if __name__ == "__main__":
     main()
+    make_ordinal()
     make_encoder_folders()

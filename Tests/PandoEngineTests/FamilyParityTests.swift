@@ -2,13 +2,13 @@ import Foundation
 import XCTest
 @testable import PandoEngine
 
-/// DistilBERT and RoBERTa against PyTorch + transformers (Tests/Fixtures/families, made by
+/// DistilBERT and RoBERTa (and the ordinal CORAL head on BERT) against PyTorch + transformers (Tests/Fixtures/families, made by
 /// make_family_fixtures.py): logits, loss and every parameter's gradient of tiny random
 /// models for each family's own head and for mean pooling; and the folders Pando saves
 /// name and shape every tensor as the family's `…ForSequenceClassification` does.
 final class FamilyParityTests: XCTestCase {
     static let cases = ["distilbert_softmax", "distilbert_regression", "distilbert_meanpool",
-                        "roberta_softmax", "roberta_multilabel", "roberta_meanpool"]
+                        "roberta_softmax", "roberta_multilabel", "roberta_meanpool", "bert_ordinal"]
 
     static func head(_ info: [String: Any]) -> (ClassifierHead, Targets) {
         let outputs = info["num_labels"] as! Int
@@ -20,15 +20,22 @@ final class FamilyParityTests: XCTestCase {
         case "multilabel":
             return (ClassifierHead(objective: .sigmoidBinaryCrossEntropy, labels: labels, pooling: pooling),
                     .multiHot((info["labels"] as! [[Double]]).flatMap { $0.map(Float.init) }))
+        case "ordinal":
+            // K levels, K − 1 thresholds: target k is 1 when the level is above k.
+            let levels = info["labels"] as! [Int]
+            return (ClassifierHead(objective: .ordinal, labels: labels, pooling: pooling),
+                    .multiHot(levels.flatMap { y in (0..<(outputs - 1)).map { Float(y > $0 ? 1 : 0) } }))
         default:
             return (ClassifierHead(objective: .meanSquaredError, labels: labels, pooling: pooling), .scores((info["labels"] as! [Double]).map(Float.init)))
         }
     }
 
     func testLogitsLossAndEveryGradientMatchPyTorch() throws {
-        let batch = Fixture.packedBatch(try Fixture.json("families/inputs.json"))
+        let familyBatch = Fixture.packedBatch(try Fixture.json("families/inputs.json"))
+        let bertBatch = Fixture.packedBatch(try Fixture.json("tiny/inputs.json"))  // with segment ids 1
         var summary: [String] = []
         for name in Self.cases {
+            let batch = name.hasPrefix("bert") ? bertBatch : familyBatch
             let info = try Fixture.json("families/\(name)/case.json")
             let (head, targets) = Self.head(info)
             let (model, report) = try BertModel.load(from: Fixture.url("families/\(name)"), head: head)
@@ -148,6 +155,25 @@ final class FamilyParityTests: XCTestCase {
         XCTAssertEqual(roberta.positionOffset, 2)
         XCTAssertEqual(roberta.maxPositions, 512, "the longest sequence: two rows belong to padding")
         XCTAssertEqual(roberta.positionRows, 514)
+    }
+
+    /// An ordinal head saves its one weight row and K − 1 biases with `pando_objective` and
+    /// loads back as an ordinal head with the same logits.
+    func testOrdinalHeadRoundTrips() throws {
+        let batch = Fixture.packedBatch(try Fixture.json("tiny/inputs.json"))
+        let head = ClassifierHead(objective: .ordinal, labels: ["A1", "A2", "B1", "B2"])
+        let (model, _) = try BertModel.load(from: Fixture.url("families/bert_ordinal"), head: head)
+        XCTAssertEqual(model.layout["classifier.weight"]?.shape, [1, 32])
+        XCTAssertEqual(model.layout["classifier.bias"]?.shape, [3])
+        let dir = try makeTemporaryDirectory()
+        defer { try? FileManager.default.removeItem(at: dir) }
+        try model.save(to: dir)
+        let (reloaded, report) = try BertModel.load(from: dir)
+        XCTAssertEqual(reloaded.head, head)
+        XCTAssertEqual(report.initialized, [])
+        let a = BertWorkspace(model: model, capacity: BatchCapacity(sequences: 4, length: 11), training: false)
+        let b = BertWorkspace(model: reloaded, capacity: BatchCapacity(sequences: 4, length: 11), training: false)
+        XCTAssertEqual(model.forward(batch, workspace: a).array, reloaded.forward(batch, workspace: b).array)
     }
 
     /// The model a DistilBERT checkpoint's config describes is refused when the weights are BERT's.

@@ -66,8 +66,24 @@ extension BertModel {
             let sample = file.entries.keys.sorted().prefix(3).joined(separator: ", ")
             throw CheckpointError(path: weightsURL.path, reason: "no \(family.rawValue) embeddings (config.json's model_type; expected '\(word.dropFirst(encoderPrefix.count))' or '\(word)'; found \(sample)…)")
         }
+        // An ordinal head reads nothing of another objective's classifier (a softmax head's
+        // biases of the same count are not thresholds): the saved head is of another kind, or
+        // one of its classifier tensors is missing or misshapen.
+        var foreignHead = false
+        if head.objective == .ordinal {
+            let saved = (try? savedHead(configURL: configURL)) ?? nil
+            foreignHead = (saved.map { $0.objective != .ordinal } ?? false) || model.layout.tensors.contains {
+                $0.name.hasPrefix(family.classifierPrefix) && file.entries[$0.name]?.shape != $0.shape
+            }
+        }
         var used = Set<String>()
         for spec in model.layout.tensors {
+            if foreignHead && spec.name.hasPrefix(family.classifierPrefix) {
+                model.initialize(spec, seed: seed)
+                report.initialized.append(spec.name)
+                if file.entries[spec.name] != nil { used.insert(spec.name) }
+                continue
+            }
             // The classifier may be absent or of another task (re-initialised); the dense
             // layer before it (pooler, pre-classifier, RoBERTa's head dense) may be absent.
             let isHead = spec.name.hasPrefix(family.classifierPrefix)
@@ -119,6 +135,10 @@ extension BertModel {
         }
         var pooling = Pooling.pooler
         if case .string(let s)? = o["pando_pooling"], let p = Pooling(rawValue: s) { pooling = p }
+        if case .string(Objective.ordinal.rawValue)? = o["pando_objective"] {
+            guard labels.count >= 2 else { throw CheckpointError(path: configURL.path, reason: "an ordinal head needs at least two levels in id2label") }
+            return ClassifierHead(objective: .ordinal, labels: labels, pooling: pooling)
+        }
         switch o["problem_type"] {
         case .string("regression")?: return ClassifierHead(objective: .meanSquaredError, labels: labels.isEmpty ? ["score"] : Array(labels.prefix(1)), pooling: pooling)
         case .string("multi_label_classification")?: return labels.isEmpty ? nil : ClassifierHead(objective: .sigmoidBinaryCrossEntropy, labels: labels, pooling: pooling)
@@ -149,8 +169,12 @@ extension BertModel {
         case .softmaxCrossEntropy: "single_label_classification"
         case .sigmoidBinaryCrossEntropy: "multi_label_classification"
         case .meanSquaredError: "regression"
+        // Hugging Face has no ordinal head: its loader refuses the one-row classifier by
+        // shape rather than misread it; `pando_objective` says what the head is.
+        case .ordinal: "single_label_classification"
         }
         config["problem_type"] = .string(problem)
+        if head.objective == .ordinal { config["pando_objective"] = .string(Objective.ordinal.rawValue) } else { config.removeValue(forKey: "pando_objective") }
         config["pando_pooling"] = .string(head.pooling.rawValue)
         config.removeValue(forKey: "num_labels")
         try AtomicFile.write(try JSONValue.object(config).serialized(), to: folder.appendingPathComponent("config.json"))

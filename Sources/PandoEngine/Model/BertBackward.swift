@@ -12,6 +12,9 @@ extension BertModel {
             return LossKernel.sigmoidBinaryCrossEntropy(logits: ws.logits.base, count: B * C, targets: y, dLogits: ws.dLogits.base)
         case (.meanSquaredError, .scores(let y)):
             return LossKernel.meanSquaredError(predictions: ws.logits.base, count: B, targets: y, dPredictions: ws.dLogits.base)
+        case (.ordinal, .multiHot(let y)):
+            // y holds each text's K − 1 "level > k" indicators.
+            return LossKernel.sigmoidBinaryCrossEntropy(logits: ws.logits.base, count: B * C, targets: y, dLogits: ws.dLogits.base)
         default:
             preconditionFailure("targets \(targets) do not fit a \(head.objective) head")
         }
@@ -42,14 +45,18 @@ extension BertModel {
         norms?.reset(batch, table: ws.table)
 
         // Head: logits = drop(pooled)·Wcᵀ + bc.
-        if let norms {
-            norms.linear(dY: ws.dLogits.base, ld: C, x: ws.pooledDropped.base, rows: B, inputs: H, outputs: C,
-                         weight: offsets.classifierWeight, bias: offsets.classifierBias)
+        if head.objective == .ordinal {
+            ordinalHeadBackward(batch, workspace: ws, gradients: gradients)
         } else {
-            BLAS.gemm(transA: true, m: C, n: H, k: B, a: ws.dLogits.base, lda: C, b: ws.pooledDropped.base, ldb: H, beta: 1, c: g(offsets.classifierWeight), ldc: H)
-            for b in 0..<B { for j in 0..<C { g(offsets.classifierBias)[j] += ws.dLogits[b * C + j] } }
+            if let norms {
+                norms.linear(dY: ws.dLogits.base, ld: C, x: ws.pooledDropped.base, rows: B, inputs: H, outputs: C,
+                             weight: offsets.classifierWeight, bias: offsets.classifierBias)
+            } else {
+                BLAS.gemm(transA: true, m: C, n: H, k: B, a: ws.dLogits.base, lda: C, b: ws.pooledDropped.base, ldb: H, beta: 1, c: g(offsets.classifierWeight), ldc: H)
+                for b in 0..<B { for j in 0..<C { g(offsets.classifierBias)[j] += ws.dLogits[b * C + j] } }
+            }
+            BLAS.gemm(m: B, n: H, k: C, a: ws.dLogits.base, lda: C, b: p(offsets.classifierWeight), ldb: H, c: ws.dPooled.base, ldc: H)
         }
-        BLAS.gemm(m: B, n: H, k: C, a: ws.dLogits.base, lda: C, b: p(offsets.classifierWeight), ldb: H, c: ws.dPooled.base, ldc: H)
         dropout?.mask(c.classifierDropout ?? c.hiddenDropout, site: DropoutSite.classifier).apply(ws.dPooled.base, count: B * H)
 
         // Pooling back to the last hidden state.

@@ -156,7 +156,17 @@ extension BertModel {
         ws.pooledDropped.slice(0, B * H).copy(from: ws.pooled.slice(0, B * H))
         dropout?.mask(config.classifierDropout ?? config.hiddenDropout, site: DropoutSite.classifier).apply(ws.pooledDropped.base, count: B * H)
         Elementwise.broadcastRows(p(offsets.classifierBias), rows: B, cols: C, into: ws.logits.base)
-        BLAS.gemm(transB: true, m: B, n: C, k: H, a: ws.pooledDropped.base, lda: H, b: p(offsets.classifierWeight), ldb: H, beta: 1, c: ws.logits.base, ldc: C)
+        if head.objective == .ordinal {
+            // One shared score per text, added to every threshold's bias.
+            let w = p(offsets.classifierWeight), x = ws.pooledDropped.base, logits = ws.logits.base
+            for b in 0..<B {
+                var z: Float = 0
+                for j in 0..<H { z += x[b * H + j] * w[j] }
+                for k in 0..<C { logits[b * C + k] += z }
+            }
+        } else {
+            BLAS.gemm(transB: true, m: B, n: C, k: H, a: ws.pooledDropped.base, lda: H, b: p(offsets.classifierWeight), ldb: H, beta: 1, c: ws.logits.base, ldc: C)
+        }
         return ws.logits.slice(0, B * C)
     }
 

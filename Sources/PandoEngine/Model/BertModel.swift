@@ -21,6 +21,11 @@ public enum Objective: String, Codable, Sendable, CaseIterable {
     case sigmoidBinaryCrossEntropy = "sigmoid"
     /// A score: one output, mean squared error.
     case meanSquaredError = "mse"
+    /// Ordered levels (CORAL, Cao, Mirjalili & Raschka 2020): one weight vector shared by
+    /// the K − 1 thresholds and a bias each, so logit k = w·x + b_k scores "level > k" and
+    /// the K − 1 probabilities cannot cross in rank; binary cross-entropy over the
+    /// thresholds (mean over thresholds and texts); the level is the number of logits > 0.
+    case ordinal
 }
 
 /// The task head on top of the encoder: pooling, then dropout and one linear layer.
@@ -40,8 +45,17 @@ public struct ClassifierHead: Sendable, Equatable, Codable {
     /// benchmarks): one output, mean pooling.
     public static let encoderOnly = ClassifierHead(objective: .softmaxCrossEntropy, labels: ["unused"], pooling: .mean)
 
-    /// Number of classifier outputs.
-    public var outputs: Int { objective == .meanSquaredError ? 1 : labels.count }
+    /// Number of classifier outputs: one per label, one score, or K − 1 thresholds for K levels.
+    public var outputs: Int {
+        switch objective {
+        case .meanSquaredError: 1
+        case .ordinal: labels.count - 1
+        case .softmaxCrossEntropy, .sigmoidBinaryCrossEntropy: labels.count
+        }
+    }
+
+    /// Rows of the classifier's weight: the ordinal head's thresholds share one.
+    public var weightRows: Int { objective == .ordinal ? 1 : outputs }
 }
 
 /// A BERT encoder with a classification or regression head, all of whose
@@ -117,7 +131,7 @@ public final class BertModel: @unchecked Sendable {
         }
         o.poolerWeight = add(f.poolerPrefix + "weight", [H, H])
         o.poolerBias = add(f.poolerPrefix + "bias", [H])
-        o.classifierWeight = add(f.classifierPrefix + "weight", [head.outputs, H])
+        o.classifierWeight = add(f.classifierPrefix + "weight", [head.weightRows, H])
         o.classifierBias = add(f.classifierPrefix + "bias", [head.outputs])
         return (layout, o)
     }
@@ -141,7 +155,13 @@ public final class BertModel: @unchecked Sendable {
     /// Initialises one tensor the way Hugging Face's `_init_weights` does.
     func initialize(_ spec: TensorSpec, seed: UInt64, range: Float = 0.02) {
         let v = parameters.view(spec)
-        if ModelFamily.isNorm(spec.name) {
+        if head.objective == .ordinal, spec.offset == offsets.classifierBias {
+            // Thresholds start ordered and distinct, (K−1)/(K−1), …, 1/(K−1), as CORAL's
+            // reference code starts them: all-zero biases would make every level but the
+            // extremes unreachable until training has pulled them apart.
+            let n = spec.count
+            for k in 0..<n { v[k] = Float(n - k) / Float(n) }
+        } else if ModelFamily.isNorm(spec.name) {
             v.fill(spec.name.hasSuffix(".weight") ? 1 : 0)
         } else if spec.name.hasSuffix(".bias") {
             v.fill(0)

@@ -56,6 +56,9 @@ public final class ExampleGradientNorms: @unchecked Sendable {
         lengths = Array(table.lengths.prefix(count))
     }
 
+    /// Adds `value` to example `b`'s squared norm (heads that sum their own).
+    func add(_ value: Double, to b: Int) { values[b] += value }
+
     /// Whether any element of `offset..<offset+count` is trained.
     func trained(_ offset: Int, _ n: Int) -> Bool {
         !frozenRanges.contains { $0.contains(offset) && $0.contains(offset + n - 1) }

@@ -87,7 +87,7 @@ public struct SchoolConfiguration: Sendable {
             throw bad("federation.id", "missing: give the federation id the district announced (the coordinator's federation.id); the school's log records it")
         }
         let labels = f.task == .regression ? ["score"] : (f.labels ?? [])
-        if f.task != .regression, labels.count < (f.task == .classification ? 2 : 1) {
+        if f.task != .regression, labels.count < f.task.minimumLabels {
             throw bad("federation.labels", "list the federation's label names, in the district's order")
         }
         let transport: SchoolTransportConfiguration
