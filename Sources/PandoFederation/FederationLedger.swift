@@ -142,8 +142,10 @@ public final class FederationLedger {
     }
 
     /// Records the start of a round from the head with the strategy and the plan sent to schools.
+    /// `frozen` names the tables the plan freezes in this model (its family's names); nil
+    /// records BERT's.
     public func startRound(strategy: any Strategy, plan: LocalTrainingPlan, maxUpdateNorm: Double?, quorum: Int,
-                           fractionPerRound: Double) throws -> (number: Int, base: String) {
+                           fractionPerRound: Double, frozen: Set<String>? = nil) throws -> (number: Int, base: String) {
         var parameters = strategy.parameters.mapValues { CanonicalJSON.double($0) }
         parameters["localEpochs"] = .int(plan.epochs)
         parameters["localLearningRate"] = .double(decimal(plan.learningRate))
@@ -151,7 +153,7 @@ public final class FederationLedger {
         parameters["maxLength"] = .int(plan.maxLength)
         if let mu = plan.proximalMu { parameters["proximalMu"] = .double(decimal(mu)) }
         // Recorded for the privacy officer: which tables no school trains or sends this round.
-        parameters["frozenTensors"] = .string(plan.freezeEmbeddings ? TensorSelection.embeddingTables.sorted().joined(separator: ",") : "")
+        parameters["frozenTensors"] = .string(plan.freezeEmbeddings ? (frozen ?? TensorSelection.embeddingTables).sorted().joined(separator: ",") : "")
         parameters["maxUpdateNorm"] = maxUpdateNorm.map { .double($0) } ?? .string("auto")
         parameters["quorum"] = .int(quorum)
         parameters["fractionPerRound"] = .double(fractionPerRound)

@@ -62,7 +62,7 @@ final class OrdinalTests: XCTestCase {
             let train = try dataset(rows(320, seed: 1), labels: levels)
             let validation = try dataset(rows(80, seed: 2), labels: levels)
             var options = quickOptions(epochs: 12)
-            options.learningRate = 1e-2
+            options.learningRate = 3e-3
             let trainer = try Trainer(baseModel: folder, task: task, labels: train.labels,
                                       options: options)
             _ = try trainer.run(train: relabel(train, task), validation: relabel(validation, task), output: output)

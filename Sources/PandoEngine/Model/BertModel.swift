@@ -156,11 +156,12 @@ public final class BertModel: @unchecked Sendable {
     func initialize(_ spec: TensorSpec, seed: UInt64, range: Float = 0.02) {
         let v = parameters.view(spec)
         if head.objective == .ordinal, spec.offset == offsets.classifierBias {
-            // Thresholds start ordered and distinct, (K−1)/(K−1), …, 1/(K−1), as CORAL's
-            // reference code starts them: all-zero biases would make every level but the
-            // extremes unreachable until training has pulled them apart.
+            // Thresholds start where an intercept-only model of equally frequent levels puts
+            // them, b_k = logit(P(level > k)) = log((K−1−k)/(k+1)): ordered and about one unit
+            // apart. All-zero biases make the middle levels unreachable, and closely spaced
+            // ones (which a small learning rate barely moves) send most texts to the extremes.
             let n = spec.count
-            for k in 0..<n { v[k] = Float(n - k) / Float(n) }
+            for k in 0..<n { v[k] = Float(log(Double(n - k) / Double(k + 1))) }
         } else if ModelFamily.isNorm(spec.name) {
             v.fill(spec.name.hasSuffix(".weight") ? 1 : 0)
         } else if spec.name.hasSuffix(".bias") {

@@ -479,7 +479,8 @@ final class RoundDriver: @unchecked Sendable {
         let upcoming = (try ledger.ledger.rounds().map(\.number).max() ?? 0) + 1
         let plan = strategy.plan(round: upcoming, configured: config.plan)
         let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
-                                            quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction)
+                                            quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction,
+                                            frozen: TensorSelection(layout: global.layout, plan: plan).frozen)
         let round = started.number, base = started.base
         roundStarted = true
         version = base
