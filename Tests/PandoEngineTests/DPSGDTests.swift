@@ -6,7 +6,7 @@ import XCTest
 /// pass per example, its norm over the trained tensors, clipped, summed.
 final class DPSGDTests: XCTestCase {
     func tinyModel(_ objective: Objective, outputs: Int, pooling: Pooling) throws -> BertModel {
-        let labels = (0..<outputs).map { "l\($0)" }
+        let labels = (0..<(objective == .ordinal ? outputs + 1 : outputs)).map { "l\($0)" }
         let (base, _) = try BertModel.load(from: Fixture.url("tiny/softmax"), head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
         let model = BertModel(config: base.config, head: ClassifierHead(objective: objective, labels: labels, pooling: pooling), seed: 7)
         // The encoder from the fixture, the head freshly initialised (seeded).
@@ -35,6 +35,7 @@ final class DPSGDTests: XCTestCase {
         case .softmaxCrossEntropy: .classes((0..<count).map { $0 % outputs })
         case .sigmoidBinaryCrossEntropy: .multiHot((0..<(count * outputs)).map { Float(($0 * 7) % 3 == 0 ? 1 : 0) })
         case .meanSquaredError: .scores((0..<count).map { Float($0) * 0.3 - 0.5 })
+        case .ordinal: .multiHot((0..<count).flatMap { i in (0..<outputs).map { k in Float(k < i % (outputs + 1) ? 1 : 0) } })
         }
     }
 
@@ -51,6 +52,7 @@ final class DPSGDTests: XCTestCase {
             (.softmaxCrossEntropy, 3, .pooler, true), (.softmaxCrossEntropy, 3, .pooler, false),
             (.softmaxCrossEntropy, 4, .cls, true), (.sigmoidBinaryCrossEntropy, 5, .mean, false),
             (.meanSquaredError, 1, .mean, true), (.softmaxCrossEntropy, 3, .mean, true), (.meanSquaredError, 1, .pooler, true),
+            (.ordinal, 3, .pooler, true),
         ]
         for (objective, outputs, pooling, freezeEmbeddings) in cases {
             let model = try tinyModel(objective, outputs: outputs, pooling: pooling)
@@ -175,6 +177,41 @@ extension DPSGDTests {
             } else {
                 XCTAssertEqual(partial.values(spec.name), full.values(spec.name), "\(spec.name) differs")
             }
+        }
+    }
+}
+
+extension DPSGDTests {
+    /// The same check on DistilBERT (no token types, its pre-classifier head) and RoBERTa
+    /// (offset positions, its classification head), every tensor trained.
+    func testClippingMatchesNaiveOnOtherFamilies() throws {
+        for name in ["distilbert_softmax", "roberta_softmax"] {
+            let (model, _) = try BertModel.load(from: Fixture.url("families/\(name)"), head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
+            var state: UInt64 = 5
+            let sequences: [[Int32]] = [1, 4, 12, 25, 37].map { L in (0..<L).map { i in i == 0 ? 0 : Int32(5 + { state = CounterRandom.mix(state); return state }() % 9) } }
+            let packed = PackedBatch(sequences: sequences)
+            let y = Targets.classes((0..<sequences.count).map { $0 % 3 })
+            let capacity = BatchCapacity(sequences: sequences.count, length: 37, tokens: packed.tokenCount)
+            let ws = BertWorkspace(model: model, capacity: capacity, training: true)
+            var naive: [ParameterBuffer] = [], naiveNorms: [Double] = []
+            for b in sequences.indices {
+                let g = ParameterBuffer(layout: model.layout)
+                _ = model.lossAndGradients(PackedBatch(sequences: [sequences[b]]), targets: .classes([b % 3]), workspace: ws, gradients: g, dropout: nil)
+                naiveNorms.append(Elementwise.sumOfSquares(g.buffer.base, count: g.buffer.count).squareRoot())
+                naive.append(g)
+            }
+            let C = Float(naiveNorms.sorted()[2])
+            let expected = ParameterBuffer(layout: model.layout)
+            for (b, g) in naive.enumerated() {
+                let f = Float(min(1, Double(C) / (naiveNorms[b] + 1e-6)))
+                for i in 0..<g.buffer.count { expected.buffer[i] += f * g.buffer[i] }
+            }
+            let got = ParameterBuffer(layout: model.layout)
+            let result = model.clippedGradients(packed, targets: y, workspace: ws, norms: ExampleGradientNorms(model: model, frozen: [], capacity: capacity),
+                                                maxGradientNorm: C, gradients: got, dropout: nil)
+            for b in sequences.indices { XCTAssertEqual(result.norms[b], naiveNorms[b], accuracy: 1e-4 * naiveNorms[b], "\(name): norm \(b)") }
+            let (diff, scale) = maxDifference(got.values, expected.values)
+            XCTAssertLessThan(diff, 1e-5 * max(1, scale), "\(name): clipped sum differs by \(diff)")
         }
     }
 }
