@@ -148,7 +148,8 @@ let package = Package(
         .testTarget(name: "PandoTrainingTests", dependencies: ["PandoTraining", "PandoTestSupport"]),
         .testTarget(name: "PandoFederationTests", dependencies: ["PandoFederation", "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoLedger", "PandoTestSupport",
                                                                 .product(name: "Crypto", package: "swift-crypto")]),
-        .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine", "PandoTestSupport"]),
+        .testTarget(name: "PandoLedgerTests", dependencies: ["PandoLedger", "PandoEngine", "PandoTestSupport",
+                                                            .product(name: "GRDB", package: "GRDB.swift")]),
         .testTarget(name: "PandoWireTests", dependencies: ["PandoWire", .product(name: "NIOCore", package: "swift-nio")]),
         .testTarget(
             name: "PandoServicesTests",

@@ -212,6 +212,8 @@ public final class CoordinatorLedger: @unchecked Sendable {
                 CREATE TABLE audit (seq INTEGER PRIMARY KEY, line BLOB NOT NULL, hash TEXT NOT NULL);
                 """)
         }
+        // State folders made before round history existed gain its tables on their next writable open.
+        m.registerMigration("v2-round-history", migrate: createRoundHistoryTables)
         return m
     }
 
