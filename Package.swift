@@ -1,4 +1,4 @@
-// swift-tools-version:6.0
+// swift-tools-version:6.1
 import PackageDescription
 
 /// The numeric engine is always compiled with optimisation, even in debug
@@ -29,6 +29,11 @@ let package = Package(
         .package(url: "https://github.com/apple/swift-log.git", from: "1.16.2"),
         .package(url: "https://github.com/groue/GRDB.swift.git", from: "7.10.0"),
         .package(url: "https://github.com/jpsim/Yams.git", from: "6.2.2"),
+        // The coordinator's status page, JSON API and /metrics (PandoStatus). No traits:
+        // swift-configuration support is not used.
+        .package(url: "https://github.com/hummingbird-project/hummingbird.git", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-prometheus.git", from: "2.4.1"),
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle.git", from: "2.13.0"),
     ],
     targets: [
         // glibc's malloc.h (mallopt), for the transport's allocator policy.
@@ -110,11 +115,29 @@ let package = Package(
                 .product(name: "Yams", package: "Yams"),
             ]
         ),
+        // The coordinator's status listener: HTML status page with a server-side SVG plot,
+        // JSON API (deploy/status-api.openapi.yaml) and Prometheus /metrics, on Hummingbird.
+        // Reads the coordinator's monitor and ledger; never networking of its own otherwise.
+        .target(
+            name: "PandoStatus",
+            dependencies: [
+                "PandoServices", "PandoLedger", "PandoFederation",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Crypto", package: "swift-crypto"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "pando",
             dependencies: [
                 "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoFederation",
-                "PandoCertificates", "PandoLedger", "PandoServices", "PandoTransport",
+                "PandoCertificates", "PandoLedger", "PandoServices", "PandoTransport", "PandoStatus",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -122,7 +145,7 @@ let package = Package(
         .executableTarget(
             name: "pando-coordinator",
             dependencies: [
-                "PandoServices",
+                "PandoServices", "PandoStatus",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -158,6 +181,14 @@ let package = Package(
                 "PandoTraining", "PandoCertificates", "PandoWire", "PandoTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "NIOCore", package: "swift-nio"),
+            ]
+        ),
+        .testTarget(
+            name: "PandoStatusTests",
+            dependencies: [
+                "PandoStatus", "PandoServices", "PandoLedger", "PandoFederation", "PandoData", "PandoTestSupport",
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "Yams", package: "Yams"),
             ]
         ),
         .testTarget(

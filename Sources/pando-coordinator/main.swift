@@ -2,6 +2,7 @@ import ArgumentParser
 import Foundation
 import Logging
 import PandoServices
+import PandoStatus
 
 /// `pando-coordinator --config coordinator.yaml`: the district's central service.
 @main
@@ -50,6 +51,19 @@ struct CoordinatorCommand: AsyncParsableCommand {
             say("\(signal): stopping (the open round is aborted and recorded; a second \(signal) exits at once)")
             coordinator.shutdown(reason: signal)
         }
+        // The status page, JSON API and /metrics, on their own listener (status: in the configuration).
+        let status = try settings.status.map {
+            try StatusServer(settings: $0, configuration: settings, monitor: coordinator.monitor, logger: Logger(label: "pando.status"))
+        }
+        let statusTask = status.map { server in
+            Task {
+                do { try await server.run() } catch {
+                    say("the status listener stopped: \(error)")
+                    coordinator.shutdown(reason: "the status listener failed")
+                }
+            }
+        }
+        defer { statusTask?.cancel() }
         let reports = try await coordinator.run()
         say("done: \(reports.filter(\.committed).count) of \(reports.count) rounds committed; audit log \(configuration.stateFolder.appendingPathComponent("audit.jsonl").path)")
     }

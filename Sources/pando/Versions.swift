@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PandoLedger
+import PandoServices
 
 /// `pando versions …`: the coordinator's content-addressed global versions.
 struct VersionsCommand: ParsableCommand {
@@ -63,8 +64,11 @@ struct VersionsCommand: ParsableCommand {
             let ledger = try store.readOnly()
             let v = try ledger.version(version)
             let head = try ledger.federation()?.headVersion
+            let history = try ledger.history(ofVersion: v.id)
             if json {
-                print(versionJSON(v, head: head).terminalSafeDescription)
+                var o = versionJSON(v, head: head).objectValue ?? [:]
+                if let history { o["history"] = historyJSON(history) }
+                print(CanonicalJSON.object(o).terminalSafeDescription)
                 return
             }
             var lineage = [String]()
@@ -86,6 +90,7 @@ struct VersionsCommand: ParsableCommand {
             say("size      \(v.weightBytes) bytes")
             for (name, value) in v.metrics.sorted(by: { $0.key < $1.key }) { say("metric    \(name) = \(value)") }
             for (name, hash) in v.files.sorted(by: { $0.key < $1.key }) { say("file      \(name)  sha256 \(hash)") }
+            if let h = history { for line in describe(h) { say(line) } }
         }
     }
 
@@ -231,4 +236,49 @@ func renderTable(_ rows: [[String]]) -> String {
         out += cells.joined(separator: "  ").trimmingCharacters(in: .whitespaces) + "\n"
     }
     return out
+}
+
+/// The stored figures of the round that made a version, as `pando versions show` prints them.
+func describe(_ h: RoundHistory) -> [String] {
+    func f(_ v: Double?) -> String { v.map { String(format: "%.4f", $0) } ?? "-" }
+    func metrics(_ m: [String: Double]) -> String { m.sorted { $0.key < $1.key }.map { "\($0.key) \(f($0.value))" }.joined(separator: ", ") }
+    var lines = [
+        "round \(h.round) \(h.outcome.rawValue): \(h.accepted) of \(h.selected) updates accepted, \(h.examples) examples, train loss \(f(h.trainLoss))",
+        "  bytes     \(h.bytesUp) up, \(h.bytesDown) down",
+        "  seconds   \(String(format: "%.1f", h.seconds)) (" + CoordinatorMonitor.Stage.allCases.compactMap { stage in
+            h.stageSeconds[stage.rawValue].map { "\(stage.rawValue) \(String(format: "%.1f", $0))" }
+        }.joined(separator: ", ") + ")",
+    ]
+    if !h.evaluation.isEmpty { lines.append("  federated evaluation (\(h.evaluationExamples) examples): \(metrics(h.evaluation))") }
+    var rows = [["school", "selected", "in aggregate", "examples", "norm", "train metrics", "eval examples", "eval metrics", "left out"]]
+    for s in h.schools {
+        rows.append([s.school, s.selected ? "yes" : "no", s.accepted ? "yes" : "no", s.trainingExamples.map(String.init) ?? "-",
+                     f(s.updateNorm), metrics(s.trainingMetrics), s.evaluationExamples.map(String.init) ?? "-",
+                     metrics(s.evaluationMetrics), s.leftOut ?? "-"])
+    }
+    lines += renderTable(rows).split(separator: "\n").map { "  " + $0 }
+    return lines
+}
+
+/// A round's stored figures as JSON (numbers and identifiers).
+func historyJSON(_ h: RoundHistory) -> CanonicalJSON {
+    func numbers(_ m: [String: Double]) -> CanonicalJSON { .object(m.mapValues { .double($0) }) }
+    var o: [String: CanonicalJSON] = [
+        "round": .int(h.round), "outcome": .string(h.outcome.rawValue), "baseVersion": .string(h.baseVersion),
+        "selected": .int(h.selected), "accepted": .int(h.accepted), "examples": .int(h.examples), "bytesUp": .int(h.bytesUp),
+        "bytesDown": .int(h.bytesDown), "seconds": .double(h.seconds), "stageSeconds": numbers(h.stageSeconds),
+        "evaluation": numbers(h.evaluation), "evaluationExamples": .int(h.evaluationExamples),
+        "schools": .array(h.schools.map { s in
+            var o: [String: CanonicalJSON] = ["school": .string(s.school), "selected": .bool(s.selected), "accepted": .bool(s.accepted),
+                                              "trainingMetrics": numbers(s.trainingMetrics), "evaluationMetrics": numbers(s.evaluationMetrics)]
+            if let n = s.trainingExamples { o["trainingExamples"] = .int(n) }
+            if let n = s.updateNorm { o["updateNorm"] = .double(n) }
+            if let n = s.evaluationExamples { o["evaluationExamples"] = .int(n) }
+            if let l = s.leftOut { o["leftOut"] = .string(l) }
+            return .object(o)
+        }),
+    ]
+    if let v = h.version { o["version"] = .string(v) }
+    if let l = h.trainLoss { o["trainLoss"] = .double(l) }
+    return .object(o)
 }

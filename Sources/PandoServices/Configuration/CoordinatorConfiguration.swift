@@ -172,6 +172,8 @@ public struct CoordinatorConfiguration: Sendable {
     public var privateKey: URL
     public var caCertificate: URL
     public var revocationList: URL
+    /// The status page, JSON API and metrics listener (`status:`); nil when not configured.
+    public var status: StatusSettings?
 
     public init(federationID: String, task: TaskKind, labels: [String], baseModel: URL, stateFolder: URL,
                 certificate: URL, privateKey: URL, caCertificate: URL, revocationList: URL) {
@@ -213,6 +215,7 @@ public struct CoordinatorConfiguration: Sendable {
         config.plan.seed = config.rounds.seed
         if let s = file.strategy { config.strategy = s }
         if config.strategy.name == .dpFedAvg, config.strategy.expectedSchools == nil { config.strategy.expectedSchools = config.rounds.minSchools }
+        config.status = try file.status?.settings(relativeTo: url)
         try config.validate(file: url.path, labelsGiven: f.labels != nil)
         return config
     }
@@ -240,6 +243,7 @@ public struct CoordinatorConfiguration: Sendable {
         try plan.check(file: file)
         try strategy.validate(file: file)
         if !(1...65535).contains(port) { throw bad("coordinator.port", "must be 1–65535") }
+        try status?.validate(file: file)
     }
 }
 
@@ -264,8 +268,9 @@ struct CoordinatorFile: Decodable {
     var local: LocalSection?
     var strategy: StrategyChoice?
     var coordinator: CoordinatorSection
+    var status: StatusSection?
 
-    enum Keys: String, CodingKey, CaseIterable { case federation, selection, local, strategy, coordinator }
+    enum Keys: String, CodingKey, CaseIterable { case federation, selection, local, strategy, coordinator, status }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
@@ -274,6 +279,7 @@ struct CoordinatorFile: Decodable {
         local = try c.decodeIfPresent(LocalSection.self, forKey: .local)
         strategy = try c.decodeIfPresent(StrategyChoice.self, forKey: .strategy)
         coordinator = try c.decode(CoordinatorSection.self, forKey: .coordinator)
+        status = try c.decodeIfPresent(StatusSection.self, forKey: .status)
     }
 }
 

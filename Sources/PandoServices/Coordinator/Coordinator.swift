@@ -41,6 +41,8 @@ public struct FederatedRoundReport: Sendable, Codable {
     /// Compute time of `observeCommit` (a simulation scoring its test split).
     public var testSeconds: Double = 0
     public var seconds: Double
+    /// School → what it reported this round (counts, metrics, norm), for the stored history.
+    public var schoolFigures: [String: SchoolRound] = [:]
 }
 
 /// The coordinator service: listens for schools over mutual TLS and runs federated
@@ -74,6 +76,9 @@ public final class Coordinator: @unchecked Sendable {
     /// Create the audit signing key if the state folder lacks it (`--new-signing-key`); without
     /// it a state folder with a signed log and no key is refused.
     public var newSigningKey = false
+    /// The round in progress, the live sessions and an event per stage and round, for the
+    /// status listener and metrics (PandoStatus).
+    public let monitor = CoordinatorMonitor()
     /// Test hook: changes an assignment to a school (by id) just before it is sent (a coordinator that lies).
     var alterAssignment: (@Sendable (String, inout RoundAssignment) -> Void)?
 
@@ -140,6 +145,7 @@ public final class Coordinator: @unchecked Sendable {
             guard let server = serverBox.withLockedValue({ $0 }), let token = WireToken(school) else { return "unknown school \(school)" }
             return server.credentialProblem(of: token)
         }
+        hub.onSessionChange = { [monitor = self.monitor] in monitor.sessionChanged($0) }
         let server = try CoordinatorServer(configuration: transport, logger: logger) { refusal in
             refusals.record(refusal)
             if let school = refusal.school { hub.post(.credentialsRevoked(school, reason: refusal.refusal.reason)) }
@@ -161,6 +167,8 @@ public final class Coordinator: @unchecked Sendable {
             _ = try await serverTask.value  // surfaces the bind error
             throw RoundError("the coordinator stopped before listening")
         }
+        monitor.attach(ledger: ledger.ledger, port: port, sessions: Self.liveSchools(hub: hub, server: server))
+        defer { monitor.detach() }
         onListening?(port)
 
         let driver = RoundDriver(coordinator: self, hub: hub, ledger: ledger, global: global, strategy: strategy,
@@ -463,7 +471,9 @@ final class RoundDriver: @unchecked Sendable {
     func runRound(events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
         roundStarted = false
         let start = ContinuousClock.now
+        coordinator.monitor.enter(.waiting)
         let connected = try await waitForSchools(events: &events)
+        coordinator.monitor.enter(.selecting)
         // A school whose certificate was revoked or expired since it connected is not asked.
         var eligible: [String] = []
         for school in connected {
@@ -484,12 +494,14 @@ final class RoundDriver: @unchecked Sendable {
         let round = started.number, base = started.base
         roundStarted = true
         version = base
+        coordinator.monitor.enter(.selecting, round: round, selected: selected)
         do {
             return try await runRound(round, base: base, selected: selected, plan: plan, start: start, events: &events)
         } catch {
             if (try? ledger.ledger.roundInFlight())?.number == round {
                 let reason = (error as? StopRequested)?.description ?? "the round stopped with an error (\(error))"
                 try? ledger.abort(round: round, reason: reason)
+                recordAborted(round: round, base: base, selected: selected, reason: reason, start: start)
                 progress("round \(round): ABORTED (\(reason))")
                 // The aggregate may already have moved the in-memory model (and FedAdam's moments)
                 // before the commit failed: back to the base, or the next round would build on an
@@ -540,15 +552,18 @@ final class RoundDriver: @unchecked Sendable {
         hub.openRound(OpenRound(number: round, task: .train, model: model, modelFile: modelFile, expected: expected,
                                 updateSize: UInt64(4 * selection.trainedCount)))
         progress("round \(round): \(selected.count) school(s) selected (\(selected.joined(separator: ", "))), base \(base.prefix(12))")
+        coordinator.monitor.enter(.training)
 
         var leftOut: [String: String] = [:]
         var pending = Set(selected)
         var weightedLoss = 0.0
         var aggregateSeconds = 0.0
+        var schoolFigures: [String: SchoolRound] = [:]
         // Records a school as left out; an update it stored but never confirmed is recorded with its hash.
         func leaveOut(_ school: String, _ reason: String) throws {
             guard pending.remove(school) != nil else { return }
             leftOut[school] = reason
+            coordinator.monitor.leftOut(school, reason: reason)
             var entry = AuditEntry(event: .updateRejected, round: round, school: school, baseVersion: base, reason: reason)
             if let up = hub.forget(school) {
                 entry.updateSHA256 = up.digest.hex
@@ -640,6 +655,8 @@ final class RoundDriver: @unchecked Sendable {
                 let t0 = ContinuousClock.now
                 let examples = Int(clamping: result.exampleCount)
                 let metrics = Dictionary(uniqueKeysWithValues: result.metrics.map { ($0.key.value, $0.value) })
+                schoolFigures[school] = SchoolRound(school: school, selected: true, accepted: false, trainingExamples: examples,
+                                                    trainingMetrics: metrics)
                 var update = ModelUpdate(school: school, round: round, baseVersion: base, delta: delta,
                                          exampleCount: examples, metrics: metrics)
                 let (weight, capped) = UpdateBounds.weight(reported: examples, referenceMedian: referenceMedian ?? cfg.strategy.initialMedianExamples,
@@ -671,6 +688,7 @@ final class RoundDriver: @unchecked Sendable {
                 } catch {
                     try? FileManager.default.removeItem(at: up.file)
                     leftOut[school] = "its update could not be read (\(error))"
+                    coordinator.monitor.leftOut(school, reason: leftOut[school]!)
                     try ledger.ledger.record(AuditEntry(event: .updateRejected, round: round, school: school, baseVersion: base,
                                                         examples: examples, updateSHA256: up.digest.hex, wireBytes: Int(up.size),
                                                         reason: leftOut[school]))
@@ -678,10 +696,14 @@ final class RoundDriver: @unchecked Sendable {
                 }
                 try? FileManager.default.removeItem(at: up.file)
                 try ledger.received(update, sha256: up.digest.hex, norm: norm, rejection: rejection)
+                schoolFigures[school]?.updateNorm = norm
+                schoolFigures[school]?.accepted = rejection == nil
                 if let rejection {
                     leftOut[school] = "update rejected: \(rejection)"
+                    coordinator.monitor.leftOut(school, reason: leftOut[school]!)
                     progress("round \(round): \(school) update rejected: \(rejection)")
                 } else {
+                    coordinator.monitor.accepted()
                     weightedLoss += (metrics["train_loss"] ?? 0) * Double(examples)
                     progress(String(format: "round %d: %@ update accepted (%d examples, loss %.4f, norm %.3f)",
                                     round, school, examples, metrics["train_loss"] ?? .nan, norm))
@@ -691,6 +713,7 @@ final class RoundDriver: @unchecked Sendable {
             }
         }
         let bytes = hub.closeRound()
+        coordinator.monitor.enter(.aggregating)
         let global = Unchecked(global)
         let commit = Unchecked(aggregation)
         let quorum = cfg.rounds.quorum
@@ -711,6 +734,7 @@ final class RoundDriver: @unchecked Sendable {
         if committed {
             let bySchool = Dictionary(aggregation.accepted.map { ($0.school, $0.exampleCount) }, uniquingKeysWith: { a, _ in a })
             let ledger = Unchecked(ledger), strategy = Unchecked(strategy)
+            coordinator.monitor.enter(.committing)
             let written: Double
             (version, written) = try await ComputeLane.run {
                 let t0 = ContinuousClock.now
@@ -739,10 +763,13 @@ final class RoundDriver: @unchecked Sendable {
             bytesUp: bytes?.bytesUp ?? 0, bytesDown: bytes?.bytesDown ?? 0, evaluation: [:], evaluationExamples: 0,
             evaluatedSchools: [], test: test, aggregateSeconds: aggregateSeconds, seconds: 0)
         report.testSeconds = testSeconds
+        report.schoolFigures = schoolFigures
         if committed && cfg.rounds.federatedEvaluation {
+            coordinator.monitor.enter(.evaluating)
             try await evaluate(round: round, plan: plan, report: &report, events: &events)
         }
         report.seconds = Self.seconds(since: start)
+        recordHistory(report)
         return report
     }
 
@@ -806,6 +833,8 @@ final class RoundDriver: @unchecked Sendable {
                                             multiple: config.strategy.weightCapMultiple).weight
                 total += n
                 evaluated.append(school)
+                report.schoolFigures[school, default: SchoolRound(school: school, selected: false, accepted: false)].evaluationExamples = Int(clamping: r.exampleCount)
+                report.schoolFigures[school]?.evaluationMetrics = Dictionary(r.metrics.map { ($0.key.value, $0.value) }, uniquingKeysWith: { a, _ in a })
                 for (k, v) in r.metrics where v.isFinite && (v * Double(n)).isFinite {
                     sums[k.value, default: 0] += v * Double(n)
                     counts[k.value, default: 0] += n

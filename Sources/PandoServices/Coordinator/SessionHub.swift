@@ -109,6 +109,8 @@ final class SessionHub: @unchecked Sendable {
     /// Why a school's certificate is not acceptable now (`nil`: it is). Asked at selection and
     /// before an upload or a result is taken, so a school revoked mid-session gets nothing in.
     let credentials: @Sendable (String) -> String?
+    /// Called with a school's id when its session opens or closes (set before serving; the status monitor's clock).
+    var onSessionChange: (@Sendable (String) -> Void)?
     /// Unexpected offers a session may make (each refused with a log line) before it is closed.
     static let maxRefusedOffers = 8
 
@@ -127,6 +129,7 @@ final class SessionHub: @unchecked Sendable {
 
     func register(_ s: SchoolSession) {
         lock.withLock { sessions[s.school] = s }
+        onSessionChange?(s.school)
         post(.connected(s.school))
     }
 
@@ -136,7 +139,10 @@ final class SessionHub: @unchecked Sendable {
             sessions[s.school] = nil
             return true
         }
-        if removed { post(.disconnected(s.school)) }
+        if removed {
+            onSessionChange?(s.school)
+            post(.disconnected(s.school))
+        }
     }
 
     /// Tells every connected school the coordinator is shutting down (best effort, at most
