@@ -186,7 +186,7 @@ let package = Package(
         .testTarget(
             name: "PandoStatusTests",
             dependencies: [
-                "PandoStatus", "PandoServices", "PandoLedger", "PandoFederation", "PandoData", "PandoTestSupport",
+                "PandoStatus", "PandoServices", "PandoLedger", "PandoFederation", "PandoData", "PandoCertificates", "PandoTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
             ]

@@ -1,6 +1,7 @@
 import Foundation
 import Logging
 import NIOCore
+import PandoCertificates
 import PandoLedger
 import PandoServices
 @testable import PandoStatus
@@ -11,16 +12,9 @@ import XCTest
 final class StatusListenerTests: XCTestCase {
     let quiet = Logger(label: "status-test", factory: { _ in SwiftLogNoOpLogHandler() })
 
-    func configuration() -> CoordinatorConfiguration {
-        let nowhere = URL(fileURLWithPath: "/nonexistent")
-        return CoordinatorConfiguration(federationID: "fed", task: .classification, labels: ["a", "b"], baseModel: nowhere,
-                                        stateFolder: nowhere, certificate: nowhere, privateKey: nowhere, caCertificate: nowhere,
-                                        revocationList: nowhere)
-    }
-
     /// A listener over a coordinator that has not opened its state yet; returns its base URL and the task.
     func start(_ settings: StatusSettings) async throws -> (URL, Task<Void, Error>) {
-        let server = try StatusServer(settings: settings, configuration: configuration(), monitor: CoordinatorMonitor(), logger: quiet)
+        let server = try StatusServer(settings: settings, configuration: RunningFederation.unopened, monitor: CoordinatorMonitor(), logger: quiet)
         let ports = AsyncStream.makeStream(of: Int.self)
         let task = Task { try await server.run(onListening: { ports.continuation.yield($0); ports.continuation.finish() }) }
         var it = ports.stream.makeAsyncIterator()
@@ -38,7 +32,7 @@ final class StatusListenerTests: XCTestCase {
         try FileManager.default.setAttributes([.posixPermissions: 0o644], ofItemAtPath: tokenFile.path)
         var settings = StatusSettings(host: "127.0.0.1", port: 0)
         settings.tokenFile = tokenFile
-        XCTAssertThrowsError(try StatusServer(settings: settings, configuration: configuration(), monitor: CoordinatorMonitor(), logger: quiet)) {
+        XCTAssertThrowsError(try StatusServer(settings: settings, configuration: RunningFederation.unopened, monitor: CoordinatorMonitor(), logger: quiet)) {
             XCTAssertTrue("\($0)".contains("status.token_file") && "\($0)".contains("644"), "\($0)")
         }
         try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: tokenFile.path)
@@ -142,5 +136,61 @@ final class OpenAPISchemaTests: XCTestCase {
         let round = try schema.schema("SchoolRound")
         XCTAssertEqual(try schema.problems(OpenAPISchema.parse(Data(#"{"school":"a","selected":1,"accepted":true,"trainingMetrics":{"x":"y"},"evaluationMetrics":{},"leftOut":"bored"}"#.utf8)),
                                            against: round).count, 3, "a number for a boolean, text for a metric, an unknown reason code")
+    }
+}
+
+/// The listener over TLS (curl as the client): admin client certificates of the configured
+/// CA only, and the bearer token over TLS.
+final class StatusTLSTests: XCTestCase {
+    let quiet = Logger(label: "status-test", factory: { _ in SwiftLogNoOpLogHandler() })
+
+    func testClientCertificatesOfTheConfiguredCAOnly() async throws {
+        let curl = try Program.require("curl", package: "curl")
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-status-tls")
+        defer { try? FileManager.default.removeItem(at: work) }
+        // The status listener's certificate and the admins' CA; another CA whose certificates must not get in.
+        let admins = try CertificateAuthority.initialise(at: work.appendingPathComponent("admins"), districtName: "Status admins")
+        try admins.issueCoordinator(hosts: ["127.0.0.1"])
+        try admins.issueSchool(id: "admin-1")
+        let other = try CertificateAuthority.initialise(at: work.appendingPathComponent("other"), districtName: "Some district")
+        try other.issueSchool(id: "admin-1")
+        let server = CertificateAuthority.coordinatorDirectory(work.appendingPathComponent("admins"))
+        let tokenFile = work.appendingPathComponent("token")
+        try Data("tls-token-0123456789abcdef".utf8).write(to: tokenFile)
+        try FileManager.default.setAttributes([.posixPermissions: 0o600], ofItemAtPath: tokenFile.path)
+
+        func serve(_ configure: (inout StatusSettings) -> Void) async throws -> (Int, Task<Void, Error>) {
+            var settings = StatusSettings(host: "127.0.0.1", port: 0)
+            settings.certificate = server.appendingPathComponent("coordinator.pem")
+            settings.privateKey = server.appendingPathComponent("coordinator-key.pem")
+            configure(&settings)
+            let status = try StatusServer(settings: settings, configuration: RunningFederation.unopened, monitor: CoordinatorMonitor(), logger: quiet)
+            let ports = AsyncStream.makeStream(of: Int.self)
+            let task = Task { try await status.run(onListening: { ports.continuation.yield($0); ports.continuation.finish() }) }
+            var it = ports.stream.makeAsyncIterator()
+            let next = await it.next()
+            return (try XCTUnwrap(next), task)
+        }
+        let ca = work.appendingPathComponent("admins/ca.pem").path
+        func get(_ port: Int, _ extra: [String]) throws -> (exit: Int32, code: String) {
+            let r = try Program.run(curl, ["-s", "-o", "/dev/null", "-w", "%{http_code}", "--max-time", "20", "--cacert", ca] + extra
+                                    + ["https://127.0.0.1:\(port)/api/v1/status"])
+            return (r.status, String(decoding: r.output, as: UTF8.self))
+        }
+        let (port, task) = try await serve { $0.clientCA = URL(fileURLWithPath: ca) }
+        defer { task.cancel() }
+        let admin = CertificateAuthority.schoolDirectory(work.appendingPathComponent("admins"), id: "admin-1")
+        let stranger = CertificateAuthority.schoolDirectory(work.appendingPathComponent("other"), id: "admin-1")
+        XCTAssertNotEqual(try get(port, []).exit, 0, "no client certificate: the handshake fails")
+        XCTAssertNotEqual(try get(port, ["--cert", stranger.appendingPathComponent("school.pem").path,
+                                         "--key", stranger.appendingPathComponent("school-key.pem").path]).exit, 0, "another CA's certificate")
+        let ok = try get(port, ["--cert", admin.appendingPathComponent("school.pem").path, "--key", admin.appendingPathComponent("school-key.pem").path])
+        XCTAssertEqual(ok.exit, 0)
+        XCTAssertEqual(ok.code, "200")
+
+        let (tokenPort, tokenTask) = try await serve { $0.tokenFile = tokenFile }
+        defer { tokenTask.cancel() }
+        XCTAssertEqual(try get(tokenPort, []).code, "401")
+        XCTAssertEqual(try get(tokenPort, ["-H", "Authorization: Bearer tls-token-0123456789abcdef"]).code, "200")
     }
 }

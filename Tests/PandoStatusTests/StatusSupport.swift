@@ -87,6 +87,15 @@ final class RunningFederation: @unchecked Sendable {
     }
 
     var base: URL { URL(string: "http://127.0.0.1:\(port)")! }
+
+    /// The configuration of a coordinator that never opens its state: a listener on its
+    /// monitor serves an empty federation.
+    static let unopened: CoordinatorConfiguration = {
+        let nowhere = URL(fileURLWithPath: "/nonexistent")
+        return CoordinatorConfiguration(federationID: "fed", task: .classification, labels: ["a", "b"], baseModel: nowhere,
+                                        stateFolder: nowhere, certificate: nowhere, privateKey: nowhere, caCertificate: nowhere,
+                                        revocationList: nowhere)
+    }()
 }
 
 /// HTTP on loopback: (status, headers, body).
