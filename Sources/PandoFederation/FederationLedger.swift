@@ -154,6 +154,9 @@ public final class FederationLedger {
         if let mu = plan.proximalMu { parameters["proximalMu"] = .double(decimal(mu)) }
         // Recorded for the privacy officer: which tables no school trains or sends this round.
         parameters["frozenTensors"] = .string(plan.freezeEmbeddings ? (frozen ?? TensorSelection.embeddingTables).sorted().joined(separator: ",") : "")
+        // How updates travel this round: each transform the schools apply, with its parameters.
+        parameters["updateCompression"] = .string(plan.compression.name)
+        parameters["updateTransforms"] = .string(UpdatePipeline.describe(plan))
         parameters["maxUpdateNorm"] = maxUpdateNorm.map { .double($0) } ?? .string("auto")
         parameters["quorum"] = .int(quorum)
         parameters["fractionPerRound"] = .double(fractionPerRound)

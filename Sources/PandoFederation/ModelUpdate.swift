@@ -35,8 +35,12 @@ public struct ModelUpdate: @unchecked Sendable {
     /// Values the update carried (the trained tensors); `nil`: the whole layout.
     public var sentParameters: Int?
 
-    /// Bytes the delta takes on the wire as Float32, before any compression.
-    public var wireBytes: Int { 4 * (sentParameters ?? delta.layout.count) }
+    /// Size of the file the school sent (``UpdatePipeline/encodedBytes``: compressed or not),
+    /// when the receiver knows it.
+    public var encodedBytes: Int?
+
+    /// Bytes the update took on the wire: the file received, else the Float32 values carried.
+    public var wireBytes: Int { encodedBytes ?? 4 * (sentParameters ?? delta.layout.count) }
 }
 
 /// Threaded element-wise passes over model-sized buffers, shared by the

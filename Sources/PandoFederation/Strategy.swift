@@ -25,6 +25,8 @@ public struct LocalTrainingPlan: Sendable, Equatable, Codable {
     /// Example-level DP-SGD at every school (noise multiplier, clip, δ); nil: none. A school
     /// may clip tighter, and accounts its own ε from its own data size.
     public var privacy: RoundPrivacy?
+    /// How the school compresses its delta for the wire (``UpdatePipeline``); `none` sends Float32.
+    public var compression: UpdateCompression = .none
 
     public init() {}
 }

@@ -34,13 +34,7 @@ public enum UpdateFile {
                     view.fill(0)
                     continue
                 }
-                let raw = UnsafeMutableRawPointer(view.base)
-                var done = 0
-                while done < 4 * spec.count {
-                    let n = pread(fd, raw + done, 4 * spec.count - done, off_t(position + done))
-                    guard n > 0 else { throw UpdateFileError(path: url.path, reason: "short read at byte \(position + done)") }
-                    done += n
-                }
+                try readFully(fd, into: UnsafeMutableRawPointer(view.base), bytes: 4 * spec.count, at: position, path: url.path)
                 position += 4 * spec.count
             }
         }
@@ -72,13 +66,7 @@ public enum UpdateFile {
         defer { close(fd) }
         let values = delta.buffer
         try withExtendedLifetime(delta) {
-            let raw = UnsafeMutableRawPointer(values.base)
-            var done = 0
-            while done < expected {
-                let n = pread(fd, raw + done, expected - done, off_t(done))
-                guard n > 0 else { throw UpdateFileError(path: url.path, reason: "short read at byte \(done)") }
-                done += n
-            }
+            try readFully(fd, into: UnsafeMutableRawPointer(values.base), bytes: expected, at: 0, path: url.path)
             #if !_endian(little)
             for i in 0..<values.count { values.base[i] = Float(bitPattern: UInt32(littleEndian: values.base[i].bitPattern)) }
             #endif
@@ -101,6 +89,18 @@ extension UpdateFile {
             throw UpdateFileError(path: url.path, reason: "\(st.st_size) bytes, expected \(expected) (\(what))")
         }
         return fd
+    }
+}
+
+extension UpdateFile {
+    /// Reads `bytes` bytes at file offset `at` into `raw`; a short file is an error naming the byte.
+    static func readFully(_ fd: Int32, into raw: UnsafeMutableRawPointer, bytes: Int, at offset: Int, path: String) throws {
+        var done = 0
+        while done < bytes {
+            let n = pread(fd, raw + done, bytes - done, off_t(offset + done))
+            guard n > 0 else { throw UpdateFileError(path: path, reason: "short read at byte \(offset + done)") }
+            done += n
+        }
     }
 }
 
