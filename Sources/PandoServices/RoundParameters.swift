@@ -33,6 +33,8 @@ enum RoundParameters {
             p["dpMaxGradientNorm"] = Double(dp.maxGradientNorm.description) ?? Double(dp.maxGradientNorm)
             p["dpDelta"] = dp.delta
         }
+        p["compression"] = Double(plan.compression.code)
+        if case .topK(let density) = plan.compression { p["topkDensity"] = density }
         return p
     }
 
@@ -71,6 +73,18 @@ enum RoundParameters {
             guard clip > 0, clip <= 1e6 else { throw RoundError("the assignment's dpMaxGradientNorm \(clip) is not in (0, 1e6]") }
             guard delta > 0, delta < 1 else { throw RoundError("the assignment's dpDelta \(delta) is not in (0, 1)") }
             plan.privacy = RoundPrivacy(noiseMultiplier: sigma, maxGradientNorm: Float(clip), delta: delta)
+        }
+        // An assignment that does not say so wants the plain Float32 update (older coordinators).
+        var code = 0
+        if parameters["compression"] != nil { code = try whole("compression", 0...3) }
+        switch code {
+        case 1: plan.compression = .float16
+        case 2: plan.compression = .int8
+        case 3:
+            let density = try value("topkDensity")
+            guard UpdateCompression.validDensity(density) else { throw RoundError("the assignment's topkDensity \(density) is not in (0, 1]") }
+            plan.compression = .topK(density: density)
+        default: plan.compression = .none
         }
         return plan
     }

@@ -5,10 +5,12 @@ import Foundation
 public enum SVGPlot {
     /// `values[0]` is the base model (round 0); `reference` is drawn as a dashed line (centralized).
     /// A non-finite value (a round without the metric) leaves a gap in the points.
-    /// `axis` names the y axis (default `test <metric>`); `series` labels the line.
+    /// `axis` names the y axis (default `test <metric>`); `series` labels the line; `footnote`
+    /// (bytes moved, say) is a line under the chart.
     public static func rounds(_ values: [Double], reference: Double?, metric: String, title: String, axis: String? = nil,
-                              series: String = "federated (global model)") -> String {
-        let width = 640.0, height = 400.0, left = 64.0, right = 24.0, top = 44.0, bottom = 52.0
+                              series: String = "federated (global model)", footnote: String? = nil) -> String {
+        let width = 640.0, height = footnote == nil ? 400.0 : 420.0, left = 64.0, right = 24.0, top = 44.0
+        let bottom = footnote == nil ? 52.0 : 72.0
         let finite = values.filter(\.isFinite) + (reference.map { [$0] } ?? [])
         var lo = finite.min() ?? 0, hi = finite.max() ?? 1
         if metric != "rmse" && metric != "mae" && metric != "loss" { lo = min(lo, 0); hi = max(hi, 1) }
@@ -34,7 +36,10 @@ public enum SVGPlot {
         for i in 0...n where values.count > 1 {
             svg += "<text x=\"\(f(x(i)))\" y=\"\(f(height - bottom + 18))\" text-anchor=\"middle\">\(i)</text>\n"
         }
-        svg += "<text x=\"\(f((left + width - right) / 2))\" y=\"\(f(height - 12))\" text-anchor=\"middle\">round (0 = base model)</text>\n"
+        svg += "<text x=\"\(f((left + width - right) / 2))\" y=\"\(f(height - bottom + 36))\" text-anchor=\"middle\">round (0 = base model)</text>\n"
+        if let footnote {
+            svg += "<text x=\"\(f(width / 2))\" y=\"\(f(height - 10))\" text-anchor=\"middle\" font-size=\"10\" fill=\"#555\">\(escape(footnote))</text>\n"
+        }
         svg += "<text x=\"16\" y=\"\(f((top + height - bottom) / 2))\" text-anchor=\"middle\" transform=\"rotate(-90 16 \(f((top + height - bottom) / 2)))\">\(escape(axis ?? "test \(metric)"))</text>\n"
         if let reference, reference.isFinite {
             svg += "<line x1=\"\(f(left))\" y1=\"\(f(y(reference)))\" x2=\"\(f(width - right))\" y2=\"\(f(y(reference)))\" stroke=\"#c0392b\" stroke-dasharray=\"6 4\"/>\n"

@@ -17,7 +17,7 @@ final class LockedDouble: @unchecked Sendable {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference throughput, GFLOP/s and peak memory.",
-        subcommands: [Train.self, Infer.self, Aggregate.self])
+        subcommands: [Train.self, Infer.self, Aggregate.self, Compress.self])
 
     struct Common: ParsableArguments {
         @OptionGroup var model: ModelOption
@@ -100,6 +100,24 @@ struct Bench: ParsableCommand {
             var report = Benchmark.infer(model: model, name: name, batches: batches, warmup: common.warmup)
             if int8 || model.inferenceOnly { report.kind = model.inferenceOnly ? "infer-int8-checkpoint" : "infer-int8" }
             try common.emit(report)
+        }
+    }
+
+    struct Compress: ParsableCommand {
+        static let configuration = CommandConfiguration(abstract: "Encode and decode time and size of each update compression on a model-sized delta.")
+        @OptionGroup var model: ModelOption
+        @Option(help: "Fraction of the trained values top-k sends.") var topkDensity = 0.01
+        @Option(help: "Threads (default: all cores).") var threads: Int?
+
+        func run() throws {
+            if let threads { Parallel.workers = max(1, threads) }
+            let (model, _) = try BertModel.load(from: try model.resolve(), head: .encoderOnly)
+            let rows = try CompressionBenchmark.run(layout: model.layout, topKDensity: topkDensity)
+            print("compress: the trained tensors of \(model.parameterCount) parameters (embedding tables frozen), best of 3")
+            for r in rows {
+                print(String(format: "  %-22@ %9.2f MB (%5.2f%% of Float32)   encode %7.1f ms   decode %7.1f ms",
+                             r.compression, Double(r.bytes) / 1e6, 100 * r.fractionOfFloat32, 1e3 * r.encodeSeconds, 1e3 * r.decodeSeconds))
+            }
         }
     }
 

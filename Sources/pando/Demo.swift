@@ -32,6 +32,8 @@ struct DemoCommand: AsyncParsableCommand {
     @Option(help: "Per-round metrics CSV to write.") var csv = "demo-rounds.csv"
     @Option(help: "Plot of test accuracy per round (SVG).") var plot = "demo-rounds.svg"
     @Option(help: "Coordinator state folder (versions, audit log, keys, school logs); continued if it exists.") var state = "demo-state"
+    @Option(help: "How schools compress their deltas: none, float16, int8 or topk.") var compression: CompressionName = .none
+    @Option(help: "Fraction of the trained values a top-k update sends.") var topkDensity = 0.01
 
     func run() async throws {
         let train = demoData + "/questions.train.csv", test = demoData + "/questions.test.csv"
@@ -42,7 +44,7 @@ struct DemoCommand: AsyncParsableCommand {
             "--data", train, "--test", test, "--schools", "3", "--alpha", "1.0", "--rounds", "\(rounds)",
             "--strategy", "fedavg", "--local-epochs", "1", "--learning-rate", "1e-4", "--batch-size", "32",
             "--max-length", "64", "--csv", csv, "--plot", plot, "--seed", "42", "--centralized-epochs", "0",
-            "--state", state, "--federation", "demo",
+            "--state", state, "--federation", "demo", "--compression", compression.rawValue, "--topk-density", "\(topkDensity)",
         ]
         if let folder = model.model { arguments += ["--model", folder] }
         let simulation = try SimulateCommand.parse(arguments)

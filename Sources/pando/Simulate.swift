@@ -9,6 +9,11 @@ import PandoServices
 import PandoText
 import PandoTraining
 
+/// How schools compress their deltas, on the command line (`update.compression` in coordinator.yaml).
+enum CompressionName: String, ExpressibleByArgument, CaseIterable {
+    case none, float16, int8, topk
+}
+
 /// Federated strategies selectable on the command line.
 enum StrategyName: String, ExpressibleByArgument, CaseIterable {
     case fedavg, fedprox, fedadam
@@ -71,6 +76,9 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Tokens per text, [CLS] and [SEP] included.") var maxLength = 128
     @Option(help: "Reject a delta whose L2 norm exceeds this (default: the bound honest AdamW training with the plan can reach).")
     var maxUpdateNorm: Double?
+    @Option(help: "How schools compress their deltas: none (Float32), float16, int8 (one scale per row) or topk (with error feedback).")
+    var compression: CompressionName = .none
+    @Option(help: "Fraction of the trained values a top-k update sends.") var topkDensity = 0.01
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
     @Option(help: "Fraction of each school's shard kept for its federated evaluation (0: none).") var schoolValidationFraction = 0.1
@@ -90,6 +98,7 @@ struct SimulateCommand: AsyncParsableCommand {
         guard testFraction > 0, testFraction < 1 else { throw ValidationError("--test-fraction must be in (0, 1)") }
         guard schoolValidationFraction >= 0, schoolValidationFraction < 1 else { throw ValidationError("--school-validation-fraction must be in [0, 1)") }
         guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
+        guard UpdateCompression.validDensity(topkDensity) else { throw ValidationError("--topk-density must be in (0, 1]") }
         let format = columns.format(task: task)
         let all = try format.load(URL(fileURLWithPath: data), labels: nil)
         reportSkips(all)
@@ -136,6 +145,12 @@ struct SimulateCommand: AsyncParsableCommand {
         config.plan.maxLength = maxLength
         config.plan.dropout = !noDropout
         config.plan.seed = seed
+        switch compression {
+        case .none: config.plan.compression = .none
+        case .float16: config.plan.compression = .float16
+        case .int8: config.plan.compression = .int8
+        case .topk: config.plan.compression = .topK(density: topkDensity)
+        }
         var choice = StrategyChoice()
         switch strategy {
         case .fedavg: choice.name = .fedavg
@@ -194,6 +209,9 @@ struct SimulateCommand: AsyncParsableCommand {
         print("data: \(trainData.count) training examples across schools (Dirichlet α = \(alpha); train+validation per school \(sizes)), \(testData.count) test")
         let initialModel = try BertModel.load(from: folder, head: head, seed: seed).0
         print("strategy: \(choice.name.rawValue); \(rounds) round(s), \(asked) of \(schools) schools asked per round, quorum \(config.rounds.quorum); \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize), max length \(maxLength); \(initialModel.parameterCount) parameters (\(bytes(4 * initialModel.parameterCount)) per delta)")
+        let pipeline = UpdatePipeline(layout: initialModel.layout, plan: config.plan)
+        let float32Bytes = 4 * pipeline.selection.trainedCount
+        print("updates: \(UpdatePipeline.describe(config.plan)); \(bytes(pipeline.encodedBytes)) per school per round (\(percent(pipeline.encodedBytes, of: float32Bytes)) of the \(bytes(float32Bytes)) Float32 delta of the trained tensors)")
 
         loopback.coordinator.onProgress = { line in progressLine("  " + line) }
         // Where each round's time goes: the schools share this machine's cores and train one
@@ -246,8 +264,13 @@ struct SimulateCommand: AsyncParsableCommand {
 
         try AtomicFile.write(Data(Self.csv(reports, initial: initial).utf8), to: URL(fileURLWithPath: csv))
         let points = [initial[headline] ?? .nan] + reports.map { $0.test[headline] ?? .nan }
+        // Bytes per school per round under the chart: what each upload and download cost.
+        let traffic = reports.map { r in
+            "r\(r.round) ↑\(bytes(Int(r.bytesUp) / max(1, r.accepted.count))) ↓\(bytes(Int(r.bytesDown) / max(1, r.selected.count)))"
+        }.joined(separator: "  ")
         try AtomicFile.write(Data(SVGPlot.rounds(points, reference: centralized?[headline], metric: headline,
-                                                 title: "\(choice.name.rawValue), \(schools) schools, α = \(alpha)").utf8),
+                                                 title: "\(choice.name.rawValue), \(schools) schools, α = \(alpha), updates \(config.plan.compression)",
+                                                 footnote: "per school: " + traffic).utf8),
                              to: URL(fileURLWithPath: plot))
 
         // Summary.
@@ -268,6 +291,10 @@ struct SimulateCommand: AsyncParsableCommand {
         }
         let up = reports.map { Int($0.bytesUp) }.reduce(0, +), down = reports.map { Int($0.bytesDown) }.reduce(0, +)
         print("  bytes moved:  \(bytes(up + down)) (updates up \(bytes(up)), global versions down \(bytes(down)))")
+        let uploads = reports.map(\.accepted.count).reduce(0, +)
+        if uploads > 0 {
+            print("  per school per round: up \(bytes(up / uploads)) (\(config.plan.compression); \(percent(up / uploads, of: float32Bytes)) of Float32), down \(bytes(down / max(1, reports.map(\.selected.count).reduce(0, +)))) (whole versions)")
+        }
         let logPath = path(state, "audit.jsonl"), keyPath = path(state, "keys/coordinator.key.pub")
         let schoolLogFolder = URL(fileURLWithPath: state).appendingPathComponent("schools")
         let schoolLogs = ((try? FileManager.default.contentsOfDirectory(atPath: schoolLogFolder.path)) ?? [])
@@ -299,15 +326,17 @@ struct SimulateCommand: AsyncParsableCommand {
         let evalNames = Array(Set(reports.flatMap { $0.evaluation.keys })).sorted()
         var lines = [(["round", "version", "committed", "selected", "accepted", "left_out", "examples", "train_loss"]
             + testNames.map { "test_" + $0 } + evalNames.map { "federated_" + $0 }
-            + ["evaluation_examples", "bytes_up", "bytes_down", "aggregate_seconds", "seconds"]).joined(separator: ",")]
+            + ["evaluation_examples", "bytes_up", "bytes_down", "bytes_up_per_school", "bytes_down_per_school", "aggregate_seconds", "seconds"]).joined(separator: ",")]
         func f(_ x: Double?) -> String { x.map { String(format: "%.6g", $0) } ?? "" }
         lines.append((["0", reports.first?.baseVersion ?? "", "true", "0", "0", "0", "0", ""] + testNames.map { f(initial[$0]) } + evalNames.map { _ in "" }
-            + ["0", "0", "0", "0", "0"]).joined(separator: ","))
+            + ["0", "0", "0", "0", "0", "0", "0"]).joined(separator: ","))
         for r in reports {
+            let upEach = r.bytesUp / UInt64(max(1, r.accepted.count)), downEach = r.bytesDown / UInt64(max(1, r.selected.count))
+            let traffic: [String] = [String(r.evaluationExamples), String(r.bytesUp), String(r.bytesDown), String(upEach), String(downEach),
+                                     f(r.aggregateSeconds), f(r.seconds)]
             lines.append(([String(r.round), r.version, String(r.committed), String(r.selected.count), String(r.accepted.count),
                            String(r.leftOut.count), String(r.examples), f(r.trainLoss)]
-                + testNames.map { f(r.test[$0]) } + evalNames.map { f(r.evaluation[$0]) }
-                + [String(r.evaluationExamples), String(r.bytesUp), String(r.bytesDown), f(r.aggregateSeconds), f(r.seconds)]).joined(separator: ","))
+                + testNames.map { f(r.test[$0]) } + evalNames.map { f(r.evaluation[$0]) } + traffic).joined(separator: ","))
         }
         return lines.joined(separator: "\n") + "\n"
     }
@@ -322,6 +351,8 @@ struct SimulateCommand: AsyncParsableCommand {
     func shellQuoted(_ s: String) -> String {
         s.allSatisfy { $0.isLetter || $0.isNumber || "/._-+:=@".contains($0) } ? s : "'" + s.replacingOccurrences(of: "'", with: "'\\''") + "'"
     }
+
+    func percent(_ n: Int, of whole: Int) -> String { String(format: "%.2f%%", 100 * Double(n) / Double(max(whole, 1))) }
 
     func bytes(_ n: Int) -> String {
         let units = ["B", "KB", "MB", "GB"]

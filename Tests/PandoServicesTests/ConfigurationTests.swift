@@ -66,6 +66,19 @@ final class ConfigurationTests: XCTestCase {
         try expectError("federation: [unclosed\n", ["not valid YAML"])
     }
 
+    func testUpdateCompressionSettings() throws {
+        XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid)).plan.compression, .none)
+        XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid + "\nupdate: {compression: int8}")).plan.compression, .int8)
+        XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid + "\nupdate: {compression: float16}")).plan.compression, .float16)
+        XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid + "\nupdate: {compression: topk}")).plan.compression, .topK(density: 0.01))
+        XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid + "\nupdate: {compression: topk, topk_density: 0.05}")).plan.compression,
+                       .topK(density: 0.05))
+        try expectError(valid + "\nupdate: {compression: zip}", ["update.compression", "'zip'"])
+        try expectError(valid + "\nupdate: {compression: topk, topk_density: 0}", ["update.topk_density", "(0, 1]"])
+        try expectError(valid + "\nupdate: {compression: int8, topk_density: 0.1}", ["update.topk_density", "only with compression: topk"])
+        try expectError(valid + "\nupdate: {compresion: int8}", ["update.compresion", "unknown setting"])
+    }
+
     func testSchoolRefusesDataOutsideTheFederationsLabels() throws {
         let dir = try TestFixtures.temporaryDirectory(prefix: "pando-school-config")
         try "text,label\nhello there,a\nsomething else,c\n".write(to: dir.appendingPathComponent("data.csv"), atomically: true, encoding: .utf8)

@@ -33,3 +33,23 @@ final class RoundParametersTests: XCTestCase {
         XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("no batchSize"), "\($0)") }
     }
 }
+
+final class CompressionSettingsTests: XCTestCase {
+    func testCompressionCrossesTheWireAndBadValuesAreNamed() throws {
+        let labels = LabelSetID(task: .classification, labels: ["a", "b"])
+        for c in [UpdateCompression.none, .float16, .int8, .topK(density: 0.015)] {
+            var plan = LocalTrainingPlan()
+            plan.compression = c
+            XCTAssertEqual(try RoundParameters.decode(RoundParameters.encode(plan, labels: labels)).compression, c)
+        }
+        var wire = RoundParameters.encode(LocalTrainingPlan(), labels: labels)
+        wire["compression"] = nil
+        XCTAssertEqual(try RoundParameters.decode(wire).compression, UpdateCompression.none, "an older coordinator's plain Float32")
+        wire["compression"] = 7
+        XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("compression"), "\($0)") }
+        wire["compression"] = 3
+        XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("no topkDensity"), "\($0)") }
+        wire["topkDensity"] = 1.5
+        XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("topkDensity"), "\($0)") }
+    }
+}

@@ -146,6 +146,7 @@ public struct RoundSettings: Sendable, Equatable {
 /// selection: {fraction: 1.0, min_schools: 2, quorum: 2, round_deadline_seconds: 3600}
 /// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
 /// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
+/// update: {compression: int8}          # none | float16 | int8 | topk (with topk_density: 0.01)
 /// coordinator:
 ///   listen: 0.0.0.0
 ///   port: 7443
@@ -213,6 +214,7 @@ public struct CoordinatorConfiguration: Sendable {
         }
         if let l = file.local { config.plan = try l.apply(to: config.plan, file: url.path) }
         config.plan.seed = config.rounds.seed
+        if let u = file.update { config.plan.compression = try u.compression(file: url.path) }
         if let s = file.strategy { config.strategy = s }
         if config.strategy.name == .dpFedAvg, config.strategy.expectedSchools == nil { config.strategy.expectedSchools = config.rounds.minSchools }
         config.status = try file.status?.settings(relativeTo: url)
@@ -267,10 +269,11 @@ struct CoordinatorFile: Decodable {
     var selection: SelectionSection?
     var local: LocalSection?
     var strategy: StrategyChoice?
+    var update: UpdateSection?
     var coordinator: CoordinatorSection
     var status: StatusSection?
 
-    enum Keys: String, CodingKey, CaseIterable { case federation, selection, local, strategy, coordinator, status }
+    enum Keys: String, CodingKey, CaseIterable { case federation, selection, local, strategy, update, coordinator, status }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
@@ -278,6 +281,7 @@ struct CoordinatorFile: Decodable {
         selection = try c.decodeIfPresent(SelectionSection.self, forKey: .selection)
         local = try c.decodeIfPresent(LocalSection.self, forKey: .local)
         strategy = try c.decodeIfPresent(StrategyChoice.self, forKey: .strategy)
+        update = try c.decodeIfPresent(UpdateSection.self, forKey: .update)
         coordinator = try c.decode(CoordinatorSection.self, forKey: .coordinator)
         status = try c.decodeIfPresent(StatusSection.self, forKey: .status)
     }
@@ -398,6 +402,38 @@ struct LocalSection: Decodable {
             p.freezeEmbeddings = freeze
         }
         return p
+    }
+}
+
+/// `update: {compression: none|float16|int8|topk, topk_density: 0.01}`: how schools
+/// compress their deltas (``UpdateCompression``).
+struct UpdateSection: Decodable {
+    var compression: String?
+    var topk_density: Double?
+    enum Keys: String, CodingKey, CaseIterable { case compression, topk_density }
+    init(from decoder: Decoder) throws {
+        try decoder.rejectUnknownKeys(Keys.self)
+        let c = try decoder.container(keyedBy: Keys.self)
+        compression = try c.decodeIfPresent(String.self, forKey: .compression)
+        topk_density = try c.decodeIfPresent(Double.self, forKey: .topk_density)
+    }
+
+    func compression(file: String) throws -> UpdateCompression {
+        if let d = topk_density {
+            guard compression == "topk" else {
+                throw ConfigurationError(file: file, field: "update.topk_density", "applies only with compression: topk")
+            }
+            guard UpdateCompression.validDensity(d) else {
+                throw ConfigurationError(file: file, field: "update.topk_density", "must be in (0, 1] (0.01 sends 1% of the values)")
+            }
+        }
+        switch compression ?? "none" {
+        case "none": return .none
+        case "float16": return .float16
+        case "int8": return .int8
+        case "topk": return .topK(density: topk_density ?? 0.01)
+        case let other: throw ConfigurationError(file: file, field: "update.compression", "'\(other)' is not none, float16, int8 or topk")
+        }
     }
 }
 

@@ -535,6 +535,8 @@ final class RoundDriver: @unchecked Sendable {
         let baseNorm = DeltaMath.norm(global.parameters.buffer)
         // What the plan trains, hence what each update carries (the embedding tables stay frozen by default).
         let selection = TensorSelection(layout: global.layout, plan: plan)
+        // …and how it is compressed: the one size the coordinator accepts, and how it is decoded.
+        let pipeline = UpdatePipeline(selection: selection, compression: plan.compression)
         let model: ObjectRef, modelFile: URL
         do { (model, modelFile) = try await modelRef(base) } catch {
             try ledger.abort(round: round, reason: "the base version is not served: \(error)")
@@ -550,7 +552,7 @@ final class RoundDriver: @unchecked Sendable {
             try ledger.selected(s, round: round, base: base, certificateSerial: hub.session(s)?.connection.certificateSerial)
         }
         hub.openRound(OpenRound(number: round, task: .train, model: model, modelFile: modelFile, expected: expected,
-                                updateSize: UInt64(4 * selection.trainedCount)))
+                                updateSize: UInt64(pipeline.encodedBytes)))
         progress("round \(round): \(selected.count) school(s) selected (\(selected.joined(separator: ", "))), base \(base.prefix(12))")
         coordinator.monitor.enter(.training)
 
@@ -668,6 +670,7 @@ final class RoundDriver: @unchecked Sendable {
                 }
                 // Honest AdamW training with this plan on this many examples cannot move the weights further.
                 update.sentParameters = selection.trainedCount
+                update.encodedBytes = Int(up.size)
                 // …from the capped count: a school that overstates its examples gets neither the weight nor the room.
                 let normBound = UpdateBounds.maxDeltaNorm(plan: plan, examples: weight, trainedParameters: selection.trainedCount,
                                                           baseNorm: baseNorm)
@@ -679,7 +682,9 @@ final class RoundDriver: @unchecked Sendable {
                     (rejection, norm, spent) = try await ComputeLane.run {
                         let t0 = ContinuousClock.now
                         let (aggregation, update, file) = folded.value
-                        try UpdateFile.read(file, into: update.delta, selection: selection)
+                        // Decoded into the coordinator's one scratch delta (not a copy per school),
+                        // then validated and folded like any update.
+                        try pipeline.read(file, into: update.delta)
                         let rejection = aggregation.submit(update, maxNorm: normBound)
                         let norm = rejection == nil ? aggregation.accepted.last!.norm : DeltaMath.norm(update.delta.buffer)
                         return (rejection, norm, Self.seconds(since: t0))

@@ -356,9 +356,10 @@ public final class SchoolAgent: @unchecked Sendable {
         if updater == nil || updater!.model.layout != model.layout { updater = LocalUpdater(like: model) }
         let updater = Unchecked(self.updater!)
         let clip = configuration.privacy?.maxGradientNorm, randomness = privacyRandomness
-        var result: (String, [String: Double])
+        var result: (String, [String: Double], TopKResidual?)
         do {
             let client = self.client, onEvent = self.onEvent
+            let residualSource = Unchecked(self)
             result = try await ComputeLane.run {
                 var shown = 0
                 let update = try updater.value.train(school: school, data: data, from: model, round: round,
@@ -371,9 +372,18 @@ public final class SchoolAgent: @unchecked Sendable {
                         onEvent?(.training(round: round, fraction: Double(tenths) / 10))
                     }
                 }
-                let selection = TensorSelection(layout: update.delta.layout, plan: plan)
-                try UpdateFile.write(update.delta, selection: selection, to: file)
-                return (update.wireSHA256(selection: selection), update.metrics)
+                let pipeline = UpdatePipeline(layout: update.delta.layout, plan: plan)
+                guard pipeline.compression != .none else {
+                    try UpdateFile.write(update.delta, selection: pipeline.selection, to: file)
+                    return (update.wireSHA256(selection: pipeline.selection), update.metrics, nil)
+                }
+                let key = TopKResidual.Key(federation: residualSource.value.configuration.federationID ?? "", selection: pipeline.selection)
+                let previous = pipeline.topKCount == nil ? nil
+                    : residualSource.value.residual(for: key, round: round, lineage: Set(a.lineage?.chain.map(\.version.hex) ?? []))
+                let encoded = try CompressedUpdateFile.encode(update.delta, pipeline: pipeline, residual: previous?.values)
+                try CompressedUpdateFile.write(encoded, to: file)
+                let left = encoded.residual.map { TopKResidual(key: key, round: round, baseVersion: a.model.sha256.hex, values: $0) }
+                return (encoded.bytes.withUnsafeBytes { Digest.sha256($0) }, update.metrics, left)
             }
         } catch {
             client.setActivity(.idle)
@@ -402,6 +412,10 @@ public final class SchoolAgent: @unchecked Sendable {
                                     federation: configuration.federationID)
         logged.privacy = privacy
         try schoolLog.append(logged)
+        // Top-k's new residual replaces the old one once the update is logged, before a byte is offered.
+        if let residual = result.2 {
+            try await ComputeLane.run { try residual.save(to: self.residualFile) }
+        }
         pending.withLockedValue { $0 = upload }
         try await deliver(upload, on: conn)
     }
@@ -439,6 +453,25 @@ public final class SchoolAgent: @unchecked Sendable {
                                                      before, after, budget.delta, spent.count, budget.targetEpsilon))
         }
         return nil
+    }
+
+    /// Where top-k's error-feedback residual lives (``TopKResidual``).
+    var residualFile: URL { configuration.cache.appendingPathComponent("topk-residual.bin") }
+
+    /// The residual to add to a top-k delta of `round`, or nil (none yet, or dropped with the reason logged).
+    func residual(for key: TopKResidual.Key, round: Int, lineage: Set<String>) -> TopKResidual? {
+        let stored: TopKResidual?
+        do { stored = try TopKResidual.load(from: residualFile) } catch {
+            logger.warning("round \(round): the top-k residual cannot be read (\(error)); starting without it")
+            return nil
+        }
+        guard let stored else { return nil }
+        if let why = stored.unusable(for: key, round: round, lineage: lineage) {
+            logger.notice("round \(round): the top-k residual is not used: \(why)")
+            return nil
+        }
+        logger.info("round \(round): adding the top-k residual left by round \(stored.round)")
+        return stored
     }
 
     /// Offers the update (resuming a cut upload) and sends the result.
