@@ -68,6 +68,35 @@ final class CompressedUpdateTests: XCTestCase {
         XCTAssertTrue(received.allSatisfy { $0.wireBytes == pipeline.encodedBytes }, "\(received.map(\.wireBytes))")
     }
 
+    /// A school whose top-k file names an index past the model is left out, the audit naming
+    /// the field, and the round commits with the other two.
+    func testAHostileTopKFileIsLeftOutNamingTheField() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-topk-hostile")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
+        config.plan.compression = .topK(density: 0.05)
+        config.rounds.federatedEvaluation = false
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("hostile"))
+        federation.prepareAgent = { id, agent in
+            guard id == "west" else { return }
+            agent.tamper = { url in
+                var bytes = [UInt8](try Data(contentsOf: url))
+                let body = 8 + Int(bytes[6]) | Int(bytes[7]) << 8
+                let k = Int(bytes[body]) | Int(bytes[body + 1]) << 8 | Int(bytes[body + 2]) << 16
+                for b in 0..<4 { bytes[body + 8 + 4 * (k - 1) + b] = 0xFF }  // the last index: 2³² − 1
+                try Data(bytes).write(to: url)
+            }
+        }
+        let reports = try await federation.run()
+        let report = try XCTUnwrap(reports.first)
+        XCTAssertTrue(report.committed)
+        XCTAssertEqual(report.accepted.sorted(), ["north", "south"])
+        let (records, _) = try AuditRecord.readAll(state.appendingPathComponent("audit.jsonl"))
+        let rejected = try XCTUnwrap(records.first { $0.event == .updateRejected && $0.school == "west" })
+        XCTAssertTrue(rejected.reason?.contains("topk.indices[") == true && rejected.reason?.contains("outside") == true, "\(rejected.reason ?? "")")
+    }
+
     func testInt8FederationCommitsTheMeanOfTheDecodedUpdatesAndAuditsIt() async throws {
         let work = try TestFixtures.temporaryDirectory(prefix: "pando-int8")
         let reports = try await run(.int8, rounds: 1, work: work, logs: LogCapture())
