@@ -113,10 +113,12 @@ struct Bench: ParsableCommand {
             if let threads { Parallel.workers = max(1, threads) }
             let (model, _) = try BertModel.load(from: try model.resolve(), head: .encoderOnly)
             let rows = try CompressionBenchmark.run(layout: model.layout, topKDensity: topkDensity)
-            print("compress: the trained tensors of \(model.parameterCount) parameters (embedding tables frozen), best of 3")
+            let trained = TensorSelection(layout: model.layout, frozen: TensorSelection.embeddingTables).trainedCount
+            print("compress: the \(trained) trained values of a \(model.parameterCount)-parameter model (embedding tables frozen), \(Parallel.workers) threads, best of 3")
             for r in rows {
-                print(String(format: "  %-22@ %9.2f MB (%5.2f%% of Float32)   encode %7.1f ms   decode %7.1f ms",
-                             r.compression, Double(r.bytes) / 1e6, 100 * r.fractionOfFloat32, 1e3 * r.encodeSeconds, 1e3 * r.decodeSeconds))
+                print("  " + r.compression.padding(toLength: 20, withPad: " ", startingAt: 0)
+                      + String(format: "%9.2f MB (%5.2f%% of Float32)   encode %7.1f ms   decode %7.1f ms",
+                               Double(r.bytes) / 1e6, 100 * r.fractionOfFloat32, 1e3 * r.encodeSeconds, 1e3 * r.decodeSeconds))
             }
         }
     }
