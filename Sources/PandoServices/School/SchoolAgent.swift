@@ -359,7 +359,6 @@ public final class SchoolAgent: @unchecked Sendable {
         var result: (String, [String: Double], TopKResidual?)
         do {
             let client = self.client, onEvent = self.onEvent
-            let residualSource = Unchecked(self)
             result = try await ComputeLane.run {
                 var shown = 0
                 let update = try updater.value.train(school: school, data: data, from: model, round: round,
@@ -377,9 +376,9 @@ public final class SchoolAgent: @unchecked Sendable {
                     try UpdateFile.write(update.delta, selection: pipeline.selection, to: file)
                     return (update.wireSHA256(selection: pipeline.selection), update.metrics, nil)
                 }
-                let key = TopKResidual.Key(federation: residualSource.value.configuration.federationID ?? "", selection: pipeline.selection)
+                let key = TopKResidual.Key(federation: self.configuration.federationID ?? "", selection: pipeline.selection)
                 let previous = pipeline.topKCount == nil ? nil
-                    : residualSource.value.residual(for: key, round: round, lineage: Set(a.lineage?.chain.map(\.version.hex) ?? []))
+                    : self.residual(for: key, round: round, lineage: Set(a.lineage?.chain.map(\.version.hex) ?? []))
                 let encoded = try CompressedUpdateFile.encode(update.delta, pipeline: pipeline, residual: previous?.values)
                 try CompressedUpdateFile.write(encoded, to: file)
                 let left = encoded.residual.map { TopKResidual(key: key, round: round, baseVersion: a.model.sha256.hex, values: $0) }
