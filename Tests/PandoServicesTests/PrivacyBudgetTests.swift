@@ -13,13 +13,14 @@ import XCTest
 /// Example-level DP in federated rounds (issue 16, item 4): the school enforces its own budget,
 /// reports what it spent, the coordinator records it, and `pando audit verify` recomputes it.
 final class PrivacyBudgetTests: XCTestCase {
-    func run(_ name: String, budgets: [String: SchoolPrivacyBudget], rounds: Int = 3,
+    func run(_ name: String, budgets: [String: SchoolPrivacyBudget], rounds: Int = 3, compression: UpdateCompression = .none,
              prepare: ((String, SchoolAgent) -> Void)? = nil) async throws -> (state: URL, reports: [FederatedRoundReport], schoolLogs: URL) {
         let work = try TestFixtures.temporaryDirectory(prefix: "pando-\(name)")
         let state = work.appendingPathComponent("state")
         var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: rounds)
         config.rounds.federatedEvaluation = false
         config.plan.privacy = RoundPrivacy(noiseMultiplier: 1.1, maxGradientNorm: 1, delta: 1e-5)
+        config.plan.compression = compression
         let logs = state.appendingPathComponent("schools")
         let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(), workFolder: work.appendingPathComponent("run"),
                                                 schoolLogFolder: logs, logger: LogCapture().logger("dp"))
@@ -94,6 +95,22 @@ final class PrivacyBudgetTests: XCTestCase {
         XCTAssertFalse(report.isValid)
         XCTAssertTrue(report.problems.contains { $0.message.contains("west") && $0.message.contains("recomputes") }, report.render())
         XCTAssertFalse(report.problems.contains { $0.message.contains("south") || $0.message.contains("north") }, report.render())
+    }
+
+    /// DP-SGD composes with compression (post-processing of the private delta): int8 and
+    /// top-k rounds commit, every update keeps its privacy record, and the audit verifies.
+    func testDPSGDComposesWithCompressedUpdates() async throws {
+        for compression in [UpdateCompression.int8, .topK(density: 0.05)] {
+            let (state, reports, _) = try await run("dp-\(compression.name)", budgets: [:], rounds: 2, compression: compression)
+            XCTAssertTrue(reports.allSatisfy(\.committed), "\(compression)")
+            let audit = state.appendingPathComponent("audit.jsonl")
+            let received = try AuditRecord.readAll(audit).records.filter { $0.event == .updateReceived }
+            XCTAssertEqual(received.count, 6)
+            XCTAssertTrue(received.allSatisfy { $0.privacy?["epsilonTotal"] != nil }, "\(compression)")
+            let key = try AuditPublicKey.load(from: state.appendingPathComponent("keys/coordinator.key.pub"))
+            let report = AuditVerifier.verify(log: audit, keys: [key], privacy: PrivacyAccounting.recordedEpsilon)
+            XCTAssertTrue(report.isValid, report.render())
+        }
     }
 
     /// DP-FedAvg end to end: rounds commit, and each committed round's audit record carries
