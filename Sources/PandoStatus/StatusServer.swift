@@ -24,7 +24,7 @@ public struct StatusError: Error, CustomStringConvertible {
 /// only its owner may read, compared in constant time and never logged, and/or client
 /// certificates of a given CA (mutual TLS).
 ///
-/// A misbehaving client is bounded: only GET and HEAD with no body, headers of at most
+/// A misbehaving client is bounded: only GET with no body, headers of at most
 /// 16 KiB, at most `maxConnections` connections at once (more wait in the backlog), idle
 /// connections closed after `idleTimeout`, and the document the pages are made of is
 /// rebuilt at most once per `refreshInterval` however many requests come.
@@ -192,16 +192,16 @@ public final class StatusServer: Sendable {
 }
 
 /// Refuses what the listener does not serve before any handler runs: methods other than
-/// GET/HEAD, requests with a body, and (with a token) requests without it (401, which
+/// GET, requests with a body, and (with a token) requests without it (401, which
 /// says nothing about what was wrong with a token).
 struct Guard: RouterMiddleware {
     typealias Context = BasicRequestContext
     let server: StatusServer
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        guard request.method == .get || request.method == .head else {
-            var r = StatusServer.error(.methodNotAllowed, "only GET and HEAD are served")
-            r.headers[.allow] = "GET, HEAD"
+        guard request.method == .get else {
+            var r = StatusServer.error(.methodNotAllowed, "only GET is served")
+            r.headers[.allow] = "GET"
             return r
         }
         if let length = request.headers[.contentLength], length != "0" {

@@ -9,12 +9,6 @@ import XCTest
 final class DeployTests: XCTestCase {
     static let units = ["pando-coordinator.service": "coordinator", "pando-client.service": "school"]
 
-    func systemdAnalyze() throws -> String {
-        for path in ["/usr/bin/systemd-analyze", "/bin/systemd-analyze"] where FileManager.default.isExecutableFile(atPath: path) { return path }
-        XCTFail("systemd-analyze is not installed: run deploy/bootstrap (it apt-installs the Debian package systemd)")
-        throw XCTSkip("no systemd-analyze")
-    }
-
     /// A root folder for `systemd-analyze verify --root`: /etc/systemd/system/<units>, the
     /// system's own units (the targets ours name), stub executables in /usr/bin.
     func root(units: [String: String]) throws -> URL {
@@ -43,16 +37,9 @@ final class DeployTests: XCTestCase {
     func verify(_ units: [String: String]) throws -> (status: Int32, warnings: String) {
         let root = try root(units: units)
         defer { try? FileManager.default.removeItem(at: root) }
-        let p = Process()
-        p.executableURL = URL(fileURLWithPath: try systemdAnalyze())
-        p.arguments = ["verify", "--root=\(root.path)"] + units.keys.sorted().map { "/etc/systemd/system/\($0)" }
-        let err = Pipe()
-        p.standardError = err
-        p.standardOutput = err
-        try p.run()
-        let text = String(decoding: err.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self)
-        p.waitUntilExit()
-        return (p.terminationStatus, text)
+        let analyze = try Program.require("systemd-analyze", package: "systemd")
+        let r = try Program.run(analyze, ["verify", "--root=\(root.path)"] + units.keys.sorted().map { "/etc/systemd/system/\($0)" })
+        return (r.status, r.errors + String(decoding: r.output, as: UTF8.self))
     }
 
     func testUnitsVerifyWithoutWarnings() throws {
