@@ -22,14 +22,15 @@ public struct PrivacySpend: Sendable, Equatable {
     public init?(round: Int, metrics: [String: Double]) {
         guard let q = metrics["dp_sampling_rate"], let sigma = metrics["dp_noise_multiplier"], let steps = metrics["dp_steps"],
               let clip = metrics["dp_max_gradient_norm"] else { return nil }
-        self.init(round: round, samplingRate: q, noiseMultiplier: sigma, steps: Int(steps), maxGradientNorm: clip)
+        guard let steps = wholeCount(steps) else { return nil }
+        self.init(round: round, samplingRate: q, noiseMultiplier: sigma, steps: steps, maxGradientNorm: clip)
     }
 
     /// The spend an audit record's `privacy` field holds, or nil.
     public init?(auditFields f: [String: CanonicalJSON], round: Int) {
         guard let q = f["samplingRate"]?.doubleValue, let sigma = f["noiseMultiplier"]?.doubleValue,
-              let steps = f["steps"]?.doubleValue, let clip = f["maxGradientNorm"]?.doubleValue else { return nil }
-        self.init(round: round, samplingRate: q, noiseMultiplier: sigma, steps: Int(steps), maxGradientNorm: clip)
+              let steps = f["steps"]?.doubleValue.flatMap(wholeCount), let clip = f["maxGradientNorm"]?.doubleValue else { return nil }
+        self.init(round: round, samplingRate: q, noiseMultiplier: sigma, steps: steps, maxGradientNorm: clip)
     }
 }
 
@@ -76,12 +77,19 @@ public enum PrivacyAccounting {
     public static func auditFields(from metrics: [String: Double]) -> [String: CanonicalJSON]? {
         guard let q = metrics["dp_sampling_rate"], let sigma = metrics["dp_noise_multiplier"], let steps = metrics["dp_steps"],
               let clip = metrics["dp_max_gradient_norm"], let delta = metrics["dp_delta"], let e = metrics["dp_epsilon"],
-              let total = metrics["dp_epsilon_total"], let spends = metrics["dp_spends"] else { return nil }
+              let total = metrics["dp_epsilon_total"], let spends = metrics["dp_spends"],
+              let stepCount = wholeCount(steps), let spendCount = wholeCount(spends) else { return nil }
         return [
             "mechanism": .string("dp-sgd"), "accountant": .string("rdp"),
-            "samplingRate": .double(q), "noiseMultiplier": .double(sigma), "steps": .int(Int(steps)),
+            "samplingRate": .double(q), "noiseMultiplier": .double(sigma), "steps": .int(stepCount),
             "maxGradientNorm": .double(clip), "delta": .double(delta), "epsilon": .double(e),
-            "epsilonTotal": .double(total), "spends": .int(Int(spends)),
+            "epsilonTotal": .double(total), "spends": .int(spendCount),
         ]
     }
+}
+
+/// A count a peer reported as a double: a whole number below 2⁵³, else nil (never a trap).
+func wholeCount(_ x: Double) -> Int? {
+    guard x.isFinite, x >= 0, x < 0x1p53, x.rounded() == x else { return nil }
+    return Int(x)
 }

@@ -47,5 +47,12 @@ extension EndToEndTests {
         XCTAssertEqual(ResultMetrics.problem(in: ["rmse": -1]), "rmse -1.0 is negative")
         XCTAssertEqual(ResultMetrics.problem(in: ["loss": .infinity]), "loss is inf")
         XCTAssertEqual(ResultMetrics.problem(in: ["other": .nan]), "other is nan")
+        // A school's privacy report: a sampling rate is a fraction, counts are whole (a huge or
+        // fractional count must be refused here, not turned into an integer later).
+        XCTAssertNil(ResultMetrics.problem(in: ["dp_sampling_rate": 0.05, "dp_steps": 17, "dp_spends": 2, "dp_epsilon_total": 3.2]))
+        XCTAssertEqual(ResultMetrics.problem(in: ["dp_sampling_rate": 1.5]), "dp_sampling_rate 1.5 is outside [0, 1]")
+        XCTAssertEqual(ResultMetrics.problem(in: ["dp_steps": 1e300]), "dp_steps 1e+300 is not a whole number below 2^53")
+        XCTAssertEqual(ResultMetrics.problem(in: ["dp_spends": 2.5]), "dp_spends 2.5 is not a whole number below 2^53")
+        XCTAssertEqual(ResultMetrics.problem(in: ["dp_epsilon": -1]), "dp_epsilon -1.0 is negative")
     }
 }

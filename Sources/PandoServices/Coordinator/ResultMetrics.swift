@@ -17,6 +17,8 @@ enum ResultMetrics {
         "loss", "rmse", "mae", "mean_absolute_level_error", "train_loss", "last_epoch_loss", "steps", "tokens", "seconds",
         "dp_noise_multiplier", "dp_steps", "dp_max_gradient_norm", "dp_epsilon", "dp_epsilon_total", "dp_spends",
     ]
+    /// Counts: whole numbers below 2⁵³ (the coordinator turns them into integers).
+    static let counts: Set<String> = ["dp_steps", "dp_spends"]
     /// Rounding slack for sums and means computed in floating point.
     static let slack = 1e-9
 
@@ -29,6 +31,7 @@ enum ResultMetrics {
             if fractions.contains(name), !(-slack...1 + slack).contains(value) { return "\(name) \(value) is outside [0, 1]" }
             if correlations.contains(name), !(-1 - slack...1 + slack).contains(value) { return "\(name) \(value) is outside [-1, 1]" }
             if nonNegative.contains(name), value < 0 { return "\(name) \(value) is negative" }
+            if counts.contains(name), !(value < 0x1p53 && value.rounded() == value) { return "\(name) \(value) is not a whole number below 2^53" }
         }
         return nil
     }
