@@ -53,7 +53,11 @@ public final class Trainer {
         let family = model.config.family
         if options.freezeEmbeddings { prefixes.append(family.embeddingsPrefix) }
         for l in 0..<options.freezeLayers { prefixes.append(family.layerPrefix(l)) }
-        return Set(model.layout.tensors.map(\.name).filter { name in prefixes.contains { name.hasPrefix($0) } })
+        var frozen = Set(model.layout.tensors.map(\.name).filter { name in prefixes.contains { name.hasPrefix($0) } })
+        // A head that does not pool through the pooler never reads it: without this, weight
+        // decay (and under DP-SGD, noise) would move weights nothing trains.
+        if options.pooling != .pooler { frozen.formUnion(model.poolerTensorNames) }
+        return frozen
     }
 
     func encode(_ data: LabeledDataset) -> [[Int32]] {

@@ -89,6 +89,23 @@ final class TrainerTests: XCTestCase {
         }
     }
 
+    /// A mean-pooling head never reads the pooler, so training leaves it exactly as loaded
+    /// (no weight decay, no DP noise on weights nothing trains); a pooler head trains it.
+    func testAnUnusedPoolerIsFrozen() throws {
+        let folder = try TestFiles.tinyModel()
+        let (original, _) = try BertModel.load(from: folder, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b"]))
+        var options = quickOptions(epochs: 1)
+        options.pooling = .mean
+        let (trainer, _, _) = try train(options: options)
+        XCTAssertEqual(Set(trainer.model.poolerTensorNames), ["bert.pooler.dense.weight", "bert.pooler.dense.bias"])
+        XCTAssertTrue(trainer.frozenTensors.isSuperset(of: trainer.model.poolerTensorNames))
+        for name in trainer.model.poolerTensorNames {
+            XCTAssertEqual(trainer.model.parameters.values(name), original.parameters.values(name), name)
+        }
+        options.pooling = .pooler
+        XCTAssertTrue(try train(options: options).0.frozenTensors.isDisjoint(with: trainer.model.poolerTensorNames))
+    }
+
     func testProgressNeverContainsText() throws {
         let canary = "zebracanaryxq"
         for style in [ProgressReporter.Style.lines, .bar] {

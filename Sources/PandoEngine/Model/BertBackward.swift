@@ -153,6 +153,11 @@ extension BertModel {
 }
 
 extension BertModel {
+    /// The pooler's weight and bias (a family's pre-classifier): used only by `.pooler` pooling.
+    public var poolerTensorNames: [String] {
+        layout.tensors.filter { $0.offset == offsets.poolerWeight || $0.offset == offsets.poolerBias }.map(\.name)
+    }
+
     /// How far down backward must go for the tensors not in `frozen` to get their gradients:
     /// -1 when an embedding tensor is trained (all the way), else the lowest encoder layer
     /// with a trained tensor (`layers` when only the head is trained). Frozen lower layers
