@@ -104,17 +104,10 @@ final class ClippedNoisySum: DeltaAggregator {
     func finish() -> ParameterBuffer? {
         guard contributors > 0, !finished else { return nil }
         finished = true
-        let storage = FloatStorage(count: 1 << 16), scratch = storage.buffer
-        defer { withExtendedLifetime(storage) {} }
-        for spec in selection.trained {
-            let target = sum.view(spec)
-            var done = 0
-            while done < spec.count {
-                let n = min(scratch.count, spec.count - done)
-                randomness.fillStandardNormal(scratch.base, count: n)
-                let t = target.base + done, sd = noiseStandardDeviation
-                for i in 0..<n { t[i] += sd * scratch[i] }
-                done += n
+        let scratch = FloatStorage(count: 1 << 16)
+        withExtendedLifetime(scratch) {
+            for spec in selection.trained {
+                randomness.addNoise(standardDeviation: noiseStandardDeviation, to: sum.view(spec).base, count: spec.count, scratch: scratch.buffer)
             }
         }
         DeltaMath.scale(sum.buffer, by: 1 / Float(divisor))

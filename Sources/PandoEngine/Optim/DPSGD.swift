@@ -8,6 +8,20 @@ public protocol GaussianNoiseSource: AnyObject {
     func fillStandardNormal(_ x: UnsafeMutablePointer<Float>, count: Int)
 }
 
+extension GaussianNoiseSource {
+    /// `x[i] += sd · N(0, 1)` for `i < count`, drawing through `scratch` (no allocation).
+    public func addNoise(standardDeviation sd: Float, to x: UnsafeMutablePointer<Float>, count: Int, scratch: FloatBuffer) {
+        var done = 0
+        while done < count {
+            let n = min(scratch.count, count - done)
+            fillStandardNormal(scratch.base, count: n)
+            let target = x + done
+            for i in 0..<n { target[i] += sd * scratch[i] }
+            done += n
+        }
+    }
+}
+
 /// N(0, 1) values from a counter-based generator and a seed: reproducible, not secret.
 public final class SeededGaussianNoise: GaussianNoiseSource {
     private let key: UInt64
@@ -107,16 +121,9 @@ extension FineTuner {
             normSum += norms.reduce(0, +)
         }
         let sd = privacy.noiseMultiplier * privacy.maxGradientNorm
-        let g = gradients.buffer.base, scratch = noiseScratch.buffer
+        let g = gradients.buffer.base
         for spec in model.layout.tensors where !frozen.contains(spec.name) {
-            var done = 0
-            while done < spec.count {
-                let n = min(scratch.count, spec.count - done)
-                noise.fillStandardNormal(scratch.base, count: n)
-                let target = g + spec.offset + done
-                for i in 0..<n { target[i] += sd * scratch[i] }
-                done += n
-            }
+            noise.addNoise(standardDeviation: sd, to: g + spec.offset, count: spec.count, scratch: noiseScratch.buffer)
         }
         Elementwise.scale(g, count: gradients.buffer.count, by: Float(1 / privacy.expectedBatchSize))
         addProximalTerm()

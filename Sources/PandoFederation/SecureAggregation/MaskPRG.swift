@@ -1,5 +1,6 @@
 import Crypto
 import Foundation
+import PandoTraining
 
 /// A 32-byte PRG seed: a school's self-mask seed b_u, or a pairwise mask seed s_{u,v}
 /// derived by key agreement. Must be uniformly random and used only as a mask seed.
@@ -23,19 +24,15 @@ public struct MaskSeed: Sendable, Hashable {
 
 /// Expands a seed into a mask in (Z/2^32)^L, and adds or subtracts it in place.
 ///
-/// Construction: AES-256-CTR keystream under key = seed, read as little-endian UInt32.
-/// `Crypto` exposes no raw CTR mode, so the keystream is taken as the ciphertext of
-/// AES-256-GCM over zeros (GCM's encryption *is* CTR mode, counter starting at 2 after
-/// the 96-bit nonce); the tag is discarded. The stream is cut into 64 KiB chunks, chunk
-/// k using nonce "PMSK" ‖ k (UInt64 big-endian), so it is a pure function of
+/// Construction: the `AESKeystream` under key = seed, domain "PMSK", read as little-endian
+/// UInt32: chunk k uses nonce "PMSK" ‖ k (UInt64 big-endian), so it is a pure function of
 /// (seed, position): the coordinator regenerates exactly what the school added.
 /// Re-using a (key, nonce) here only repeats the same public-zero encryption, which is
 /// the point of a PRG; seeds are never used as encryption keys. With AES-NI/VAES
 /// (BoringSSL on Linux, CryptoKit on macOS) this runs at several GB/s on one core.
 public enum MaskPRG {
     /// UInt32 words per AES-GCM call (64 KiB of keystream).
-    static let chunkWords = 16_384
-    private static let zeros = Data(count: chunkWords * 4)
+    static let chunkWords = AESKeystream.chunkBytes / 4
     private static let noncePrefix: [UInt8] = Array("PMSK".utf8)
 
     /// How a mask is combined into the destination.
@@ -76,16 +73,7 @@ public enum MaskPRG {
 
     /// Writes keystream bytes of chunk `chunk` into `out` (at most 64 KiB).
     static func keystream(key: SymmetricKey, chunk: UInt64, into out: UnsafeMutableRawBufferPointer) {
-        var nonceBytes = noncePrefix
-        withUnsafeBytes(of: chunk.bigEndian) { nonceBytes.append(contentsOf: $0) }
-        do {
-            let nonce = try AES.GCM.Nonce(data: nonceBytes)
-            let box = try AES.GCM.seal(zeros.prefix(out.count), using: key, nonce: nonce)
-            box.ciphertext.withUnsafeBytes { src in out.copyMemory(from: src) }
-        } catch {
-            // Only reachable with a wrong key or nonce size, which the types above rule out.
-            preconditionFailure("AES-GCM keystream failed: \(error)")
-        }
+        AESKeystream.write(key: key, domain: noncePrefix, chunk: chunk, into: out)
     }
 }
 

@@ -7,31 +7,20 @@ import PandoEngine
 /// and the Gaussian noise. Both must be unpredictable to whoever sees the update, or the
 /// guarantee is void; the seeded generators of the engine are for tests only.
 ///
-/// Construction: AES-256-CTR keystream under a fresh key from the system CSPRNG (taken, as
-/// in `MaskPRG`, as AES-GCM's ciphertext of zeros, 64 KiB per nonce, the tag discarded),
+/// Construction: an `AESKeystream` under a fresh key from the system CSPRNG,
 /// turned into normals by Box–Muller in double precision: 32-bit uniforms, so the largest
 /// magnitude drawn is √(−2 ln 2⁻³²) ≈ 6.7. Chunks are independent, so both cores fill them.
 public final class SecureRandomness: DPRandomness, @unchecked Sendable {
     private let key = SymmetricKey(size: .bits256)
     private var chunk: UInt64 = 0
-    static let chunkWords = 16_384
-    private static let zeros = Data(count: chunkWords * 4)
+    static let chunkWords = AESKeystream.chunkBytes / 4
 
     public init() {}
 
     /// Writes keystream chunk `index` (64 KiB) into `out`.
     private func keystream(_ index: UInt64, into out: UnsafeMutablePointer<UInt32>) {
-        var nonce: [UInt8] = Array("PDPN".utf8)
-        withUnsafeBytes(of: index.bigEndian) { nonce.append(contentsOf: $0) }
-        do {
-            let box = try AES.GCM.seal(Self.zeros, using: key, nonce: try AES.GCM.Nonce(data: nonce))
-            box.ciphertext.withUnsafeBytes { src in
-                UnsafeMutableRawPointer(out).copyMemory(from: src.baseAddress!, byteCount: Self.chunkWords * 4)
-            }
-        } catch {
-            // Only reachable with a wrong key or nonce size, which the types above rule out.
-            preconditionFailure("AES-GCM keystream failed: \(error)")
-        }
+        AESKeystream.write(key: key, domain: Array("PDPN".utf8), chunk: index,
+                           into: UnsafeMutableRawBufferPointer(start: out, count: Self.chunkWords * 4))
     }
 
     /// Reserves `count` keystream chunks for one call, so concurrent chunks never repeat.
