@@ -53,6 +53,32 @@ public final class AggregationRound {
         }
     }
 
+    /// Folds the unmasked weighted mean of a secure-aggregation round. No single school's
+    /// update exists here, so the validator's checks apply to the mean (shapes, finiteness,
+    /// the round's norm bound: the mean of bounded updates is bounded by the same), and the
+    /// contributors are accepted together, each with the example count it reported and no
+    /// norm of its own (`.nan`). `totalWeight` is the weight slot the masked sum carried.
+    @discardableResult
+    public func submitSecureMean(_ mean: ParameterBuffer, totalWeight: Int, contributors: [(school: String, examples: Int)]) -> UpdateRejection? {
+        precondition(!committed, "round \(round) is already committed")
+        precondition(accepted.isEmpty, "a secure round takes one mean, not individual updates")
+        let update = ModelUpdate(school: "secure-aggregate", round: round, baseVersion: validator.baseVersion, delta: mean,
+                                 exampleCount: totalWeight)
+        switch validator.validate(update) {
+        case .failure(let reason):
+            for c in contributors { rejected.append((c.school, reason)) }
+            return reason
+        case .success(let summary):
+            aggregator.add(update)
+            secureMeanNorm = summary.norm
+            accepted = contributors.map { UpdateSummary(school: $0.school, exampleCount: $0.examples, norm: .nan, parameterCount: summary.parameterCount) }
+            return nil
+        }
+    }
+
+    /// The L2 norm of the secure round's mean (nil for a round of individual updates).
+    public private(set) var secureMeanNorm: Double?
+
     /// With at least `quorum` accepted updates, lets the strategy move
     /// `global` and returns true; otherwise leaves `global` untouched (the
     /// round is aborted, the previous version stays) and returns false.

@@ -45,6 +45,9 @@ public final class DPFedAvg: Strategy {
         return configured
     }
 
+    /// Per-update statistics: refused under secure aggregation.
+    public var needsIndividualUpdates: Bool { true }
+
     public func makeAggregator(layout: ParameterLayout) -> any DeltaAggregator {
         ClippedNoisySum(layout: layout, selection: TensorSelection(layout: layout, frozen: frozen), clip: clip,
                         noiseStandardDeviation: noiseMultiplier * clip, divisor: expectedSchools, randomness: randomness)

@@ -66,6 +66,10 @@ public protocol Strategy: AnyObject {
     var state: [String: ParameterBuffer] { get }
     /// The strategy's hyper-parameters by name, for round records and the audit log.
     var parameters: [String: Double] { get }
+    /// Whether the strategy must see each school's update (a robust statistic, per-update
+    /// clipping); such a strategy cannot run under secure aggregation, which reveals only the
+    /// weighted mean. False for strategies that need only Σ nᵢ·δᵢ / Σ nᵢ.
+    var needsIndividualUpdates: Bool { get }
 }
 
 extension Strategy {
@@ -73,6 +77,7 @@ extension Strategy {
     public func makeAggregator(layout: ParameterLayout) -> any DeltaAggregator { DeltaAccumulator(layout: layout) }
     public var state: [String: ParameterBuffer] { [:] }
     public var parameters: [String: Double] { [:] }
+    public var needsIndividualUpdates: Bool { false }
 }
 
 /// A `Float` setting as the decimal it was written as (`1e-4`, not

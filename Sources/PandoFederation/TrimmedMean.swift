@@ -23,6 +23,9 @@ public final class TrimmedMean: Strategy {
         self.serverLearningRate = serverLearningRate
     }
 
+    /// Per-update statistics: refused under secure aggregation.
+    public var needsIndividualUpdates: Bool { true }
+
     public func makeAggregator(layout: ParameterLayout) -> any DeltaAggregator {
         TrimmedMeanAggregator(layout: layout, trim: trim)
     }

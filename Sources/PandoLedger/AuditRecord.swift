@@ -16,6 +16,9 @@ public enum AuditEvent: String, Sendable, CaseIterable {
     case signingKeyReplaced
     /// The district CA published a CRL (`crlNumber`): written to the CA's own log, `ca-events.jsonl`.
     case crlPublished
+    /// A secure-aggregation round closed (`secureAggregation`: t, n, the schools at each stage,
+    /// where each one left, the hashes of the keys they advertised); before its commit or abort.
+    case secureAggregation
 }
 
 /// The facts of one audit event, as the coordinator supplies them.
@@ -44,6 +47,8 @@ public struct AuditEntry: Sendable, Equatable {
     public var strategyParameters: [String: CanonicalJSON]?
     /// Differential-privacy parameters (ε, δ, noise multiplier, clip …) when applied.
     public var privacy: [String: CanonicalJSON]?
+    /// With `secureAggregation` records: who took part at each stage, t, n and the key hashes.
+    public var secureAggregation: [String: CanonicalJSON]?
     public var certificateSerial: String?
     public var reason: String?
     public var tag: String?
@@ -87,6 +92,7 @@ public struct AuditEntry: Sendable, Equatable {
         if let strategy { f["strategy"] = .string(strategy) }
         if let strategyParameters { f["strategyParameters"] = .object(strategyParameters) }
         if let privacy { f["privacy"] = .object(privacy) }
+        if let secureAggregation { f["secureAggregation"] = .object(secureAggregation) }
         if let certificateSerial { f["certificateSerial"] = .string(certificateSerial) }
         if let reason { f["reason"] = .string(Self.cut(reason, to: 300)) }
         if let tag { f["tag"] = .string(tag) }
@@ -233,6 +239,7 @@ public struct AuditRecord: Sendable {
     public var strategy: String? { object["strategy"]?.stringValue }
     public var strategyParameters: [String: CanonicalJSON]? { object["strategyParameters"]?.objectValue }
     public var privacy: [String: CanonicalJSON]? { object["privacy"]?.objectValue }
+    public var secureAggregation: [String: CanonicalJSON]? { object["secureAggregation"]?.objectValue }
     public var reason: String? { object["reason"]?.stringValue }
     public var weight: Int? { object["weight"]?.intValue }
     /// `roundCommitted`: each accepted school's reported example count.

@@ -151,6 +151,7 @@ public enum AuditVerifier {
         if let last = chain.all.last, let seq = last.seq { report.head = AuditPosition(seq: seq, hash: last.hash) }
         if let since { checkSince(since, chain.all, logName: logName, report: &report) }
         checkCredits(records, logName: logName, report: &report)
+        checkSecureAggregation(records, logName: logName, report: &report)
         if let privacy { checkPrivacy(records, logName: logName, epsilon: privacy, report: &report) }
         if !clientLogs.isEmpty { crossCheck(records, all: chain.all, logName: logName, clientLogs: clientLogs, report: &report) }
         if let certificates { checkCertificates(records, logName: logName, certificates, report: &report) }
@@ -399,6 +400,8 @@ public enum AuditVerifier {
         let baseVersion: String?
         /// Absent in logs written before the school recorded it.
         let federation: String?
+        /// Under secure aggregation: the hash of the keys the school advertised.
+        var keysSHA256: String? = nil
     }
 
     /// An audit head a school logged from an assignment.
@@ -476,7 +479,8 @@ public enum AuditVerifier {
                 }
                 log.updates.append(ClientEntry(file: name, line: number, school: school, round: round, update: update,
                                                examples: object["examples"]?.intValue, baseVersion: object["baseVersion"]?.stringValue,
-                                               federation: federation))
+                                               federation: federation,
+                                               keysSHA256: object["secureAggregation"]?.objectValue?["keysSHA256"]?.stringValue))
             case SchoolLogEvent.Kind.anchorSeen.rawValue:
                 guard let auditSeq = object["auditSeq"]?.intValue, let hash = object["auditHash"]?.stringValue else {
                     report.problem(name, number, "anchorSeen record lacks auditSeq or auditHash")
@@ -533,6 +537,7 @@ public enum AuditVerifier {
                     report.problem(e.file, e.line, "\(where_): base version \(a.prefix(12)) here, \(b.prefix(12)) in the coordinator's log line \(r.line)")
                 }
                 if r.event == .updateRejected { report.note(e.file, e.line, "\(where_) was rejected by the coordinator (log line \(r.line)): \(r.reason ?? "no reason")") }
+                checkSecureKeys(e, where_: where_, records, report: &report)
             } else if let other = updates.first(where: { $0.school == e.school && $0.round == e.round && $0.updateSHA256 != nil }) {
                 report.problem(e.file, e.line, "\(where_): the coordinator's log line \(other.line) records a different update \(other.updateSHA256?.prefix(12) ?? "?") for this school and round")
             } else if let left = updates.first(where: { $0.school == e.school && $0.round == e.round && $0.updateSHA256 == nil }) {

@@ -410,11 +410,12 @@ public final class CoordinatorLedger: @unchecked Sendable {
 
     /// Appends an audit record for an event that changes no version or round:
     /// school selected, update received or rejected, certificate issued or
-    /// revoked, connection refused, evaluation result rejected. School events also keep
+    /// revoked, connection refused, evaluation result rejected, a secure-aggregation round
+    /// closed (before its commit or abort, which carry the version). School events also keep
     /// the schools table current.
     public func record(_ entry: AuditEntry) throws {
         let allowed: Set<AuditEvent> = [.schoolSelected, .updateReceived, .updateRejected, .certificateIssued, .certificateRevoked,
-                                        .connectionRefused, .evaluationRejected]
+                                        .connectionRefused, .evaluationRejected, .secureAggregation]
         guard allowed.contains(entry.event) else { throw LedgerError("\(entry.event.rawValue) is recorded by its own ledger operation") }
         let now = Date()
         try write { db in

@@ -15,6 +15,10 @@ public struct SchoolLogEntry: Sendable, Equatable {
     public var federation: String?
     /// The round's differential privacy (spend, δ, ε this round and in all), as the audit's `privacy` field has it.
     public var privacy: [String: CanonicalJSON]?
+    /// Under secure aggregation: the SHA-256 of the two public keys this school advertised
+    /// (`keysSHA256`) and the peers it masked with (`maskedWith`); `updateSHA256` is then the
+    /// masked file's hash.
+    public var secureAggregation: [String: CanonicalJSON]?
     public var time: Date
 
     public init(school: String, round: Int, baseVersion: String, updateSHA256: String, wireBytes: Int, examples: Int,
@@ -195,6 +199,7 @@ public final class SchoolLog: @unchecked Sendable {
         ]
         if let federation = entry.federation { fields["federation"] = .string(federation) }
         if let privacy = entry.privacy { fields["privacy"] = .object(privacy) }
+        if let secure = entry.secureAggregation { fields["secureAggregation"] = .object(secure) }
         try append(fields, time: entry.time)
     }
 

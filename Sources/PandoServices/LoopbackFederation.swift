@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import NIOConcurrencyHelpers
 import PandoCertificates
 import PandoData
 import PandoFederation
@@ -30,6 +31,11 @@ public final class LoopbackFederation: @unchecked Sendable {
     let schoolLogFolder: URL
     /// Each school's own differential-privacy budget (its school.yaml `privacy:`), by id.
     public var schoolPrivacy: [String: SchoolPrivacyBudget] = [:]
+    /// Schools that vanish in their first secure-aggregation round, at the stage named
+    /// (`keys`, `shares`, `masked-input`, `unmasking`), to rehearse dropouts; they reconnect after.
+    public var secureDropouts: [String: String] = [:]
+    /// Each school's secure-aggregation policy (school.yaml `secure_aggregation:`), by id.
+    public var schoolSecureAggregation: [String: SchoolSecureAggregationPolicy] = [:]
     /// Hook for progress displays of each school's events.
     public var onSchoolEvent: (@Sendable (String, SchoolEvent) -> Void)?
     /// Tests: adjusts each school's agent before it connects.
@@ -77,6 +83,7 @@ public final class LoopbackFederation: @unchecked Sendable {
                                          cache: workFolder.appendingPathComponent("schools/\(id)/cache", isDirectory: true),
                                          log: schoolLogFolder.appendingPathComponent("\(id).jsonl"), federationID: c.federationID)
         school.privacy = schoolPrivacy[id]
+        if let policy = schoolSecureAggregation[id] { school.secureAggregation = policy }
         return school
     }
 
@@ -110,6 +117,16 @@ public final class LoopbackFederation: @unchecked Sendable {
             if let hook = onSchoolEvent {
                 let id = s.id
                 agent.onEvent = { hook(id, $0) }
+            }
+            if let stage = secureDropouts[s.id] {
+                let done = NIOLockedValueBox(false)
+                agent.secureDropAt = { at in
+                    done.withLockedValue { d in
+                        guard !d, at == stage else { return false }
+                        d = true
+                        return true
+                    }
+                }
             }
             prepareAgent?(s.id, agent)
             agents.append(agent)

@@ -104,6 +104,12 @@ public enum WireCodec {
         case .objectReceipt: return .objectReceipt(try d.decode(ObjectReceipt.self, from: data))
         case .roundAssignment: return .roundAssignment(try d.decode(RoundAssignment.self, from: data))
         case .roundResult: return .roundResult(try d.decode(RoundResult.self, from: data))
+        case .secAggKeys: return .secAggKeys(try d.decode(SecAggKeys.self, from: data))
+        case .secAggKeyBundle: return .secAggKeyBundle(try d.decode(SecAggKeyBundleMessage.self, from: data))
+        case .secAggShares: return .secAggShares(try d.decode(SecAggShares.self, from: data))
+        case .secAggShareDelivery: return .secAggShareDelivery(try d.decode(SecAggShareDelivery.self, from: data))
+        case .secAggUnmask: return .secAggUnmask(try d.decode(SecAggUnmask.self, from: data))
+        case .secAggReveal: return .secAggReveal(try d.decode(SecAggReveal.self, from: data))
         case .objectChunk: throw WireError.malformed(type: type.name, detail: "binary")
         }
     }
@@ -133,6 +139,9 @@ public enum WireCodec {
         "activity", "progress", "id", "kind", "size", "sha256", "offset", "status", "round", "model",
         "parameters", "update", "exampleCount", "metrics", "task", "nonce", "auditHead", "hash",
         "lineage", "chain", "version", "parent", "initSeed", "declineReason",
+        "secureAggregation", "roster", "threshold", "minimumSurvivors", "neighbours", "roundSeed", "clip", "scale",
+        "maxWeight", "vectorLength", "maskedWith", "encryptionKey", "maskingKey", "keys", "school", "envelopes", "peer",
+        "sealed", "survivors", "dropped", "shares", "owner", "index", "values",
     ]
 
     static func path(_ keys: [CodingKey]) -> String {
@@ -168,6 +177,12 @@ public enum WireCodec {
             case .objectReceipt(let v): try v.encode(to: encoder)
             case .roundAssignment(let v): try v.encode(to: encoder)
             case .roundResult(let v): try v.encode(to: encoder)
+            case .secAggKeys(let v): try v.encode(to: encoder)
+            case .secAggKeyBundle(let v): try v.encode(to: encoder)
+            case .secAggShares(let v): try v.encode(to: encoder)
+            case .secAggShareDelivery(let v): try v.encode(to: encoder)
+            case .secAggUnmask(let v): try v.encode(to: encoder)
+            case .secAggReveal(let v): try v.encode(to: encoder)
             case .objectChunk: preconditionFailure("chunks are binary")
             }
         }

@@ -31,11 +31,18 @@ public enum MessageType: UInt8, CaseIterable, Sendable {
     case objectReceipt = 0x14
     case roundAssignment = 0x20
     case roundResult = 0x21
+    case secAggKeys = 0x30
+    case secAggKeyBundle = 0x31
+    case secAggShares = 0x32
+    case secAggShareDelivery = 0x33
+    case secAggUnmask = 0x34
+    case secAggReveal = 0x35
 
     public var direction: MessageDirection {
         switch self {
-        case .hello, .heartbeat, .roundResult: return .clientToCoordinator
-        case .welcome, .reject, .heartbeatAck, .roundAssignment: return .coordinatorToClient
+        case .hello, .heartbeat, .roundResult, .secAggKeys, .secAggShares, .secAggReveal: return .clientToCoordinator
+        case .welcome, .reject, .heartbeatAck, .roundAssignment, .secAggKeyBundle, .secAggShareDelivery, .secAggUnmask:
+            return .coordinatorToClient
         case .goodbye, .objectOffer, .objectRequest, .objectChunk, .objectComplete, .objectReceipt: return .both
         }
     }
@@ -286,8 +293,11 @@ public struct RoundAssignment: Codable, Sendable, Equatable {
     public var parameters: [WireToken: Double]
     public var auditHead: AuditAnchor?
     public var lineage: VersionLineage?
+    /// Present when the round uses secure aggregation: the school then sends its update
+    /// masked (``SecureAggregationSetup``), and a school that requires it declines without.
+    public var secureAggregation: SecureAggregationSetup?
     public init(round: UInt64, task: RoundTask = .train, model: ObjectRef, nonce: WireToken, parameters: [WireToken: Double],
-                auditHead: AuditAnchor? = nil, lineage: VersionLineage? = nil) {
+                auditHead: AuditAnchor? = nil, lineage: VersionLineage? = nil, secureAggregation: SecureAggregationSetup? = nil) {
         self.round = round
         self.task = task
         self.model = model
@@ -295,6 +305,7 @@ public struct RoundAssignment: Codable, Sendable, Equatable {
         self.parameters = parameters
         self.auditHead = auditHead
         self.lineage = lineage
+        self.secureAggregation = secureAggregation
     }
 }
 
@@ -316,9 +327,12 @@ public struct RoundResult: Codable, Sendable, Equatable {
     /// With `declined`: why, as a token (e.g. `lineage-unknown-parent`), never free text; the
     /// coordinator records it in its audit log, the school its own sentence in its log.
     public var declineReason: WireToken?
+    /// Under secure aggregation: the peers whose pairwise masks are in the update, so the
+    /// coordinator can check the school's view of who shared agrees with its own.
+    public var maskedWith: [WireToken]?
     public static let maxMetrics = 256
     public init(round: UInt64, task: RoundTask = .train, nonce: WireToken, status: RoundStatus, update: ObjectRef?,
-                exampleCount: UInt64, metrics: [WireToken: Double], declineReason: WireToken? = nil) {
+                exampleCount: UInt64, metrics: [WireToken: Double], declineReason: WireToken? = nil, maskedWith: [WireToken]? = nil) {
         self.round = round
         self.task = task
         self.nonce = nonce
@@ -327,6 +341,7 @@ public struct RoundResult: Codable, Sendable, Equatable {
         self.exampleCount = exampleCount
         self.metrics = metrics
         self.declineReason = declineReason
+        self.maskedWith = maskedWith
     }
 }
 
@@ -347,6 +362,12 @@ public enum WireMessage: Sendable, Equatable {
     case objectReceipt(ObjectReceipt)
     case roundAssignment(RoundAssignment)
     case roundResult(RoundResult)
+    case secAggKeys(SecAggKeys)
+    case secAggKeyBundle(SecAggKeyBundleMessage)
+    case secAggShares(SecAggShares)
+    case secAggShareDelivery(SecAggShareDelivery)
+    case secAggUnmask(SecAggUnmask)
+    case secAggReveal(SecAggReveal)
 
     public var type: MessageType {
         switch self {
@@ -363,6 +384,12 @@ public enum WireMessage: Sendable, Equatable {
         case .objectReceipt: return .objectReceipt
         case .roundAssignment: return .roundAssignment
         case .roundResult: return .roundResult
+        case .secAggKeys: return .secAggKeys
+        case .secAggKeyBundle: return .secAggKeyBundle
+        case .secAggShares: return .secAggShares
+        case .secAggShareDelivery: return .secAggShareDelivery
+        case .secAggUnmask: return .secAggUnmask
+        case .secAggReveal: return .secAggReveal
         }
     }
 
@@ -389,9 +416,13 @@ public enum WireMessage: Sendable, Equatable {
             if let l = a.lineage, l.chain.isEmpty || l.chain.count > VersionLineage.maxLinks {
                 throw fail("lineage of \(l.chain.count) links (1…\(VersionLineage.maxLinks))")
             }
+            try validateSecureAggregation(fail)
         case .roundResult(let r):
             if r.metrics.count > RoundResult.maxMetrics { throw fail("more than \(RoundResult.maxMetrics) metrics") }
             if r.metrics.values.contains(where: { !$0.isFinite }) { throw fail("non-finite metric") }
+            if let m = r.maskedWith, m.count > SecureAggregationSetup.maxRoster { throw fail("masked with more than \(SecureAggregationSetup.maxRoster) peers") }
+        case .secAggKeys, .secAggKeyBundle, .secAggShares, .secAggShareDelivery, .secAggUnmask, .secAggReveal:
+            try validateSecureAggregation(fail)
         case .heartbeatAck, .goodbye, .objectOffer, .objectRequest, .objectComplete, .objectReceipt:
             break
         }

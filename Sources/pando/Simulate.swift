@@ -79,6 +79,12 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "How schools compress their deltas: none (Float32), float16, int8 (one scale per row) or topk (with error feedback).")
     var compression: CompressionName = .none
     @Option(help: "Fraction of the trained values a top-k update sends.") var topkDensity = 0.01
+    @Flag(help: "Secure aggregation: the coordinator learns only the weighted sum of the schools' updates.") var secureAggregation = false
+    @Option(help: "Secure aggregation: SecAgg+ neighbours per school (default: every other school).") var secaggNeighbours: Int?
+    @Option(help: "Secure aggregation: shares that rebuild a school's secrets (default: a majority of its neighbours).") var secaggThreshold: Int?
+    @Option(help: "Secure aggregation: update values are clipped to ±this before the fixed-point encoding.") var secaggClip = 1.0
+    @Option(help: "Secure aggregation: this many schools vanish in the first round (at the share, masked-input and unmasking stages in turn).")
+    var secaggDropouts = 0
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
     @Option(help: "Fraction of each school's shard kept for its federated evaluation (0: none).") var schoolValidationFraction = 0.1
@@ -172,6 +178,19 @@ struct SimulateCommand: AsyncParsableCommand {
         choice.trim = trim
         choice.maxUpdateNorm = maxUpdateNorm
         config.strategy = choice
+        if secureAggregation {
+            var settings = SecureAggregationSettings()
+            settings.neighbours = secaggNeighbours
+            settings.threshold = secaggThreshold
+            settings.clip = secaggClip
+            config.secureAggregation = settings
+            if quorum == nil { config.rounds.quorum = max(1, asked - secaggDropouts) }
+            do { try settings.validate(file: "pando simulate", strategy: choice, compression: config.plan.compression, rounds: config.rounds) } catch {
+                throw ValidationError("\(error)")
+            }
+        } else if secaggDropouts > 0 {
+            throw ValidationError("--secagg-dropouts needs --secure-aggregation")
+        }
 
         let pki = FileManager.default.temporaryDirectory.appendingPathComponent("pando-simulate-\(UUID().uuidString)")
         defer { try? FileManager.default.removeItem(at: pki) }
@@ -185,6 +204,8 @@ struct SimulateCommand: AsyncParsableCommand {
         let loopback = try LoopbackFederation(configuration: config, schools: members, workFolder: pki,
                                               schoolLogFolder: URL(fileURLWithPath: state).appendingPathComponent("schools"),
                                               logger: logger)
+        let stages = ["shares", "masked-input", "unmasking"]
+        for (i, m) in members.suffix(min(secaggDropouts, members.count)).enumerated() { loopback.secureDropouts[m.id] = stages[i % stages.count] }
         if let e = schoolEpsilon {
             loopback.schoolPrivacy = Dictionary(uniqueKeysWithValues: members.map { ($0.id, SchoolPrivacyBudget(targetEpsilon: e)) })
         }

@@ -66,6 +66,27 @@ final class ConfigurationTests: XCTestCase {
         try expectError("federation: [unclosed\n", ["not valid YAML"])
     }
 
+    func testSecureAggregationSettings() throws {
+        let secure = valid.replacingOccurrences(of: "min_schools: 2", with: "min_schools: 3")
+            .replacingOccurrences(of: "name: fedadam", with: "name: fedavg")
+            + "\nsecure_aggregation: {threshold: 3, neighbours: 4, clip: 0.5, min_survivors: 3, stage_deadline_seconds: 30}\n"
+        let c = try CoordinatorConfiguration.load(from: try write(secure))
+        let s = try XCTUnwrap(c.secureAggregation)
+        XCTAssertEqual(s.threshold, 3)
+        XCTAssertEqual(s.neighbours, 4)
+        XCTAssertEqual(s.clip, 0.5)
+        XCTAssertEqual(s.minimumSurvivors, 3)
+        XCTAssertEqual(s.stageDeadline, .seconds(30))
+        XCTAssertNil(try CoordinatorConfiguration.load(from: try write(valid)).secureAggregation, "off unless configured")
+        // Strategies that need each update, compression, too few schools, bad values: refused, naming the field.
+        try expectError(secure.replacingOccurrences(of: "name: fedavg", with: "name: trimmed-mean"), ["strategy.name", "weighted mean"])
+        try expectError(secure + "update: {compression: int8}\n", ["update.compression", "not masked"])
+        try expectError(secure.replacingOccurrences(of: "min_schools: 3", with: "min_schools: 2"), ["selection.min_schools", "at least 3"])
+        try expectError(secure.replacingOccurrences(of: "threshold: 3", with: "threshold: 5"), ["secure_aggregation.threshold", "4 neighbours"])
+        try expectError(secure.replacingOccurrences(of: "clip: 0.5", with: "clip: 0"), ["secure_aggregation.clip"])
+        try expectError(secure.replacingOccurrences(of: "min_survivors: 3", with: "min_survivor: 3"), ["secure_aggregation.min_survivor", "unknown setting"])
+    }
+
     func testUpdateCompressionSettings() throws {
         XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid)).plan.compression, .none)
         XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid + "\nupdate: {compression: int8}")).plan.compression, .int8)

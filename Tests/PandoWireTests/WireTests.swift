@@ -9,6 +9,8 @@ import XCTest
 func sample(_ type: MessageType) -> WireMessage {
     let digest = ObjectDigest.of(Array("x".utf8))
     let ref = ObjectRef(id: "update-r3", size: 1234, sha256: digest)
+    let key = WireKey(Array(0..<32))!
+    let sealed = WireSealedShares(Data((0..<WireSealedShares.byteCount).map { UInt8(truncatingIfNeeded: $0 &* 37) }))!
     switch type {
     case .hello: return .hello(Hello(softwareVersion: "pando-0.1.0"))
     case .welcome:
@@ -28,10 +30,27 @@ func sample(_ type: MessageType) -> WireMessage {
                                                 auditHead: AuditAnchor(sequence: 41, hash: digest),
                                                 lineage: VersionLineage(chain: [VersionLink(version: digest, parent: digest, round: 2),
                                                                                 VersionLink(version: digest, parent: nil, round: nil)],
-                                                                        initSeed: 42)))
+                                                                        initSeed: 42),
+                                                secureAggregation: SecureAggregationSetup(
+                                                    roster: ["lincoln-high", "roosevelt-middle", "west-elementary"], threshold: 2, minimumSurvivors: 2,
+                                                    neighbours: 2, roundSeed: digest, clip: 1, scale: 4096, maxWeight: 5000, vectorLength: 1_000_000)))
     case .roundResult:
         return .roundResult(RoundResult(round: 3, nonce: "0f3a9c", status: .completed, update: ref, exampleCount: 812,
-                                        metrics: ["accuracy": 0.91, "macro_f1": 0.88], declineReason: "lineage-unknown-parent"))
+                                        metrics: ["accuracy": 0.91, "macro_f1": 0.88], declineReason: "lineage-unknown-parent",
+                                        maskedWith: ["roosevelt-middle"]))
+    case .secAggKeys:
+        return .secAggKeys(SecAggKeys(round: 3, nonce: "0f3a9c", encryptionKey: key, maskingKey: WireKey(Array(repeating: 7, count: 32))!))
+    case .secAggKeyBundle:
+        return .secAggKeyBundle(SecAggKeyBundleMessage(round: 3, keys: [SecAggPeerKeys(school: "roosevelt-middle", encryptionKey: key, maskingKey: key)]))
+    case .secAggShares:
+        return .secAggShares(SecAggShares(round: 3, nonce: "0f3a9c", envelopes: [SecAggSealedShares(peer: "roosevelt-middle", sealed: sealed)]))
+    case .secAggShareDelivery:
+        return .secAggShareDelivery(SecAggShareDelivery(round: 3, envelopes: [SecAggSealedShares(peer: "lincoln-high", sealed: sealed)]))
+    case .secAggUnmask:
+        return .secAggUnmask(SecAggUnmask(round: 3, survivors: ["lincoln-high", "roosevelt-middle"], dropped: ["west-elementary"]))
+    case .secAggReveal:
+        return .secAggReveal(SecAggReveal(round: 3, nonce: "0f3a9c", shares: [SecAggRevealed(owner: "roosevelt-middle", kind: .selfMaskSeed,
+                                                                                               index: 1, values: [1, 2, 3, 4, 5])]))
     }
 }
 
@@ -50,13 +69,15 @@ final class WireTests: XCTestCase {
     /// No client→coordinator message can carry free text: every leaf of every such
     /// message is a number, Bool, fieldless enum, `WireToken` (restricted alphabet,
     /// ≤ 64 bytes) or `ObjectDigest` (32 bytes). The only opaque bytes allowed are
-    /// `ObjectChunk.data`, which carries tensor objects. A `String`, `Character`,
-    /// `Data`, `[UInt8]` or `ByteBuffer` field anywhere else fails this test.
+    /// `ObjectChunk.data`, which carries tensor objects, and the fixed-size key material and
+    /// ciphertext of secure aggregation (`WireKey`: 32 bytes; `WireSealedShares`: exactly the size
+    /// of two sealed Shamir shares). A `String`, `Character`, `Data`, `[UInt8]` or `ByteBuffer`
+    /// field anywhere else fails this test.
     func testNoClientMessageCanCarryText() {
         var violations: [String] = []
         func walk(_ value: Any, path: String, allowBytes: Bool) {
             switch value {
-            case is WireToken, is ObjectDigest, is Bool, is Double, is Float, is any FixedWidthInteger: return
+            case is WireToken, is ObjectDigest, is WireKey, is WireSealedShares, is Bool, is Double, is Float, is any FixedWidthInteger: return
             case is String, is Substring, is Character, is Data, is [UInt8], is [Character]:
                 violations.append("\(path): \(type(of: value)) can hold text")
                 return
@@ -87,7 +108,7 @@ final class WireTests: XCTestCase {
             walk(sample(type), path: "\(type)", allowBytes: type == .objectChunk)
             checked += 1
         }
-        XCTAssertEqual(checked, 9)
+        XCTAssertEqual(checked, 12)
         XCTAssertEqual(violations, [])
 
         // The detector itself works: a String field is caught.
@@ -256,6 +277,41 @@ final class WireTests: XCTestCase {
         XCTAssertThrowsError(try WireMessage.roundAssignment(long).validate())
         long.lineage = VersionLineage(chain: [], initSeed: 1)
         XCTAssertThrowsError(try WireMessage.roundAssignment(long).validate())
+    }
+
+    /// Secure-aggregation payloads: keys and ciphertext only at their exact sizes, lists bounded.
+    func testSecureAggregationMessagesAreBounded() throws {
+        func decode(_ type: MessageType, _ json: String) throws -> WireMessage {
+            try WireCodec.decodeMessage(type: type.rawValue, payload: ByteBuffer(string: json))
+        }
+        let nonce = "0f3a9c"
+        let good = String(repeating: "ab", count: 32)
+        XCTAssertNoThrow(try decode(.secAggKeys, #"{"round":1,"nonce":"\#(nonce)","encryptionKey":"\#(good)","maskingKey":"\#(good)"}"#))
+        for bad in [String(repeating: "ab", count: 33), "I feel sad today", ""] {
+            XCTAssertThrowsError(try decode(.secAggKeys, #"{"round":1,"nonce":"\#(nonce)","encryptionKey":"\#(bad)","maskingKey":"\#(good)"}"#)) {
+                XCTAssertFalse("\($0)".contains(bad.isEmpty ? "\u{0}" : bad), "never echoes the value: \($0)")
+            }
+        }
+        let exact = Data(count: WireSealedShares.byteCount).base64EncodedString()
+        let long = Data(count: WireSealedShares.byteCount + 1).base64EncodedString()
+        XCTAssertNoThrow(try decode(.secAggShares, #"{"round":1,"nonce":"\#(nonce)","envelopes":[{"peer":"a","sealed":"\#(exact)"}]}"#))
+        XCTAssertThrowsError(try decode(.secAggShares, #"{"round":1,"nonce":"\#(nonce)","envelopes":[{"peer":"a","sealed":"\#(long)"}]}"#))
+        let many = (0...SecureAggregationSetup.maxRoster).map { _ in #"{"peer":"a","sealed":"\#(exact)"}"# }.joined(separator: ",")
+        XCTAssertThrowsError(try WireCodec.decodeMessage(type: MessageType.secAggShareDelivery.rawValue,
+                                                         payload: ByteBuffer(string: #"{"round":1,"envelopes":[\#(many)]}"#),
+                                                         limits: WireLimits(maxControlPayload: 1 << 20)))
+        XCTAssertThrowsError(try decode(.secAggReveal, #"{"round":1,"nonce":"\#(nonce)","shares":[{"owner":"a","kind":"masking-key","index":1,"values":[1,2]}]}"#))
+        XCTAssertThrowsError(try decode(.secAggReveal, #"{"round":1,"nonce":"\#(nonce)","shares":[{"owner":"a","kind":"both","index":1,"values":[1,2,3,4,5]}]}"#))
+        // Direction: a school cannot send the coordinator's messages, nor the reverse.
+        XCTAssertFalse(MessageType.secAggKeyBundle.direction.clientMaySend)
+        XCTAssertFalse(MessageType.secAggUnmask.direction.clientMaySend)
+        XCTAssertFalse(MessageType.secAggReveal.direction.coordinatorMaySend)
+        var assignment = try XCTUnwrap({ if case .roundAssignment(let a) = sample(.roundAssignment) { return a } else { return nil } }())
+        assignment.secureAggregation?.roster = []
+        XCTAssertThrowsError(try WireMessage.roundAssignment(assignment).validate())
+        assignment.secureAggregation?.roster = ["a", "b", "c"]
+        assignment.secureAggregation?.scale = .infinity
+        XCTAssertThrowsError(try WireMessage.roundAssignment(assignment).validate())
     }
 
     /// The schema field list used to render error paths covers every field of every message.

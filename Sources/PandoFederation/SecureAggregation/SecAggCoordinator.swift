@@ -110,20 +110,51 @@ public final class SecAggCoordinator {
 
     /// Adds one masked input to the running sum. A second input from a school is refused.
     public func receiveMaskedInput(_ input: SecAggMaskedInput) throws {
-        try expect(.collectingMaskedInputs)
         guard input.context == config.context else { throw SecAggError.contextMismatch("masked input of \(input.school)") }
-        guard u2.contains(input.school) else { throw SecAggError.unknownSchool("\(input.school) (did not share keys)") }
-        guard !u3.contains(input.school) else { throw SecAggError.alreadySubmitted("a masked input of \(input.school)") }
-        guard input.masked.count == config.maskedLength else {
-            throw SecAggError.malformed("masked input of \(input.school) has \(input.masked.count) words, expected \(config.maskedLength)")
+        try input.masked.withUnsafeBufferPointer { try receiveMaskedInput(school: input.school, pairedWith: input.pairedWith, masked: $0) }
+    }
+
+    /// The streaming form: `masked` (L + 1 words) is added into the one running sum and may
+    /// be reused at once, so the coordinator holds no school's vector beyond this call.
+    public func receiveMaskedInput(school: String, pairedWith: [String], masked: UnsafeBufferPointer<UInt32>) throws {
+        try expect(.collectingMaskedInputs)
+        guard u2.contains(school) else { throw SecAggError.unknownSchool("\(school) (did not share keys)") }
+        guard !u3.contains(school) else { throw SecAggError.alreadySubmitted("a masked input of \(school)") }
+        guard masked.count == config.maskedLength else {
+            throw SecAggError.malformed("masked input of \(school) has \(masked.count) words, expected \(config.maskedLength)")
         }
-        guard input.pairedWith == liveNeighbours(of: input.school, in: u2) else {
-            throw SecAggError.malformed("\(input.school) masked with \(input.pairedWith), expected its neighbours in U2")
+        guard pairedWith == liveNeighbours(of: school, in: u2) else {
+            throw SecAggError.malformed("\(school) masked with \(pairedWith.count) peers, not with its \(liveNeighbours(of: school, in: u2).count) neighbours that shared")
         }
         sum.withUnsafeMutableBufferPointer { s in
-            input.masked.withUnsafeBufferPointer { m in for i in 0..<s.count { s[i] &+= m[i] } }
+            for i in 0..<s.count { s[i] &+= masked[i] }
         }
-        u3.insert(input.school)
+        u3.insert(school)
+    }
+
+    /// The stage at which each school of the roster left the protocol, for the audit:
+    /// `keys` (never advertised), `shares`, `masked-input`, `unmasking` (sent its input but
+    /// did not answer; its masks were still removed with the others' shares).
+    public var dropStages: [String: String] {
+        let inputsClosed = stage == .collectingUnmaskResponses || stage == .finished
+        var out: [String: String] = [:]
+        for s in config.roster.schools {
+            if !u1.contains(s) {
+                if stage != .collectingKeys { out[s] = "keys" }
+            } else if !u2.contains(s) {
+                if stage != .collectingKeys && stage != .collectingShares { out[s] = "shares" }
+            } else if !u3.contains(s) {
+                if inputsClosed { out[s] = "masked-input" }
+            } else if !responded.contains(s) && inputsClosed {
+                out[s] = "unmasking"
+            }
+        }
+        return out
+    }
+
+    /// SHA-256 (hex) of each advertising school's two public keys (encryption ‖ masking), for the audit.
+    public var advertisedKeyHashes: [String: String] {
+        advertised.mapValues { SecAggPublicKeys.fingerprint(encryptionKey: $0.encryptionKey, maskingKey: $0.maskingKey) }
     }
 
     /// Ends input collection; the request to send to every contributor.

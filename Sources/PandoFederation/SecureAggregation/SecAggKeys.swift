@@ -39,6 +39,16 @@ public struct SecAggPublicKeys: Sendable, Hashable, Codable {
         return w.bytes
     }
 
+    /// SHA-256 (hex) of encryption key ‖ masking key: what the audit and the school's log record.
+    public static func fingerprint(encryptionKey: Data, maskingKey: Data) -> String {
+        var h = SHA256()
+        h.update(data: encryptionKey)
+        h.update(data: maskingKey)
+        return h.finalize().map { String(format: "%02x", $0) }.joined()
+    }
+
+    public var fingerprint: String { Self.fingerprint(encryptionKey: encryptionKey, maskingKey: maskingKey) }
+
     /// Both keys parse as X25519 points and differ from each other.
     func validated() throws -> (encryption: Curve25519.KeyAgreement.PublicKey, masking: Curve25519.KeyAgreement.PublicKey) {
         guard encryptionKey.count == 32, maskingKey.count == 32 else {

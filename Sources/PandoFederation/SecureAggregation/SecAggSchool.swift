@@ -38,6 +38,9 @@ public final class SecAggSchool {
         self.shareIndex = index
     }
 
+    /// The public keys this school advertises this round (what its log records the hash of).
+    public var advertisedKeys: SecAggPublicKeys { keys.publicKeys(school: school) }
+
     /// Peers whose pairwise masks this school adds (available after `receiveShares`).
     public var pairedWith: [String] { held.keys.sorted(by: SecAggRoster.precedes) }
 

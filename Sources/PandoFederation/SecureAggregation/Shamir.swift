@@ -43,6 +43,15 @@ public enum Shamir {
             self.values = values
         }
 
+        /// A share from its parts as a peer sent them, checked like a parsed one (index, count, values < p).
+        public init(validating index: Int, byteCount: Int, values: [UInt64]) throws {
+            self.init(index: index, byteCount: byteCount, values: values)
+            guard values.count == Shamir.elementCount(forBytes: byteCount) else {
+                throw ShamirError.malformedShare("\(values.count) values for a \(byteCount)-byte secret")
+            }
+            try Shamir.validate(self)
+        }
+
         /// Wire form: index (UInt32 BE), byte count (UInt16 BE), values (UInt64 BE each).
         public var serialized: [UInt8] {
             var w = SecAggByteWriter()

@@ -147,6 +147,7 @@ public struct RoundSettings: Sendable, Equatable {
 /// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
 /// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
 /// update: {compression: int8}          # none | float16 | int8 | topk (with topk_density: 0.01)
+/// secure_aggregation: {neighbours: 8}  # optional: the coordinator sees only the sum (SecureAggregationSettings)
 /// coordinator:
 ///   listen: 0.0.0.0
 ///   port: 7443
@@ -175,6 +176,8 @@ public struct CoordinatorConfiguration: Sendable {
     public var revocationList: URL
     /// The status page, JSON API and metrics listener (`status:`); nil when not configured.
     public var status: StatusSettings?
+    /// Secure aggregation of every training round (`secure_aggregation:`); nil: off.
+    public var secureAggregation: SecureAggregationSettings?
 
     public init(federationID: String, task: TaskKind, labels: [String], baseModel: URL, stateFolder: URL,
                 certificate: URL, privateKey: URL, caCertificate: URL, revocationList: URL) {
@@ -218,6 +221,7 @@ public struct CoordinatorConfiguration: Sendable {
         if let s = file.strategy { config.strategy = s }
         if config.strategy.name == .dpFedAvg, config.strategy.expectedSchools == nil { config.strategy.expectedSchools = config.rounds.minSchools }
         config.status = try file.status?.settings(relativeTo: url)
+        config.secureAggregation = file.secure_aggregation?.settings
         try config.validate(file: url.path, labelsGiven: f.labels != nil)
         return config
     }
@@ -246,6 +250,7 @@ public struct CoordinatorConfiguration: Sendable {
         try strategy.validate(file: file)
         if !(1...65535).contains(port) { throw bad("coordinator.port", "must be 1–65535") }
         try status?.validate(file: file)
+        try secureAggregation?.validate(file: file, strategy: strategy, compression: plan.compression, rounds: rounds)
     }
 }
 
@@ -272,8 +277,9 @@ struct CoordinatorFile: Decodable {
     var update: UpdateSection?
     var coordinator: CoordinatorSection
     var status: StatusSection?
+    var secure_aggregation: SecureAggregationSection?
 
-    enum Keys: String, CodingKey, CaseIterable { case federation, selection, local, strategy, update, coordinator, status }
+    enum Keys: String, CodingKey, CaseIterable { case federation, selection, local, strategy, update, coordinator, status, secure_aggregation }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
@@ -284,6 +290,7 @@ struct CoordinatorFile: Decodable {
         update = try c.decodeIfPresent(UpdateSection.self, forKey: .update)
         coordinator = try c.decode(CoordinatorSection.self, forKey: .coordinator)
         status = try c.decodeIfPresent(StatusSection.self, forKey: .status)
+        secure_aggregation = try c.decodeIfPresent(SecureAggregationSection.self, forKey: .secure_aggregation)
     }
 }
 

@@ -30,6 +30,7 @@ import PandoTransport
 ///   target_epsilon: 8                # over every round it ever takes part in; rounds beyond it are declined
 ///   delta: 1.0e-5
 ///   max_gradient_norm: 1.0           # per-example clip (else the plan's)
+/// secure_aggregation: {required: true, min_survivors: 3}  # optional: train only in rounds the coordinator cannot read one by one
 /// ```
 /// Relative paths are relative to the configuration file's folder.
 public struct SchoolConfiguration: Sendable {
@@ -58,6 +59,8 @@ public struct SchoolConfiguration: Sendable {
     public var privacy: SchoolPrivacyBudget?
     /// PII scrubbing of the school's text before tokenisation (`pii:`); on by default.
     public var pii = PIIOptions()
+    /// Whether this school requires secure aggregation (`secure_aggregation:`).
+    public var secureAggregation = SchoolSecureAggregationPolicy()
 
     public init(data: URL, format: DataFormat, labels: [String], baseModel: URL, transport: SchoolTransportConfiguration,
                 cache: URL, log: URL? = nil, federationID: String? = nil) {
@@ -141,6 +144,13 @@ public struct SchoolConfiguration: Sendable {
             if let g = p.max_gradient_norm, !(g > 0 && g <= 1e6) { throw bad("privacy.max_gradient_norm", "must be in (0, 1e6]") }
             config.privacy = SchoolPrivacyBudget(targetEpsilon: p.target_epsilon, delta: delta, maxGradientNorm: p.max_gradient_norm.map(Float.init))
         }
+        if let a = file.secure_aggregation {
+            config.secureAggregation.required = a.required ?? true
+            if let m = a.min_survivors {
+                guard m >= 2 else { throw bad("secure_aggregation.min_survivors", "must be at least 2") }
+                config.secureAggregation.minimumSurvivors = m
+            }
+        }
         return config
     }
 }
@@ -157,7 +167,8 @@ struct SchoolFile: Decodable {
     var threads: Int?
     var privacy: PrivacyBudgetSection?
     var pii: PIISection?
-    enum Keys: String, CodingKey, CaseIterable { case school, federation, coordinator, tls, cache, log, threads, privacy, pii }
+    var secure_aggregation: SchoolSecureAggregationSection?
+    enum Keys: String, CodingKey, CaseIterable { case school, federation, coordinator, tls, cache, log, threads, privacy, pii, secure_aggregation }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
@@ -170,6 +181,7 @@ struct SchoolFile: Decodable {
         threads = try c.decodeIfPresent(Int.self, forKey: .threads)
         privacy = try c.decodeIfPresent(PrivacyBudgetSection.self, forKey: .privacy)
         pii = try c.decodeIfPresent(PIISection.self, forKey: .pii)
+        secure_aggregation = try c.decodeIfPresent(SchoolSecureAggregationSection.self, forKey: .secure_aggregation)
     }
 }
 

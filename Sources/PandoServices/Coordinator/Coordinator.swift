@@ -428,9 +428,23 @@ final class RoundDriver: @unchecked Sendable {
         return VersionLineage(chain: chain, initSeed: config.rounds.seed)
     }
 
+    /// Sends `message` on `session` between transfers. The gate may be held by a transfer (the
+    /// stall watchdog bounds one that stops moving); only the send itself is bounded here: a
+    /// peer that takes no bytes for `assignmentTimeout` is closed.
+    static func send(_ message: WireMessage, on session: SchoolSession) async throws {
+        try await session.gate.withLock {
+            let watchdog = Task {
+                try await Task.sleep(for: RoundDriver.assignmentTimeout)
+                session.connection.close()
+            }
+            defer { watchdog.cancel() }
+            try await session.connection.send(message)
+        }
+    }
+
     /// Sends assignments to `schools`; returns those it could not reach.
     func assign(_ schools: [String], round: Int, task: RoundTask, model: ObjectRef, plan: LocalTrainingPlan,
-                nonces: [String: WireToken]) async -> [String: String] {
+                nonces: [String: WireToken], secure: SecureAggregationSetup? = nil) async -> [String: String] {
         let parameters = RoundParameters.encode(plan, labels: labels)
         let lineage = self.lineage(of: model.sha256.hex)
         let alter = coordinator.alterAssignment
@@ -440,22 +454,12 @@ final class RoundDriver: @unchecked Sendable {
                 group.addTask {
                     guard let session = hub.session(school) else { return (school, "disconnected before the assignment") }
                     var assignment = RoundAssignment(round: UInt64(round), task: task, model: model, nonce: nonces[school]!, parameters: parameters,
-                                                     auditHead: self.auditAnchor(), lineage: lineage)
+                                                     auditHead: self.auditAnchor(), lineage: lineage, secureAggregation: secure)
                     alter?(school, &assignment)
                     let a = assignment
                     do {
-                        // The gate may be held by a transfer (the stall watchdog bounds one that stops
-                        // moving); only the send itself is bounded here: a peer that takes no bytes
-                        // for `assignmentTimeout` is closed.
-                        try await session.gate.withLock {
-                            let watchdog = Task {
-                                try await Task.sleep(for: RoundDriver.assignmentTimeout)
-                                session.connection.close()
-                            }
-                            defer { watchdog.cancel() }
-                            try await session.connection.send(.roundAssignment(a))
-                        }
-                        hub.noteAssignment(school)
+                        try await RoundDriver.send(.roundAssignment(a), on: session)
+                        hub.noteAssignment(school, secure: secure != nil)
                         return (school, nil)
                     } catch {
                         return (school, "the assignment could not be sent (connection lost)")
@@ -551,8 +555,11 @@ final class RoundDriver: @unchecked Sendable {
             expected[s] = Expectation(nonce: nonces[s]!, uploadID: WireToken("update-r\(round)")!)
             try ledger.selected(s, round: round, base: base, certificateSerial: hub.session(s)?.connection.certificateSerial)
         }
+        // Under secure aggregation every school uploads the same fixed-size masked file.
+        let secure = cfg.secureAggregation
+        let updateSize = secure == nil ? UInt64(pipeline.encodedBytes) : UInt64(MaskedUpdateFile.size(words: selection.trainedCount + 1))
         hub.openRound(OpenRound(number: round, task: .train, model: model, modelFile: modelFile, expected: expected,
-                                updateSize: UInt64(pipeline.encodedBytes)))
+                                updateSize: updateSize))
         progress("round \(round): \(selected.count) school(s) selected (\(selected.joined(separator: ", "))), base \(base.prefix(12))")
         coordinator.monitor.enter(.training)
 
@@ -577,6 +584,14 @@ final class RoundDriver: @unchecked Sendable {
         }
         let (deadline, deadlineTask) = timer(after: cfg.rounds.roundDeadline)
         defer { deadlineTask.cancel() }
+        if let secure {
+            let tally = try await runSecureRound(round, base: base, selected: selected, plan: plan, selection: selection, settings: secure,
+                                                 model: model, nonces: nonces, aggregation: aggregation, deadline: deadline,
+                                                 events: &events, leaveOut: leaveOut)
+            return try await finishRound(round, base: base, selected: selected, plan: plan, start: start, aggregation: aggregation,
+                                         leftOut: leftOut, weightedLoss: tally.weightedLoss, aggregateSeconds: tally.aggregateSeconds,
+                                         schoolFigures: tally.schoolFigures, events: &events)
+        }
         let unreachable = await assign(selected, round: round, task: .train, model: model, plan: plan, nonces: nonces)
         for (school, why) in unreachable.sorted(by: { $0.key < $1.key }) { try leaveOut(school, why) }
         progress("round \(round): assignment sent to \(selected.count - unreachable.count) school(s); deadline \(cfg.rounds.roundDeadline)")
@@ -717,6 +732,18 @@ final class RoundDriver: @unchecked Sendable {
                 continue
             }
         }
+        return try await finishRound(round, base: base, selected: selected, plan: plan, start: start, aggregation: aggregation,
+                                     leftOut: leftOut, weightedLoss: weightedLoss, aggregateSeconds: aggregateSeconds,
+                                     schoolFigures: schoolFigures, events: &events)
+    }
+
+    /// Commits (or aborts) the round from what its aggregation holds, has the schools evaluate
+    /// the new version, and records the round's figures: the same for plain and secure rounds.
+    func finishRound(_ round: Int, base: String, selected: [String], plan: LocalTrainingPlan, start: ContinuousClock.Instant,
+                     aggregation: AggregationRound, leftOut: [String: String], weightedLoss: Double, aggregateSeconds: Double,
+                     schoolFigures: [String: SchoolRound], events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
+        let cfg = config
+        var aggregateSeconds = aggregateSeconds
         let bytes = hub.closeRound()
         coordinator.monitor.enter(.aggregating)
         let global = Unchecked(global)
@@ -764,7 +791,8 @@ final class RoundDriver: @unchecked Sendable {
             round: round, baseVersion: base, version: version, committed: committed, selected: selected,
             accepted: aggregation.accepted.map(\.school), leftOut: leftOut, examples: examples,
             trainLoss: examples > 0 ? weightedLoss / Double(examples) : .nan,
-            updateNorms: Dictionary(aggregation.accepted.map { ($0.school, $0.norm) }, uniquingKeysWith: { a, _ in a }),
+            // A secure round has no norm per school (only its mean's).
+            updateNorms: Dictionary(aggregation.accepted.filter { $0.norm.isFinite }.map { ($0.school, $0.norm) }, uniquingKeysWith: { a, _ in a }),
             bytesUp: bytes?.bytesUp ?? 0, bytesDown: bytes?.bytesDown ?? 0, evaluation: [:], evaluationExamples: 0,
             evaluatedSchools: [], test: test, aggregateSeconds: aggregateSeconds, seconds: 0)
         report.testSeconds = testSeconds

@@ -60,6 +60,8 @@ enum HubEvent: Sendable {
     case credentialsRevoked(String, reason: String)
     /// The operator asked the coordinator to stop (SIGTERM, SIGINT): the open round is aborted.
     case stopRequested(String)
+    /// A secure-aggregation message from a school (keys, shares, revealed shares).
+    case secureAggregation(String, WireMessage)
 }
 
 /// A failure no retry can cure (the head version no longer matches its id): the coordinator
@@ -169,9 +171,26 @@ final class SessionHub: @unchecked Sendable {
     private var resultCredits: [String: Int] = [:]
     static let resultAllowance = 2, maxResultCredits = 8
 
-    /// An assignment went to `school`: it may answer it.
-    func noteAssignment(_ school: String) {
-        lock.withLock { resultCredits[school] = min(Self.maxResultCredits, credits(school) + 1) }
+    /// An assignment went to `school`: it may answer it (and, under secure aggregation, send
+    /// its keys, shares and revealed shares once each).
+    func noteAssignment(_ school: String, secure: Bool = false) {
+        lock.withLock {
+            resultCredits[school] = min(Self.maxResultCredits, credits(school) + 1)
+            if secure { secureCredits[school] = min(2 * Self.secureMessagesPerRound, (secureCredits[school] ?? 0) + Self.secureMessagesPerRound) }
+        }
+    }
+
+    /// Secure-aggregation messages a school may still send; more is a protocol violation.
+    private var secureCredits: [String: Int] = [:]
+    static let secureMessagesPerRound = 3
+
+    func admitSecureMessage(_ school: String) -> Bool {
+        lock.withLock {
+            let left = secureCredits[school] ?? 0
+            guard left > 0 else { return false }
+            secureCredits[school] = left - 1
+            return true
+        }
     }
 
     /// Whether a result from `school` may be queued (and takes its credit).
@@ -276,7 +295,7 @@ final class SessionHub: @unchecked Sendable {
         while true {
             let message = try await connection.receive()
             switch message {
-            case .objectOffer, .roundResult:
+            case .objectOffer, .roundResult, .secAggKeys, .secAggShares, .secAggReveal:
                 if let problem = credentials(session.school) {
                     post(.credentialsRevoked(session.school, reason: problem))
                     throw TransportError.tls("closing the session of \(session.school): \(problem)")
@@ -318,6 +337,11 @@ final class SessionHub: @unchecked Sendable {
                     throw TransportError.protocolViolation("more round results than assignments")
                 }
                 post(.result(session.school, result))
+            case .secAggKeys, .secAggShares, .secAggReveal:
+                guard admitSecureMessage(session.school) else {
+                    throw TransportError.protocolViolation("more secure-aggregation messages than the rounds it was asked to")
+                }
+                post(.secureAggregation(session.school, message))
             default:
                 throw TransportError.protocolViolation("unexpected \(message.type.name) from a school")
             }

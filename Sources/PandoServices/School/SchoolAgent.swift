@@ -58,6 +58,11 @@ public final class SchoolAgent: @unchecked Sendable {
     /// DP-SGD's sampling and noise: nil is a fresh cryptographic generator each round; a test
     /// may set a seeded one to reproduce a round (which then protects nothing).
     var privacyRandomness: DPRandomness?
+    /// Test hook: asked at each secure-aggregation stage (`keys`, `shares`, `masked-input`,
+    /// `unmasking`); true makes the school vanish there (its connection is closed).
+    var secureDropAt: (@Sendable (String) -> Bool)?
+    /// Test hook: the trained values and the weight a secure round masks, before masking.
+    var observeSecureInput: (@Sendable ([Float], UInt32) -> Void)?
 
     /// The versions this school accepted (read back from its log at start).
     private let lineage: NIOLockedValueBox<ModelLineage>
@@ -69,8 +74,8 @@ public final class SchoolAgent: @unchecked Sendable {
     /// The result of the last update delivered, for an assignment the coordinator repeats
     /// (it re-sends one when a school reconnects; the school may have finished in between).
     private let lastResult = NIOLockedValueBox<RoundResult?>(nil)
-    private var updater: LocalUpdater?
-    private var encodedCache: (maxLength: Int, train: EncodedDataset, validation: EncodedDataset?)?
+    var updater: LocalUpdater?
+    var encodedCache: (maxLength: Int, train: EncodedDataset, validation: EncodedDataset?)?
 
     struct PendingUpload: Sendable {
         var assignment: RoundAssignment
@@ -79,6 +84,8 @@ public final class SchoolAgent: @unchecked Sendable {
         var size: UInt64
         var examples: Int
         var metrics: [String: Double]
+        /// Under secure aggregation: the peers masked with (echoed in the result).
+        var maskedWith: [WireToken]? = nil
     }
 
     /// Loads the school's data as the configuration says and checks it against the
@@ -238,6 +245,17 @@ public final class SchoolAgent: @unchecked Sendable {
             return try await decline(a, reason: "the federation's label set differs from this school's configuration (\(configuration.labels.count) labels): ask the district for the current federation settings",
                                      code: "label-set-mismatch", on: conn)
         }
+        if a.task == .train, configuration.secureAggregation.required, a.secureAggregation == nil {
+            return try await decline(a, reason: "this school trains only in rounds with secure aggregation (secure_aggregation.required), and this round has none",
+                                     code: "secure-aggregation-required", on: conn)
+        }
+        var secure: SecAggSchool?
+        if a.task == .train, let setup = a.secureAggregation {
+            switch secureSession(setup, assignment: a, plan: plan, school: conn.schoolID.value) {
+            case .failure(let refusal): return try await decline(a, reason: refusal.reason, code: refusal.code, on: conn)
+            case .success(let session): secure = session
+            }
+        }
         // Only a version whose lineage this school can follow, recorded before it is used.
         let judged = lineage.withLockedValue { $0 }
         var baseID: String?
@@ -265,6 +283,15 @@ public final class SchoolAgent: @unchecked Sendable {
         case .known:
             break
         }
+        // Keys and shares first (a few small messages): then the coordinator knows who is in
+        // before anyone spends minutes training.
+        if let secure {
+            do { try await exchangeKeys(secure, assignment: a, on: conn) } catch let next as SupersededAssignment {
+                return try await handle(next.assignment, on: conn)
+            } catch let e as SecAggError {
+                return try await decline(a, reason: "\(e)", code: "secure-aggregation-failed", on: conn, status: .failed)
+            }
+        }
         let model: BertModel
         do {
             client.setActivity(.transferring)
@@ -279,7 +306,10 @@ public final class SchoolAgent: @unchecked Sendable {
             return try await decline(a, reason: "\(error)", code: "model-unusable", on: conn)
         }
         switch a.task {
-        case .train: try await train(a, model: model, plan: plan, on: conn)
+        case .train:
+            do { try await train(a, model: model, plan: plan, secure: secure, on: conn) } catch let next as SupersededAssignment {
+                return try await handle(next.assignment, on: conn)
+            }
         case .evaluate: try await evaluate(a, model: model, plan: plan, on: conn)
         }
         client.setActivity(.idle)
@@ -347,7 +377,8 @@ public final class SchoolAgent: @unchecked Sendable {
         return (train, validation)
     }
 
-    func train(_ a: RoundAssignment, model: BertModel, plan: LocalTrainingPlan, on conn: PandoConnection) async throws {
+    func train(_ a: RoundAssignment, model: BertModel, plan: LocalTrainingPlan, secure: SecAggSchool? = nil, on conn: PandoConnection) async throws {
+        if let secure { return try await trainSecurely(a, model: model, plan: plan, session: secure, on: conn) }
         let round = Int(clamping: a.round)
         client.setActivity(.training, progress: 0)
         let school = conn.schoolID.value
@@ -388,16 +419,7 @@ public final class SchoolAgent: @unchecked Sendable {
             client.setActivity(.idle)
             return try await decline(a, reason: "local training failed: \(error)", code: "training-failed", on: conn, status: .failed)
         }
-        // Under DP: what this round spends, and the school's ε over every round it released.
-        var privacy: [String: CanonicalJSON]?
-        if let spend = PrivacySpend(round: round, metrics: result.1) {
-            let delta = privacyDelta(plan), spent = try privacySpends()
-            let roundEpsilon = try PrivacyAccounting.epsilon([spend], delta: delta)
-            let total = try PrivacyAccounting.epsilon(spent + [spend], delta: delta)
-            PrivacyAccounting.report(into: &result.1, delta: delta, roundEpsilon: roundEpsilon, totalEpsilon: total, spends: spent.count + 1)
-            privacy = PrivacyAccounting.auditFields(from: result.1)
-            logger.info("round \(round): DP-SGD at sampling rate \(spend.samplingRate), noise multiplier \(spend.noiseMultiplier), \(spend.steps) steps: ε \(roundEpsilon) this round, \(total) in all (δ = \(delta), \(spent.count + 1) rounds)")
-        }
+        let privacy = try accountPrivacy(round: round, plan: plan, metrics: &result.1)
         try tamper?(file)
         let digest = try ObjectDigest(hex: tamper == nil ? result.0 : Self.sha256(of: file)).orThrow("bad digest")
         let size = UInt64((try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0)
@@ -417,6 +439,18 @@ public final class SchoolAgent: @unchecked Sendable {
         }
         pending.withLockedValue { $0 = upload }
         try await deliver(upload, on: conn)
+    }
+
+    /// Under DP: adds what this round spends, and the school's ε over every round it released,
+    /// to `metrics`; returns the audit's `privacy` fields (nil without DP).
+    func accountPrivacy(round: Int, plan: LocalTrainingPlan, metrics: inout [String: Double]) throws -> [String: CanonicalJSON]? {
+        guard let spend = PrivacySpend(round: round, metrics: metrics) else { return nil }
+        let delta = privacyDelta(plan), spent = try privacySpends()
+        let roundEpsilon = try PrivacyAccounting.epsilon([spend], delta: delta)
+        let total = try PrivacyAccounting.epsilon(spent + [spend], delta: delta)
+        PrivacyAccounting.report(into: &metrics, delta: delta, roundEpsilon: roundEpsilon, totalEpsilon: total, spends: spent.count + 1)
+        logger.info("round \(round): DP-SGD at sampling rate \(spend.samplingRate), noise multiplier \(spend.noiseMultiplier), \(spend.steps) steps: ε \(roundEpsilon) this round, \(total) in all (δ = \(delta), \(spent.count + 1) rounds)")
+        return PrivacyAccounting.auditFields(from: metrics)
     }
 
     /// Every DP-SGD spend this school's log records for this federation, oldest first: the
@@ -491,8 +525,10 @@ public final class SchoolAgent: @unchecked Sendable {
         let result = RoundResult(
             round: p.assignment.round, task: .train, nonce: p.assignment.nonce, status: .completed,
             update: ObjectRef(id: id, size: p.size, sha256: p.digest), exampleCount: UInt64(p.examples), metrics: metrics)
-        try await conn.send(.roundResult(result))
-        lastResult.withLockedValue { $0 = result }
+        var sent = result
+        sent.maskedWith = p.maskedWith
+        try await conn.send(.roundResult(sent))
+        lastResult.withLockedValue { $0 = sent }
         pending.withLockedValue { $0 = nil }
         try? FileManager.default.removeItem(at: p.file)
         logger.info("round \(round): result sent (update of \(p.size) bytes, \(p.examples) examples)")
