@@ -59,11 +59,14 @@ public final class AggregationRound {
     /// contributors are accepted together, each with the example count it reported and no
     /// norm of its own (`.nan`). `totalWeight` is the weight slot the masked sum carried.
     @discardableResult
-    public func submitSecureMean(_ mean: ParameterBuffer, totalWeight: Int, contributors: [(school: String, examples: Int)]) -> UpdateRejection? {
+    public func submitSecureMean(_ mean: ParameterBuffer, totalWeight: Int, contributors: [(school: String, examples: Int)],
+                                 maxNorm: Double? = nil) -> UpdateRejection? {
         precondition(!committed, "round \(round) is already committed")
         precondition(accepted.isEmpty, "a secure round takes one mean, not individual updates")
         let update = ModelUpdate(school: "secure-aggregate", round: round, baseVersion: validator.baseVersion, delta: mean,
                                  exampleCount: totalWeight)
+        var validator = self.validator
+        if let maxNorm { validator.maxNorm = min(validator.maxNorm, maxNorm) }
         switch validator.validate(update) {
         case .failure(let reason):
             for c in contributors { rejected.append((c.school, reason)) }

@@ -749,6 +749,8 @@ public struct RoundSummary: Sendable, Equatable {
     public var privacy: [String: CanonicalJSON]?
     /// Each school's reported ε over all its rounds so far, from its update's privacy record.
     public var schoolEpsilon: [String: Double] = [:]
+    /// A secure round's protocol record (`secureAggregation`), when the round had one.
+    public var secureAggregation: [String: CanonicalJSON]?
     public var startedAt: String?
     public var endedAt: String?
 
@@ -777,6 +779,8 @@ public struct RoundSummary: Sendable, Equatable {
                 s.strategy = r.strategy ?? s.strategy
             case .roundAborted:
                 s.outcome = "aborted"; s.reason = r.reason; s.endedAt = r.time
+            case .secureAggregation:
+                s.secureAggregation = r.secureAggregation
             default: break
             }
             rounds[n] = s
@@ -795,6 +799,7 @@ public struct RoundSummary: Sendable, Equatable {
         if let reason { o["reason"] = .string(reason) }
         if let privacy { o["privacy"] = .object(privacy) }
         if !schoolEpsilon.isEmpty { o["schoolEpsilon"] = .object(schoolEpsilon.mapValues { .double($0) }) }
+        if let secureAggregation { o["secureAggregation"] = .object(secureAggregation) }
         if let startedAt { o["startedAt"] = .string(startedAt) }
         if let endedAt { o["endedAt"] = .string(endedAt) }
         return .object(o)

@@ -87,6 +87,12 @@ struct AuditCommand: ParsableCommand {
                     outcome += String(format: " DP: ε ≤ %.3g per school so far (%@)", worst,
                                       r.schoolEpsilon.keys.sorted().map { String(format: "%@ %.3g", $0, r.schoolEpsilon[$0]!) }.joined(separator: ", "))
                 }
+                if let sa = r.secureAggregation {
+                    let summed = sa["contributors"]?.arrayValue?.count ?? 0, n = sa["roster"]?.arrayValue?.count ?? 0
+                    let dropped = (sa["dropped"]?.objectValue ?? [:]).sorted { $0.key < $1.key }.map { "\($0.key) at \($0.value.stringValue ?? "?")" }
+                    outcome += " secure aggregation: sum of \(summed) of \(n), t=\(sa["threshold"]?.intValue ?? 0)"
+                        + (dropped.isEmpty ? "" : ", left: " + dropped.joined(separator: ", "))
+                }
                 rows.append(["\(r.round)", (schools.isEmpty ? "-" : schools) + rejected, "\(r.examples)", r.strategy ?? "-", versions, outcome])
             }
             print(renderTable(rows), terminator: "")

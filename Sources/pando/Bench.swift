@@ -17,7 +17,7 @@ final class LockedDouble: @unchecked Sendable {
 struct Bench: ParsableCommand {
     static let configuration = CommandConfiguration(
         abstract: "Measure training and inference throughput, GFLOP/s and peak memory.",
-        subcommands: [Train.self, Infer.self, Aggregate.self, Compress.self])
+        subcommands: [Train.self, Infer.self, Aggregate.self, Compress.self, SecAgg.self])
 
     struct Common: ParsableArguments {
         @OptionGroup var model: ModelOption
@@ -119,6 +119,36 @@ struct Bench: ParsableCommand {
                 print("  " + r.compression.padding(toLength: 20, withPad: " ", startingAt: 0)
                       + String(format: "%9.2f MB (%5.2f%% of Float32)   encode %7.1f ms   decode %7.1f ms",
                                Double(r.bytes) / 1e6, 100 * r.fractionOfFloat32, 1e3 * r.encodeSeconds, 1e3 * r.decodeSeconds))
+            }
+        }
+    }
+
+    struct SecAgg: ParsableCommand {
+        static let configuration = CommandConfiguration(commandName: "secagg",
+            abstract: "The secure-aggregation protocol's compute and bytes in one process, against plain FedAvg's sum.")
+        @OptionGroup var model: ModelOption
+        @Option(help: "Schools in the round.") var schools = 10
+        @Option(help: "Schools that vanish (at the share, masked-input and unmasking stages in turn).") var dropouts = 3
+        @Option(help: "SecAgg+ neighbours per school (default: all).") var neighbours: Int?
+        @Option(help: "Values per school (default: the model's trained tensors, embedding tables frozen).") var values: Int?
+        @Option(help: "Threads (default: all cores).") var threads: Int?
+        @Flag(help: "Print the report as JSON.") var json = false
+
+        func run() throws {
+            if let threads { Parallel.workers = max(1, threads) }
+            let count: Int
+            if let values { count = values } else {
+                let (model, _) = try BertModel.load(from: try model.resolve(), head: .encoderOnly)
+                count = TensorSelection(layout: model.layout, frozen: TensorSelection.embeddingTables).trainedCount
+            }
+            guard schools >= 3, dropouts >= 0, dropouts < schools else { throw ValidationError("need at least 3 schools and fewer dropouts than schools") }
+            let report = try SecureAggregationBenchmark.run(schools: schools, dropouts: dropouts, values: count, neighbours: neighbours)
+            if json {
+                let encoder = JSONEncoder()
+                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+            } else {
+                print(report.table)
             }
         }
     }

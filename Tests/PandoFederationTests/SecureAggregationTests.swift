@@ -488,6 +488,22 @@ final class SecureAggregationTests: XCTestCase {
         }
     }
 
+    /// A school that advertises a low-order X25519 point would make every key agreement with it
+    /// the all-zero secret, which the coordinator could derive: refused before it is relayed.
+    func testCoordinatorRefusesLowOrderKeys() throws {
+        let enc = try FixedPointEncoding(clip: 1, maxWeight: 100, maxSchools: 3)
+        let config = try SecAggConfig(context: SecAggContext(federationID: "f", round: 1), schools: ["a", "b", "c"], vectorLength: 4, encoding: enc)
+        let coordinator = SecAggCoordinator(config: config)
+        let good = SecAggKeyPairs().publicKeys(school: "a"), other = SecAggKeyPairs().publicKeys(school: "b")
+        // u = 0 and u = 1 have order 1 and 4; their shared secret with any key is all zero.
+        for bad in [Data(count: 32), Data([1] + [UInt8](repeating: 0, count: 31))] {
+            XCTAssertThrowsError(try coordinator.receiveKeys(SecAggPublicKeys(school: "b", encryptionKey: bad, maskingKey: other.maskingKey))) {
+                XCTAssertTrue("\($0)".contains("low-order"), "\($0)")
+            }
+        }
+        XCTAssertNoThrow(try coordinator.receiveKeys(good))
+    }
+
     func testConfigurationRefusesUnsafeParameters() throws {
         let enc = try FixedPointEncoding(clip: 1, maxWeight: 10, maxSchools: 4)
         let ctx = SecAggContext(federationID: "f", round: 1)
@@ -512,6 +528,20 @@ final class SecureAggregationTests: XCTestCase {
             sxy += dx * dy; sxx += dx * dx; syy += dy * dy
         }
         return sxy / (sxx * syy).squareRoot()
+    }
+
+    /// `pando bench secagg`'s run: ten schools, three vanishing at three stages, the SecAgg+
+    /// graph too; the unmasked mean is exact to the encoding's bound, and the masked update is
+    /// the plain one plus a 24-byte header and the weight word.
+    func testBenchmarkRunRecoversTheMeanWithinItsBound() throws {
+        for neighbours in [nil, 6] as [Int?] {
+            let r = try SecureAggregationBenchmark.run(schools: 10, dropouts: 3, values: 5000, neighbours: neighbours)
+            XCTAssertEqual(r.contributors, 8, "the school that vanishes before unmasking stays in the sum")
+            XCTAssertLessThanOrEqual(r.maxError, r.errorBound)
+            XCTAssertGreaterThan(r.errorBound, 0)
+            XCTAssertEqual(r.maskedBytesPerSchool, r.plainBytesPerSchool + 4 + MaskedUpdateFile.headerBytes)
+            XCTAssertEqual(r.neighbours, neighbours ?? 9)
+        }
     }
 }
 

@@ -55,11 +55,24 @@ public struct SecAggPublicKeys: Sendable, Hashable, Codable {
             throw SecAggError.malformed("public keys of \(school) must be 32 bytes each")
         }
         guard encryptionKey != maskingKey else { throw SecAggError.keyReuse("\(school) advertised the same key twice") }
+        let keys: (encryption: Curve25519.KeyAgreement.PublicKey, masking: Curve25519.KeyAgreement.PublicKey)
         do {
-            return (try .init(rawRepresentation: encryptionKey), try .init(rawRepresentation: maskingKey))
+            keys = (try .init(rawRepresentation: encryptionKey), try .init(rawRepresentation: maskingKey))
         } catch {
             throw SecAggError.malformed("public keys of \(school) are not X25519 keys")
         }
+        // A low-order point gives every agreement with it the all-zero secret, which anyone can
+        // derive: the pairwise masks and sealed shares with that school would be public. Refused
+        // here, at the coordinator, before any school uses it.
+        // (BoringSSL may return the all-zero secret rather than fail: both are refused.)
+        let probe = Curve25519.KeyAgreement.PrivateKey()
+        for key in [keys.encryption, keys.masking] {
+            let secret = try? probe.sharedSecretFromKeyAgreement(with: key)
+            guard let secret, secret.withUnsafeBytes({ $0.contains { $0 != 0 } }) else {
+                throw SecAggError.malformed("a public key of \(school) is a low-order point (its key agreements give no secret)")
+            }
+        }
+        return keys
     }
 }
 

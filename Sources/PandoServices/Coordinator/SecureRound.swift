@@ -275,8 +275,13 @@ extension RoundDriver {
                 offset += spec.count
             }
         }
+        // The mean of updates that each honest training could make is within the largest of their
+        // bounds: the one of the heaviest weight allowed (a sum spoilt by a wrong revealed share decodes
+        // to noise, far outside it, if its weight slot did not already give it away).
+        let bound = UpdateBounds.maxDeltaNorm(plan: plan, examples: weightCap, trainedParameters: selection.trainedCount,
+                                              baseNorm: DeltaMath.norm(global.parameters.buffer))
         let rejection = aggregation.submitSecureMean(delta, totalWeight: Int(unmasked.totalWeight),
-                                                     contributors: contributors.map { ($0, examplesBySchool[$0] ?? 0) })
+                                                     contributors: contributors.map { ($0, examplesBySchool[$0] ?? 0) }, maxNorm: bound)
         tally.aggregateSeconds += Self.seconds(since: t0)
         if let rejection {
             for s in contributors { tally.schoolFigures[s]?.leftOut = "rejected" }
