@@ -58,9 +58,7 @@ struct Bench: ParsableCommand {
             report.sgemmGFLOPs = Benchmark.sgemmGFLOPs()
             report.modelResidentMegabytes = modelResident.withLock { $0 }
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                try printJSON(report)
             } else {
                 print(report.table)
             }
@@ -144,9 +142,7 @@ struct Bench: ParsableCommand {
             guard schools >= 3, dropouts >= 0, dropouts < schools else { throw ValidationError("need at least 3 schools and fewer dropouts than schools") }
             let report = try SecureAggregationBenchmark.run(schools: schools, dropouts: dropouts, values: count, neighbours: neighbours)
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                try printJSON(report)
             } else {
                 print(report.table)
             }
@@ -165,12 +161,17 @@ struct Bench: ParsableCommand {
             let (model, _) = try BertModel.load(from: try model.resolve(), head: .encoderOnly)
             let report = AggregationBenchmark.run(layout: model.layout, schools: schools)
             if json {
-                let encoder = JSONEncoder()
-                encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
-                print(String(decoding: try encoder.encode(report), as: UTF8.self))
+                try printJSON(report)
             } else {
                 print(report.table)
             }
         }
     }
+}
+
+/// Prints `value` as pretty, key-sorted JSON (the benchmarks' `--json`).
+func printJSON<T: Encodable>(_ value: T) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+    print(String(decoding: try encoder.encode(value), as: UTF8.self))
 }
