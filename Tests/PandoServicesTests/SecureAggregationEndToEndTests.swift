@@ -134,6 +134,45 @@ final class SecureAggregationEndToEndTests: XCTestCase {
         XCTAssertTrue(caught.render().contains("advertised keys"), caught.render())
     }
 
+    /// SecAgg+ (each school masks with 4 of the 6 others) composed with example-level DP-SGD at
+    /// every school: the round commits, each contributor's DP spend is in the audit, and the
+    /// officer's check (signatures, school logs, key hashes, ε recomputed) passes.
+    func testSecAggPlusGraphWithDPSGD() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-secagg-plus")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
+        config.rounds.minSchools = 7
+        config.rounds.quorum = 6
+        config.rounds.federatedEvaluation = false
+        config.plan.privacy = RoundPrivacy(noiseMultiplier: 1.1, maxGradientNorm: 1, delta: 1e-5)
+        var settings = SecureAggregationSettings()
+        settings.neighbours = 4
+        settings.stageDeadline = .seconds(30)
+        config.secureAggregation = settings
+        let logs = state.appendingPathComponent("schools")
+        let federation = try LoopbackFederation(configuration: config, schools: try Self.schools(7), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: logs, logger: LogCapture().logger("secagg"))
+        federation.secureDropouts = ["school-2": "masked-input"]
+        let reports = try await federation.run()
+        let report = try XCTUnwrap(reports.first)
+        XCTAssertTrue(report.committed, "\(report.leftOut)")
+        XCTAssertEqual(report.accepted.count, 6)
+        XCTAssertTrue(report.leftOut["school-2"]?.contains("masked-input") ?? false, "\(report.leftOut)")
+        let audit = state.appendingPathComponent("audit.jsonl")
+        let records = try AuditRecord.readAll(audit).records
+        let secure = try XCTUnwrap(records.first { $0.event == .secureAggregation }?.secureAggregation)
+        XCTAssertEqual(secure["graph"]?.stringValue, "harary-4")
+        XCTAssertEqual(secure["threshold"]?.intValue, 3, "a majority of 4 neighbours")
+        let received = records.filter { $0.event == .updateReceived }
+        XCTAssertEqual(received.count, 6)
+        XCTAssertTrue(received.allSatisfy { $0.privacy?["noiseMultiplier"] != nil }, "each school's DP spend is recorded")
+        let key = try AuditPublicKey.load(from: state.appendingPathComponent("keys/coordinator.key.pub"))
+        let verified = AuditVerifier.verify(log: audit, keys: [key], clientLogs: (0..<7).map { logs.appendingPathComponent("school-\($0).jsonl") },
+                                            privacy: PrivacyAccounting.recordedEpsilon)
+        XCTAssertTrue(verified.isValid, verified.render())
+        XCTAssertEqual(verified.privacyRecordsChecked, 6)
+    }
+
     func testSchoolThatRequiresSecureAggregationDeclinesPlainRounds() async throws {
         let work = try TestFixtures.temporaryDirectory(prefix: "pando-secagg-required")
         let state = work.appendingPathComponent("state")
