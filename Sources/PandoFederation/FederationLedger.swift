@@ -145,7 +145,7 @@ public final class FederationLedger {
     /// `frozen` names the tables the plan freezes in this model (its family's names); nil
     /// records BERT's.
     public func startRound(strategy: any Strategy, plan: LocalTrainingPlan, maxUpdateNorm: Double?, quorum: Int,
-                           fractionPerRound: Double, frozen: Set<String>? = nil) throws -> (number: Int, base: String) {
+                           fractionPerRound: Double, frozen: Set<String>? = nil, secureAggregation: Bool = false) throws -> (number: Int, base: String) {
         var parameters = strategy.parameters.mapValues { CanonicalJSON.double($0) }
         parameters["localEpochs"] = .int(plan.epochs)
         parameters["localLearningRate"] = .double(decimal(plan.learningRate))
@@ -156,7 +156,7 @@ public final class FederationLedger {
         parameters["frozenTensors"] = .string(plan.freezeEmbeddings ? (frozen ?? TensorSelection.embeddingTables).sorted().joined(separator: ",") : "")
         // How updates travel this round: each transform the schools apply, with its parameters.
         parameters["updateCompression"] = .string(plan.compression.name)
-        parameters["updateTransforms"] = .string(UpdatePipeline.describe(plan))
+        parameters["updateTransforms"] = .string(UpdatePipeline.describe(plan, secureAggregation: secureAggregation))
         parameters["maxUpdateNorm"] = maxUpdateNorm.map { .double($0) } ?? .string("auto")
         parameters["quorum"] = .int(quorum)
         parameters["fractionPerRound"] = .double(fractionPerRound)

@@ -101,8 +101,9 @@ public struct UpdatePipeline: Sendable, Equatable {
     }
 
     /// What the plan asks for as the audit records it (no layout needed: parameters come from the plan).
-    public static func describe(_ plan: LocalTrainingPlan) -> String {
-        ([selectTransform(freezeEmbeddings: plan.freezeEmbeddings)] + [compressTransform(plan.compression)].compactMap { $0 })
+    public static func describe(_ plan: LocalTrainingPlan, secureAggregation: Bool = false) -> String {
+        ([selectTransform(freezeEmbeddings: plan.freezeEmbeddings)] + [compressTransform(plan.compression)].compactMap { $0 }
+         + (secureAggregation ? [UpdateTransform("secagg-mask", ["fixedPointBits": 32])] : []))
             .map(\.description).joined(separator: " → ")
     }
 

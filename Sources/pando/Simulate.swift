@@ -185,7 +185,7 @@ struct SimulateCommand: AsyncParsableCommand {
             settings.clip = secaggClip
             config.secureAggregation = settings
             if quorum == nil { config.rounds.quorum = max(1, asked - secaggDropouts) }
-            do { try settings.validate(file: "pando simulate", strategy: choice, compression: config.plan.compression, rounds: config.rounds) } catch {
+            do { try settings.validate(file: "pando simulate", strategy: choice, rounds: config.rounds) } catch {
                 throw ValidationError("\(error)")
             }
         } else if secaggDropouts > 0 {

@@ -80,7 +80,8 @@ final class ConfigurationTests: XCTestCase {
         XCTAssertNil(try CoordinatorConfiguration.load(from: try write(valid)).secureAggregation, "off unless configured")
         // Strategies that need each update, compression, too few schools, bad values: refused, naming the field.
         try expectError(secure.replacingOccurrences(of: "name: fedavg", with: "name: trimmed-mean"), ["strategy.name", "weighted mean"])
-        try expectError(secure + "update: {compression: int8}\n", ["update.compression", "not masked"])
+        XCTAssertEqual(try CoordinatorConfiguration.load(from: try write(secure + "update: {compression: int8}\n")).plan.compression, .int8,
+                       "compression composes: the school compresses, then masks what it kept")
         try expectError(secure.replacingOccurrences(of: "min_schools: 3", with: "min_schools: 2"), ["selection.min_schools", "at least 3"])
         try expectError(secure.replacingOccurrences(of: "threshold: 3", with: "threshold: 5"), ["secure_aggregation.threshold", "4 neighbours"])
         try expectError(secure.replacingOccurrences(of: "clip: 0.5", with: "clip: 0"), ["secure_aggregation.clip"])

@@ -173,6 +173,58 @@ final class SecureAggregationEndToEndTests: XCTestCase {
         XCTAssertEqual(verified.privacyRecordsChecked, 6)
     }
 
+    /// select → compress → mask: with top-k (error feedback) each school masks the values its
+    /// compression kept, the round commits their mean, and the residual carries to the next round.
+    func testCompressionComposesWithSecureAggregation() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-secagg-topk")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 2)
+        config.rounds.minSchools = 4
+        config.rounds.quorum = 4
+        config.rounds.federatedEvaluation = false
+        config.plan.compression = .topK(density: 0.1)
+        config.secureAggregation = SecureAggregationSettings()
+        let federation = try LoopbackFederation(configuration: config, schools: try Self.schools(4), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("secagg"))
+        let firstInputs = NIOLockedValueBox<[String: (values: [Float], weight: UInt32)]>([:])
+        federation.prepareAgent = { id, agent in
+            agent.observeSecureInput = { values, weight in
+                firstInputs.withLockedValue { if $0[id] == nil { $0[id] = (values, weight) } }
+            }
+        }
+        let reports = try await federation.run()
+        XCTAssertEqual(reports.map(\.committed), [true, true])
+        let seen = firstInputs.withLockedValue { $0 }
+        XCTAssertEqual(seen.count, 4)
+        for (school, input) in seen {
+            let kept = input.values.filter { $0 != 0 }.count
+            XCTAssertLessThanOrEqual(kept, Int((0.1 * Double(input.values.count)).rounded(.up)) + 1, "\(school) masked only what top-k kept")
+            XCTAssertGreaterThan(kept, 0)
+        }
+        let store = try CheckpointStore(folder: state.appendingPathComponent("versions"), readOnly: true)
+        let (base, _) = try BertModel.load(from: store.folder(of: reports[0].baseVersion))
+        let (next, _) = try BertModel.load(from: store.folder(of: reports[0].version))
+        let selection = TensorSelection(layout: base.layout, plan: config.plan)
+        let total = seen.values.reduce(0.0) { $0 + Double($1.weight) }
+        var worst = 0.0, offset = 0
+        for spec in selection.trained {
+            for k in 0..<spec.count {
+                let expected = seen.values.reduce(0.0) { $0 + Double($1.weight) * Double($1.values[offset + k]) } / total
+                let moved = Double(next.parameters.buffer[spec.offset + k]) - Double(base.parameters.buffer[spec.offset + k])
+                worst = max(worst, abs(moved - expected))
+            }
+            offset += spec.count
+        }
+        XCTAssertLessThan(worst, 2e-6)
+        for i in 0..<4 {
+            XCTAssertTrue(FileManager.default.fileExists(atPath: work.appendingPathComponent("run/schools/school-\(i)/cache/topk-residual.bin").path),
+                          "school-\(i) keeps its top-k residual")
+        }
+        let started = try AuditRecord.readAll(state.appendingPathComponent("audit.jsonl")).records.first { $0.event == .roundStarted }
+        XCTAssertEqual(started?.strategyParameters?["updateTransforms"]?.stringValue,
+                       "select(frozenEmbeddings=1) → topk(density=0.1,errorFeedback=1) → secagg-mask(fixedPointBits=32)")
+    }
+
     func testSchoolThatRequiresSecureAggregationDeclinesPlainRounds() async throws {
         let work = try TestFixtures.temporaryDirectory(prefix: "pando-secagg-required")
         let state = work.appendingPathComponent("state")

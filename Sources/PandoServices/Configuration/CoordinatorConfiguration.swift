@@ -250,7 +250,7 @@ public struct CoordinatorConfiguration: Sendable {
         try strategy.validate(file: file)
         if !(1...65535).contains(port) { throw bad("coordinator.port", "must be 1–65535") }
         try status?.validate(file: file)
-        try secureAggregation?.validate(file: file, strategy: strategy, compression: plan.compression, rounds: rounds)
+        try secureAggregation?.validate(file: file, strategy: strategy, rounds: rounds)
     }
 }
 

@@ -37,7 +37,7 @@ public struct SecureAggregationSettings: Sendable, Equatable {
     }
 
     /// Checks the settings and what they must compose with; errors name the field (`file` says where from).
-    public func validate(file: String, strategy: StrategyChoice, compression: UpdateCompression, rounds: RoundSettings) throws {
+    public func validate(file: String, strategy: StrategyChoice, rounds: RoundSettings) throws {
         func bad(_ field: String, _ why: String) -> ConfigurationError { ConfigurationError(file: file, field: field, why) }
         if let t = threshold, t < 2 { throw bad("secure_aggregation.threshold", "must be at least 2") }
         if let k = neighbours, k < 2 { throw bad("secure_aggregation.neighbours", "must be at least 2") }
@@ -49,9 +49,6 @@ public struct SecureAggregationSettings: Sendable, Equatable {
         if stageDeadline <= .zero { throw bad("secure_aggregation.stage_deadline_seconds", "must be positive") }
         if strategy.name == .trimmedMean || strategy.name == .dpFedAvg {
             throw bad("strategy.name", "\(strategy.name.rawValue) needs each school's update, and secure aggregation reveals only their weighted mean: use fedavg, fedprox or fedadam, or turn secure_aggregation off")
-        }
-        if compression != .none {
-            throw bad("update.compression", "compressed updates are not masked: under secure aggregation every school sends the 32-bit fixed-point encoding of its trained tensors (use compression: none)")
         }
         if rounds.minSchools < 3 {
             throw bad("selection.min_schools", "secure aggregation needs rounds of at least 3 schools (t ≥ 2 shares of each school's secrets among the others)")

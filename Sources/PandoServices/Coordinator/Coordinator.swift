@@ -494,7 +494,8 @@ final class RoundDriver: @unchecked Sendable {
         let plan = strategy.plan(round: upcoming, configured: config.plan)
         let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
                                             quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction,
-                                            frozen: TensorSelection(layout: global.layout, plan: plan).frozen)
+                                            frozen: TensorSelection(layout: global.layout, plan: plan).frozen,
+                                            secureAggregation: config.secureAggregation != nil)
         let round = started.number, base = started.base
         roundStarted = true
         version = base

@@ -76,13 +76,26 @@ extension SchoolAgent {
         if updater == nil || updater!.model.layout != model.layout { updater = LocalUpdater(like: model) }
         let updater = Unchecked(self.updater!)
         let clip = configuration.privacy?.maxGradientNorm, randomness = privacyRandomness
-        var trained: (values: [Float], metrics: [String: Double])
+        var trained: (values: [Float], metrics: [String: Double], residual: TopKResidual?)
         do {
             let client = self.client
             trained = try await ComputeLane.run {
                 let update = try updater.value.train(school: school, data: data, from: model, round: round, baseVersion: a.model.sha256.hex,
                                                      plan: plan, clip: clip, randomness: randomness) { client.setActivity(.training, progress: $0) }
-                let selection = TensorSelection(layout: update.delta.layout, plan: plan)
+                let pipeline = UpdatePipeline(layout: update.delta.layout, plan: plan)
+                let selection = pipeline.selection
+                // Compress, then mask what the compression kept (select → compress → mask): the sum is
+                // then the sum of the decompressed updates, as in a round without secure aggregation,
+                // and top-k's residual carries on. The masked words stay 32-bit: no bytes are saved.
+                var left: TopKResidual?
+                if pipeline.compression != .none {
+                    let key = TopKResidual.Key(federation: self.configuration.federationID ?? "", selection: selection)
+                    let previous = pipeline.topKCount == nil ? nil
+                        : self.residual(for: key, round: round, lineage: Set(a.lineage?.chain.map(\.version.hex) ?? []))
+                    let encoded = try CompressedUpdateFile.encode(update.delta, pipeline: pipeline, residual: previous?.values)
+                    try encoded.bytes.withUnsafeBytes { try CompressedUpdateFile.decode($0, pipeline: pipeline, into: update.delta) }
+                    left = encoded.residual.map { TopKResidual(key: key, round: round, baseVersion: a.model.sha256.hex, values: $0) }
+                }
                 var values = [Float](repeating: 0, count: selection.trainedCount)
                 var offset = 0
                 values.withUnsafeMutableBufferPointer { v in
@@ -91,7 +104,7 @@ extension SchoolAgent {
                         offset += spec.count
                     }
                 }
-                return (values, update.metrics)
+                return (values, update.metrics, left)
             }
         } catch {
             client.setActivity(.idle)
@@ -130,6 +143,10 @@ extension SchoolAgent {
             "weight": .int(Int(weight)),
         ]
         try schoolLog.append(logged)
+        // Top-k's new residual replaces the old one once the update is logged, before a byte is offered.
+        if let residual = trained.residual {
+            try await ComputeLane.run { try residual.save(to: self.residualFile) }
+        }
         var upload = PendingUpload(assignment: a, file: file, digest: digest, size: size, examples: data.count, metrics: trained.metrics)
         upload.maskedWith = masked.pairedWith.map { WireToken($0)! }
         try await deliver(upload, on: conn)
