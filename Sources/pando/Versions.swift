@@ -1,5 +1,6 @@
 import ArgumentParser
 import Foundation
+import PandoData
 import PandoLedger
 import PandoServices
 
@@ -190,19 +191,25 @@ struct VersionsCommand: ParsableCommand {
 
     struct Create: ParsableCommand {
         static let configuration = CommandConfiguration(
-            abstract: "Start a coordinator state folder from a base model folder (creates the signing key if needed).")
+            abstract: "Start a federation in a new state folder from a pretrained encoder folder, as pando-coordinator would.",
+            discussion: """
+            The task head is drawn with --seed, which must equal federation.seed in the coordinator.yaml that \
+            runs this state folder (default 42 in both): schools rebuild the same base version from their own \
+            copy of the model to check where each version comes from.
+            """)
         @OptionGroup var store: StoreOption
-        @Option(help: "Base Hugging Face model folder (config.json, model.safetensors, vocab.txt).") var model: String
-        @Option(help: "Federation id.") var federation: String
-        @Option(help: "Task name (e.g. sentiment).") var task: String
-        @Option(help: "Display name.") var name: String?
+        @Option(help: "Pretrained Hugging Face encoder folder (config.json, model.safetensors, the tokenizer files).") var model: String
+        @Option(help: "Federation id (coordinator.yaml's federation.id).") var federation: String
+        @Option(help: "classification, multi-label, regression or ordinal.") var task: TaskKind
+        @Option(parsing: .upToNextOption, help: "Class or level names in output order (none for regression).") var labels: [String] = []
+        @Option(help: "Seed of the newly drawn head tensors (coordinator.yaml's federation.seed).") var seed: UInt64 = 42
 
         func run() throws {
-            let ledger = try CoordinatorLedger(folder: store.url)
-            let staged = try ledger.store.stage(copyingFolder: URL(fileURLWithPath: model))
-            let v = try ledger.createFederation(id: federation, name: name ?? federation, task: task, base: staged)
-            print("federation \(federation): base version \(v.id)")
+            let id = try FederationStart.create(state: store.url, federationID: federation, baseModel: URL(fileURLWithPath: model),
+                                                task: task, labels: labels, seed: seed)
+            print("federation \(federation) (\(task.rawValue)\(labels.isEmpty ? "" : ": " + labels.joined(separator: ", "))): base version \(id)")
             print("audit public key: \(CoordinatorLedger.defaultKeyURL(in: store.url).path).pub")
+            print("run it with a coordinator.yaml naming federation.id \(federation), this task and labels, base_model \(model), seed \(seed), state \(store.store)")
         }
     }
 }

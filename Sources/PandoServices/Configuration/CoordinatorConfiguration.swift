@@ -229,12 +229,7 @@ public struct CoordinatorConfiguration: Sendable {
     func validate(file: String, labelsGiven: Bool) throws {
         func bad(_ field: String, _ why: String) -> ConfigurationError { ConfigurationError(file: file, field: field, why) }
         if task != .regression {
-            guard labelsGiven, labels.count >= task.minimumLabels else {
-                throw bad("federation.labels", task.minimumLabels == 2 ? "list at least two class or level names" : "list the label names")
-            }
-            if let dup = Dictionary(grouping: labels, by: { $0 }).first(where: { $0.value.count > 1 })?.key {
-                throw bad("federation.labels", "'\(dup)' is listed twice")
-            }
+            if let problem = FederationStart.labelProblem(task: task, labels: labelsGiven ? labels : []) { throw bad("federation.labels", problem) }
         }
         guard !federationID.isEmpty else { throw bad("federation.id", "must not be empty") }
         let r = rounds

@@ -1,0 +1,46 @@
+import Foundation
+import PandoData
+import PandoEngine
+import PandoLedger
+@testable import PandoServices
+import PandoTestSupport
+import XCTest
+
+/// `pando versions create` (issue 15, item 4): a federation started from a plain pretrained
+/// encoder folder is the one `pando-coordinator` continues, and schools accept its base version.
+final class FederationStartTests: XCTestCase {
+    func testCreatedFederationRunsWithTheCoordinator() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-start")
+        let state = work.appendingPathComponent("state")
+        let model = try TestFixtures.tinyModelFolder()
+        let base = try FederationStart.create(state: state, federationID: "test-federation", baseModel: model, task: .classification,
+                                              labels: Federation.labels, seed: 42)
+        XCTAssertTrue(Digest.isSHA256(base))
+        let ledger = try CoordinatorLedger(folder: state, readOnly: true)
+        XCTAssertEqual(try ledger.head()?.id, base)
+        XCTAssertEqual(try ledger.federation()?.task, "classification")
+        ledger.close()
+
+        var config = Federation.configuration(model: model, state: state, rounds: 1)
+        config.rounds.federatedEvaluation = false
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("start"))
+        let reports = try await federation.run()
+        let report = try XCTUnwrap(reports.first)
+        XCTAssertTrue(report.committed, "\(report.leftOut)")
+        XCTAssertEqual(report.baseVersion, base, "the coordinator continued the created federation")
+        XCTAssertEqual(report.accepted.count, 3, "every school rebuilt and accepted the created base version: \(report.leftOut)")
+
+        // The same rules as coordinator.yaml, and never over an existing state.
+        let other = work.appendingPathComponent("other")
+        for (task, labels, fragment) in [(TaskKind.classification, ["a"], "at least two"), (.classification, ["a", "b", "a"], "'a' is listed twice"),
+                                         (.regression, ["x", "y"], "no labels"), (.multiLabel, [], "list the label names")] {
+            XCTAssertThrowsError(try FederationStart.create(state: other, federationID: "f", baseModel: model, task: task, labels: labels, seed: 42)) {
+                XCTAssertTrue("\($0)".contains(fragment), "\($0)")
+            }
+        }
+        XCTAssertThrowsError(try FederationStart.create(state: state, federationID: "f", baseModel: model, task: .classification, labels: ["a", "b"], seed: 42)) {
+            XCTAssertTrue("\($0)".contains("already holds"), "\($0)")
+        }
+    }
+}
