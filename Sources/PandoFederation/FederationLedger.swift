@@ -3,6 +3,7 @@ import Foundation
 import PandoEngine
 import PandoLedger
 import PandoText
+import PandoTraining
 
 extension ModelUpdate {
     /// Hex SHA-256 of the update as it goes on the wire: the delta's Float32
@@ -74,9 +75,23 @@ public final class FederationLedger {
     public var auditLogURL: URL { ledger.auditURL }
     public var publicKeyURL: URL { CoordinatorLedger.defaultKeyURL(in: folder).appendingPathExtension("pub") }
 
+    /// Written as `pando-training.json` into every version this ledger stages (task, labels,
+    /// pooling, max length), so an exported version predicts as the federation evaluates it.
+    public var versionRecord: TrainingRecord?
+
     /// Writes `model` as a staged (not yet visible) version.
     public func stage(_ model: BertModel) throws -> StagedVersion {
-        try ledger.store.stage { try model.save(to: $0, copying: companionFiles) }
+        try ledger.store.stage { folder in
+            try model.save(to: folder, copying: companionFiles)
+            try writeVersionRecord(in: folder)
+        }
+    }
+
+    func writeVersionRecord(in folder: URL) throws {
+        guard let versionRecord else { return }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.prettyPrinted, .sortedKeys]
+        try AtomicFile.write(try encoder.encode(versionRecord), to: folder.appendingPathComponent(TrainingRecord.fileName))
     }
 
     /// File in a version folder holding the strategy's server state after the round
@@ -196,6 +211,7 @@ public final class FederationLedger {
         let state = strategy?.state ?? [:]
         let staged = try ledger.store.stage { folder in
             try global.save(to: folder, copying: companionFiles)
+            try writeVersionRecord(in: folder)
             guard let strategy, !state.isEmpty else { return }
             let tensors = state.keys.sorted().map { SafeTensors.Tensor(name: $0, shape: [state[$0]!.buffer.count], values: state[$0]!.buffer) }
             try SafeTensors.write(tensors, metadata: ["strategy": strategy.name, "parameters": Self.describe(strategy.parameters)],

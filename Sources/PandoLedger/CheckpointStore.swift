@@ -171,11 +171,12 @@ public struct CheckpointStore: Sendable {
         return leftovers
     }
 
-    /// The files of a Hugging Face model folder a version carries (a version may hold
-    /// more, such as a strategy's server state, which stays with the coordinator).
+    /// The files of a Hugging Face model folder a version carries, and Pando's record of how
+    /// to use it (`pando-training.json`: task, labels, pooling, max length). A version may hold
+    /// more, such as a strategy's server state, which stays with the coordinator.
     public static let huggingFaceFiles: Set<String> = [
         "config.json", weightsFile, "vocab.txt", "vocab.json", "merges.txt", "tokenizer.json", "tokenizer_config.json",
-        "special_tokens_map.json",
+        "special_tokens_map.json", "pando-training.json",
     ]
 
     /// Copies version `id` to `destination` as a Hugging Face folder

@@ -174,6 +174,20 @@ public struct TrainingRecord: Codable, Sendable {
     public var test: EvaluationMetrics?
     /// Differential privacy of the training run, when it had any.
     public var privacy: PrivacyRecord?
+    /// For a federated version: the federation it belongs to (then `data` and `epochs` are
+    /// empty: the training happened at the schools).
+    public var federation: String?
+
+    /// The record the coordinator writes into every global version: what `pando predict` and
+    /// `pando evaluate` need to use it as the federation does (task, labels, pooling, the
+    /// plan's max length).
+    public static func federatedVersion(federation: String, task: TaskKind, labels: [String], pooling: Pooling, maxLength: Int,
+                                        baseModel: String) -> TrainingRecord {
+        var options = TrainingOptions()
+        options.maxLength = maxLength
+        return TrainingRecord(task: task, labels: labels, pooling: pooling, maxLength: maxLength, options: options, baseModel: baseModel,
+                              data: [], earlyStoppingMetric: EvaluationMetrics.defaultMetric(for: task), federation: federation)
+    }
 
     public static func read(from folder: URL) throws -> TrainingRecord? {
         let url = folder.appendingPathComponent(fileName)

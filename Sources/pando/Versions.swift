@@ -203,10 +203,11 @@ struct VersionsCommand: ParsableCommand {
         @Option(help: "classification, multi-label, regression or ordinal.") var task: TaskKind
         @Option(parsing: .upToNextOption, help: "Class or level names in output order (none for regression).") var labels: [String] = []
         @Option(help: "Seed of the newly drawn head tensors (coordinator.yaml's federation.seed).") var seed: UInt64 = 42
+        @Option(help: "Tokens per text the versions are used with (coordinator.yaml's local.max_length).") var maxLength = 128
 
         func run() throws {
             let id = try FederationStart.create(state: store.url, federationID: federation, baseModel: URL(fileURLWithPath: model),
-                                                task: task, labels: labels, seed: seed)
+                                                task: task, labels: labels, seed: seed, maxLength: maxLength)
             print("federation \(federation) (\(task.rawValue)\(labels.isEmpty ? "" : ": " + labels.joined(separator: ", "))): base version \(id)")
             print("audit public key: \(CoordinatorLedger.defaultKeyURL(in: store.url).path).pub")
             print("run it with a coordinator.yaml naming federation.id \(federation), this task and labels, base_model \(model), seed \(seed), state \(store.store)")

@@ -2,6 +2,7 @@ import Foundation
 import PandoData
 import PandoEngine
 import PandoLedger
+import PandoTraining
 @testable import PandoServices
 import PandoTestSupport
 import XCTest
@@ -30,6 +31,17 @@ final class FederationStartTests: XCTestCase {
         XCTAssertTrue(report.committed, "\(report.leftOut)")
         XCTAssertEqual(report.baseVersion, base, "the coordinator continued the created federation")
         XCTAssertEqual(report.accepted.count, 3, "every school rebuilt and accepted the created base version: \(report.leftOut)")
+
+        // An exported version carries the federation's task, labels and max length: `pando predict` uses it as the federation does.
+        let export = work.appendingPathComponent("export")
+        let store = try CheckpointStore(folder: state.appendingPathComponent("versions"), readOnly: true)
+        try store.export(report.version, to: export)
+        let exported = try FineTunedModel(folder: export)
+        XCTAssertEqual(exported.record?.federation, "test-federation")
+        XCTAssertEqual(exported.maxLength, config.plan.maxLength)
+        XCTAssertEqual(exported.labels, Federation.labels)
+        XCTAssertEqual(exported.task, .classification)
+        XCTAssertNotNil(try TrainingRecord.read(from: store.folder(of: base)), "the created base version has one too")
 
         // The same rules as coordinator.yaml, and never over an existing state.
         let other = work.appendingPathComponent("other")

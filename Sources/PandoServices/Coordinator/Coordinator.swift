@@ -122,6 +122,8 @@ public final class Coordinator: @unchecked Sendable {
         let ledger = try FederationLedger(folder: cfg.stateFolder, federationID: cfg.federationID, tokenizerFolder: cfg.baseModel,
                                           newSigningKey: newSigningKey)
         defer { ledger.close() }
+        ledger.versionRecord = .federatedVersion(federation: cfg.federationID, task: cfg.task, labels: cfg.labels, pooling: head.pooling,
+                                                 maxLength: cfg.plan.maxLength, baseModel: cfg.baseModel.path)
         if ledger.ledger.signingKeyReplaced {
             logger.warning("created a new audit signing key for a state folder with a signed log, recorded as signingKeyReplaced: records from there on verify only with \(ledger.publicKeyURL.path); give it to the officers, who verify with both keys (pando audit verify --key OLD --key NEW)")
         }

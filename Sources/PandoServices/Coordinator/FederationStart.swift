@@ -24,7 +24,8 @@ public enum FederationStart {
 
     /// Creates the federation; returns the base version's id. Refuses a folder that already
     /// holds one, a label set that breaks the rule, and an int8 (inference-only) checkpoint.
-    public static func create(state: URL, federationID: String, baseModel: URL, task: TaskKind, labels: [String], seed: UInt64) throws -> String {
+    public static func create(state: URL, federationID: String, baseModel: URL, task: TaskKind, labels: [String], seed: UInt64,
+                              maxLength: Int = 128) throws -> String {
         if let problem = labelProblem(task: task, labels: labels) { throw RoundError("--labels: \(problem)") }
         guard !federationID.isEmpty else { throw RoundError("--federation: must not be empty") }
         if FileManager.default.fileExists(atPath: state.appendingPathComponent("state.sqlite").path) {
@@ -38,6 +39,8 @@ public enum FederationStart {
         try PrivateFiles.folder(state)
         let ledger = try FederationLedger(folder: state, federationID: federationID, tokenizerFolder: baseModel, newSigningKey: true)
         defer { ledger.close() }
+        ledger.versionRecord = .federatedVersion(federation: federationID, task: task, labels: head.labels, pooling: head.pooling,
+                                                 maxLength: maxLength, baseModel: baseModel.path)
         return try ledger.open(global: global, task: task.rawValue).version
     }
 }
