@@ -27,6 +27,12 @@ public struct LocalTrainingPlan: Sendable, Equatable, Codable {
     public var privacy: RoundPrivacy?
     /// How the school compresses its delta for the wire (``UpdatePipeline``); `none` sends Float32.
     public var compression: UpdateCompression = .none
+    /// Encoder layers 0..<freezeLayers are neither trained nor sent (a smaller update, and
+    /// under DP-SGD fewer noised values).
+    public var freezeLayers = 0
+    /// How the head reads the encoder (the federation's, fixed when it starts): with `cls` or
+    /// `mean` the pooler is unused, hence frozen and not sent.
+    public var pooling: Pooling = .pooler
 
     public init() {}
 }

@@ -27,9 +27,16 @@ public struct TensorSelection: Sendable, Equatable {
         trainedCount = trained.reduce(0) { $0 + $1.count }
     }
 
-    /// What `plan` trains of `layout`.
+    /// What `plan` trains of `layout`: all but the embedding tables (unless the plan trains
+    /// them), encoder layers 0..<`freezeLayers`, and the pooler when the head does not read it.
     public init(layout: ParameterLayout, plan: LocalTrainingPlan) {
-        self.init(layout: layout, frozen: plan.freezeEmbeddings ? Self.allFamiliesEmbeddingTables : [])
+        var frozen = plan.freezeEmbeddings ? Self.allFamiliesEmbeddingTables : []
+        var prefixes = (0..<plan.freezeLayers).flatMap { l in ModelFamily.allCases.map { $0.layerPrefix(l) } }
+        if plan.pooling != .pooler { prefixes += ModelFamily.allCases.map(\.poolerPrefix) }
+        if !prefixes.isEmpty {
+            frozen.formUnion(layout.tensors.map(\.name).filter { name in prefixes.contains { name.hasPrefix($0) } })
+        }
+        self.init(layout: layout, frozen: frozen)
     }
 
     /// Every tensor (nothing frozen).

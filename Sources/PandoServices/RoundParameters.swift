@@ -2,6 +2,7 @@ import Crypto
 import Dispatch
 import Foundation
 import PandoData
+import PandoEngine
 import PandoFederation
 import PandoWire
 
@@ -34,6 +35,8 @@ enum RoundParameters {
             p["dpDelta"] = dp.delta
         }
         p["compression"] = Double(plan.compression.code)
+        if plan.freezeLayers > 0 { p["freezeLayers"] = Double(plan.freezeLayers) }
+        p["pooling"] = Double(Pooling.allCases.firstIndex(of: plan.pooling)!)
         if case .topK(let density) = plan.compression { p["topkDensity"] = density }
         return p
     }
@@ -74,6 +77,9 @@ enum RoundParameters {
             guard delta > 0, delta < 1 else { throw RoundError("the assignment's dpDelta \(delta) is not in (0, 1)") }
             plan.privacy = RoundPrivacy(noiseMultiplier: sigma, maxGradientNorm: Float(clip), delta: delta)
         }
+        if parameters["freezeLayers"] != nil { plan.freezeLayers = try whole("freezeLayers", 0...1000) }
+        // Pooling by its index in `Pooling.allCases`; absent: the pooler (older coordinators).
+        if parameters["pooling"] != nil { plan.pooling = Pooling.allCases[try whole("pooling", 0...(Pooling.allCases.count - 1))] }
         // An assignment that does not say so wants the plain Float32 update (older coordinators).
         var code = 0
         if parameters["compression"] != nil { code = try whole("compression", 0...3) }

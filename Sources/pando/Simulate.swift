@@ -85,6 +85,8 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Secure aggregation: update values are clipped to ±this before the fixed-point encoding.") var secaggClip = 1.0
     @Option(help: "Secure aggregation: this many schools vanish in the first round (at the share, masked-input and unmasking stages in turn).")
     var secaggDropouts = 0
+    @Option(help: "Encoder layers 0..<N are neither trained nor sent.") var freezeLayers = 0
+    @Option(help: "How the head reads the encoder: pooler (the family's own head), cls or mean.") var pooling: Pooling = .pooler
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
     @Option(help: "Fraction of each school's shard kept for its federated evaluation (0: none).") var schoolValidationFraction = 0.1
@@ -130,7 +132,7 @@ struct SimulateCommand: AsyncParsableCommand {
 
         let folder = try model.resolve()
         let labels = task == .regression ? ["score"] : all.labels.names
-        let head = ClassifierHead(objective: task.objective, labels: labels)
+        let head = ClassifierHead(objective: task.objective, labels: labels, pooling: pooling)
         let tokenizer = try BertTokenizer(folder: folder)
         let maxLength = maxLength
         var config = CoordinatorConfiguration(
@@ -151,6 +153,8 @@ struct SimulateCommand: AsyncParsableCommand {
         config.plan.maxLength = maxLength
         config.plan.dropout = !noDropout
         config.plan.seed = seed
+        config.plan.freezeLayers = freezeLayers
+        config.plan.pooling = pooling
         switch compression {
         case .none: config.plan.compression = .none
         case .float16: config.plan.compression = .float16
@@ -273,6 +277,8 @@ struct SimulateCommand: AsyncParsableCommand {
             options.warmupRatio = 0.1
             options.patience = nil
             options.dropout = !noDropout
+            options.freezeLayers = freezeLayers
+            options.pooling = pooling
             let pooled = LabeledDataset(task: trainData.task, labels: trainData.labels,
                                         examples: members.flatMap(\.training.examples))
             let trainer = try Trainer(baseModel: folder, task: task, labels: trainData.labels, options: options)

@@ -17,6 +17,8 @@ final class RoundParametersTests: XCTestCase {
         plan.dropout = false
         plan.proximalMu = 0.05
         plan.seed = 12345
+        plan.freezeLayers = 4
+        plan.pooling = .mean
         let labels = LabelSetID(task: .classification, labels: ["a", "b"])
         let wire = RoundParameters.encode(plan, labels: labels)
         XCTAssertEqual(try RoundParameters.decode(wire), plan)

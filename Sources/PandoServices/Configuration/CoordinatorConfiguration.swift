@@ -143,6 +143,7 @@ public struct RoundSettings: Sendable, Equatable {
 ///   base_model: ../models/default   # a Hugging Face BERT folder
 ///   rounds: 5
 ///   seed: 42
+///   pooling: pooler                 # pooler | cls | mean: how the head reads the encoder
 /// selection: {fraction: 1.0, min_schools: 2, quorum: 2, round_deadline_seconds: 3600}
 /// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
 /// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
@@ -217,6 +218,7 @@ public struct CoordinatorConfiguration: Sendable {
         }
         if let l = file.local { config.plan = try l.apply(to: config.plan, file: url.path) }
         config.plan.seed = config.rounds.seed
+        config.plan.pooling = f.pooling ?? config.plan.pooling
         if let u = file.update { config.plan.compression = try u.compression(file: url.path) }
         if let s = file.strategy { config.strategy = s }
         if config.strategy.name == .dpFedAvg, config.strategy.expectedSchools == nil { config.strategy.expectedSchools = config.rounds.minSchools }
@@ -296,7 +298,8 @@ struct FederationSection: Decodable {
     var base_model: String
     var rounds: Int?
     var seed: UInt64?
-    enum Keys: String, CodingKey, CaseIterable { case id, task, labels, base_model, rounds, seed }
+    var pooling: Pooling?
+    enum Keys: String, CodingKey, CaseIterable { case id, task, labels, base_model, rounds, seed, pooling }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
@@ -306,6 +309,7 @@ struct FederationSection: Decodable {
         base_model = try c.decode(String.self, forKey: .base_model)
         rounds = try c.decodeIfPresent(Int.self, forKey: .rounds)
         seed = try c.decodeIfPresent(UInt64.self, forKey: .seed)
+        pooling = try c.decodeIfPresent(Pooling.self, forKey: .pooling)
     }
 }
 
@@ -341,7 +345,7 @@ struct LocalSection: Decodable {
     var privacy: PrivacySection?
     enum Keys: String, CodingKey, CaseIterable {
         case epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay, max_gradient_norm, dropout, linear_decay
-        case freeze_embeddings, privacy
+        case freeze_embeddings, privacy, freeze_layers
     }
     /// `local.privacy`: DP-SGD at every school.
     struct PrivacySection: Decodable {
@@ -387,6 +391,10 @@ struct LocalSection: Decodable {
         if let g = values[.max_gradient_norm] { p.maxGradientNorm = g > 0 ? Float(g) : nil }
         p.dropout = dropout ?? p.dropout
         p.linearDecay = linear_decay ?? p.linearDecay
+        if let n = try whole(.freeze_layers) {
+            guard n >= 0 else { throw ConfigurationError(file: file, field: "local.freeze_layers", "must not be negative") }
+            p.freezeLayers = n
+        }
         if let dp = privacy {
             guard dp.noise_multiplier > 0, dp.noise_multiplier <= 1000 else {
                 throw ConfigurationError(file: file, field: "local.privacy.noise_multiplier", "must be in (0, 1000]")

@@ -114,10 +114,13 @@ public final class Coordinator: @unchecked Sendable {
     /// listener, runs `configuration.rounds.rounds` rounds, and returns their reports.
     public func run() async throws -> [FederatedRoundReport] {
         let cfg = configuration
-        let head = ClassifierHead(objective: cfg.task.objective, labels: cfg.labels)
+        let head = ClassifierHead(objective: cfg.task.objective, labels: cfg.labels, pooling: cfg.plan.pooling)
         let global = try await ComputeLane.run { try BertModel.load(from: cfg.baseModel, head: head, seed: cfg.rounds.seed).0 }
         guard !global.inferenceOnly else {
             throw RoundError("\(cfg.baseModel.path) is an int8 checkpoint (pando quantize), for inference only: a federation starts from the float32 model")
+        }
+        guard cfg.plan.freezeLayers <= global.config.layers else {
+            throw RoundError("local.freeze_layers \(cfg.plan.freezeLayers) exceeds the model's \(global.config.layers) encoder layers")
         }
         let ledger = try FederationLedger(folder: cfg.stateFolder, federationID: cfg.federationID, tokenizerFolder: cfg.baseModel,
                                           newSigningKey: newSigningKey)

@@ -295,7 +295,7 @@ public final class SchoolAgent: @unchecked Sendable {
         let model: BertModel
         do {
             client.setActivity(.transferring)
-            model = try await fetchVersion(a, on: conn)
+            model = try await fetchVersion(a, pooling: plan.pooling, on: conn)
         } catch TransportError.transferFailed(let why) {
             client.setActivity(.idle)
             return try await decline(a, reason: "the global version could not be fetched (\(why))", code: "fetch-failed", on: conn, status: .failed)
@@ -317,7 +317,7 @@ public final class SchoolAgent: @unchecked Sendable {
 
     /// The version's weights: from the cache if they still hash to the version id, else
     /// fetched by hash (resuming a partial download).
-    func fetchVersion(_ a: RoundAssignment, on conn: PandoConnection) async throws -> BertModel {
+    func fetchVersion(_ a: RoundAssignment, pooling: Pooling = .pooler, on conn: PandoConnection) async throws -> BertModel {
         let sha = a.model.sha256.hex
         let folder = configuration.cache.appendingPathComponent("versions/\(sha)", isDirectory: true)
         let weights = folder.appendingPathComponent("model.safetensors")
@@ -344,7 +344,8 @@ public final class SchoolAgent: @unchecked Sendable {
             try fm.copyItem(at: baseConfig, to: configCopy)
             try PrivateFiles.restrict(configCopy)
         }
-        let head = self.head
+        // The federation's pooling (the plan says it): the head reads the encoder as the coordinator's does.
+        let head = ClassifierHead(objective: self.head.objective, labels: self.head.labels, pooling: pooling)
         return try await ComputeLane.run {
             let (model, report) = try BertModel.load(from: folder, head: head)
             guard report.initialized.isEmpty else {
