@@ -21,14 +21,25 @@ struct ClientCommand: AsyncParsableCommand {
         mutual TLS and answers its rounds until stopped: fetch the global version by hash, \
         fine-tune locally, send the delta, log what was sent to the school's own log. The data \
         never leaves this machine. Reconnects with backoff if the connection drops.
+
+        SIGTERM or SIGINT stops it cleanly: the agent is cancelled and its connection closes (the \
+        coordinator leaves the school out of an open round and records why), and the process exits 0; a \
+        second signal exits at once with 128 + the signal number. Logs go to standard error, one line per \
+        event, in --log-format (journald under systemd, json for log collectors); never student text.
+
+        Exit status: 0 a clean stop on SIGTERM/SIGINT; 1 a failure while running (gave up after \
+        --max-attempts failed connections, the school's log could not be written); 64 a bad option, \
+        configuration file or data set; 130 / 143 a second SIGINT / SIGTERM during the stop.
         """)
 
     @Option(help: "The school's configuration file (YAML).") var config: String
     @Option(help: "Give up after this many failed connection attempts in a row (default: never).") var maxAttempts: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: Logger.Level = .info
+    @Option(help: "Log lines: journald (<N> syslog priority prefix), json (one object per line: time, level, logger, event), console; auto: journald when standard error is the journal (JOURNAL_STREAM), else console.")
+    var logFormat: LogFormat = .auto
 
     func run() async throws {
-        ServiceConsole.bootstrap(level: logLevel)
+        ServiceConsole.bootstrap(level: logLevel, format: logFormat)
         ServiceConsole.announceKernels(Logger(label: "pando.client"))
         let configuration: SchoolConfiguration
         let agent: SchoolAgent
@@ -36,7 +47,7 @@ struct ClientCommand: AsyncParsableCommand {
             configuration = try SchoolConfiguration.load(from: URL(fileURLWithPath: config))
             agent = try SchoolAgent(configuration: configuration, logger: Logger(label: "pando.client"))
         } catch {
-            throw ValidationError("\(error)")
+            throw failed(error, status: .validationFailure)
         }
         say("data: \(agent.trainingExamples) training and \(agent.validationExamples) validation examples; "
               + "coordinator \(configuration.transport.coordinatorHost):\(configuration.transport.port); "
@@ -66,10 +77,20 @@ struct ClientCommand: AsyncParsableCommand {
         }
         do { try await running.value } catch is CancellationError {
             say("stopped")
+        } catch {
+            throw failed(error, status: .failure)
         }
     }
 }
 
+/// Logs why the service stops (one event in the chosen log format) and gives the documented
+/// exit status: 64 for a bad configuration or data set, 1 for a failure while running.
+func failed(_ error: Error, status: ExitCode) -> ExitCode {
+    Logger(label: "pando.client").critical("stopping: \(error)")
+    return status
+}
+
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension LogFormat: ExpressibleByArgument {}
 
 func say(_ line: String) { ServiceConsole.say(line) }

@@ -23,20 +23,32 @@ struct CoordinatorCommand: AsyncParsableCommand {
         version's hash and the training plan, validate and aggregate their weight deltas, commit a \
         new version when the quorum arrives by the deadline, then ask the schools to evaluate it. \
         Restarting continues the federation from its last committed version.
+
+        SIGTERM or SIGINT stops it cleanly: the open round is aborted with the signal as its reason \
+        (recorded in the audit log and state.sqlite), the schools are told, and the process exits 0; a \
+        second signal exits at once with 128 + the signal number. Logs go to standard error, one line per \
+        event, in --log-format (journald under systemd, json for log collectors); they hold counts, \
+        identifiers, hashes and reasons, never student text.
+
+        Exit status: 0 the configured rounds ran, or a clean stop on SIGTERM/SIGINT; 1 a failure while \
+        running (the listener could not bind, the state folder could not be read or written); 64 a bad \
+        option or configuration file; 130 / 143 a second SIGINT / SIGTERM during the stop.
         """)
 
     @Option(help: "The federation's configuration file (YAML).") var config: String
     @Option(help: "Rounds to run (overrides federation.rounds).") var rounds: Int?
     @Option(help: "Log level: trace, debug, info, notice, warning, error.") var logLevel: Logger.Level = .info
+    @Option(help: "Log lines: journald (<N> syslog priority prefix), json (one object per line: time, level, logger, event), console; auto: journald when standard error is the journal (JOURNAL_STREAM), else console.")
+    var logFormat: LogFormat = .auto
     @Flag(help: "Create a new audit signing key when the state folder's keys/coordinator.key is lost (refused without it). That start writes a signingKeyReplaced record naming the new public key's hash; verify the log with both keys (pando audit verify --key OLD --key NEW).")
     var newSigningKey = false
 
     func run() async throws {
-        ServiceConsole.bootstrap(level: logLevel)
+        ServiceConsole.bootstrap(level: logLevel, format: logFormat)
         ServiceConsole.announceKernels(Logger(label: "pando.coordinator"))
         var configuration: CoordinatorConfiguration
         do { configuration = try CoordinatorConfiguration.load(from: URL(fileURLWithPath: config)) } catch {
-            throw ValidationError("\(error)")
+            throw failed(error, status: .validationFailure)
         }
         if let rounds {
             guard rounds >= 1 else { throw ValidationError("--rounds must be at least 1") }
@@ -64,7 +76,8 @@ struct CoordinatorCommand: AsyncParsableCommand {
             }
         }
         defer { statusTask?.cancel() }
-        let reports = try await coordinator.run()
+        let reports: [FederatedRoundReport]
+        do { reports = try await coordinator.run() } catch { throw failed(error, status: .failure) }
         say("done: \(reports.filter(\.committed).count) of \(reports.count) rounds committed; audit log \(configuration.stateFolder.appendingPathComponent("audit.jsonl").path)")
     }
 }
@@ -89,6 +102,14 @@ extension CoordinatorCommand {
     }
 }
 
+/// Logs why the service stops (one event in the chosen log format) and gives the documented
+/// exit status: 64 for a bad configuration, 1 for a failure while running.
+func failed(_ error: Error, status: ExitCode) -> ExitCode {
+    Logger(label: "pando.coordinator").critical("stopping: \(error)")
+    return status
+}
+
 extension Logger.Level: @retroactive ExpressibleByArgument {}
+extension LogFormat: ExpressibleByArgument {}
 
 func say(_ line: String) { ServiceConsole.say(line) }

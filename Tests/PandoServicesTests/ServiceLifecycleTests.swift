@@ -99,4 +99,74 @@ final class ServiceLifecycleTests: XCTestCase {
         XCTAssertNil(try ledger.roundInFlight())
         XCTAssertEqual(ledger.recovery.abortedRounds, [], "a restart finds nothing it has to abort")
     }
+
+    /// The `pando-coordinator` executable itself, logging JSON: SIGTERM mid-round ends it with
+    /// the documented status 0 after the round is recorded as aborted, and every line it wrote
+    /// on standard error and standard output is one JSON event with time, level and event.
+    func testCoordinatorExecutableExitsZeroOnSIGTERMAndLogsJSONLines() throws {
+        let executable = try ChildProcesses.testBinary().deletingLastPathComponent().appendingPathComponent("pando-coordinator")
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw XCTSkip("\(executable.path) is not built (swift build builds it before swift test --skip-build)")
+        }
+        let fixture = try ChildCoordinatorFixture(prefix: "pando-sigterm-exe", federationID: "signal-exe") { _ in 60 }
+        let out = fixture.work.appendingPathComponent("stdout"), err = fixture.work.appendingPathComponent("stderr")
+        for f in [out, err] { FileManager.default.createFile(atPath: f.path, contents: nil) }
+        let child = Process()
+        child.executableURL = executable
+        child.arguments = ["--config", fixture.configURL.path, "--log-format", "json"]
+        child.standardOutput = try FileHandle(forWritingTo: out)
+        child.standardError = try FileHandle(forWritingTo: err)
+        try child.run()
+        let start = Date()
+        func underWay() -> Bool {
+            let e = fixture.events()
+            return e.contains("roundCommitted") && (e.last == "schoolSelected" || e.last == "updateReceived")
+        }
+        while !underWay(), child.isRunning, Date().timeIntervalSince(start) < 90 { usleep(2000) }
+        XCTAssertTrue(underWay(), "no round under way after a committed one: \(fixture.events())")
+        kill(child.processIdentifier, SIGTERM)
+        let stopped = Date()
+        while child.isRunning, Date().timeIntervalSince(stopped) < 60 { usleep(10_000) }
+        if child.isRunning { kill(child.processIdentifier, SIGKILL) }
+        child.waitUntilExit()
+        XCTAssertEqual(child.terminationReason, .exit)
+        XCTAssertEqual(child.terminationStatus, 0, "the documented status of a clean stop")
+        let aborted = try AuditRecord.readAll(fixture.audit).0.filter { $0.event == .roundAborted }
+        XCTAssertEqual(aborted.count, 1)
+        XCTAssertTrue(aborted.first?.reason?.contains("SIGTERM") ?? false)
+        var events: [String] = []
+        for file in [err, out] {
+            let lines = try String(contentsOf: file, encoding: .utf8).split(separator: "\n")
+            XCTAssertFalse(lines.isEmpty, "\(file.lastPathComponent) is empty")
+            for line in lines {
+                guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                      o["time"] is String, o["level"] is String, let event = o["event"] as? String else {
+                    XCTFail("\(file.lastPathComponent): not a JSON event line: \(line.prefix(200))")
+                    continue
+                }
+                events.append(event)
+            }
+        }
+        XCTAssertTrue(events.contains { $0.hasPrefix("SIGTERM: stopping") }, events.joined(separator: "\n"))
+        XCTAssertTrue(events.contains { $0.hasPrefix("done: ") }, events.joined(separator: "\n"))
+    }
+
+    /// A configuration the coordinator cannot read: exit status 64 (what the systemd unit does not
+    /// restart after), said as one JSON event like every other line.
+    func testCoordinatorExecutableExits64OnABadConfigurationWithAJSONEvent() throws {
+        let executable = try ChildProcesses.testBinary().deletingLastPathComponent().appendingPathComponent("pando-coordinator")
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw XCTSkip("\(executable.path) is not built (swift build builds it before swift test --skip-build)")
+        }
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-bad-config")
+        let config = work.appendingPathComponent("coordinator.yaml")
+        try "federation: {id: x, task: classification}\nunknown_section: 1\n".write(to: config, atomically: true, encoding: .utf8)
+        let r = try Program.run(executable.path, ["--config", config.path, "--log-format", "json"], limit: 60)
+        XCTAssertEqual(r.status, 64)
+        let lines = r.errors.split(separator: "\n")
+        XCTAssertFalse(lines.isEmpty)
+        let objects = lines.compactMap { (try? JSONSerialization.jsonObject(with: Data($0.utf8))) as? [String: Any] }
+        XCTAssertEqual(objects.count, lines.count, "every line a JSON event: \(r.errors)")
+        XCTAssertTrue(objects.contains { $0["level"] as? String == "critical" && ($0["event"] as? String ?? "").contains(config.path) }, r.errors)
+    }
 }
