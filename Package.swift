@@ -133,11 +133,27 @@ let package = Package(
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),
+        // `pando serve`: HTTP inference (Hugging Face Inference API shape) for a checkpoint folder or
+        // a version of a coordinator's store, with dynamic batching, limits and back-pressure.
+        .target(
+            name: "PandoServe",
+            dependencies: [
+                "PandoEngine", "PandoData", "PandoTraining", "PandoLedger", "PandoServices", "PandoStatus",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "HummingbirdCore", package: "hummingbird"),
+                .product(name: "HummingbirdTLS", package: "hummingbird"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOConcurrencyHelpers", package: "swift-nio"),
+                .product(name: "NIOSSL", package: "swift-nio-ssl"),
+                .product(name: "Logging", package: "swift-log"),
+            ]
+        ),
         .executableTarget(
             name: "pando",
             dependencies: [
                 "PandoEngine", "PandoText", "PandoData", "PandoTraining", "PandoFederation",
-                "PandoCertificates", "PandoLedger", "PandoServices", "PandoTransport", "PandoStatus",
+                "PandoCertificates", "PandoLedger", "PandoServices", "PandoTransport", "PandoStatus", "PandoServe",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
                 .product(name: "Logging", package: "swift-log"),
             ]
@@ -189,6 +205,13 @@ let package = Package(
                 "PandoStatus", "PandoServices", "PandoLedger", "PandoFederation", "PandoData", "PandoCertificates", "PandoTestSupport",
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "Yams", package: "Yams"),
+            ]
+        ),
+        .testTarget(
+            name: "PandoServeTests",
+            dependencies: [
+                "PandoServe", "PandoTraining", "PandoEngine", "PandoData", "PandoLedger", "PandoTestSupport",
+                .product(name: "Logging", package: "swift-log"),
             ]
         ),
         .testTarget(

@@ -34,7 +34,7 @@ public final class StatusServer: Sendable {
     let monitor: CoordinatorMonitor
     public let metrics: StatusMetrics
     let logger: Logger
-    let tokenDigest: SHA256Digest?
+    let credentials: ListenerCredentials
     let snapshot: Snapshot
 
     public static let maxConnections = 64
@@ -50,40 +50,12 @@ public final class StatusServer: Sendable {
         self.monitor = monitor
         self.logger = logger
         metrics = StatusMetrics(monitor: monitor)
-        tokenDigest = try settings.tokenFile.map { SHA256.hash(data: Data(try Self.readToken($0).utf8)) }
+        credentials = try ListenerCredentials(tokenFile: settings.tokenFile, field: "status.token_file")
         snapshot = Snapshot(interval: Self.refreshInterval)
     }
 
-    /// The token in `url`: one line of at least 16 characters, in a file that neither group
-    /// nor others may read or write.
-    static func readToken(_ url: URL) throws -> String {
-        let attributes: [FileAttributeKey: Any]
-        do { attributes = try FileManager.default.attributesOfItem(atPath: url.path) } catch {
-            throw StatusError("status.token_file: \(url.path) cannot be read (\(error.localizedDescription))")
-        }
-        let mode = (attributes[.posixPermissions] as? NSNumber)?.intValue ?? 0o777
-        guard mode & 0o077 == 0 else {
-            throw StatusError("status.token_file: \(url.path) has mode \(String(mode, radix: 8)); only its owner may read it (chmod 600)")
-        }
-        guard let text = try? String(contentsOf: url, encoding: .utf8) else {
-            throw StatusError("status.token_file: \(url.path) is not UTF-8 text")
-        }
-        let token = text.trimmingCharacters(in: .whitespacesAndNewlines)
-        guard token.count >= 16, !token.contains(where: { $0.isWhitespace }) else {
-            throw StatusError("status.token_file: \(url.path) must hold one token of at least 16 characters, without spaces")
-        }
-        return token
-    }
-
     /// Whether an `Authorization` header carries the token (SHA-256 of both, compared in constant time).
-    func authorised(_ header: String?) -> Bool {
-        guard let tokenDigest else { return true }
-        guard let header, header.hasPrefix("Bearer ") else { return false }
-        let given = SHA256.hash(data: Data(header.dropFirst("Bearer ".count).utf8))
-        var difference: UInt8 = 0
-        for (a, b) in zip(given, tokenDigest) { difference |= a ^ b }
-        return difference == 0
-    }
+    func authorised(_ header: String?) -> Bool { credentials.authorised(header) }
 
     /// The current document, rebuilt when the last one is older than `refreshInterval`.
     func document() throws -> StatusDocument {
@@ -93,19 +65,8 @@ public final class StatusServer: Sendable {
     /// The TLS configuration, when `settings` asks for TLS.
     func tlsConfiguration() throws -> TLSConfiguration? {
         guard let certificate = settings.certificate, let key = settings.privateKey else { return nil }
-        do {
-            var tls = TLSConfiguration.makeServerConfiguration(
-                certificateChain: try NIOSSLCertificate.fromPEMFile(certificate.path).map { .certificate($0) },
-                privateKey: .privateKey(try NIOSSLPrivateKey(file: key.path, format: .pem)))
-            tls.minimumTLSVersion = .tlsv12
-            if let ca = settings.clientCA {
-                tls.certificateVerification = .noHostnameVerification
-                tls.trustRoots = .certificates(try NIOSSLCertificate.fromPEMFile(ca.path))
-            }
-            return tls
-        } catch {
-            throw StatusError("status.certificate / status.key / status.client_ca: \(error)")
-        }
+        return try ListenerCredentials.tlsConfiguration(certificate: certificate, key: key, clientCA: settings.clientCA,
+                                                        field: "status.certificate / status.key / status.client_ca")
     }
 
     /// Serves until cancelled; `onListening` gets the bound port (useful with port 0).
@@ -168,7 +129,7 @@ public final class StatusServer: Sendable {
 
     /// Hummingbird logs every request at debug level with its path and headers: keep it at
     /// notice so an Authorization header never reaches a log.
-    static func serverLogger(_ base: Logger) -> Logger {
+    public static func serverLogger(_ base: Logger) -> Logger {
         var l = base
         l.logLevel = max(base.logLevel, .notice)
         return l

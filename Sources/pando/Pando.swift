@@ -15,7 +15,7 @@ struct Pando: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "pando",
         abstract: "Federated fine-tuning of BERT-family text classifiers for school districts.",
-        subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, PredictCommand.self, EmbedCommand.self, QuantizeCommand.self, SimulateCommand.self, CertsCommand.self, Bench.self, VersionsCommand.self, AuditCommand.self])
+        subcommands: [DemoCommand.self, TrainCommand.self, EvaluateCommand.self, PredictCommand.self, EmbedCommand.self, QuantizeCommand.self, SimulateCommand.self, CertsCommand.self, Bench.self, VersionsCommand.self, AuditCommand.self, ServeCommand.self])
 }
 
 /// Writes a progress line to standard error after flushing standard output, so the two
