@@ -210,7 +210,7 @@ let package = Package(
         .testTarget(
             name: "PandoServeTests",
             dependencies: [
-                "PandoServe", "PandoTraining", "PandoEngine", "PandoData", "PandoLedger", "PandoTestSupport",
+                "PandoServe", "PandoTraining", "PandoEngine", "PandoData", "PandoLedger", "PandoCertificates", "PandoTestSupport",
                 .product(name: "Logging", package: "swift-log"),
             ]
         ),

@@ -238,9 +238,9 @@ struct ServeResponder: HTTPResponder {
         let elapsed = ContinuousClock.now - start
         let ms = Double(elapsed.components.seconds) * 1e3 + Double(elapsed.components.attoseconds) / 1e15
         let method = TerminalText.safe(String(request.method.rawValue.prefix(16))), path = InferenceServer.loggedPath(request.uri.path), status = response.status.code
-        server.logger.info("\(method) \(path) \(status) \(String(format: "%.1f", ms)) ms\(inputs.map { " inputs=\($0)" } ?? "")",
-                           metadata: ["method": "\(method)", "path": "\(path)", "status": "\(status)",
-                                      "latency_ms": "\(String(format: "%.2f", ms))", "inputs": "\(inputs ?? 0)"])
+        var metadata: Logger.Metadata = ["method": "\(method)", "path": "\(path)", "status": "\(status)", "latency_ms": "\(String(format: "%.2f", ms))"]
+        if let inputs { metadata["inputs"] = "\(inputs)" }
+        server.logger.info("\(method) \(path) \(status) \(String(format: "%.1f", ms)) ms\(inputs.map { " inputs=\($0)" } ?? "")", metadata: metadata)
         return response
     }
 }

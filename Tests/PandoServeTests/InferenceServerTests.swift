@@ -2,6 +2,7 @@ import Foundation
 import Logging
 import PandoData
 import PandoEngine
+import PandoCertificates
 import PandoLedger
 import PandoTestSupport
 import PandoTraining
@@ -40,11 +41,12 @@ final class RunningServer {
     private let finished = DispatchSemaphore(value: 0)
     private let failure = LockedBox<Error?>(nil)
 
-    init(model: ServedModel, configure: (inout ServeSettings) -> Void = { _ in }) throws {
+    init(model: ServedModel, logger: Logger = Logger(label: "serve-test", factory: { _ in SwiftLogNoOpLogHandler() }),
+         configure: (inout ServeSettings) -> Void = { _ in }) throws {
         var settings = ServeSettings()
         settings.port = 0
         configure(&settings)
-        server = try InferenceServer(model: model, settings: settings, logger: Logger(label: "serve-test", factory: { _ in SwiftLogNoOpLogHandler() }))
+        server = try InferenceServer(model: model, settings: settings, logger: logger)
         let port = LockedBox(0)
         let ready = DispatchSemaphore(value: 0)
         let server = server, finished = finished, failure = failure
@@ -84,10 +86,11 @@ final class LockedBox<T>: @unchecked Sendable {
 final class InferenceServerTests: XCTestCase {
     static let labels = ["negative", "neutral", "positive"]
 
-    func classifier(_ configure: (inout ServeSettings) -> Void = { _ in }) throws -> (RunningServer, ServedModel) {
+    func classifier(logs: LogCapture? = nil, _ configure: (inout ServeSettings) -> Void = { _ in }) throws -> (RunningServer, ServedModel) {
         let folder = try TinyCheckpoint.folder("softmax", labels: Self.labels, problem: "single_label_classification")
         let model = try ServedModel(reference: folder.path, store: nil, int8: false, maxBatchSequences: 64)
-        return (try RunningServer(model: model, configure: configure), model)
+        let logger = logs?.logger("pando.serve") ?? Logger(label: "serve-test", factory: { _ in SwiftLogNoOpLogHandler() })
+        return (try RunningServer(model: model, logger: logger, configure: configure), model)
     }
 
     /// Label → score of one answer list, checking it is sorted highest first.
@@ -197,8 +200,18 @@ final class InferenceServerTests: XCTestCase {
     }
 
     func testHostileRequestsGetJSONErrorsNamingTheProblem() throws {
-        let (running, _) = try classifier { $0.limits = ServeLimits(maxBodyBytes: 64 << 10, maxInputs: 8, maxTextBytes: 2000) }
-        defer { XCTAssertTrue(running.stop()) }
+        let logs = LogCapture()
+        let (running, _) = try classifier(logs: logs) { $0.limits = ServeLimits(maxBodyBytes: 64 << 10, maxInputs: 8, maxTextBytes: 2000) }
+        defer {
+            XCTAssertTrue(running.stop())
+            // The access log: a line per request with status and input count, and never a text or a body.
+            XCTAssertTrue(logs.contains("POST /predict 400"), logs.lines.joined(separator: "\n"))
+            XCTAssertTrue(logs.contains("POST /predict 200"))
+            XCTAssertTrue(logs.contains("inputs=1"))
+            for planted in ["tok1", "unterminated", "hello", "fine"] {
+                XCTAssertFalse(logs.contains(planted), "'\(planted)' reached the log")
+            }
+        }
         func check(_ request: Data, _ status: Int, _ mentions: String, line: UInt = #line) {
             guard let answer = running.send(request) else { return XCTFail("no answer", line: line) }
             XCTAssertEqual(answer.status, status, String(decoding: answer.body.prefix(300), as: UTF8.self), line: line)
@@ -332,6 +345,33 @@ final class InferenceServerTests: XCTestCase {
         XCTAssertThrowsError(try ServedModel(reference: store.appendingPathComponent("missing").path, store: nil, int8: false, maxBatchSequences: 8)) {
             XCTAssertTrue("\($0)".contains("--store"), "\($0)")
         }
+    }
+
+    /// Over TLS (curl as the client): the district-style certificate is served, a POST is
+    /// answered, and plain HTTP to the TLS port gets nothing; with TLS any address validates.
+    func testTLS() throws {
+        let curl = try Program.require("curl", package: "curl")
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-serve-tls")
+        let ca = try CertificateAuthority.initialise(at: work.appendingPathComponent("ca"), districtName: "Serve test")
+        try ca.issueCoordinator(hosts: ["127.0.0.1"])
+        let certs = CertificateAuthority.coordinatorDirectory(work.appendingPathComponent("ca"))
+        var settings = ServeSettings()
+        settings.host = "0.0.0.0"
+        settings.certificate = certs.appendingPathComponent("coordinator.pem")
+        settings.privateKey = certs.appendingPathComponent("coordinator-key.pem")
+        XCTAssertNoThrow(try settings.validate())
+        let (running, model) = try classifier {
+            $0.certificate = settings.certificate
+            $0.privateKey = settings.privateKey
+        }
+        defer { XCTAssertTrue(running.stop()) }
+        let r = try Program.run(curl, ["-s", "--max-time", "20", "--cacert", work.appendingPathComponent("ca/ca.pem").path,
+                                       "-H", "Content-Type: application/json", "-d", #"{"inputs": "tok5 tok6"}"#,
+                                       "https://127.0.0.1:\(running.port)/predict"])
+        XCTAssertEqual(r.status, 0, r.errors)
+        let lists = try XCTUnwrap(try JSONSerialization.jsonObject(with: r.output) as? [Any])
+        assertClose(scores(lists.first), expected(model, ["tok5 tok6"])[0])
+        XCTAssertNil(running.send(RawHTTP.post("/predict", json: #"{"inputs": "tok5"}"#)), "plain HTTP to the TLS port")
     }
 
     func testOffLoopbackNeedsTLSAndATokenIsChecked() throws {
