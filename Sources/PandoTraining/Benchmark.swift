@@ -105,7 +105,7 @@ public enum Benchmark {
     /// `privately`, each step is DP-SGD's (per-example clipping at 1, noise σ = 1 from the
     /// cryptographic generator) over the batch as one Poisson sample would give it.
     public static func train(model: BertModel, name: String, batches: [PackedBatch], warmup: Int,
-                             frozen: Set<String> = [], privately: Bool = false) -> Report {
+                             frozen: Set<String> = [], privately: Bool = false, flopFactor: Double = 3) -> Report {
         let capacity = BatchCapacity(
             sequences: batches.map(\.count).max() ?? 1, length: batches.map(\.maxLength).max() ?? 1,
             tokens: batches.map(\.tokenCount).max() ?? 1)
@@ -133,7 +133,7 @@ public enum Benchmark {
         let start = DispatchTime.now().uptimeNanoseconds
         for batch in batches { step(batch) }
         let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-        return report(kind: privately ? "train-dp" : "train", model: name, batches: batches, seconds: seconds, flopFactor: 3, flops: model,
+        return report(kind: privately ? "train-dp" : "train", model: name, batches: batches, seconds: seconds, flopFactor: flopFactor, flops: model,
                       firstTokensOnly: model.head.pooling != .mean)
     }
 

@@ -33,9 +33,15 @@ public final class Trainer {
             throw TrainingError("\(task.rawValue) needs at least \(task.minimumLabels) labels; found \(labels.count)")
         }
         let head = ClassifierHead(objective: task.objective, labels: task == .regression ? ["score"] : labels.names, pooling: options.pooling)
-        (model, loadReport) = try BertModel.load(from: baseModel, head: head, seed: options.seed)
-        guard !model.inferenceOnly else {
+        let (base, loadReport) = try BertModel.load(from: baseModel, head: head, seed: options.seed)
+        self.loadReport = loadReport
+        guard !base.inferenceOnly else {
             throw TrainingError("\(baseModel.path) is an int8 checkpoint (pando quantize), for inference only: train from the float32 folder it was made from")
+        }
+        if let lora = options.lora {
+            do { model = try BertModel(lora: lora, base: base, seed: options.seed) } catch { throw TrainingError("\(error)") }
+        } else {
+            model = base
         }
         tokenizer = try BertTokenizer(folder: baseModel)
         guard tokenizer.vocabularySize <= model.config.vocabSize else {
@@ -57,6 +63,8 @@ public final class Trainer {
         // A head that does not pool through the pooler never reads it: without this, weight
         // decay (and under DP-SGD, noise) would move weights nothing trains.
         if options.pooling != .pooler { frozen.formUnion(model.poolerTensorNames) }
+        // LoRA: every base tensor but the head.
+        if model.lora != nil { frozen.formUnion(model.loraFrozenTensors) }
         return frozen
     }
 
@@ -156,6 +164,10 @@ public final class Trainer {
         progress.log("training \(task.rawValue) on \(train.count) examples (\(stepsPerEpoch) batches of \(options.batchSize) per epoch, \(options.epochs) epochs, warm-up \(warmup) of \(totalSteps) updates), validating on \(validation.count)")
         if !loadReport.initialized.isEmpty { progress.log("initialised: \(loadReport.initialized.joined(separator: ", "))") }
         if !tuner.frozen.isEmpty { progress.log("frozen: \(tuner.frozen.count) tensors") }
+        if let lora = model.lora {
+            let trained = model.layout.tensors.filter { !tuner.frozen.contains($0.name) }.reduce(0) { $0 + $1.count }
+            progress.log("LoRA: rank \(lora.rank), α \(lora.alpha), dropout \(lora.dropout) on \(lora.targets.map(\.rawValue).joined(separator: ", ")); \(trained) of \(model.parameterCount) parameters trained")
+        }
         if let (dp, rate, _) = privateSteps {
             let planned = try PrivacyRecord(samplingRate: rate, noiseMultiplier: Double(dp.noiseMultiplier), steps: totalSteps,
                                             maxGradientNorm: Double(dp.maxGradientNorm), delta: options.privacy!.delta)
@@ -261,7 +273,15 @@ public final class Trainer {
     func saveCheckpoint(_ record: TrainingRecord, to output: URL) throws {
         let files = BertTokenizer.folderFiles.map { baseModel.appendingPathComponent($0) }
             .filter { FileManager.default.fileExists(atPath: $0.path) }
-        try model.save(to: output, copying: files, metadata: ["pando_epoch": "\(record.bestEpoch ?? 0)", "pando_task": task.rawValue])
+        let metadata = ["pando_epoch": "\(record.bestEpoch ?? 0)", "pando_task": task.rawValue]
+        if model.lora != nil {
+            // The merged plain model, which pando predict/evaluate and transformers load, and
+            // the adapter in PEFT's format beside it.
+            try model.mergedLoRA().save(to: output, copying: files, metadata: metadata)
+            try model.savePEFTAdapter(to: output, baseModel: baseModel.standardizedFileURL.resolvingSymlinksInPath().path)
+        } else {
+            try model.save(to: output, copying: files, metadata: metadata)
+        }
         try writeRecord(record, to: output)
     }
 

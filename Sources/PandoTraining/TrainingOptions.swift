@@ -57,6 +57,8 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
     public var evaluationBatchSize = 64
     /// Example-level differential privacy (DP-SGD); nil trains without it.
     public var privacy: PrivacyOptions?
+    /// LoRA adapters instead of full fine-tuning; nil trains every weight.
+    public var lora: LoRAConfig?
 
     public init() {}
 
@@ -72,6 +74,10 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         guard freezeLayers >= 0 else { throw bad("--freeze-layers must not be negative") }
         if let patience, patience < 1 { throw bad("--patience must be at least 1") }
         if let r = scoreRange, r.count != 2 || r[0] >= r[1] { throw bad("score range must be two increasing integers") }
+        if let lora {
+            do { try lora.validate() } catch { throw bad("\(error)") }
+            if freezeLayers > 0 { throw bad("--freeze-layers cannot be combined with --lora-rank: LoRA already freezes every base weight") }
+        }
         if let privacy {
             try privacy.validate()
             if oversample { throw bad("--oversample repeats examples, so one student's text could count several times in a step; it cannot be combined with differential privacy") }

@@ -71,12 +71,42 @@ struct Bench: ParsableCommand {
         @Option(help: "Sequences per batch.") var batchSize = 32
         @Flag(help: "DP-SGD steps: per-example clipping and Gaussian noise (σ = 1, C = 1).") var dp = false
         @Flag(help: "Do not train the embedding tables (as federated rounds do).") var freezeEmbeddings = false
+        @Option(help: "Train LoRA adapters of this rank (base weights frozen); the same run also times full fine-tuning on the same batches, alternating, and prints the speed-up.") var loraRank: Int?
+        @Option(help: "With --lora-rank: layers with adapters (query, key, value, attention-output, intermediate, output).") var loraTargets = "query,value"
+        @Option(help: "With --lora-rank: alternating full / LoRA measurements.") var rounds = 2
 
         func run() throws {
             let (model, name, folder) = try common.load()
             let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
-            let frozen = freezeEmbeddings ? Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix("bert.embeddings.") }) : []
-            try common.emit(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup, frozen: frozen, privately: dp))
+            let frozen = freezeEmbeddings ? Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix(model.config.family.embeddingsPrefix) }) : []
+            guard let loraRank else {
+                try common.emit(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup, frozen: frozen, privately: dp))
+                return
+            }
+            let lora = LoRAConfig(rank: loraRank, targets: try LoRATarget.parseList(loraTargets))
+            try lora.validate()
+            let adapted = try BertModel(lora: lora, base: model)
+            var full: [Benchmark.Report] = [], low: [Benchmark.Report] = []
+            for _ in 0..<max(1, rounds) {
+                full.append(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup, frozen: frozen, privately: dp))
+                var r = Benchmark.train(model: adapted, name: name, batches: batches, warmup: common.warmup,
+                                        frozen: adapted.loraFrozenTensors.union(frozen), privately: dp, flopFactor: 2)
+                r.kind = (dp ? "train-dp" : "train") + "-lora-r\(loraRank)-" + lora.targets.map(\.rawValue).joined(separator: "+")
+                low.append(r)
+            }
+            // Total tokens over total time of each kind's rounds.
+            func rate(_ rs: [Benchmark.Report]) -> Double { rs.reduce(0) { $0 + $1.tokensPerSecond * $1.seconds } / rs.reduce(0) { $0 + $1.seconds } }
+            let speedup = rate(low) / rate(full)
+            if common.json {
+                try common.emit(full.last!)
+                try common.emit(low.last!)
+                print("{\"fullTokensPerSecond\": \(rate(full)), \"loraTokensPerSecond\": \(rate(low)), \"speedup\": \(speedup)}")
+            } else {
+                for (f, l) in zip(full, low) { try common.emit(f); try common.emit(l) }
+                let trained = adapted.layout.tensors.filter { !adapted.loraFrozenTensors.contains($0.name) }.reduce(0) { $0 + $1.count }
+                print(String(format: "LoRA r=%d on %@ (%d trained parameters of %d): %.0f tokens/s against full fine-tuning's %.0f over %d alternating rounds: %.2fx",
+                             loraRank, lora.targets.map(\.rawValue).joined(separator: ","), trained, adapted.parameterCount, rate(low), rate(full), full.count, speedup))
+            }
         }
     }
 

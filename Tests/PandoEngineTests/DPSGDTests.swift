@@ -47,6 +47,29 @@ final class DPSGDTests: XCTestCase {
         }
     }
 
+    /// The naive method: one backward per example, its norm over the trained tensors, a clip
+    /// C between the smallest and largest norm (so both branches run), the clipped sum.
+    func naiveClipping(_ model: BertModel, workspace ws: BertWorkspace, sequences: [[Int32]], types: [[Int32]], targets y: Targets,
+                       outputs: Int, frozen: Set<String>) -> (norms: [Double], C: Float, sum: ParameterBuffer) {
+        var naiveNorms: [Double] = []
+        var perExample: [ParameterBuffer] = []
+        for b in sequences.indices {
+            let g = ParameterBuffer(layout: model.layout)
+            _ = model.lossAndGradients(PackedBatch(sequences: [sequences[b]], types: [types[b]]), targets: subset(y, b, outputs: outputs),
+                                       workspace: ws, gradients: g, dropout: nil)
+            for spec in model.layout.tensors where frozen.contains(spec.name) { g.view(spec).fill(0) }
+            naiveNorms.append(Elementwise.sumOfSquares(g.buffer.base, count: g.buffer.count).squareRoot())
+            perExample.append(g)
+        }
+        let C = Float(naiveNorms.sorted()[sequences.count / 2])
+        let expected = ParameterBuffer(layout: model.layout)
+        for (b, g) in perExample.enumerated() {
+            let factor = min(1, Double(C) / (naiveNorms[b] + 1e-6))
+            for i in 0..<g.buffer.count { expected.buffer[i] += Float(factor) * g.buffer[i] }
+        }
+        return (naiveNorms, C, expected)
+    }
+
     func testClippedGradientsEqualNaivePerExampleClipping() throws {
         let cases: [(Objective, Int, Pooling, Bool)] = [
             (.softmaxCrossEntropy, 3, .pooler, true), (.softmaxCrossEntropy, 3, .pooler, false),
@@ -62,24 +85,7 @@ final class DPSGDTests: XCTestCase {
             let capacity = BatchCapacity(sequences: packed.count, length: 40, tokens: packed.tokenCount)
             let ws = BertWorkspace(model: model, capacity: capacity, training: true)
 
-            // Naive: one example at a time.
-            var naiveNorms: [Double] = []
-            var perExample: [ParameterBuffer] = []
-            for b in 0..<packed.count {
-                let g = ParameterBuffer(layout: model.layout)
-                _ = model.lossAndGradients(PackedBatch(sequences: [sequences[b]], types: [types[b]]), targets: subset(y, b, outputs: outputs),
-                                           workspace: ws, gradients: g, dropout: nil)
-                for spec in model.layout.tensors where frozen.contains(spec.name) { g.view(spec).fill(0) }
-                naiveNorms.append(Elementwise.sumOfSquares(g.buffer.base, count: g.buffer.count).squareRoot())
-                perExample.append(g)
-            }
-            // A clip between the smallest and largest norm, so both branches run.
-            let C = Float(naiveNorms.sorted()[packed.count / 2])
-            let expected = ParameterBuffer(layout: model.layout)
-            for (b, g) in perExample.enumerated() {
-                let factor = min(1, Double(C) / (naiveNorms[b] + 1e-6))
-                for i in 0..<g.buffer.count { expected.buffer[i] += Float(factor) * g.buffer[i] }
-            }
+            let (naiveNorms, C, expected) = naiveClipping(model, workspace: ws, sequences: sequences, types: types, targets: y, outputs: outputs, frozen: frozen)
 
             let norms = ExampleGradientNorms(model: model, frozen: frozen, capacity: capacity)
             let got = ParameterBuffer(layout: model.layout)

@@ -118,8 +118,16 @@ extension BertModel {
                 dropped: ws.dropped.base, dContext: ws.dContext.base, dProbabilities: ws.dProbabilities.base, dQKV: ws.dQKV.base,
                 dropout: dropout?.mask(c.attentionDropout, site: DropoutSite.attention(l)) ?? noDropout)
             // dIn already holds the residual gradient of x; the projections add theirs.
+            // Layer 0's input gradient feeds only the embeddings: not needed when they are frozen.
+            let needsInput = l > 0 || ws.backwardFloor < 0
             linearBackward(dOutput: ws.dQKV.base, input: x, rows: N, inputs: H, outputs: 3 * H,
-                           weight: o.qkvWeight, bias: o.qkvBias, gradients: gradients, dInput: dIn.base, accumulate: true, workspace: ws)
+                           weight: o.qkvWeight, bias: o.qkvBias, gradients: gradients, dInput: needsInput ? dIn.base : nil, accumulate: true, workspace: ws)
+            if lora != nil {
+                for (k, t) in [LoRATarget.query, .key, .value].enumerated() {
+                    loraBackward(t, layer: l, x: x, rows: N, dY: ws.dQKV.base + k * H, ldy: 3 * H, dX: needsInput ? dIn.base : nil,
+                                 gradients: gradients, workspace: ws, dropout: dropout)
+                }
+            }
             swap(&dOut, &dIn)
         }
 
@@ -165,7 +173,14 @@ extension BertModel {
     public func backwardFloor(frozen: Set<String>) -> Int {
         let starts = offsets.layers.map(\.qkvWeight), encoderEnd = offsets.poolerWeight
         var floor = config.layers
-        for spec in layout.tensors where !frozen.contains(spec.name) {
+        // Adapters sit after the head in the layout; each trains from its own layer down.
+        for (l, layer) in offsets.layers.enumerated() {
+            for slot in layer.adapters.compactMap({ $0 }) {
+                let names = layout.tensors.filter { $0.offset == slot.a || $0.offset == slot.b }.map(\.name)
+                if names.contains(where: { !frozen.contains($0) }) { floor = min(floor, l) }
+            }
+        }
+        for spec in layout.tensors where !frozen.contains(spec.name) && spec.offset < layout.count - loraParameterCount {
             if spec.offset < (starts.first ?? encoderEnd) { return -1 }
             if spec.offset < encoderEnd, let l = starts.lastIndex(where: { $0 <= spec.offset }) { floor = min(floor, l) }
         }
@@ -190,34 +205,59 @@ extension BertModel {
         Elementwise.activation(t.ffnPre, count: rows * I, activation: c.activation, output: t.ffnAct)
         linearBackward(dOutput: dFFNOut, input: t.ffnAct, rows: rows, inputs: I, outputs: H,
                        weight: o.ffnOutWeight, bias: o.ffnOutBias, gradients: gradients, dInput: dFFN, accumulate: false, workspace: ws)
+        loraBackward(.output, layer: l, x: t.ffnAct, rows: rows, dY: dFFNOut, ldy: H, dX: dFFN, gradients: gradients, workspace: ws, dropout: dropout)
         Elementwise.activationBackward(dFFN, pre: t.ffnPre, count: rows * I, activation: c.activation)
         linearBackward(dOutput: dFFN, input: t.attended, rows: rows, inputs: H, outputs: I,
                        weight: o.ffnInWeight, bias: o.ffnInBias, gradients: gradients, dInput: dH1.base, accumulate: true, workspace: ws)
+        loraBackward(.intermediate, layer: l, x: t.attended, rows: rows, dY: dFFN, ldy: I, dX: dH1.base, gradients: gradients, workspace: ws, dropout: dropout)
         // Attention LayerNorm; its input was drop(attn + bo) + x.
         layerNormBackward(dOutput: dH1.base, normalized: t.normalized1!, inverseStd: t.inverseStd1, gamma: o.norm1Gamma, beta: o.norm1Beta,
                           rows: rows, dInput: dInput.base, gradients: gradients, workspace: ws)
         let dAttnOut = throughDropout(dInput, count: rows * H, mask: dropout?.mask(c.attentionOutputDropout, site: DropoutSite.attentionOutput(l)), scratch: ws.dDropped)
         linearBackward(dOutput: dAttnOut, input: t.context, rows: rows, inputs: H, outputs: H,
                        weight: o.attentionOutWeight, bias: o.attentionOutBias, gradients: gradients, dInput: dContext, accumulate: false, workspace: ws)
+        loraBackward(.attentionOutput, layer: l, x: t.context, rows: rows, dY: dAttnOut, ldy: H, dX: dContext, gradients: gradients, workspace: ws, dropout: dropout)
     }
 
     /// Backward of `y = x·Wᵀ + b` over `rows` rows: adds `dW = dYᵀ·x` and
     /// `db = Σ dY` into `gradients`, and writes (or, with `accumulate`, adds)
-    /// `dX = dY·W` into `dInput`. `weight` and `bias` are parameter offsets;
-    /// `outputStride` is dY's row stride when it is a column block of a wider matrix.
+    /// `dX = dY·W` into `dInput` (nil: not needed). `weight` and `bias` are parameter
+    /// offsets; `outputStride` is dY's row stride when it is a column block of a wider
+    /// matrix. Rows of the weight (and bias elements) in the workspace's frozen ranges get
+    /// no gradient: their GEMMs are skipped, not computed and discarded.
     @inline(__always)
     func linearBackward(
         dOutput: UnsafePointer<Float>, outputStride: Int? = nil, input: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
-        weight: Int, bias: Int, gradients: ParameterBuffer, dInput: UnsafeMutablePointer<Float>, accumulate: Bool,
+        weight: Int, bias: Int, gradients: ParameterBuffer, dInput: UnsafeMutablePointer<Float>?, accumulate: Bool,
         workspace ws: BertWorkspace
     ) {
         let g = gradients.buffer.base, ld = outputStride ?? outputs
         if let norms = ws.exampleNorms {
             norms.linear(dY: dOutput, ld: ld, x: input, rows: rows, inputs: inputs, outputs: outputs, weight: weight, bias: bias)
-        } else {
+        } else if ws.frozenRanges.isEmpty {
             BLAS.gemv(trans: true, m: rows, n: outputs, a: dOutput, lda: ld, x: ws.ones.base, beta: 1, y: g + bias)
             BLAS.gemm(transA: true, m: outputs, n: inputs, k: rows, a: dOutput, lda: ld, b: input, ldb: inputs, beta: 1, c: g + weight, ldc: inputs)
+        } else {
+            // Runs of output columns that are all trained or all frozen (a fused block's tensors may differ).
+            var c = 0
+            while c < outputs {
+                let (trained, end) = ws.trainedRun(from: bias + c, limit: bias + outputs)
+                let n = end - (bias + c)
+                if trained { BLAS.gemv(trans: true, m: rows, n: n, a: dOutput + c, lda: ld, x: ws.ones.base, beta: 1, y: g + bias + c) }
+                c += n
+            }
+            var r = 0
+            while r < outputs {
+                let start = weight + r * inputs
+                let (trained, end) = ws.trainedRun(from: start, limit: weight + outputs * inputs)
+                let n = max(1, (end - start) / inputs)
+                if trained {
+                    BLAS.gemm(transA: true, m: n, n: inputs, k: rows, a: dOutput + r, lda: ld, b: input, ldb: inputs, beta: 1, c: g + start, ldc: inputs)
+                }
+                r += n
+            }
         }
+        guard let dInput else { return }
         BLAS.gemm(m: rows, n: inputs, k: outputs, a: dOutput, lda: ld, b: p(weight), ldb: inputs, beta: accumulate ? 1 : 0, c: dInput, ldc: inputs)
     }
 
@@ -229,6 +269,11 @@ extension BertModel {
     ) {
         let H = config.hiddenSize, g = gradients.buffer.base
         var dGamma = g + gamma, dBeta = g + beta
+        if !ws.frozenRanges.isEmpty, !ws.trainedRun(from: gamma, limit: gamma + H).trained, !ws.trainedRun(from: beta, limit: beta + H).trained {
+            // Frozen (as under LoRA): the kernel's γ and β sums go to scratch, not the gradients.
+            dGamma = ws.normDiscard.base
+            dBeta = dGamma + H
+        }
         if let norms = ws.exampleNorms {
             norms.layerNorm(dY: dOutput, normalized: normalized, rows: rows, cols: H, gamma: gamma, beta: beta)
             dGamma = norms.discard.buffer.base

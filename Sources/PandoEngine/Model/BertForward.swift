@@ -85,6 +85,11 @@ extension BertModel {
             } else {
                 Elementwise.broadcastRows(p(o.qkvBias), rows: N, cols: 3 * H, into: a.qkv.base)
                 BLAS.gemm(transB: true, m: N, n: 3 * H, k: H, a: x, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: a.qkv.base, ldc: 3 * H)
+                if lora != nil {
+                    for (k, t) in [LoRATarget.query, .key, .value].enumerated() {
+                        loraForward(t, layer: l, x: x, rows: N, y: a.qkv.base + k * H, ldy: 3 * H, workspace: ws, dropout: dropout)
+                    }
+                }
             }
             AttentionKernel.forward(
                 qkv: a.qkv.base, hidden: H, heads: c.heads, table: ws.table,
@@ -122,6 +127,7 @@ extension BertModel {
             q.attentionOut.apply(t.context, rows: t.rows, bias: nil, into: t.sum, scratch: scratch)
         } else {
             BLAS.gemm(transB: true, m: t.rows, n: H, k: H, a: t.context, lda: H, b: p(o.attentionOutWeight), ldb: H, c: t.sum, ldc: H)
+            loraForward(.attentionOutput, layer: l, x: t.context, rows: t.rows, y: t.sum, ldy: H, workspace: ws, dropout: dropout)
         }
         Elementwise.biasDropoutResidual(
             t.sum, bias: p(o.attentionOutBias), residual: t.residual, rows: t.rows, cols: H,
@@ -133,12 +139,14 @@ extension BertModel {
             q.ffnIn.apply(t.attended, rows: t.rows, bias: nil, into: t.ffnPre, scratch: scratch)
         } else {
             BLAS.gemm(transB: true, m: t.rows, n: I, k: H, a: t.attended, lda: H, b: p(o.ffnInWeight), ldb: H, c: t.ffnPre, ldc: I)
+            loraForward(.intermediate, layer: l, x: t.attended, rows: t.rows, y: t.ffnPre, ldy: I, workspace: ws, dropout: dropout)
         }
         Elementwise.biasActivation(t.ffnPre, bias: p(o.ffnInBias), rows: t.rows, cols: I, activation: c.activation, output: t.ffnAct)
         if let (q, scratch) = q8 {
             q.ffnOut.apply(t.ffnAct, rows: t.rows, bias: nil, into: t.sum, scratch: scratch)
         } else {
             BLAS.gemm(transB: true, m: t.rows, n: H, k: I, a: t.ffnAct, lda: I, b: p(o.ffnOutWeight), ldb: I, c: t.sum, ldc: H)
+            loraForward(.output, layer: l, x: t.ffnAct, rows: t.rows, y: t.sum, ldy: H, workspace: ws, dropout: dropout)
         }
         Elementwise.biasDropoutResidual(
             t.sum, bias: p(o.ffnOutBias), residual: t.attended, rows: t.rows, cols: H,

@@ -65,6 +65,9 @@ public final class BertModel: @unchecked Sendable {
     public let head: ClassifierHead
     public let layout: ParameterLayout
     public let parameters: ParameterBuffer
+    /// The LoRA adapters, when the model has any (``init(lora:base:seed:)``): their tensors
+    /// follow the base model's in the layout.
+    public let lora: LoRAConfig?
     let offsets: Offsets
     /// Int8 copies of the encoder's linear layers (`quantizeForInference()`), used by
     /// inference workspaces created while it is set.
@@ -79,6 +82,8 @@ public final class BertModel: @unchecked Sendable {
             var qkvWeight = 0, qkvBias = 0, attentionOutWeight = 0, attentionOutBias = 0
             var norm1Gamma = 0, norm1Beta = 0, ffnInWeight = 0, ffnInBias = 0
             var ffnOutWeight = 0, ffnOutBias = 0, norm2Gamma = 0, norm2Beta = 0
+            /// The adapter on each ``LoRATarget`` (by `index`), if any.
+            var adapters = [LoRASlot?](repeating: nil, count: LoRATarget.allCases.count)
         }
         var word = 0, position = 0, tokenType = 0, embeddingGamma = 0, embeddingBeta = 0
         var layers: [Layer] = []
@@ -86,14 +91,16 @@ public final class BertModel: @unchecked Sendable {
     }
 
     /// The parameter layout of a model with `config` and `head`, without allocating it.
-    public static func layout(config: BertConfig, head: ClassifierHead) -> ParameterLayout {
-        makeLayout(config: config, head: head).0
+    public static func layout(config: BertConfig, head: ClassifierHead, lora: LoRAConfig? = nil) -> ParameterLayout {
+        makeLayout(config: config, head: head, lora: lora).0
     }
 
     /// The tensor names (the config's family's Hugging Face names) and shapes of an
     /// encoder with a head, in the order they sit in the flat buffer. Query, key and value
-    /// are adjacent so the three projections run as one GEMM.
-    static func makeLayout(config c: BertConfig, head: ClassifierHead) -> (ParameterLayout, Offsets) {
+    /// are adjacent so the three projections run as one GEMM. LoRA adapters, if any, come
+    /// last (layer by layer, `A` then `B` of each target), so the base tensors keep the
+    /// offsets they have without adapters.
+    static func makeLayout(config c: BertConfig, head: ClassifierHead, lora: LoRAConfig? = nil) -> (ParameterLayout, Offsets) {
         var layout = ParameterLayout()
         var o = Offsets()
         let H = c.hiddenSize, I = c.intermediateSize
@@ -133,6 +140,16 @@ public final class BertModel: @unchecked Sendable {
         o.poolerBias = add(f.poolerPrefix + "bias", [H])
         o.classifierWeight = add(f.classifierPrefix + "weight", [head.weightRows, H])
         o.classifierBias = add(f.classifierPrefix + "bias", [head.outputs])
+        if let lora {
+            for l in 0..<c.layers {
+                for (position, t) in lora.targets.enumerated() {
+                    let (inputs, outputs) = lora.shapes(t, config: c)
+                    let a = add(loraName(c, layer: l, target: t, "A"), [lora.rank, inputs])
+                    let b = add(loraName(c, layer: l, target: t, "B"), [outputs, lora.rank])
+                    o.layers[l].adapters[t.index] = LoRASlot(a: a, b: b, inputs: inputs, outputs: outputs, position: position)
+                }
+            }
+        }
         return (layout, o)
     }
 
@@ -144,11 +161,12 @@ public final class BertModel: @unchecked Sendable {
     }
 
     /// A model whose parameters are all zero, for a loader to fill.
-    init(uninitialized config: BertConfig, head: ClassifierHead) {
+    init(uninitialized config: BertConfig, head: ClassifierHead, lora: LoRAConfig? = nil) {
         precondition(head.outputs > 0, "a head needs at least one output")
         self.config = config
         self.head = head
-        (layout, offsets) = Self.makeLayout(config: config, head: head)
+        self.lora = lora
+        (layout, offsets) = Self.makeLayout(config: config, head: head, lora: lora)
         parameters = ParameterBuffer(layout: layout)
     }
 

@@ -47,7 +47,7 @@ public final class BertWorkspace: @unchecked Sendable {
     var denseOut: FloatBuffer!, dropped: FloatBuffer!, ffnActivation: FloatBuffer!
     var dHidden: FloatBuffer!, dNext: FloatBuffer!, dResidual: FloatBuffer!, dDropped: FloatBuffer!
     var dContext: FloatBuffer!, dQKV: FloatBuffer!, dFFN: FloatBuffer!, dProbabilities: FloatBuffer!
-    var normScratch: FloatBuffer!, ones: FloatBuffer!
+    var normScratch: FloatBuffer!, ones: FloatBuffer!, normDiscard: FloatBuffer!
     /// Gradient of the summed input embeddings after a backward pass.
     var dEmbeddingSum: FloatBuffer?
     /// Set while a backward pass runs in norm mode: parameter gradients go to per-example
@@ -55,6 +55,14 @@ public final class BertWorkspace: @unchecked Sendable {
     var exampleNorms: ExampleGradientNorms?
     /// The lowest layer backward runs (``BertModel/backwardFloor(frozen:)``); -1: all, embeddings included.
     public var backwardFloor = -1
+    /// Offsets of the frozen tensors, adjacent ones merged: backward skips their weight and
+    /// bias gradients (``BertModel/linearBackward``) instead of computing and discarding them.
+    public internal(set) var frozenRanges: [Range<Int>] = []
+
+    // LoRA: each adapter's `u = (α/r)·drop(x)·Aᵀ` (rows × r), per layer when training; the
+    // dropped adapter input (rows × widest input) and `v = (α/r)·dY·B` (rows × r).
+    var loraU: FloatBuffer!, loraInput: FloatBuffer!, loraGradient: FloatBuffer!
+    var loraPerLayer = 0, loraSlotFloats = 0
 
     // Head.
     var poolInput: FloatBuffer!, pooled: FloatBuffer!, pooledDropped: FloatBuffer!
@@ -81,6 +89,7 @@ public final class BertWorkspace: @unchecked Sendable {
         outputs = model.head.outputs
         let N = capacity.tokens, H = hidden, I = intermediate, B = capacity.sequences
         let probs = heads * N * capacity.length
+        precondition(model.lora == nil || model.int8 == nil, "an int8 encoder has no adapters: quantize the merged model")
         if !training, let encoder = model.int8 {
             int8 = (encoder, Int8Scratch(rows: N, widestInput: max(H, I)))
         } else {
@@ -113,12 +122,43 @@ public final class BertWorkspace: @unchecked Sendable {
             dHidden = make(N * H); dNext = make(N * H); dResidual = make(N * H); dDropped = make(N * H)
             dContext = make(N * H); dQKV = make(N * 3 * H); dFFN = make(N * I); dProbabilities = make(probs)
             normScratch = make(2 * H * Parallel.workers)
+            normDiscard = make(2 * H)
             ones = make(N); ones.fill(1)
         }
         firstTokens = make(FirstTokenBuffers.floats(sequences: B, hidden: H, intermediate: I, training: training))
         poolInput = make(B * H); pooled = make(B * H); pooledDropped = make(B * H)
         logits = make(B * outputs); dLogits = make(B * outputs); dPooled = make(B * H); dPoolInput = make(B * H)
+        if let lora = model.lora {
+            loraSlotFloats = N * lora.rank
+            loraPerLayer = lora.targets.count * loraSlotFloats
+            loraU = make(activationSets * loraPerLayer)
+            loraInput = make(lora.dropout > 0 ? N * max(H, I) : 0)
+            loraGradient = make(training ? N * lora.rank : 0)
+        }
         positions.reserveCapacity(N)
+    }
+
+    /// Adapter `slot`'s `u` of layer `layer` (capacity-tokens × rank floats).
+    @inline(__always)
+    func loraActivations(layer: Int, slot: Int) -> UnsafeMutablePointer<Float> {
+        loraU.base + (training ? layer : 0) * loraPerLayer + slot * loraSlotFloats
+    }
+
+    /// Sets the frozen tensors from `layout`, merging adjacent ranges.
+    func setFrozen(_ frozen: Set<String>, layout: ParameterLayout) {
+        frozenRanges = ParameterLayout.mergedRanges(layout.tensors.filter { frozen.contains($0.name) })
+    }
+
+    /// Whether the element at `offset` is trained, and where the run of elements with the
+    /// same answer ends (at most `limit`).
+    @inline(__always)
+    func trainedRun(from offset: Int, limit: Int) -> (trained: Bool, end: Int) {
+        var next = limit
+        for r in frozenRanges {
+            if r.contains(offset) { return (false, min(r.upperBound, limit)) }
+            if r.lowerBound > offset { next = min(next, r.lowerBound); break }
+        }
+        return (true, next)
     }
 
     /// Bytes held by this workspace.

@@ -34,8 +34,8 @@ public final class ExampleGradientNorms: @unchecked Sendable {
     ///   - capacity: the workspace's capacity (the longest sequence sizes the Gram scratch).
     public init(model: BertModel, frozen: Set<String>, capacity: BatchCapacity) {
         self.frozen = frozen
-        frozenRanges = model.layout.tensors.filter { frozen.contains($0.name) }
-            .map { $0.offset..<($0.offset + $0.count) }
+        // Merged, so a fused block of frozen tensors (Q, K, V under LoRA) counts as frozen.
+        frozenRanges = ParameterLayout.mergedRanges(model.layout.tensors.filter { frozen.contains($0.name) })
         let c = model.config, L = capacity.length
         let widest = max(c.hiddenSize * max(3 * c.hiddenSize, c.intermediateSize), c.hiddenSize * model.head.outputs)
         workers = max(1, Parallel.workers)

@@ -69,6 +69,9 @@ extension BertModel {
                       beta: 1, c: qkv + H, ldc: 3 * H)
             Elementwise.broadcastRows(p(o.qkvBias), rows: B, cols: H, into: f.q.base)
             BLAS.gemm(transB: true, m: B, n: H, k: H, a: f.x.base, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: f.q.base, ldc: H)
+            loraForward(.key, layer: l, x: x, rows: N, y: qkv + H, ldy: 3 * H, workspace: ws, dropout: dropout)
+            loraForward(.value, layer: l, x: x, rows: N, y: qkv + 2 * H, ldy: 3 * H, workspace: ws, dropout: dropout)
+            loraForward(.query, layer: l, x: f.x.base, rows: B, y: f.q.base, ldy: H, workspace: ws, dropout: dropout)
         }
         AttentionKernel.forwardFirstQuery(
             queries: f.q.base, qkv: qkv, hidden: H, heads: c.heads, table: ws.table,
@@ -112,8 +115,11 @@ extension BertModel {
         // joins the residual one already in dX.
         linearBackward(dOutput: ws.dQKV.base + H, outputStride: 3 * H, input: x, rows: N, inputs: H, outputs: 2 * H,
                        weight: o.qkvWeight + H * H, bias: o.qkvBias + H, gradients: gradients, dInput: dInput.base, accumulate: false, workspace: ws)
+        loraBackward(.key, layer: l, x: x, rows: N, dY: ws.dQKV.base + H, ldy: 3 * H, dX: dInput.base, gradients: gradients, workspace: ws, dropout: dropout)
+        loraBackward(.value, layer: l, x: x, rows: N, dY: ws.dQKV.base + 2 * H, ldy: 3 * H, dX: dInput.base, gradients: gradients, workspace: ws, dropout: dropout)
         linearBackward(dOutput: f.dQ.base, input: f.x.base, rows: B, inputs: H, outputs: H,
                        weight: o.qkvWeight, bias: o.qkvBias, gradients: gradients, dInput: f.dX.base, accumulate: true, workspace: ws)
+        loraBackward(.query, layer: l, x: f.x.base, rows: B, dY: f.dQ.base, ldy: H, dX: f.dX.base, gradients: gradients, workspace: ws, dropout: dropout)
         for b in 0..<B {
             let row = dInput.base + starts[b] * H, d = f.dX.base + b * H
             for j in 0..<H { row[j] += d[j] }

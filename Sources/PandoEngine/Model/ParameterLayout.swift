@@ -32,6 +32,20 @@ public struct ParameterLayout: Sendable, Equatable {
     }
 
     public subscript(name: String) -> TensorSpec? { index[name].map { tensors[$0] } }
+
+    /// The element ranges of `specs`, sorted, with adjacent or overlapping ones merged (so a
+    /// fused block of several frozen tensors, such as Q, K and V, is one range).
+    public static func mergedRanges(_ specs: [TensorSpec]) -> [Range<Int>] {
+        var result: [Range<Int>] = []
+        for r in specs.map({ $0.offset..<($0.offset + $0.count) }).sorted(by: { $0.lowerBound < $1.lowerBound }) where !r.isEmpty {
+            if let last = result.last, r.lowerBound <= last.upperBound {
+                result[result.count - 1] = last.lowerBound..<max(last.upperBound, r.upperBound)
+            } else {
+                result.append(r)
+            }
+        }
+        return result
+    }
 }
 
 /// A flat Float buffer laid out by a `ParameterLayout`: parameters,

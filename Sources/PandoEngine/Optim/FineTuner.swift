@@ -56,6 +56,7 @@ public final class FineTuner: @unchecked Sendable {
         set {
             optimizer.frozen = newValue
             workspace.backwardFloor = model.backwardFloor(frozen: newValue)
+            workspace.setFrozen(newValue, layout: model.layout)
         }
     }
 
