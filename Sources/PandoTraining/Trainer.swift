@@ -268,6 +268,9 @@ public final class Trainer {
         return SecureRandomness()
     }
 
+    /// The subfolder of a LoRA run's output that holds the PEFT adapter.
+    public static let adapterFolder = "adapter"
+
     /// Writes the weights, config, tokenizer files and the record; each file atomically.
     /// The record is written last, so it never names an epoch whose weights are not on disk.
     func saveCheckpoint(_ record: TrainingRecord, to output: URL) throws {
@@ -275,10 +278,12 @@ public final class Trainer {
             .filter { FileManager.default.fileExists(atPath: $0.path) }
         let metadata = ["pando_epoch": "\(record.bestEpoch ?? 0)", "pando_task": task.rawValue]
         if model.lora != nil {
-            // The merged plain model, which pando predict/evaluate and transformers load, and
-            // the adapter in PEFT's format beside it.
+            // The merged plain model, which pando predict/evaluate and transformers load, and the
+            // adapter in PEFT's format in `adapter/` (not beside it: transformers would see
+            // adapter_config.json and load the base model plus the adapter instead).
             try model.mergedLoRA().save(to: output, copying: files, metadata: metadata)
-            try model.savePEFTAdapter(to: output, baseModel: baseModel.standardizedFileURL.resolvingSymlinksInPath().path)
+            try model.savePEFTAdapter(to: output.appendingPathComponent(Self.adapterFolder),
+                                      baseModel: baseModel.standardizedFileURL.resolvingSymlinksInPath().path)
         } else {
             try model.save(to: output, copying: files, metadata: metadata)
         }

@@ -77,7 +77,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "DP-SGD's per-example clipping norm C.") var dpMaxGradNorm: Float = 1.0
     @Flag(help: "Replace e-mail addresses, phone numbers, URLs, street addresses, student IDs and listed names with placeholders before tokenising (pando-client always does unless told not to); prints the counts by kind.") var scrubPii = false
     @Option(help: "With --scrub-pii: more names to replace, one per line.") var piiNames: String?
-    @Option(help: "Train LoRA adapters of this rank instead of every weight: the base weights stay frozen, the adapters and the head train. The output folder holds the merged model (config.json, model.safetensors: pando predict/evaluate and transformers load it) and the adapter in PEFT's format (adapter_config.json, adapter_model.safetensors: peft.PeftModel.from_pretrained loads it).") var loraRank: Int?
+    @Option(help: "Train LoRA adapters of this rank instead of every weight: the base weights stay frozen, the adapters and the head train. The output folder holds the merged model (config.json, model.safetensors: pando predict/evaluate and transformers load it) and, in its adapter/ subfolder, the adapter in PEFT's format (adapter_config.json, adapter_model.safetensors: peft.PeftModel.from_pretrained(base, DIR/adapter) loads it).") var loraRank: Int?
     @Option(help: "With --lora-rank: LoRA's α; the adapter's output is scaled by α / r (default 2·r).") var loraAlpha: Float?
     @Option(help: "With --lora-rank: dropout on the adapters' input.") var loraDropout: Float = 0.1
     @Option(help: "With --lora-rank: layers that get adapters, comma-separated, from query, key, value, attention-output, intermediate, output.") var loraTargets = "query,value"

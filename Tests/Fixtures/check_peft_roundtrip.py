@@ -4,11 +4,13 @@
     .build/release/pando predict --model /tmp/lora --file texts.txt > /tmp/pando.jsonl
     python Tests/Fixtures/check_peft_roundtrip.py /tmp/lora texts.txt /tmp/pando.jsonl
 
-The LoRA output folder holds both the merged model (config.json, model.safetensors) and
-the adapter (adapter_config.json, adapter_model.safetensors). This script:
+The LoRA output folder is the merged model (config.json, model.safetensors) with the
+adapter in adapter/ (adapter_config.json, adapter_model.safetensors; a subfolder because
+transformers, seeing adapter_config.json in a folder, loads base + adapter instead of the
+folder's own weights). This script:
   1. loads the base model named by adapter_config.json's base_model_name_or_path as
      AutoModelForSequenceClassification with the folder's labels, then
-     peft.PeftModel.from_pretrained(base, folder): every adapter and head tensor must load
+     peft.PeftModel.from_pretrained(base, folder/adapter): every adapter and head tensor must load
      (no missing adapter keys, no unexpected keys);
   2. loads the merged folder with AutoModelForSequenceClassification (nothing missing or
      unexpected);
@@ -25,7 +27,8 @@ from peft import PeftModel
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 folder, texts_file, pando_file = sys.argv[1:4]
-adapter = json.load(open(f"{folder}/adapter_config.json"))
+adapter_dir = f"{folder}/adapter"
+adapter = json.load(open(f"{adapter_dir}/adapter_config.json"))
 merged, info = AutoModelForSequenceClassification.from_pretrained(folder, output_loading_info=True)
 assert not any(info[k] for k in ("missing_keys", "unexpected_keys", "mismatched_keys")), info
 labels = [merged.config.id2label[i] for i in range(merged.config.num_labels)]
@@ -33,10 +36,10 @@ labels = [merged.config.id2label[i] for i in range(merged.config.num_labels)]
 base = AutoModelForSequenceClassification.from_pretrained(
     adapter["base_model_name_or_path"], num_labels=len(labels), id2label=dict(enumerate(labels)),
     label2id={l: i for i, l in enumerate(labels)})
-peft_model = PeftModel.from_pretrained(base, folder)
+peft_model = PeftModel.from_pretrained(base, adapter_dir)
 # Every tensor in the adapter file went somewhere: compare against the loaded state.
 from safetensors.torch import load_file  # noqa: E402
-saved = load_file(f"{folder}/adapter_model.safetensors")
+saved = load_file(f"{adapter_dir}/adapter_model.safetensors")
 state = {k.replace(".default", "").replace(".modules_to_save", ""): v for k, v in peft_model.state_dict().items()}
 missing = [k for k in saved if k not in state]
 assert not missing, f"adapter tensors PEFT did not place: {missing[:5]}"
