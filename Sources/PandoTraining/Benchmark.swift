@@ -137,6 +137,57 @@ public enum Benchmark {
                       firstTokensOnly: model.head.pooling != .mean)
     }
 
+    /// One configuration of ``trainAlternating(_:name:batches:warmup:rounds:)``.
+    public struct TrainingRun {
+        public var kind: String
+        public var model: BertModel
+        public var frozen: Set<String>
+        /// Multiples of the forward FLOPs a step performs (3: forward, input and weight gradients).
+        public var flopFactor: Double
+        public init(kind: String, model: BertModel, frozen: Set<String>, flopFactor: Double = 3) {
+            self.kind = kind
+            self.model = model
+            self.frozen = frozen
+            self.flopFactor = flopFactor
+        }
+    }
+
+    /// Training throughput of several configurations measured step by step in turn: each
+    /// batch is timed once per configuration before the next batch, `rounds` times over the
+    /// batches, so a change in the machine's load falls on all of them alike.
+    public static func trainAlternating(_ runs: [TrainingRun], name: String, batches: [PackedBatch], warmup: Int, rounds: Int) -> [Report] {
+        let capacity = BatchCapacity(
+            sequences: batches.map(\.count).max() ?? 1, length: batches.map(\.maxLength).max() ?? 1,
+            tokens: batches.map(\.tokenCount).max() ?? 1)
+        var settings = FineTuner.Settings()
+        settings.learningRate = 1e-5
+        let tuners = runs.map { run -> FineTuner in
+            let tuner = FineTuner(model: run.model, capacity: capacity, settings: settings)
+            tuner.frozen = run.frozen
+            return tuner
+        }
+        func targets(_ model: BertModel, _ batch: PackedBatch) -> Targets { .classes((0..<batch.count).map { $0 % model.head.outputs }) }
+        for (run, tuner) in zip(runs, tuners) {
+            precondition(run.model.head.objective == .softmaxCrossEntropy, "the alternating benchmark trains a softmax head")
+            for i in 0..<warmup { tuner.step(batches[i % batches.count], targets: targets(run.model, batches[i % batches.count])) }
+        }
+        var seconds = [Double](repeating: 0, count: runs.count)
+        for _ in 0..<max(1, rounds) {
+            for batch in batches {
+                for (k, (run, tuner)) in zip(runs, tuners).enumerated() {
+                    let start = DispatchTime.now().uptimeNanoseconds
+                    tuner.step(batch, targets: targets(run.model, batch))
+                    seconds[k] += Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
+                }
+            }
+        }
+        let all = Array((0..<max(1, rounds)).map { _ in batches }.joined())
+        return zip(runs, seconds).map { run, s in
+            report(kind: run.kind, model: name, batches: all, seconds: s, flopFactor: run.flopFactor, flops: run.model,
+                   firstTokensOnly: run.model.head.pooling != .mean)
+        }
+    }
+
     /// Inference throughput (forward and head, no gradients).
     public static func infer(model: BertModel, name: String, batches: [PackedBatch], warmup: Int) -> Report {
         let capacity = BatchCapacity(

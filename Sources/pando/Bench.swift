@@ -71,9 +71,10 @@ struct Bench: ParsableCommand {
         @Option(help: "Sequences per batch.") var batchSize = 32
         @Flag(help: "DP-SGD steps: per-example clipping and Gaussian noise (σ = 1, C = 1).") var dp = false
         @Flag(help: "Do not train the embedding tables (as federated rounds do).") var freezeEmbeddings = false
-        @Option(help: "Train LoRA adapters of this rank (base weights frozen); the same run also times full fine-tuning on the same batches, alternating, and prints the speed-up.") var loraRank: Int?
+        @Option(help: "Train LoRA adapters of this rank (base weights frozen); the same run also times full fine-tuning on the same batches, the two alternating step by step, and prints the speed-up.") var loraRank: Int?
         @Option(help: "With --lora-rank: layers with adapters (query, key, value, attention-output, intermediate, output).") var loraTargets = "query,value"
-        @Option(help: "With --lora-rank: alternating full / LoRA measurements.") var rounds = 2
+        @Option(help: "With --lora-rank: dropout on the adapters' input (as pando train's default).") var loraDropout: Float = 0.1
+        @Option(help: "With --lora-rank: passes over the batches; each batch is timed with full fine-tuning, then with LoRA.") var rounds = 2
 
         func run() throws {
             let (model, name, folder) = try common.load()
@@ -83,29 +84,25 @@ struct Bench: ParsableCommand {
                 try common.emit(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup, frozen: frozen, privately: dp))
                 return
             }
-            let lora = LoRAConfig(rank: loraRank, targets: try LoRATarget.parseList(loraTargets))
+            guard !dp else { throw ValidationError("--lora-rank times plain steps; DP-SGD with adapters is measured by pando train --dp-epsilon --lora-rank") }
+            let lora = LoRAConfig(rank: loraRank, dropout: loraDropout, targets: try LoRATarget.parseList(loraTargets))
             try lora.validate()
             let adapted = try BertModel(lora: lora, base: model)
-            var full: [Benchmark.Report] = [], low: [Benchmark.Report] = []
-            for _ in 0..<max(1, rounds) {
-                full.append(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup, frozen: frozen, privately: dp))
-                var r = Benchmark.train(model: adapted, name: name, batches: batches, warmup: common.warmup,
-                                        frozen: adapted.loraFrozenTensors.union(frozen), privately: dp, flopFactor: 2)
-                r.kind = (dp ? "train-dp" : "train") + "-lora-r\(loraRank)-" + lora.targets.map(\.rawValue).joined(separator: "+")
-                low.append(r)
-            }
-            // Total tokens over total time of each kind's rounds.
-            func rate(_ rs: [Benchmark.Report]) -> Double { rs.reduce(0) { $0 + $1.tokensPerSecond * $1.seconds } / rs.reduce(0) { $0 + $1.seconds } }
-            let speedup = rate(low) / rate(full)
+            let kind = "train-lora-r\(loraRank)-" + lora.targets.map(\.rawValue).joined(separator: "+")
+            // LoRA performs about 2 forward passes' FLOPs a step: no weight gradients of the base.
+            let reports = Benchmark.trainAlternating(
+                [.init(kind: "train", model: model, frozen: frozen),
+                 .init(kind: kind, model: adapted, frozen: adapted.loraFrozenTensors.union(frozen), flopFactor: 2)],
+                name: name, batches: batches, warmup: common.warmup, rounds: rounds)
+            let speedup = reports[1].tokensPerSecond / reports[0].tokensPerSecond
+            for r in reports { try common.emit(r) }
+            let trained = adapted.layout.tensors.filter { !adapted.loraFrozenTensors.contains($0.name) }.reduce(0) { $0 + $1.count }
             if common.json {
-                try common.emit(full.last!)
-                try common.emit(low.last!)
-                print("{\"fullTokensPerSecond\": \(rate(full)), \"loraTokensPerSecond\": \(rate(low)), \"speedup\": \(speedup)}")
+                print("{\"fullTokensPerSecond\": \(reports[0].tokensPerSecond), \"loraTokensPerSecond\": \(reports[1].tokensPerSecond), \"speedup\": \(speedup), \"trainedParameters\": \(trained)}")
             } else {
-                for (f, l) in zip(full, low) { try common.emit(f); try common.emit(l) }
-                let trained = adapted.layout.tensors.filter { !adapted.loraFrozenTensors.contains($0.name) }.reduce(0) { $0 + $1.count }
-                print(String(format: "LoRA r=%d on %@ (%d trained parameters of %d): %.0f tokens/s against full fine-tuning's %.0f over %d alternating rounds: %.2fx",
-                             loraRank, lora.targets.map(\.rawValue).joined(separator: ","), trained, adapted.parameterCount, rate(low), rate(full), full.count, speedup))
+                print(String(format: "LoRA r=%d α=%g dropout %g on %@ (%d trained parameters of %d): %.0f tokens/s against full fine-tuning's %.0f, steps alternating over %d rounds: %.2fx",
+                             loraRank, lora.alpha, lora.dropout, lora.targets.map(\.rawValue).joined(separator: ","), trained, adapted.parameterCount,
+                             reports[1].tokensPerSecond, reports[0].tokensPerSecond, max(1, rounds), speedup))
             }
         }
     }
