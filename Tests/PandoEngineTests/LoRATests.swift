@@ -59,10 +59,39 @@ final class LoRATests: XCTestCase {
     func testAdapterGradientsMatchFiniteDifferencesWithDropout() throws {
         let (tiny, _) = try BertModel.load(from: Fixture.url("tiny/softmax"), head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
         let batch = Fixture.packedBatch(try Fixture.json("tiny/inputs.json"))
-        let targets = Targets.classes([0, 2, 1, 2])
         for pooling in [Pooling.pooler, .mean] {
             let base = BertModel(config: tiny.config, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"], pooling: pooling))
             base.parameters.buffer.copy(from: tiny.parameters.buffer)
+            try checkFiniteDifferences(base: base, batch: batch, label: "bert \(pooling)")
+        }
+    }
+
+    /// DistilBERT and RoBERTa: their module names (`q_lin`, `ffn.lin2`, …), the same
+    /// finite-difference check, and the PEFT folder they write reads back.
+    func testOtherFamiliesAdaptersMatchFiniteDifferencesAndRoundTrip() throws {
+        let batch = Fixture.packedBatch(try Fixture.json("families/inputs.json"))
+        for (family, modules, toSave) in [("distilbert", ["q_lin", "v_lin", "lin2"], ["classifier", "pre_classifier"]),
+                                          ("roberta", ["query", "value", "0.output.dense", "1.output.dense"], ["classifier"])] {
+            let (base, _) = try BertModel.load(from: Fixture.url("families/\(family)_softmax"),
+                                               head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
+            try checkFiniteDifferences(base: base, batch: batch, label: family)
+            let model = try BertModel(lora: LoRAConfig(rank: 2, targets: [.query, .value, .output]), base: base, seed: 4)
+            let folder = try makeTemporaryDirectory()
+            try model.savePEFTAdapter(to: folder, baseModel: family)
+            let peft = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("adapter_config.json"))) as! [String: Any]
+            XCTAssertEqual(peft["target_modules"] as? [String], modules, family)
+            XCTAssertEqual(peft["modules_to_save"] as? [String], toSave, family)
+            let reloaded = try BertModel.loadPEFTAdapter(from: folder, base: base)
+            XCTAssertEqual(reloaded.lora, model.lora, family)
+            XCTAssertEqual(reloaded.parameters.values, model.parameters.values, family)
+        }
+    }
+
+    /// Central differences against backward (dropout on, adapter dropout 0.3, fixed key) for the
+    /// largest-gradient entry of A and B of every target kind in the first and last layer.
+    func checkFiniteDifferences(base: BertModel, batch: PackedBatch, label: String) throws {
+        let targets = Targets.classes((0..<batch.count).map { $0 % base.head.outputs })
+        do {
             let model = try BertModel(lora: LoRAConfig(rank: 3, alpha: 5, dropout: 0.3, targets: LoRATarget.allCases), base: base, seed: 9)
             // Nonzero B, so A has a gradient.
             for spec in model.loraTensors where spec.name.contains("lora_B") {
@@ -70,7 +99,7 @@ final class LoRATests: XCTestCase {
                 for i in 0..<v.count { v[i] = 0.3 * CounterRandom.normal(CounterRandom.key(5, UInt64(spec.offset)), i) }
             }
             let key = DropoutKey(seed: 3, step: 1)
-            let ws = frozenWorkspace(model, capacity: BatchCapacity(sequences: 4, length: 11))
+            let ws = frozenWorkspace(model, capacity: BatchCapacity(sequences: batch.count, length: batch.maxLength))
             let grads = ParameterBuffer(layout: model.layout)
             _ = model.lossAndGradients(batch, targets: targets, workspace: ws, gradients: grads, dropout: key)
             func lossAt() -> Double {
@@ -84,13 +113,13 @@ final class LoRATests: XCTestCase {
                         let spec = model.layout[name]!
                         let g = grads.view(spec).array
                         let i = g.indices.max { abs(g[$0]) < abs(g[$1]) }!
-                        XCTAssertGreaterThan(abs(g[i]), 1e-4, "\(pooling) \(name): gradient is not trivially small")
+                        XCTAssertGreaterThan(abs(g[i]), 1e-4, "\(label) \(name): gradient is not trivially small")
                         let w = model.parameters.view(spec), saved = w[i], h: Float = 1e-2
                         w[i] = saved + h; let up = lossAt()
                         w[i] = saved - h; let down = lossAt()
                         w[i] = saved
                         let numeric = (up - down) / Double(2 * h)
-                        XCTAssertEqual(Double(g[i]), numeric, accuracy: 2e-2 * abs(numeric) + 2e-4, "\(pooling) \(name)[\(i)]")
+                        XCTAssertEqual(Double(g[i]), numeric, accuracy: 2e-2 * abs(numeric) + 2e-4, "\(label) \(name)[\(i)]")
                     }
                 }
             }
