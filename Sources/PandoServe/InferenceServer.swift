@@ -26,6 +26,8 @@ public struct ServeSettings: Sendable {
     /// Connections served at once; more wait in the listen backlog.
     public var maxConnections = 128
     public var idleTimeout: TimeAmount = .seconds(30)
+    /// How long a request's body may take to arrive once its headers have (else 408).
+    public var bodyTimeout: Duration = .seconds(10)
     /// Handle SIGTERM/SIGINT (graceful drain); off for servers inside tests.
     public var handleSignals = false
 
@@ -167,7 +169,9 @@ public final class InferenceServer: Sendable {
             return (Self.error(.contentTooLarge, "body: \(n) bytes; at most \(limits.maxBodyBytes)"), nil)
         }
         let body: ByteBuffer
-        do { body = try await request.body.collect(upTo: limits.maxBodyBytes) } catch {
+        do { body = try await Self.collect(request.body, upTo: limits.maxBodyBytes, within: settings.bodyTimeout) } catch BodyError.timedOut {
+            return (Self.error(.requestTimeout, "body: not received within \(settings.bodyTimeout)"), nil)
+        } catch {
             return (Self.error(.contentTooLarge, "body: more than \(limits.maxBodyBytes) bytes"), nil)
         }
         let parsed: ServeRequest
@@ -193,6 +197,23 @@ public final class InferenceServer: Sendable {
         switch kind {
         case .logits: return (Self.encode(outputs.map { model.scores($0, topK: parsed.topK) }), count)
         case .embeddings: return (Self.encode(outputs), count)
+        }
+    }
+
+    enum BodyError: Error { case timedOut }
+
+    /// The whole body, or `BodyError.timedOut` when it has not arrived within `timeout` (a client
+    /// trickling its body a byte at a time holds a connection for that long at most).
+    static func collect(_ body: RequestBody, upTo limit: Int, within timeout: Duration) async throws -> ByteBuffer {
+        try await withThrowingTaskGroup(of: ByteBuffer?.self) { group in
+            group.addTask { try await body.collect(upTo: limit) }
+            group.addTask {
+                try await Task.sleep(for: timeout)
+                return nil
+            }
+            defer { group.cancelAll() }
+            guard let first = try await group.next(), let buffer = first else { throw BodyError.timedOut }
+            return buffer
         }
     }
 

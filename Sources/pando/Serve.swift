@@ -20,7 +20,7 @@ struct ServeCommand: AsyncParsableCommand {
         Concurrent requests are batched: one inference worker takes up to --max-batch sequences (and \
         --max-batch-tokens tokens) gathered within --batch-wait-ms of the first, runs them as one packed batch and \
         answers each. More than --queue sequences waiting: 503 with Retry-After. Bodies over --max-body-bytes, more \
-        than --max-inputs texts or a text over --max-text-bytes: 413. Malformed JSON or a wrong shape: 400 with \
+        than --max-inputs texts or a text over --max-text-bytes: 413; a body not received within --body-timeout: 408. Malformed JSON or a wrong shape: 400 with \
         {"error"} naming the field. SIGTERM or SIGINT drains: no new connections, requests in flight are answered. \
         The access log has method, path, status, latency and input count, never a text.
 
@@ -44,6 +44,7 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(help: "Most texts in one request.") var maxInputs = 64
     @Option(help: "Largest text in UTF-8 bytes.") var maxTextBytes = 16 << 10
     @Option(help: "Connections served at once (more wait in the backlog).") var maxConnections = 128
+    @Option(help: "Seconds a request body may take to arrive once its headers have (else 408).") var bodyTimeout = 10.0
     @Option(help: "Threads for the GEMMs and kernels (default: all cores).") var threads: Int?
     @Option(help: "TLS certificate chain (PEM).") var tlsCertificate: String?
     @Option(help: "TLS private key (PEM).") var tlsKey: String?
@@ -66,6 +67,7 @@ struct ServeCommand: AsyncParsableCommand {
         settings.limits = ServeLimits(maxBodyBytes: maxBodyBytes, maxInputs: maxInputs, maxTextBytes: maxTextBytes)
         settings.batching = .init(maxBatchSequences: maxBatch, maxBatchTokens: maxBatchTokens, maxWait: batchWaitMs / 1000, capacity: queue)
         settings.maxConnections = max(1, maxConnections)
+        settings.bodyTimeout = .milliseconds(Int(max(0.001, bodyTimeout) * 1000))
         settings.handleSignals = true
         let server: InferenceServer
         do {

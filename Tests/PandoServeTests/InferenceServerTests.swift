@@ -199,6 +199,44 @@ final class InferenceServerTests: XCTestCase {
         }
     }
 
+    /// An ordinal head (CORAL: K − 1 threshold logits for K levels): the level probabilities,
+    /// highest first, and "predicted" on the level the thresholds give.
+    /// A body trickled in (or never finished) gets 408 at the body deadline, not a connection held
+    /// for as long as the client likes; the server answers others meanwhile and afterwards.
+    func testASlowBodyTimesOut() throws {
+        let (running, _) = try classifier { $0.bodyTimeout = .milliseconds(300) }
+        defer { XCTAssertTrue(running.stop()) }
+        let start = Date()
+        let partial = RawHTTP.request("POST", "/predict", contentType: "application/json", headers: ["Content-Length": "40"]) + Data(#"{"inputs": "#.utf8)
+        let answer = try XCTUnwrap(running.send(partial))
+        XCTAssertEqual(answer.status, 408)
+        XCTAssertTrue(answer.error?.contains("body: not received within") ?? false, answer.error ?? "")
+        XCTAssertLessThan(Date().timeIntervalSince(start), 10)
+        XCTAssertEqual(running.send(RawHTTP.post("/predict", json: #"{"inputs": "tok1"}"#))?.status, 200)
+    }
+
+    func testOrdinalAnswers() throws {
+        let levels = ["grade 1", "grade 2", "grade 3", "grade 4"]
+        let folder = try TinyCheckpoint.folder("softmax", labels: levels, problem: "single_label_classification")
+        var config = try JSONSerialization.jsonObject(with: Data(contentsOf: folder.appendingPathComponent("config.json"))) as! [String: Any]
+        config["pando_objective"] = "ordinal"
+        config.removeValue(forKey: "problem_type")
+        try JSONSerialization.data(withJSONObject: config).write(to: folder.appendingPathComponent("config.json"))
+        let model = try ServedModel(reference: folder.path, store: nil, int8: false, maxBatchSequences: 8)
+        XCTAssertEqual(model.task, .ordinal)
+        let running = try RunningServer(model: model)
+        defer { XCTAssertTrue(running.stop()) }
+        let texts = TinyCheckpoint.texts(6, seed: 2)
+        let lists = try XCTUnwrap(running.send(RawHTTP.post("/predict", json: String(decoding: try JSONSerialization.data(withJSONObject: ["inputs": texts]), as: UTF8.self)))?.json as? [[[String: Any]]])
+        XCTAssertEqual(lists.count, texts.count)
+        for (list, p) in zip(lists, model.checkpoint.predict(texts)) {
+            let got = scores(list)
+            for (level, prob) in zip(levels, p.probabilities!) { XCTAssertEqual(got[level] ?? .nan, Double(prob), accuracy: 1e-5) }
+            XCTAssertEqual(list.filter { $0["predicted"] as? Bool == true }.map { $0["label"] as! String }, [p.label!])
+            XCTAssertEqual(list.filter { $0["predicted"] as? Bool == false }.count, levels.count - 1)
+        }
+    }
+
     func testHostileRequestsGetJSONErrorsNamingTheProblem() throws {
         let logs = LogCapture()
         let (running, _) = try classifier(logs: logs) { $0.limits = ServeLimits(maxBodyBytes: 64 << 10, maxInputs: 8, maxTextBytes: 2000) }
