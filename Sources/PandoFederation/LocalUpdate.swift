@@ -21,7 +21,9 @@ public final class LocalUpdater {
 
     /// Allocates the local copy, shaped like `global` (its values are set by each `train`).
     public init(like global: BertModel) {
-        model = BertModel(config: global.config, head: global.head, seed: 0)
+        let plain = BertModel(config: global.config, head: global.head, seed: 0)
+        // A round model with adapters (federated LoRA) gets a copy with the same adapters.
+        model = global.lora.flatMap { try? BertModel(lora: $0, base: plain, seed: 0) } ?? plain
     }
 
     /// DP-SGD's sampling rate and step count for a school of `examples` under `plan`: Poisson

@@ -33,6 +33,13 @@ public struct LocalTrainingPlan: Sendable, Equatable, Codable {
     /// How the head reads the encoder (the federation's, fixed when it starts): with `cls` or
     /// `mean` the pooler is unused, hence frozen and not sent.
     public var pooling: Pooling = .pooler
+    /// Federated LoRA (``FederatedLoRA``): each round every school adds the same adapters to the
+    /// global model (A drawn from `loraSeed(round:)`, B zero), trains B and the head only and
+    /// sends those; the coordinator merges the mean into the weights. nil: full fine-tuning.
+    public var lora: LoRAConfig?
+
+    /// The seed the round's shared adapter matrices A are drawn with (coordinator and schools alike).
+    public func loraSeed(round: Int) -> UInt64 { (seed ^ 0x10_4A_F3D) &+ UInt64(round) &* 0x9E37_79B9_7F4A_7C15 }
 
     public init() {}
 }

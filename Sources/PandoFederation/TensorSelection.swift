@@ -27,9 +27,17 @@ public struct TensorSelection: Sendable, Equatable {
         trainedCount = trained.reduce(0) { $0 + $1.count }
     }
 
-    /// What `plan` trains of `layout`: all but the embedding tables (unless the plan trains
+    /// What `plan` trains of `layout`: with LoRA, B and the head only; otherwise all but the embedding tables (unless the plan trains
     /// them), encoder layers 0..<`freezeLayers`, and the pooler when the head does not read it.
     public init(layout: ParameterLayout, plan: LocalTrainingPlan) {
+        if plan.lora != nil {
+            // Federated LoRA: only the adapters' B matrices and the head (with the pooler when the head reads it).
+            var kept = ModelFamily.allCases.map(\.classifierPrefix)
+            if plan.pooling == .pooler { kept += ModelFamily.allCases.map(\.poolerPrefix) }
+            let frozen = layout.tensors.map(\.name).filter { name in !name.hasSuffix(".lora_B.weight") && !kept.contains { name.hasPrefix($0) } }
+            self.init(layout: layout, frozen: Set(frozen))
+            return
+        }
         var frozen = plan.freezeEmbeddings ? Self.allFamiliesEmbeddingTables : []
         var prefixes = (0..<plan.freezeLayers).flatMap { l in ModelFamily.allCases.map { $0.layerPrefix(l) } }
         if plan.pooling != .pooler { prefixes += ModelFamily.allCases.map(\.poolerPrefix) }

@@ -36,6 +36,12 @@ enum RoundParameters {
         }
         p["compression"] = Double(plan.compression.code)
         if plan.freezeLayers > 0 { p["freezeLayers"] = Double(plan.freezeLayers) }
+        if let lora = plan.lora {
+            p["loraRank"] = Double(lora.rank)
+            p["loraAlpha"] = Double(lora.alpha.description) ?? Double(lora.alpha)
+            p["loraDropout"] = Double(lora.dropout.description) ?? Double(lora.dropout)
+            p["loraTargets"] = Double(lora.targets.reduce(0) { $0 | 1 << $1.index })
+        }
         p["pooling"] = Double(Pooling.allCases.firstIndex(of: plan.pooling)!)
         if case .topK(let density) = plan.compression { p["topkDensity"] = density }
         return p
@@ -78,6 +84,14 @@ enum RoundParameters {
             plan.privacy = RoundPrivacy(noiseMultiplier: sigma, maxGradientNorm: Float(clip), delta: delta)
         }
         if parameters["freezeLayers"] != nil { plan.freezeLayers = try whole("freezeLayers", 0...1000) }
+        if parameters["loraRank"] != nil {
+            let rank = try whole("loraRank", 1...4096)
+            let mask = try whole("loraTargets", 1...(1 << LoRATarget.allCases.count) - 1)
+            let lora = LoRAConfig(rank: rank, alpha: Float(try value("loraAlpha")), dropout: Float(parameters["loraDropout"] ?? 0),
+                                  targets: LoRATarget.allCases.filter { mask & (1 << $0.index) != 0 })
+            do { try lora.validate() } catch { throw RoundError("the assignment's LoRA settings: \(error)") }
+            plan.lora = lora
+        }
         // Pooling by its index in `Pooling.allCases`; absent: the pooler (older coordinators).
         if parameters["pooling"] != nil { plan.pooling = Pooling.allCases[try whole("pooling", 0...(Pooling.allCases.count - 1))] }
         // An assignment that does not say so wants the plain Float32 update (older coordinators).

@@ -86,6 +86,10 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Secure aggregation: this many schools vanish in the first round (at the share, masked-input and unmasking stages in turn).")
     var secaggDropouts = 0
     @Option(help: "Encoder layers 0..<N are neither trained nor sent.") var freezeLayers = 0
+    @Option(help: "Federated LoRA: adapters of this rank (A shared per round, B and the head trained and sent, merged each round).") var loraRank: Int?
+    @Option(help: "LoRA α (default 2 × rank).") var loraAlpha: Float?
+    @Option(help: "LoRA dropout on the adapter input.") var loraDropout: Float = 0
+    @Option(help: "LoRA targets: query,key,value,attention-output,intermediate,output.") var loraTargets = "query,value"
     @Option(help: "How the head reads the encoder: pooler (the family's own head), cls or mean.") var pooling: Pooling = .pooler
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
@@ -155,6 +159,12 @@ struct SimulateCommand: AsyncParsableCommand {
         config.plan.seed = seed
         config.plan.freezeLayers = freezeLayers
         config.plan.pooling = pooling
+        if let rank = loraRank {
+            let lora = LoRAConfig(rank: rank, alpha: loraAlpha, dropout: loraDropout, targets: try LoRATarget.parseList(loraTargets))
+            do { try lora.validate() } catch { throw ValidationError("--lora-rank: \(error)") }
+            guard strategy != .fedadam else { throw ValidationError("--lora-rank works with fedavg, fedprox, trimmed-mean and dp-fedavg, not fedadam") }
+            config.plan.lora = lora
+        }
         switch compression {
         case .none: config.plan.compression = .none
         case .float16: config.plan.compression = .float16

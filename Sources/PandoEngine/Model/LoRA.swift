@@ -11,7 +11,7 @@ public enum LoRATarget: String, Codable, Sendable, CaseIterable, Comparable {
     case output
 
     /// Position in the per-layer adapter table.
-    var index: Int { Self.allCases.firstIndex(of: self)! }
+    public var index: Int { Self.allCases.firstIndex(of: self)! }
 
     public static func < (a: Self, b: Self) -> Bool { a.index < b.index }
 

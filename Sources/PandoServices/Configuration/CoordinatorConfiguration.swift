@@ -147,7 +147,7 @@ public struct RoundSettings: Sendable, Equatable {
 /// selection: {fraction: 1.0, min_schools: 2, quorum: 2, round_deadline_seconds: 3600}
 /// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
 /// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
-/// update: {compression: int8}          # none | float16 | int8 | topk (with topk_density: 0.01)
+/// update: {compression: int8}          # none | float16 | int8 | topk (with topk_density: 0.01); lora: {rank: 8}
 /// secure_aggregation: {neighbours: 8}  # optional: the coordinator sees only the sum (SecureAggregationSettings)
 /// coordinator:
 ///   listen: 0.0.0.0
@@ -219,7 +219,10 @@ public struct CoordinatorConfiguration: Sendable {
         if let l = file.local { config.plan = try l.apply(to: config.plan, file: url.path) }
         config.plan.seed = config.rounds.seed
         config.plan.pooling = f.pooling ?? config.plan.pooling
-        if let u = file.update { config.plan.compression = try u.compression(file: url.path) }
+        if let u = file.update {
+            config.plan.compression = try u.compression(file: url.path)
+            config.plan.lora = try u.lora?.config(file: url.path)
+        }
         if let s = file.strategy { config.strategy = s }
         if config.strategy.name == .dpFedAvg, config.strategy.expectedSchools == nil { config.strategy.expectedSchools = config.rounds.minSchools }
         config.status = try file.status?.settings(relativeTo: url)
@@ -245,6 +248,10 @@ public struct CoordinatorConfiguration: Sendable {
         if r.quorum > r.minSchools { throw bad("selection.quorum", "\(r.quorum) can never be met with min_schools \(r.minSchools): raise min_schools") }
         try plan.check(file: file)
         try strategy.validate(file: file)
+        if plan.lora != nil {
+            if strategy.name == .fedadam { throw bad("strategy.name", "fedadam keeps moments of the full model, and LoRA rounds average adapters: use fedavg or fedprox with update.lora") }
+            if plan.freezeLayers > 0 { throw bad("local.freeze_layers", "LoRA already freezes every base weight: leave freeze_layers out with update.lora") }
+        }
         if !(1...65535).contains(port) { throw bad("coordinator.port", "must be 1–65535") }
         try status?.validate(file: file)
         try secureAggregation?.validate(file: file, strategy: strategy, rounds: rounds)
@@ -420,12 +427,41 @@ struct LocalSection: Decodable {
 struct UpdateSection: Decodable {
     var compression: String?
     var topk_density: Double?
-    enum Keys: String, CodingKey, CaseIterable { case compression, topk_density }
+    var lora: LoRASection?
+    enum Keys: String, CodingKey, CaseIterable { case compression, topk_density, lora }
     init(from decoder: Decoder) throws {
         try decoder.rejectUnknownKeys(Keys.self)
         let c = try decoder.container(keyedBy: Keys.self)
         compression = try c.decodeIfPresent(String.self, forKey: .compression)
         topk_density = try c.decodeIfPresent(Double.self, forKey: .topk_density)
+        lora = try c.decodeIfPresent(LoRASection.self, forKey: .lora)
+    }
+
+    /// `update.lora: {rank: 8, alpha: 16, dropout: 0.1, targets: [query, value]}`: federated LoRA (``FederatedLoRA``).
+    struct LoRASection: Decodable {
+        var rank: Int
+        var alpha: Float?
+        var dropout: Float?
+        var targets: [String]?
+        enum Keys: String, CodingKey, CaseIterable { case rank, alpha, dropout, targets }
+        init(from decoder: Decoder) throws {
+            try decoder.rejectUnknownKeys(Keys.self)
+            let c = try decoder.container(keyedBy: Keys.self)
+            rank = try c.decode(Int.self, forKey: .rank)
+            alpha = try c.decodeIfPresent(Float.self, forKey: .alpha)
+            dropout = try c.decodeIfPresent(Float.self, forKey: .dropout)
+            targets = try c.decodeIfPresent([String].self, forKey: .targets)
+        }
+
+        func config(file: String) throws -> LoRAConfig {
+            let targets: [LoRATarget]
+            do { targets = try self.targets.map { try LoRATarget.parseList($0.joined(separator: ",")) } ?? [.query, .value] } catch {
+                throw ConfigurationError(file: file, field: "update.lora.targets", "\(error)")
+            }
+            let lora = LoRAConfig(rank: rank, alpha: alpha, dropout: dropout ?? 0, targets: targets)
+            do { try lora.validate() } catch { throw ConfigurationError(file: file, field: "update.lora", "\(error)") }
+            return lora
+        }
     }
 
     func compression(file: String) throws -> UpdateCompression {

@@ -540,11 +540,16 @@ final class RoundDriver: @unchecked Sendable {
     private func runRound(_ round: Int, base: String, selected: [String], plan: LocalTrainingPlan, start: ContinuousClock.Instant,
                           events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
         let cfg = config
-        let aggregation = AggregationRound(round: round, baseVersion: base, layout: global.layout, strategy: strategy,
+        // Federated LoRA: the round's adapters on the global model (the same A as every school's);
+        // updates are in its layout, and their mean is merged into the weights at the commit.
+        let roundModel = try FederatedLoRA.roundModel(global: global, plan: plan, round: round)
+        let layout = roundModel?.layout ?? global.layout
+        let scratch = roundModel == nil ? delta : ParameterBuffer(layout: layout)
+        let aggregation = AggregationRound(round: round, baseVersion: base, layout: layout, strategy: strategy,
                                            maxNorm: cfg.strategy.maxUpdateNorm ?? .infinity)
         let baseNorm = DeltaMath.norm(global.parameters.buffer)
         // What the plan trains, hence what each update carries (the embedding tables stay frozen by default).
-        let selection = TensorSelection(layout: global.layout, plan: plan)
+        let selection = TensorSelection(layout: layout, plan: plan)
         // …and how it is compressed: the one size the coordinator accepts, and how it is decoded.
         let pipeline = UpdatePipeline(selection: selection, compression: plan.compression)
         let model: ObjectRef, modelFile: URL
@@ -592,11 +597,11 @@ final class RoundDriver: @unchecked Sendable {
         defer { deadlineTask.cancel() }
         if let secure {
             let tally = try await runSecureRound(round, base: base, selected: selected, plan: plan, selection: selection, settings: secure,
-                                                 model: model, nonces: nonces, aggregation: aggregation, deadline: deadline,
+                                                 model: model, nonces: nonces, aggregation: aggregation, meanBuffer: scratch, deadline: deadline,
                                                  events: &events, leaveOut: leaveOut)
             return try await finishRound(round, base: base, selected: selected, plan: plan, start: start, aggregation: aggregation,
-                                         leftOut: leftOut, weightedLoss: tally.weightedLoss, aggregateSeconds: tally.aggregateSeconds,
-                                         schoolFigures: tally.schoolFigures, events: &events)
+                                         roundModel: roundModel, leftOut: leftOut, weightedLoss: tally.weightedLoss,
+                                         aggregateSeconds: tally.aggregateSeconds, schoolFigures: tally.schoolFigures, events: &events)
         }
         let unreachable = await assign(selected, round: round, task: .train, model: model, plan: plan, nonces: nonces)
         for (school, why) in unreachable.sorted(by: { $0.key < $1.key }) { try leaveOut(school, why) }
@@ -680,7 +685,7 @@ final class RoundDriver: @unchecked Sendable {
                 let metrics = Dictionary(uniqueKeysWithValues: result.metrics.map { ($0.key.value, $0.value) })
                 schoolFigures[school] = SchoolRound(school: school, selected: true, accepted: false, trainingExamples: examples,
                                                     trainingMetrics: metrics)
-                var update = ModelUpdate(school: school, round: round, baseVersion: base, delta: delta,
+                var update = ModelUpdate(school: school, round: round, baseVersion: base, delta: scratch,
                                          exampleCount: examples, metrics: metrics)
                 let (weight, capped) = UpdateBounds.weight(reported: examples, referenceMedian: referenceMedian ?? cfg.strategy.initialMedianExamples,
                                                            multiple: cfg.strategy.weightCapMultiple)
@@ -739,14 +744,14 @@ final class RoundDriver: @unchecked Sendable {
             }
         }
         return try await finishRound(round, base: base, selected: selected, plan: plan, start: start, aggregation: aggregation,
-                                     leftOut: leftOut, weightedLoss: weightedLoss, aggregateSeconds: aggregateSeconds,
+                                     roundModel: roundModel, leftOut: leftOut, weightedLoss: weightedLoss, aggregateSeconds: aggregateSeconds,
                                      schoolFigures: schoolFigures, events: &events)
     }
 
     /// Commits (or aborts) the round from what its aggregation holds, has the schools evaluate
     /// the new version, and records the round's figures: the same for plain and secure rounds.
     func finishRound(_ round: Int, base: String, selected: [String], plan: LocalTrainingPlan, start: ContinuousClock.Instant,
-                     aggregation: AggregationRound, leftOut: [String: String], weightedLoss: Double, aggregateSeconds: Double,
+                     aggregation: AggregationRound, roundModel: BertModel? = nil, leftOut: [String: String], weightedLoss: Double, aggregateSeconds: Double,
                      schoolFigures: [String: SchoolRound], events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
         let cfg = config
         var aggregateSeconds = aggregateSeconds
@@ -754,10 +759,17 @@ final class RoundDriver: @unchecked Sendable {
         coordinator.monitor.enter(.aggregating)
         let global = Unchecked(global)
         let commit = Unchecked(aggregation)
+        let adapters = Unchecked(roundModel)
         let quorum = cfg.rounds.quorum
         let (committed, commitSpent) = try await ComputeLane.run {
             let t0 = ContinuousClock.now
-            return (commit.value.commit(to: global.value.parameters, quorum: quorum), Self.seconds(since: t0))
+            guard let lora = adapters.value else {
+                return (commit.value.commit(to: global.value.parameters, quorum: quorum), Self.seconds(since: t0))
+            }
+            // LoRA: the mean B and head delta go into the round model, then W + (α/r)·B̄·A becomes the new global.
+            let done = commit.value.commit(to: lora.parameters, quorum: quorum)
+            if done { global.value.parameters.buffer.copy(from: lora.mergedLoRA().parameters.buffer) }
+            return (done, Self.seconds(since: t0))
         }
         aggregateSeconds += commitSpent
         var testSeconds = 0.0

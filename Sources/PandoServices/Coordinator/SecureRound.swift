@@ -22,7 +22,7 @@ extension RoundDriver {
     /// `min_survivors`) remain, and each stage ends by its deadline, never later.
     func runSecureRound(_ round: Int, base: String, selected: [String], plan: LocalTrainingPlan, selection: TensorSelection,
                         settings: SecureAggregationSettings, model: ObjectRef, nonces: [String: WireToken],
-                        aggregation: AggregationRound, deadline: Int, events: inout AsyncStream<HubEvent>.Iterator,
+                        aggregation: AggregationRound, meanBuffer: ParameterBuffer, deadline: Int, events: inout AsyncStream<HubEvent>.Iterator,
                         leaveOut: (String, String) throws -> Void) async throws -> SecureRoundTally {
         let cfg = config
         var seed = [UInt8](repeating: 0, count: 32)
@@ -264,8 +264,8 @@ extension RoundDriver {
             return tally
         }
         let contributors = protocolState.contributors
-        // The mean of the trained tensors, back in the model's layout (frozen tensors zero).
-        let delta = self.delta
+        // The mean of the trained tensors, back in the round's layout (frozen tensors zero).
+        let delta = meanBuffer
         let t0 = ContinuousClock.now
         delta.buffer.fill(0)
         var offset = 0

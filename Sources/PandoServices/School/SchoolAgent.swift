@@ -385,6 +385,7 @@ public final class SchoolAgent: @unchecked Sendable {
         let school = conn.schoolID.value
         let file = configuration.cache.appendingPathComponent("outgoing/update-r\(round).delta")
         let data = encoded(maxLength: plan.maxLength).train
+        let model = try FederatedLoRA.roundModel(global: model, plan: plan, round: round) ?? model
         if updater == nil || updater!.model.layout != model.layout { updater = LocalUpdater(like: model) }
         let updater = Unchecked(self.updater!)
         let clip = configuration.privacy?.maxGradientNorm, randomness = privacyRandomness

@@ -23,7 +23,7 @@ extension SchoolAgent {
         guard Int(setup.minimumSurvivors) >= minimum else {
             return .failure(SecureRefusal(code: "secure-aggregation-too-few", reason: "the round would unmask the sum of as few as \(setup.minimumSurvivors) schools; this school requires at least \(minimum) (secure_aggregation.min_survivors)"))
         }
-        let trained = TensorSelection(layout: BertModel.layout(config: config, head: head), plan: plan).trainedCount
+        let trained = TensorSelection(layout: FederatedLoRA.layout(config: config, head: head, plan: plan), plan: plan).trainedCount
         guard setup.vectorLength == UInt64(trained) else {
             return .failure(SecureRefusal(code: "secure-aggregation-invalid", reason: "the round masks \(setup.vectorLength) values, but the plan trains \(trained)"))
         }
@@ -73,6 +73,7 @@ extension SchoolAgent {
         let school = conn.schoolID.value
         client.setActivity(.training, progress: 0)
         let data = encoded(maxLength: plan.maxLength).train
+        let model = try FederatedLoRA.roundModel(global: model, plan: plan, round: round) ?? model
         if updater == nil || updater!.model.layout != model.layout { updater = LocalUpdater(like: model) }
         let updater = Unchecked(self.updater!)
         let clip = configuration.privacy?.maxGradientNorm, randomness = privacyRandomness
