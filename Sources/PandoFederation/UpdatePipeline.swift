@@ -102,9 +102,14 @@ public struct UpdatePipeline: Sendable, Equatable {
 
     /// What the plan asks for as the audit records it (no layout needed: parameters come from the plan).
     public static func describe(_ plan: LocalTrainingPlan, secureAggregation: Bool = false) -> String {
-        ([selectTransform(freezeEmbeddings: plan.freezeEmbeddings)] + [compressTransform(plan.compression)].compactMap { $0 }
+        ([plan.lora.map(loraTransform) ?? selectTransform(freezeEmbeddings: plan.freezeEmbeddings)] + [compressTransform(plan.compression)].compactMap { $0 }
          + (secureAggregation ? [UpdateTransform("secagg-mask", ["fixedPointBits": 32])] : []))
             .map(\.description).joined(separator: " → ")
+    }
+
+    /// Federated LoRA: the update is the adapters' B matrices and the head (``FederatedLoRA``).
+    static func loraTransform(_ lora: LoRAConfig) -> UpdateTransform {
+        UpdateTransform("lora-b", ["rank": Double(lora.rank), "alpha": Double(lora.alpha), "targets": Double(lora.targets.reduce(0) { $0 | 1 << $1.index })])
     }
 
     static func selectTransform(freezeEmbeddings: Bool) -> UpdateTransform {

@@ -244,7 +244,7 @@ struct SimulateCommand: AsyncParsableCommand {
         print("data: \(trainData.count) training examples across schools (Dirichlet α = \(alpha); train+validation per school \(sizes)), \(testData.count) test")
         let initialModel = try BertModel.load(from: folder, head: head, seed: seed).0
         print("strategy: \(choice.name.rawValue); \(rounds) round(s), \(asked) of \(schools) schools asked per round, quorum \(config.rounds.quorum); \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize), max length \(maxLength); \(initialModel.parameterCount) parameters (\(bytes(4 * initialModel.parameterCount)) per delta)")
-        let pipeline = UpdatePipeline(layout: initialModel.layout, plan: config.plan)
+        let pipeline = UpdatePipeline(layout: FederatedLoRA.layout(config: initialModel.config, head: head, plan: config.plan), plan: config.plan)
         let float32Bytes = 4 * pipeline.selection.trainedCount
         print("updates: \(UpdatePipeline.describe(config.plan)); \(bytes(pipeline.encodedBytes)) per school per round (\(percent(pipeline.encodedBytes, of: float32Bytes)) of the \(bytes(float32Bytes)) Float32 delta of the trained tensors)")
 
