@@ -1,5 +1,6 @@
 import Foundation
 import Logging
+import PandoEngine
 import PandoFederation
 @testable import PandoServices
 import PandoTestSupport
@@ -86,6 +87,18 @@ final class ConfigurationTests: XCTestCase {
         try expectError(secure.replacingOccurrences(of: "threshold: 3", with: "threshold: 5"), ["secure_aggregation.threshold", "4 neighbours"])
         try expectError(secure.replacingOccurrences(of: "clip: 0.5", with: "clip: 0"), ["secure_aggregation.clip"])
         try expectError(secure.replacingOccurrences(of: "min_survivors: 3", with: "min_survivor: 3"), ["secure_aggregation.min_survivor", "unknown setting"])
+    }
+
+    func testFederatedLoRASettings() throws {
+        let fedavg = valid.replacingOccurrences(of: "name: fedadam", with: "name: fedavg")
+        let c = try CoordinatorConfiguration.load(from: try write(fedavg + "\nupdate: {lora: {rank: 8, alpha: 16, targets: [query, value]}}\n"))
+        XCTAssertEqual(c.plan.lora, LoRAConfig(rank: 8, alpha: 16, targets: [.query, .value]))
+        try expectError(valid + "\nupdate: {lora: {rank: 8}}\n", ["strategy.name", "fedadam"])
+        try expectError(fedavg + "\nupdate: {lora: {rank: 8, targets: [queries]}}\n", ["update.lora.targets"])
+        try expectError(fedavg + "\nupdate: {lora: {rank: 0}}\n", ["update.lora"])
+        try expectError(fedavg + "\nupdate: {lora: {rank: 8, alpa: 16}}\n", ["update.lora.alpa", "unknown setting"])
+        try expectError(fedavg.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, freeze_layers: 2") + "\nupdate: {lora: {rank: 8}}\n",
+                        ["local.freeze_layers"])
     }
 
     func testUpdateCompressionSettings() throws {
