@@ -768,7 +768,10 @@ final class RoundDriver: @unchecked Sendable {
             }
             // LoRA: the mean B and head delta go into the round model, then W + (α/r)·B̄·A becomes the new global.
             let done = commit.value.commit(to: lora.parameters, quorum: quorum)
-            if done { global.value.parameters.buffer.copy(from: lora.mergedLoRA().parameters.buffer) }
+            if done {
+                let merged = lora.mergedLoRA()  // kept alive while its (non-owning) buffer view is read
+                withExtendedLifetime(merged) { global.value.parameters.buffer.copy(from: merged.parameters.buffer) }
+            }
             return (done, Self.seconds(since: t0))
         }
         aggregateSeconds += commitSpent
