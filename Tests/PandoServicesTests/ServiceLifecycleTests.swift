@@ -169,4 +169,64 @@ final class ServiceLifecycleTests: XCTestCase {
         XCTAssertEqual(objects.count, lines.count, "every line a JSON event: \(r.errors)")
         XCTAssertTrue(objects.contains { $0["level"] as? String == "critical" && ($0["event"] as? String ?? "").contains(config.path) }, r.errors)
     }
+
+    /// The `pando-client` executable: started against a coordinator that is not there (it keeps
+    /// redialling), SIGTERM ends it with status 0, and every line it wrote is one JSON event.
+    func testClientExecutableExitsZeroOnSIGTERMAndLogsJSONLines() throws {
+        let executable = try ChildProcesses.testBinary().deletingLastPathComponent().appendingPathComponent("pando-client")
+        guard FileManager.default.isExecutableFile(atPath: executable.path) else {
+            throw XCTSkip("\(executable.path) is not built (swift build builds it before swift test --skip-build)")
+        }
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-client-sigterm")
+        let pki = work.appendingPathComponent("pki")
+        let ca = try CertificateAuthority.initialise(at: pki, districtName: "client signal district")
+        try ca.issueSchool(id: "east")
+        let rows = synthetic(count: 40, seed: 7)
+        let csv = "text,label\n" + rows.map { "\($0.text),\($0.label)" }.joined(separator: "\n") + "\n"
+        try csv.write(to: work.appendingPathComponent("data.csv"), atomically: true, encoding: .utf8)
+        let (held, port) = try ChildProcesses.loopbackListener()
+        close(held)  // nothing listens there: the client keeps trying
+        let yaml = """
+        school: {data: data.csv, validation_fraction: 0.2}
+        federation: {id: signal-client, task: classification, labels: [a, b], base_model: \(try TestFixtures.tinyModelFolder().path)}
+        coordinator: {host: 127.0.0.1, port: \(port), server_name: localhost}
+        tls: {folder: \(CertificateAuthority.schoolDirectory(pki, id: "east").path)}
+        cache: cache
+        """
+        let config = work.appendingPathComponent("school.yaml")
+        try yaml.write(to: config, atomically: true, encoding: .utf8)
+        let out = work.appendingPathComponent("stdout"), err = work.appendingPathComponent("stderr")
+        for f in [out, err] { FileManager.default.createFile(atPath: f.path, contents: nil) }
+        let child = Process()
+        child.executableURL = executable
+        child.arguments = ["--config", config.path, "--log-format", "json"]
+        child.standardOutput = try FileHandle(forWritingTo: out)
+        child.standardError = try FileHandle(forWritingTo: err)
+        try child.run()
+        let start = Date()
+        func started() -> Bool { ((try? String(contentsOf: out, encoding: .utf8)) ?? "").contains("training and") }
+        while !started(), child.isRunning, Date().timeIntervalSince(start) < 60 { usleep(10_000) }
+        XCTAssertTrue(started(), "the client did not start: \((try? String(contentsOf: err, encoding: .utf8)) ?? "")")
+        usleep(300_000)  // into its dialling loop
+        kill(child.processIdentifier, SIGTERM)
+        let stopped = Date()
+        while child.isRunning, Date().timeIntervalSince(stopped) < 30 { usleep(10_000) }
+        if child.isRunning { kill(child.processIdentifier, SIGKILL) }
+        child.waitUntilExit()
+        XCTAssertEqual(child.terminationReason, .exit)
+        XCTAssertEqual(child.terminationStatus, 0, "the documented status of a clean stop")
+        var events: [String] = []
+        for file in [err, out] {
+            for line in try String(contentsOf: file, encoding: .utf8).split(separator: "\n") {
+                guard let o = (try? JSONSerialization.jsonObject(with: Data(line.utf8))) as? [String: Any],
+                      o["time"] is String, o["level"] is String, let event = o["event"] as? String else {
+                    XCTFail("\(file.lastPathComponent): not a JSON event line: \(line.prefix(200))")
+                    continue
+                }
+                events.append(event)
+            }
+        }
+        XCTAssertTrue(events.contains { $0.hasPrefix("SIGTERM: stopping") }, events.joined(separator: "\n"))
+        XCTAssertFalse(events.joined().contains(rows[0].text), "no student text in the log")
+    }
 }
