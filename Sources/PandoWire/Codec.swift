@@ -141,7 +141,7 @@ public enum WireCodec {
         "lineage", "chain", "version", "parent", "initSeed", "declineReason",
         "secureAggregation", "roster", "threshold", "minimumSurvivors", "neighbours", "roundSeed", "clip", "scale",
         "maxWeight", "vectorLength", "maskedWith", "encryptionKey", "maskingKey", "keys", "school", "envelopes", "peer",
-        "sealed", "survivors", "dropped", "shares", "owner", "index", "values",
+        "sealed", "survivors", "dropped", "shares", "owner", "index", "values", "patch", "base", "object",
     ]
 
     static func path(_ keys: [CodingKey]) -> String {

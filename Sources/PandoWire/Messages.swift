@@ -296,8 +296,13 @@ public struct RoundAssignment: Codable, Sendable, Equatable {
     /// Present when the round uses secure aggregation: the school then sends its update
     /// masked (``SecureAggregationSetup``), and a school that requires it declines without.
     public var secureAggregation: SecureAggregationSetup?
+    /// `model` as the bytes that differ from an earlier version (its parent): a school that holds
+    /// `base` fetches `object` instead of the whole file, and keeps the result only if it hashes
+    /// to `model.sha256`.
+    public var patch: VersionPatchRef?
     public init(round: UInt64, task: RoundTask = .train, model: ObjectRef, nonce: WireToken, parameters: [WireToken: Double],
-                auditHead: AuditAnchor? = nil, lineage: VersionLineage? = nil, secureAggregation: SecureAggregationSetup? = nil) {
+                auditHead: AuditAnchor? = nil, lineage: VersionLineage? = nil, secureAggregation: SecureAggregationSetup? = nil,
+                patch: VersionPatchRef? = nil) {
         self.round = round
         self.task = task
         self.model = model
@@ -306,6 +311,17 @@ public struct RoundAssignment: Codable, Sendable, Equatable {
         self.auditHead = auditHead
         self.lineage = lineage
         self.secureAggregation = secureAggregation
+        self.patch = patch
+    }
+}
+
+/// A version patch on offer: applies to the version `base`.
+public struct VersionPatchRef: Codable, Sendable, Equatable {
+    public var base: ObjectDigest
+    public var object: ObjectRef
+    public init(base: ObjectDigest, object: ObjectRef) {
+        self.base = base
+        self.object = object
     }
 }
 

@@ -257,3 +257,40 @@ final class CompressionTests: XCTestCase {
         XCTAssertThrowsError(try TopKResidual.load(from: url))
     }
 }
+
+/// Version patches (issue 13, item 3): lossless, bounded, and refused when they do not fit.
+final class VersionPatchTests: XCTestCase {
+    func testPatchRebuildsTheNewFileExactlyAndRefusesBadPatches() throws {
+        let dir = FileManager.default.temporaryDirectory.appendingPathComponent("pando-patch-\(UUID().uuidString)")
+        try FileManager.default.createDirectory(at: dir, withIntermediateDirectories: true)
+        defer { try? FileManager.default.removeItem(at: dir) }
+        var rng = SplitMix64(seed: 5)
+        var old = (0..<100_003).map { _ in UInt8(truncatingIfNeeded: rng.next()) }
+        var new = old
+        for i in 40_000..<42_000 { new[i] = new[i] &+ 1 }  // a changed tensor
+        for i in stride(from: 90_000, to: 90_100, by: 7) { new[i] ^= 0x5A }  // scattered changes
+        new[100_002] = new[100_002] &+ 3  // the last, partial word
+        let a = dir.appendingPathComponent("a"), b = dir.appendingPathComponent("b"), p = dir.appendingPathComponent("p"), out = dir.appendingPathComponent("out")
+        try Data(old).write(to: a)
+        try Data(new).write(to: b)
+        let size = try XCTUnwrap(try VersionPatch.make(from: a, to: b, patch: p))
+        XCTAssertLessThan(size, 3_000, "only the changed bytes travel")
+        try VersionPatch.apply(p, to: a, writing: out)
+        XCTAssertEqual(try Data(contentsOf: out), Data(new))
+        // A patch for another file size, a range outside the file, truncation: refused.
+        old.append(0)
+        try Data(old).write(to: a)
+        XCTAssertThrowsError(try VersionPatch.apply(p, to: a, writing: out))
+        old.removeLast()
+        try Data(old).write(to: a)
+        var bytes = [UInt8](try Data(contentsOf: p))
+        bytes[24 ..< 32] = ArraySlice(withUnsafeBytes(of: UInt64(99_999).littleEndian, Array.init))  // first range's offset near the end
+        try Data(bytes).write(to: p)
+        XCTAssertThrowsError(try VersionPatch.apply(p, to: a, writing: out)) { XCTAssertTrue("\($0)".contains("outside the file") || "\($0)".contains("out of order"), "\($0)") }
+        try Data(bytes.prefix(30)).write(to: p)
+        XCTAssertThrowsError(try VersionPatch.apply(p, to: a, writing: out))
+        // Files of different sizes (another layout) get no patch.
+        try Data(old + [1]).write(to: b)
+        XCTAssertNil(try VersionPatch.make(from: a, to: b, patch: p))
+    }
+}

@@ -33,7 +33,8 @@ func sample(_ type: MessageType) -> WireMessage {
                                                                         initSeed: 42),
                                                 secureAggregation: SecureAggregationSetup(
                                                     roster: ["lincoln-high", "roosevelt-middle", "west-elementary"], threshold: 2, minimumSurvivors: 2,
-                                                    neighbours: 2, roundSeed: digest, clip: 1, scale: 4096, maxWeight: 5000, vectorLength: 1_000_000)))
+                                                    neighbours: 2, roundSeed: digest, clip: 1, scale: 4096, maxWeight: 5000, vectorLength: 1_000_000),
+                                                patch: VersionPatchRef(base: digest, object: ObjectRef(id: "patch-4be1c0ffee12", size: 99, sha256: digest))))
     case .roundResult:
         return .roundResult(RoundResult(round: 3, nonce: "0f3a9c", status: .completed, update: ref, exampleCount: 812,
                                         metrics: ["accuracy": 0.91, "macro_f1": 0.88], declineReason: "lineage-unknown-parent",

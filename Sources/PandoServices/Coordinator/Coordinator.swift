@@ -407,6 +407,34 @@ final class RoundDriver: @unchecked Sendable {
         return (ObjectRef(id: WireToken("model-\(version.prefix(16))")!, size: UInt64(size), sha256: digest), file)
     }
 
+    /// `version` as a patch from its parent (``VersionPatch``), made once and kept in
+    /// `state/patches/`: offered with assignments when it is smaller than 90% of the whole
+    /// file. Nil for the base model, a parent no longer on disk, or a patch that saves little.
+    func patchRef(_ version: String) async -> (ref: VersionPatchRef, file: URL)? {
+        let store = ledger.ledger.store
+        guard let record = try? ledger.ledger.versions().first(where: { $0.id == version }), let parent = record.parent,
+              store.hasWeights(parent), let base = ObjectDigest(hex: parent) else { return nil }
+        let folder = config.stateFolder.appendingPathComponent("patches", isDirectory: true)
+        let file = folder.appendingPathComponent("\(parent.prefix(16))-\(version.prefix(16)).patch")
+        do {
+            let made = try await ComputeLane.run { () -> (Int, String)? in
+                try PrivateFiles.folder(folder)
+                if !FileManager.default.fileExists(atPath: file.path) {
+                    guard try VersionPatch.make(from: store.weights(of: parent), to: store.weights(of: version), patch: file) != nil else { return nil }
+                }
+                let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
+                return (size, try Digest.sha256(fileAt: file))
+            }
+            guard let (size, sha) = made, let digest = ObjectDigest(hex: sha) else { return nil }
+            let full = (try? FileManager.default.attributesOfItem(atPath: store.weights(of: version).path)[.size] as? Int) ?? 0
+            guard Double(size) < 0.9 * Double(full) else { return nil }
+            return (VersionPatchRef(base: base, object: ObjectRef(id: WireToken("patch-\(version.prefix(16))")!, size: UInt64(size), sha256: digest)), file)
+        } catch {
+            logger.warning("no patch for version \(version.prefix(12)): \(error); schools fetch the whole file")
+            return nil
+        }
+    }
+
     /// The audit log's last record (seq and hash) as it stands now, for an assignment: each school
     /// logs it, anchoring the log outside the coordinator. Nil only if the ledger cannot be read.
     func auditAnchor() -> AuditAnchor? {
@@ -450,6 +478,7 @@ final class RoundDriver: @unchecked Sendable {
     /// Sends assignments to `schools`; returns those it could not reach.
     func assign(_ schools: [String], round: Int, task: RoundTask, model: ObjectRef, plan: LocalTrainingPlan,
                 nonces: [String: WireToken], secure: SecureAggregationSetup? = nil) async -> [String: String] {
+        let patch = hub.current.flatMap { $0.model == model ? $0.patch?.ref : nil }
         let parameters = RoundParameters.encode(plan, labels: labels)
         let lineage = self.lineage(of: model.sha256.hex)
         let alter = coordinator.alterAssignment
@@ -459,7 +488,8 @@ final class RoundDriver: @unchecked Sendable {
                 group.addTask {
                     guard let session = hub.session(school) else { return (school, "disconnected before the assignment") }
                     var assignment = RoundAssignment(round: UInt64(round), task: task, model: model, nonce: nonces[school]!, parameters: parameters,
-                                                     auditHead: self.auditAnchor(), lineage: lineage, secureAggregation: secure)
+                                                     auditHead: self.auditAnchor(), lineage: lineage, secureAggregation: secure,
+                                                     patch: patch)
                     alter?(school, &assignment)
                     let a = assignment
                     do {
@@ -570,7 +600,7 @@ final class RoundDriver: @unchecked Sendable {
         let secure = cfg.secureAggregation
         let updateSize = secure == nil ? UInt64(pipeline.encodedBytes) : UInt64(MaskedUpdateFile.size(words: selection.trainedCount + 1))
         hub.openRound(OpenRound(number: round, task: .train, model: model, modelFile: modelFile, expected: expected,
-                                updateSize: updateSize))
+                                updateSize: updateSize, patch: await patchRef(base)))
         progress("round \(round): \(selected.count) school(s) selected (\(selected.joined(separator: ", "))), base \(base.prefix(12))")
         coordinator.monitor.enter(.training)
 
@@ -840,7 +870,7 @@ final class RoundDriver: @unchecked Sendable {
         var nonces: [String: WireToken] = [:]
         for s in schools { nonces[s] = Self.nonce() }
         hub.openRound(OpenRound(number: round, task: .evaluate, model: model, modelFile: modelFile,
-                                expected: nonces.mapValues { Expectation(nonce: $0) }, updateSize: 0))
+                                expected: nonces.mapValues { Expectation(nonce: $0) }, updateSize: 0, patch: await patchRef(version)))
         var pending = Set(schools)
         for (school, _) in await assign(schools, round: round, task: .evaluate, model: model, plan: plan, nonces: nonces) {
             pending.remove(school)

@@ -94,6 +94,8 @@ struct OpenRound: Sendable {
     var updateSize: UInt64
     var bytesUp: UInt64 = 0
     var bytesDown: UInt64 = 0
+    /// `model` as a patch from its parent, also servable (``VersionPatch``).
+    var patch: (ref: VersionPatchRef, file: URL)?
 }
 
 /// The meeting point of the connection handlers (one task per school) and the round
@@ -207,8 +209,11 @@ final class SessionHub: @unchecked Sendable {
 
     func openRound(_ round: OpenRound) {
         lock.withLock {
-            servable.removeAll { $0.id == round.model.id }
-            servable = Array(servable.suffix(1)) + [(round.model.id, round.modelFile, round.model.sha256)]
+            servable.removeAll { $0.id == round.model.id || $0.id == round.patch?.ref.object.id }
+            var objects = [(round.model.id, round.modelFile, round.model.sha256)]
+            if let p = round.patch { objects.append((p.ref.object.id, p.file, p.ref.object.sha256)) }
+            // This round's objects and the previous round's (a school may still be finishing a fetch).
+            servable = Array(servable.suffix(2)) + objects
             open = round
         }
     }

@@ -331,8 +331,12 @@ public final class SchoolAgent: @unchecked Sendable {
         if !cached {
             try PrivateFiles.folder(folder)
             let limit = UInt64(4 * BertModel.layout(config: config, head: head).count) + (64 << 20)
-            let stats = try await conn.fetchObject(a.model, kind: .checkpoint, to: weights, maxSize: limit)
-            onEvent?(.fetched(round: Int(clamping: a.round), bytes: stats.bytesTransferred, cached: false))
+            if let fetched = try await fetchPatched(a, into: weights, limit: limit, on: conn) {
+                onEvent?(.fetched(round: Int(clamping: a.round), bytes: fetched, cached: false))
+            } else {
+                let stats = try await conn.fetchObject(a.model, kind: .checkpoint, to: weights, maxSize: limit)
+                onEvent?(.fetched(round: Int(clamping: a.round), bytes: stats.bytesTransferred, cached: false))
+            }
             pruneCache(keeping: sha)
         } else {
             onEvent?(.fetched(round: Int(clamping: a.round), bytes: 0, cached: true))
@@ -353,6 +357,37 @@ public final class SchoolAgent: @unchecked Sendable {
             }
             return model
         }
+    }
+
+    /// The version through its patch, when the assignment offers one from a version this school
+    /// holds intact: the patch is fetched, applied to that version's file, and the result kept
+    /// only if it hashes to the version id. Returns the bytes fetched, or nil (no patch, or it
+    /// failed: the caller fetches the whole file).
+    func fetchPatched(_ a: RoundAssignment, into weights: URL, limit: UInt64, on conn: PandoConnection) async throws -> UInt64? {
+        guard let patch = a.patch else { return nil }
+        let source = configuration.cache.appendingPathComponent("versions/\(patch.base.hex)/model.safetensors")
+        guard FileManager.default.fileExists(atPath: source.path),
+              (try? await ComputeLane.run({ try Self.sha256(of: source) })) == patch.base.hex else { return nil }
+        let file = weights.deletingLastPathComponent().appendingPathComponent("model.patch")
+        defer { try? FileManager.default.removeItem(at: file) }
+        let stats: PandoConnection.TransferStats
+        do { stats = try await conn.fetchObject(patch.object, kind: .checkpoint, to: file, maxSize: limit) } catch TransportError.transferFailed(let why) {
+            logger.notice("round \(a.round): the version patch could not be fetched (\(why)); fetching the whole version")
+            return nil
+        }
+        let expected = a.model.sha256.hex
+        do {
+            try await ComputeLane.run {
+                try VersionPatch.apply(file, to: source, writing: weights)
+                guard try Self.sha256(of: weights) == expected else { throw RoundError("the patched file does not hash to the version id") }
+            }
+        } catch {
+            try? FileManager.default.removeItem(at: weights)
+            logger.warning("round \(a.round): the version patch was not usable (\(error)); fetching the whole version")
+            return nil
+        }
+        logger.info("round \(a.round): version \(expected.prefix(12)) rebuilt from \(patch.base.hex.prefix(12)) and a patch of \(patch.object.size) bytes")
+        return stats.bytesTransferred
     }
 
     /// Keeps the newest two versions in the cache.
