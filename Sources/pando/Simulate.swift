@@ -330,7 +330,7 @@ struct SimulateCommand: AsyncParsableCommand {
         print("  bytes moved:  \(bytes(up + down)) (updates up \(bytes(up)), global versions down \(bytes(down)))")
         let uploads = reports.map(\.accepted.count).reduce(0, +)
         if uploads > 0 {
-            print("  per school per round: up \(bytes(up / uploads)) (\(config.plan.compression); \(percent(up / uploads, of: float32Bytes)) of Float32), down \(bytes(down / max(1, reports.map(\.selected.count).reduce(0, +)))) (whole versions)")
+            print("  per school per round: up \(bytes(up / uploads)) (\(config.plan.compression); \(percent(up / uploads, of: float32Bytes)) of Float32), down \(bytes(down / max(1, reports.map(\.selected.count).reduce(0, +)))) (new versions: a patch from the one held, or the whole file)")
         }
         let logPath = path(state, "audit.jsonl"), keyPath = path(state, "keys/coordinator.key.pub")
         let schoolLogFolder = URL(fileURLWithPath: state).appendingPathComponent("schools")
