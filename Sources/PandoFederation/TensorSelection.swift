@@ -32,9 +32,15 @@ public struct TensorSelection: Sendable, Equatable {
     public init(layout: ParameterLayout, plan: LocalTrainingPlan) {
         if plan.lora != nil {
             // Federated LoRA: only the adapters' B matrices and the head (with the pooler when the head reads it).
-            var kept = ModelFamily.allCases.map(\.classifierPrefix)
-            if plan.pooling == .pooler { kept += ModelFamily.allCases.map(\.poolerPrefix) }
-            let frozen = layout.tensors.map(\.name).filter { name in !name.hasSuffix(".lora_B.weight") && !kept.contains { name.hasPrefix($0) } }
+            // (RoBERTa's pooler, `classifier.dense.`, also starts with BERT's classifier prefix:
+            // an unread pooler is frozen whatever the names.)
+            let classifier = ModelFamily.allCases.map(\.classifierPrefix), pooler = ModelFamily.allCases.map(\.poolerPrefix)
+            func trained(_ name: String) -> Bool {
+                if name.hasSuffix(".lora_B.weight") { return true }
+                if pooler.contains(where: { name.hasPrefix($0) }) { return plan.pooling == .pooler }
+                return classifier.contains { name.hasPrefix($0) }
+            }
+            let frozen = layout.tensors.map(\.name).filter { !trained($0) }
             self.init(layout: layout, frozen: Set(frozen))
             return
         }

@@ -46,7 +46,11 @@ public enum VersionPatch {
                 if let o = open { ranges.append((o.start, o.end - o.start)) }
             }
         }
-        // Split ranges over UInt32's limit (never in practice: a range is at most one file).
+        // A range longer than a UInt32 can say is sent as several.
+        let limit = Int(UInt32.max) & ~3
+        ranges = ranges.flatMap { r in
+            stride(from: 0, to: r.length, by: limit).map { (r.offset + $0, min(limit, r.length - $0)) }
+        }
         var out = Data()
         out.append(contentsOf: magic)
         append(format, to: &out)

@@ -5,7 +5,8 @@ extension AuditVerifier {
     /// records: the stages only shrink (roster ⊇ advertised ⊇ shared ⊇ contributors), every
     /// advertising school has a key hash, 2 ≤ t ≤ n, the contributors hold at least
     /// `minimumSurvivors`, every school that left is given a stage, and the schools whose
-    /// updates the round accepted (`updateReceived`) are exactly the contributors.
+    /// updates the round accepted (`updateReceived`) are exactly the contributors, none of whom
+    /// is also recorded as left out.
     static func checkSecureAggregation(_ records: [AuditRecord], logName: String, report: inout VerificationReport) {
         for r in records where r.event == .secureAggregation {
             guard let round = r.round, let s = r.secureAggregation else {
@@ -36,6 +37,12 @@ extension AuditVerifier {
                 let received = Set(records.filter { $0.event == .updateReceived && $0.round == round }.compactMap(\.school))
                 if received != contributors {
                     report.problem(logName, r.line, "\(here): contributors \(contributors.sorted()) but round \(round) accepted updates from \(received.sorted())")
+                }
+                // A contributor's input is in the sum: it cannot also have been left out.
+                for x in records where x.event == .updateRejected && x.round == round {
+                    if let school = x.school, contributors.contains(school) {
+                        report.problem(logName, x.line, "\(here): \(school) is recorded as left out, but its input is in the unmasked sum")
+                    }
                 }
             }
         }

@@ -488,6 +488,32 @@ final class SecureAggregationTests: XCTestCase {
         }
     }
 
+    /// An unmasking answer that leaves out some of the shares its school holds is refused whole,
+    /// so a responder cannot quietly starve a reconstruction.
+    func testPartialUnmaskingAnswerIsRefused() throws {
+        let ids = ["a", "b", "c", "d"]
+        let enc = try FixedPointEncoding(clip: 1, maxWeight: 100, maxSchools: 4)
+        let config = try SecAggConfig(context: SecAggContext(federationID: "f", round: 1), schools: ids, vectorLength: 3, encoding: enc)
+        let coordinator = SecAggCoordinator(config: config)
+        let schools = try ids.map { try SecAggSchool(school: $0, config: config) }
+        for s in schools { try coordinator.receiveKeys(try s.advertiseKeys()) }
+        let bundles = Dictionary(uniqueKeysWithValues: try coordinator.closeKeyAdvertisement().map { ($0.recipient, $0) })
+        for s in schools { try coordinator.receiveShares(try s.shareKeys(bundles[s.school]!), from: s.school) }
+        let delivered = try coordinator.closeSharing()
+        for s in schools {
+            try s.receiveShares(delivered[s.school] ?? [])
+            try coordinator.receiveMaskedInput(try s.maskedInput([0.1, -0.2, 0.3], weight: 10))
+        }
+        let request = try coordinator.closeMaskedInputs()
+        var partial = try schools[0].unmask(request)
+        partial.shares.removeLast()
+        XCTAssertThrowsError(try coordinator.receiveUnmaskResponse(partial)) { XCTAssertTrue("\($0)".contains("revealed shares of 2 of the 3"), "\($0)") }
+        for s in schools.dropFirst() { try coordinator.receiveUnmaskResponse(try s.unmask(request)) }
+        let (mean, weight) = try coordinator.finish().mean()
+        XCTAssertEqual(weight, 40)
+        XCTAssertEqual(Double(mean[1]), -0.2, accuracy: 1e-6, "the three complete answers suffice (t = 2)")
+    }
+
     /// A school that advertises a low-order X25519 point would make every key agreement with it
     /// the all-zero secret, which the coordinator could derive: refused before it is relayed.
     func testCoordinatorRefusesLowOrderKeys() throws {

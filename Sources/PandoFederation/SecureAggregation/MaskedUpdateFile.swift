@@ -50,9 +50,19 @@ public enum MaskedUpdateFile {
         guard fileRound == UInt64(round) else { throw bad("made for round \(fileRound), not \(round)") }
         guard count == UInt64(words) else { throw bad("\(count) words, the round expects \(words)") }
         if destination.count != words { destination = [UInt32](repeating: 0, count: words) }
-        let payload = try handle.readToEnd() ?? Data()
-        guard payload.count == 4 * words else { throw bad("\(payload.count) payload bytes, expected \(4 * words)") }
-        destination.withUnsafeMutableBytes { d in payload.withUnsafeBytes { d.copyMemory(from: $0) } }
+        // Straight into the destination, a megabyte at a time: no second copy of the update.
+        var filled = 0
+        let total = 4 * words
+        try destination.withUnsafeMutableBytes { d in
+            while filled < total {
+                guard let chunk = try handle.read(upToCount: min(1 << 20, total - filled)), !chunk.isEmpty else { break }
+                chunk.withUnsafeBytes { (d.baseAddress! + filled).copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                filled += chunk.count
+            }
+        }
+        guard filled == total, (try handle.read(upToCount: 1) ?? Data()).isEmpty else {
+            throw bad("the payload is not the \(total) bytes the round expects")
+        }
         #if !_endian(little)
         for i in destination.indices { destination[i] = UInt32(littleEndian: destination[i]) }
         #endif

@@ -193,6 +193,12 @@ public final class SecAggCoordinator {
                 throw SecAggError.malformed("\(r) revealed a share at index \(s.share.index), its index is \(index)")
             }
         }
+        // All or nothing: an honest school reveals a share of every neighbour that shared with it;
+        // one that leaves some out would make reconstruction fail without being named.
+        let required = Set(liveNeighbours(of: r, in: u2))
+        guard owners == required else {
+            throw SecAggError.malformed("\(r) revealed shares of \(owners.count) of the \(required.count) neighbours that shared with it")
+        }
         for s in response.shares {
             if s.kind == .selfMaskSeed { seedShares[s.owner, default: []].append(s.share) }
             else { keyShares[s.owner, default: []].append(s.share) }

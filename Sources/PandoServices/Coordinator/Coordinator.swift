@@ -422,7 +422,14 @@ final class RoundDriver: @unchecked Sendable {
                 if !FileManager.default.fileExists(atPath: file.path) {
                     guard try VersionPatch.make(from: store.weights(of: parent), to: store.weights(of: version), patch: file) != nil else { return nil }
                 }
-                let size = (try FileManager.default.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
+                // Only the newest patches are kept: the ones this round and the last one serve.
+                let fm = FileManager.default
+                let others = try fm.contentsOfDirectory(at: folder, includingPropertiesForKeys: [.contentModificationDateKey])
+                    .filter { $0.pathExtension == "patch" && $0.lastPathComponent != file.lastPathComponent }
+                    .sorted { ((try? $0.resourceValues(forKeys: [.contentModificationDateKey]).contentModificationDate) ?? .distantPast)
+                        > ((try? $1.resourceValues(forKeys: [.contentModificationDateKey]).contentModificationDate) ?? .distantPast) }
+                for old in others.dropFirst(2) { try? fm.removeItem(at: old) }
+                let size = (try fm.attributesOfItem(atPath: file.path)[.size] as? Int) ?? 0
                 return (size, try Digest.sha256(fileAt: file))
             }
             guard let (size, sha) = made, let digest = ObjectDigest(hex: sha) else { return nil }
@@ -464,6 +471,19 @@ final class RoundDriver: @unchecked Sendable {
     /// Sends `message` on `session` between transfers. The gate may be held by a transfer (the
     /// stall watchdog bounds one that stops moving); only the send itself is bounded here: a
     /// peer that takes no bytes for `assignmentTimeout` is closed.
+    /// Sends a control message at once, between the frames of any transfer under way (the
+    /// school keeps it until its own transfer step is done), without waiting for the session's
+    /// gate: a school that keeps a download going cannot hold back a stage of a secure round.
+    /// A peer that takes no bytes for `timeout` is closed.
+    static func sendNow(_ message: WireMessage, on session: SchoolSession, timeout: Duration = .seconds(30)) async throws {
+        let watchdog = Task {
+            try await Task.sleep(for: timeout)
+            session.connection.close()
+        }
+        defer { watchdog.cancel() }
+        try await session.connection.send(message)
+    }
+
     static func send(_ message: WireMessage, on session: SchoolSession) async throws {
         try await session.gate.withLock {
             let watchdog = Task {
@@ -492,9 +512,11 @@ final class RoundDriver: @unchecked Sendable {
                                                      patch: patch)
                     alter?(school, &assignment)
                     let a = assignment
+                    // Credits first: a school answers a secure assignment with its keys at once,
+                    // possibly before this task resumes after the send.
+                    hub.noteAssignment(school, secure: secure != nil)
                     do {
                         try await RoundDriver.send(.roundAssignment(a), on: session)
-                        hub.noteAssignment(school, secure: secure != nil)
                         return (school, nil)
                     } catch {
                         return (school, "the assignment could not be sent (connection lost)")

@@ -5,6 +5,11 @@ import PandoLedger
 import PandoTransport
 import PandoWire
 
+/// The coordinator's one reusable vector for reading masked updates.
+final class WordScratch {
+    var words: [UInt32] = []
+}
+
 /// What a secure round hands back to the shared commit path.
 struct SecureRoundTally {
     var weightedLoss = 0.0
@@ -47,7 +52,14 @@ extension RoundDriver {
 
         var tally = SecureRoundTally()
         var out: Set<String> = []
+        /// Contributors that can no longer answer the unmasking request (their input stays in the sum).
+        var silent: Set<String> = []
         func drop(_ school: String, _ why: String) throws {
+            // A contributor's masked input is in the sum: it cannot be taken out, only not heard from.
+            if protocolState.contributors.contains(school) {
+                if silent.insert(school).inserted { logger.notice("round \(round): \(school), whose input is in the sum, is no longer heard: \(why)") }
+                return
+            }
             guard out.insert(school).inserted else { return }
             try leaveOut(school, why)
         }
@@ -60,9 +72,8 @@ extension RoundDriver {
         var phase = Phase.keys
         var (stageTimer, stageTask) = timer(after: settings.stageDeadline)
         defer { stageTask.cancel() }
-        var scratch: [UInt32] = []
-        /// Contributors that can no longer answer the unmasking request (their input stays in the sum).
-        var silent: Set<String> = []
+        let scratch = Unchecked(WordScratch())
+        let state = Unchecked(protocolState)
         var examplesBySchool: [String: Int] = [:]
         var outcome = "aborted"
         var failure: String?
@@ -82,7 +93,7 @@ extension RoundDriver {
                 guard let bundles = attempt({ try protocolState.closeKeyAdvertisement() }) else { return false }
                 for s in live where !protocolState.advertisedSchools.contains(s) { try drop(s, "secure aggregation: no keys by the stage deadline") }
                 var messages: [String: WireMessage] = [:]
-                for b in bundles {
+                for b in bundles where !out.contains(b.recipient) {
                     messages[b.recipient] = .secAggKeyBundle(SecAggKeyBundleMessage(round: UInt64(round), keys: b.keys.map {
                         SecAggPeerKeys(school: WireToken($0.school)!, encryptionKey: WireKey($0.encryptionKey)!, maskingKey: WireKey($0.maskingKey)!)
                     }))
@@ -93,7 +104,7 @@ extension RoundDriver {
                 guard let deliveries = attempt({ try protocolState.closeSharing() }) else { return false }
                 for s in live where !protocolState.sharingSchools.contains(s) { try drop(s, "secure aggregation: no shares by the stage deadline") }
                 var messages: [String: WireMessage] = [:]
-                for (school, envelopes) in deliveries {
+                for (school, envelopes) in deliveries where !out.contains(school) {
                     messages[school] = .secAggShareDelivery(SecAggShareDelivery(round: UInt64(round), envelopes: envelopes.map {
                         SecAggSealedShares(peer: WireToken($0.sender)!, sealed: WireSealedShares($0.sealed)!)
                     }))
@@ -107,7 +118,8 @@ extension RoundDriver {
                                                                      dropped: request.dropped.map { WireToken($0)! }))
                 // A contributor that cannot be reached now still counts: its input is in the sum,
                 // and its masks come off with the others' shares.
-                for (s, _) in await send(Dictionary(uniqueKeysWithValues: request.survivors.map { ($0, message) })) { silent.insert(s) }
+                let reachable = request.survivors.filter { !silent.contains($0) }
+                for (s, _) in await send(Dictionary(uniqueKeysWithValues: reachable.map { ($0, message) })) { silent.insert(s) }
                 phase = .unmask
             case .unmask:
                 return false
@@ -149,11 +161,11 @@ extension RoundDriver {
                 throw StopRequested(reason: reason)
             case .disconnected(let school) where selected.contains(school):
                 // Its keys live only in that session: it cannot come back into this round.
-                if phase != .unmask { try drop(school, "disconnected during secure aggregation (\(phase.rawValue) stage)") } else { silent.insert(school) }
+                try drop(school, "disconnected during secure aggregation (\(phase.rawValue) stage)")
             case .credentialsRevoked(let school, let reason) where selected.contains(school):
                 try drop(school, "its certificate is no longer valid: \(reason)")
             case .secureAggregation(let school, let message):
-                guard selected.contains(school), !out.contains(school) else { continue }
+                guard selected.contains(school), !out.contains(school), !silent.contains(school) else { continue }
                 do {
                     try receive(message, from: school, phase: phase.rawValue, round: round, nonce: nonces[school]!, protocolState)
                 } catch where phase == .unmask {
@@ -192,11 +204,14 @@ extension RoundDriver {
                     continue
                 }
                 let t0 = ContinuousClock.now
-                let words = sa.maskedLength
+                let words = sa.maskedLength, file = up.file, paired = (result.maskedWith ?? []).map(\.value)
                 do {
-                    try MaskedUpdateFile.read(up.file, round: round, words: words, into: &scratch)
-                    try scratch.withUnsafeBufferPointer {
-                        try protocolState.receiveMaskedInput(school: school, pairedWith: (result.maskedWith ?? []).map(\.value), masked: $0)
+                    // Off the driver's task: timers and other schools' messages keep being handled.
+                    try await ComputeLane.run {
+                        try MaskedUpdateFile.read(file, round: round, words: words, into: &scratch.value.words)
+                        try scratch.value.words.withUnsafeBufferPointer {
+                            try state.value.receiveMaskedInput(school: school, pairedWith: paired, masked: $0)
+                        }
                     }
                 } catch {
                     try? FileManager.default.removeItem(at: up.file)
@@ -227,8 +242,7 @@ extension RoundDriver {
         if failure == nil, phase == .unmask {
             let t0 = ContinuousClock.now
             do {
-                let result = try protocolState.finish()
-                unmasked = try result.mean()
+                unmasked = try await ComputeLane.run { try state.value.finish().mean() }
                 outcome = "unmasked"
             } catch {
                 failure = "\(error)"
@@ -329,7 +343,7 @@ extension RoundDriver {
                 group.addTask {
                     guard let session = hub.session(school) else { return (school, "disconnected during secure aggregation") }
                     do {
-                        try await RoundDriver.send(message, on: session)
+                        try await RoundDriver.sendNow(message, on: session)
                         return (school, nil)
                     } catch {
                         return (school, "a secure-aggregation message could not be sent (connection lost)")
