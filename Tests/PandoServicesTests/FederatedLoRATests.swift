@@ -110,4 +110,29 @@ final class FederatedLoRATests: XCTestCase {
         XCTAssertTrue(verified.isValid, verified.render())
         XCTAssertEqual(verified.privacyRecordsChecked, 4)
     }
+
+    /// LoRA composed with int8 compression: the B matrices and the head travel as int8 rows.
+    func testLoRAWithInt8Compression() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-fed-lora-int8")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
+        config.rounds.federatedEvaluation = false
+        config.plan.lora = LoRAConfig(rank: 2, targets: [.query, .value])
+        config.plan.compression = .int8
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("lora"))
+        let reports = try await federation.run()
+        let report = try XCTUnwrap(reports.first)
+        XCTAssertTrue(report.committed, "\(report.leftOut)")
+        XCTAssertEqual(report.accepted.count, 3)
+        let (base, _) = try BertModel.load(from: state.appendingPathComponent("versions/\(report.baseVersion)"))
+        let round = try XCTUnwrap(try FederatedLoRA.roundModel(global: base, plan: config.plan, round: 1))
+        let pipeline = UpdatePipeline(layout: round.layout, plan: config.plan)
+        let received = try AuditRecord.readAll(state.appendingPathComponent("audit.jsonl")).records.filter { $0.event == .updateReceived }
+        XCTAssertEqual(Set(received.compactMap(\.wireBytes)), [pipeline.encodedBytes])
+        XCTAssertLessThan(pipeline.encodedBytes, 4 * pipeline.selection.trainedCount / 2, "int8 rows of B and the head")
+        let (new, _) = try BertModel.load(from: state.appendingPathComponent("versions/\(report.version)"))
+        XCTAssertNotEqual(new.parameters.values("bert.encoder.layer.0.attention.self.value.weight"),
+                          base.parameters.values("bert.encoder.layer.0.attention.self.value.weight"))
+    }
 }
