@@ -20,10 +20,10 @@ public final class LocalUpdater {
     public var lengthGroupingBatches = TrainingOptions().lengthGroupingBatches
 
     /// Allocates the local copy, shaped like `global` (its values are set by each `train`).
-    public init(like global: BertModel) {
+    public init(like global: BertModel) throws {
         let plain = BertModel(config: global.config, head: global.head, seed: 0)
         // A round model with adapters (federated LoRA) gets a copy with the same adapters.
-        model = global.lora.flatMap { try? BertModel(lora: $0, base: plain, seed: 0) } ?? plain
+        model = try global.lora.map { try BertModel(lora: $0, base: plain, seed: 0) } ?? plain
     }
 
     /// DP-SGD's sampling rate and step count for a school of `examples` under `plan`: Poisson

@@ -55,7 +55,7 @@ final class UpdateBoundsTests: XCTestCase {
         plan.learningRate = 1e-2  // large, to move the weights as far as AdamW will
         plan.batchSize = 8
         plan.dropout = false
-        let updater = LocalUpdater(like: global)
+        let updater = try LocalUpdater(like: global)
         let update = try updater.train(school: "s", data: data, from: global, round: 1, baseVersion: "v0", plan: plan)
         let norm = DeltaMath.norm(update.delta.buffer)
         let bound = UpdateBounds.maxDeltaNorm(plan: plan, examples: 64, trainedParameters: global.parameterCount,

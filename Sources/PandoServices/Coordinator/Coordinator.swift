@@ -407,6 +407,35 @@ final class RoundDriver: @unchecked Sendable {
         return (ObjectRef(id: WireToken("model-\(version.prefix(16))")!, size: UInt64(size), sha256: digest), file)
     }
 
+    /// Why a training result is left out, in the audit's words.
+    struct ResultRefusal: Error { let reason: String }
+
+    /// The stored upload a training result names, after the checks every round makes: the
+    /// school completed, its result names the bytes stored for it, those bytes are no replay
+    /// (their hash is then remembered), its example count is plausible (`minimumExamples`
+    /// and `strategy.max_examples_per_school`), and its metrics are possible.
+    func storedUpload(of result: RoundResult, from school: String, round: Int,
+                      minimumExamples: UInt64 = 0) -> Result<(file: URL, digest: ObjectDigest, size: UInt64), ResultRefusal> {
+        guard result.status == .completed else {
+            return .failure(ResultRefusal(reason: "the school reported \(result.status.rawValue)" + (result.declineReason.map { ": \($0)" } ?? "")))
+        }
+        guard let up = hub.current?.expected[school]?.upload, let ref = result.update, ref.sha256 == up.digest, ref.size == up.size else {
+            return .failure(ResultRefusal(reason: "its result names no stored update"))
+        }
+        if let earlier = seenUpdates[up.digest.hex] {
+            return .failure(ResultRefusal(reason: "replay: the same bytes as the update \(earlier.school) sent in round \(earlier.round)"))
+        }
+        seenUpdates[up.digest.hex] = (school, round)
+        let limit = UInt64(config.strategy.maxExamplesPerSchool)
+        guard result.exampleCount >= minimumExamples, result.exampleCount <= limit else {
+            return .failure(ResultRefusal(reason: "it reported \(result.exampleCount) examples, outside \(minimumExamples)…\(limit) (strategy.max_examples_per_school)"))
+        }
+        if let problem = ResultMetrics.problem(in: result.metrics) {
+            return .failure(ResultRefusal(reason: "its result reports an impossible metric: \(problem)"))
+        }
+        return .success(up)
+    }
+
     /// `version` as a patch from its parent (``VersionPatch``), made once and kept in
     /// `state/patches/`: offered with assignments when it is smaller than 90% of the whole
     /// file. Nil for the base model, a parent no longer on disk, or a patch that saves little.
@@ -709,27 +738,12 @@ final class RoundDriver: @unchecked Sendable {
                     }
                     continue
                 }
-                guard result.status == .completed else {
-                    try leaveOut(school, "the school reported \(result.status.rawValue)" + (result.declineReason.map { ": \($0)" } ?? ""))
+                let up: (file: URL, digest: ObjectDigest, size: UInt64)
+                switch storedUpload(of: result, from: school, round: round) {
+                case .failure(let why):
+                    try leaveOut(school, why.reason)
                     continue
-                }
-                guard let up = hub.current?.expected[school]?.upload, let ref = result.update,
-                      ref.sha256 == up.digest, ref.size == up.size else {
-                    try leaveOut(school, "its result names no stored update")
-                    continue
-                }
-                if let earlier = seenUpdates[up.digest.hex] {
-                    try leaveOut(school, "replay: the same bytes as the update \(earlier.school) sent in round \(earlier.round)")
-                    continue
-                }
-                seenUpdates[up.digest.hex] = (school, round)
-                guard result.exampleCount <= UInt64(cfg.strategy.maxExamplesPerSchool) else {
-                    try leaveOut(school, "it reported \(result.exampleCount) examples, over the limit of \(cfg.strategy.maxExamplesPerSchool) (strategy.max_examples_per_school)")
-                    continue
-                }
-                if let problem = ResultMetrics.problem(in: result.metrics) {
-                    try leaveOut(school, "its result reports an impossible metric: \(problem)")
-                    continue
+                case .success(let stored): up = stored
                 }
                 pending.remove(school)
                 let t0 = ContinuousClock.now

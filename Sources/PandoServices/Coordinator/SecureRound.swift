@@ -178,30 +178,16 @@ extension RoundDriver {
             case .result(let school, let result):
                 guard selected.contains(school), !out.contains(school), result.round == UInt64(round), result.task == .train,
                       result.nonce == nonces[school] else { continue }
-                guard result.status == .completed else {
-                    try drop(school, "the school reported \(result.status.rawValue)" + (result.declineReason.map { ": \($0)" } ?? ""))
-                    continue
-                }
-                guard phase == .inputs else {
+                guard result.status != .completed || phase == .inputs else {
                     try drop(school, "secure aggregation: a masked update before the share exchange ended")
                     continue
                 }
-                guard let up = hub.current?.expected[school]?.upload, let ref = result.update, ref.sha256 == up.digest, ref.size == up.size else {
-                    try drop(school, "its result names no stored update")
+                let up: (file: URL, digest: ObjectDigest, size: UInt64)
+                switch storedUpload(of: result, from: school, round: round, minimumExamples: 1) {
+                case .failure(let why):
+                    try drop(school, why.reason)
                     continue
-                }
-                if let earlier = seenUpdates[up.digest.hex] {
-                    try drop(school, "replay: the same bytes as the update \(earlier.school) sent in round \(earlier.round)")
-                    continue
-                }
-                seenUpdates[up.digest.hex] = (school, round)
-                guard result.exampleCount >= 1, result.exampleCount <= UInt64(cfg.strategy.maxExamplesPerSchool) else {
-                    try drop(school, "it reported \(result.exampleCount) examples (1…\(cfg.strategy.maxExamplesPerSchool), strategy.max_examples_per_school)")
-                    continue
-                }
-                if let problem = ResultMetrics.problem(in: result.metrics) {
-                    try drop(school, "its result reports an impossible metric: \(problem)")
-                    continue
+                case .success(let stored): up = stored
                 }
                 let t0 = ContinuousClock.now
                 let words = sa.maskedLength, file = up.file, paired = (result.maskedWith ?? []).map(\.value)

@@ -421,7 +421,7 @@ public final class SchoolAgent: @unchecked Sendable {
         let file = configuration.cache.appendingPathComponent("outgoing/update-r\(round).delta")
         let data = encoded(maxLength: plan.maxLength).train
         let model = try FederatedLoRA.roundModel(global: model, plan: plan, round: round) ?? model
-        if updater == nil || updater!.model.layout != model.layout { updater = LocalUpdater(like: model) }
+        if updater == nil || updater!.model.layout != model.layout { updater = try LocalUpdater(like: model) }
         let updater = Unchecked(self.updater!)
         let clip = configuration.privacy?.maxGradientNorm, randomness = privacyRandomness
         var result: (String, [String: Double], TopKResidual?)
@@ -444,12 +444,8 @@ public final class SchoolAgent: @unchecked Sendable {
                     try UpdateFile.write(update.delta, selection: pipeline.selection, to: file)
                     return (update.wireSHA256(selection: pipeline.selection), update.metrics, nil)
                 }
-                let key = TopKResidual.Key(federation: self.configuration.federationID ?? "", selection: pipeline.selection)
-                let previous = pipeline.topKCount == nil ? nil
-                    : self.residual(for: key, round: round, lineage: Set(a.lineage?.chain.map(\.version.hex) ?? []))
-                let encoded = try CompressedUpdateFile.encode(update.delta, pipeline: pipeline, residual: previous?.values)
+                let (encoded, left) = try self.compress(update, pipeline: pipeline, assignment: a)
                 try CompressedUpdateFile.write(encoded, to: file)
-                let left = encoded.residual.map { TopKResidual(key: key, round: round, baseVersion: a.model.sha256.hex, values: $0) }
                 return (encoded.bytes.withUnsafeBytes { Digest.sha256($0) }, update.metrics, left)
             }
         } catch {
@@ -523,6 +519,18 @@ public final class SchoolAgent: @unchecked Sendable {
                                                      before, after, budget.delta, spent.count, budget.targetEpsilon))
         }
         return nil
+    }
+
+    /// `update` compressed as the plan says, with top-k's residual from earlier rounds added;
+    /// returns the encoding and the residual this round leaves (saved once the update is logged).
+    func compress(_ update: ModelUpdate, pipeline: UpdatePipeline, assignment a: RoundAssignment) throws
+        -> (CompressedUpdateFile.Encoded, TopKResidual?) {
+        let round = Int(clamping: a.round)
+        let key = TopKResidual.Key(federation: configuration.federationID ?? "", selection: pipeline.selection)
+        let previous = pipeline.topKCount == nil ? nil
+            : residual(for: key, round: round, lineage: Set(a.lineage?.chain.map(\.version.hex) ?? []))
+        let encoded = try CompressedUpdateFile.encode(update.delta, pipeline: pipeline, residual: previous?.values)
+        return (encoded, encoded.residual.map { TopKResidual(key: key, round: round, baseVersion: a.model.sha256.hex, values: $0) })
     }
 
     /// Where top-k's error-feedback residual lives (``TopKResidual``).

@@ -74,7 +74,7 @@ extension SchoolAgent {
         client.setActivity(.training, progress: 0)
         let data = encoded(maxLength: plan.maxLength).train
         let model = try FederatedLoRA.roundModel(global: model, plan: plan, round: round) ?? model
-        if updater == nil || updater!.model.layout != model.layout { updater = LocalUpdater(like: model) }
+        if updater == nil || updater!.model.layout != model.layout { updater = try LocalUpdater(like: model) }
         let updater = Unchecked(self.updater!)
         let clip = configuration.privacy?.maxGradientNorm, randomness = privacyRandomness
         var trained: (values: [Float], metrics: [String: Double], residual: TopKResidual?)
@@ -90,12 +90,9 @@ extension SchoolAgent {
                 // and top-k's residual carries on. The masked words stay 32-bit: no bytes are saved.
                 var left: TopKResidual?
                 if pipeline.compression != .none {
-                    let key = TopKResidual.Key(federation: self.configuration.federationID ?? "", selection: selection)
-                    let previous = pipeline.topKCount == nil ? nil
-                        : self.residual(for: key, round: round, lineage: Set(a.lineage?.chain.map(\.version.hex) ?? []))
-                    let encoded = try CompressedUpdateFile.encode(update.delta, pipeline: pipeline, residual: previous?.values)
+                    let encoded: CompressedUpdateFile.Encoded
+                    (encoded, left) = try self.compress(update, pipeline: pipeline, assignment: a)
                     try encoded.bytes.withUnsafeBytes { try CompressedUpdateFile.decode($0, pipeline: pipeline, into: update.delta) }
-                    left = encoded.residual.map { TopKResidual(key: key, round: round, baseVersion: a.model.sha256.hex, values: $0) }
                 }
                 var values = [Float](repeating: 0, count: selection.trainedCount)
                 var offset = 0
