@@ -167,6 +167,7 @@ public final class FederationLedger {
         parameters["localBatchSize"] = .int(plan.batchSize)
         parameters["maxLength"] = .int(plan.maxLength)
         if let mu = plan.proximalMu { parameters["proximalMu"] = .double(decimal(mu)) }
+        if plan.classBalance != .none { parameters["classBalance"] = .string(plan.classBalance.rawValue) }
         // Recorded for the privacy officer: which tables no school trains or sends this round.
         parameters["frozenTensors"] = .string(plan.freezeEmbeddings ? (frozen ?? TensorSelection.embeddingTables).sorted().joined(separator: ",") : "")
         // How updates travel this round: each transform the schools apply, with its parameters.

@@ -47,7 +47,16 @@ public final class LocalUpdater {
         let start = Date()
         model.parameters.buffer.copy(from: global.parameters.buffer)
 
-        let stepsPerEpoch = (data.count + plan.batchSize - 1) / plan.batchSize
+        if plan.classBalance != .none {
+            guard data.task == .classification else { throw TrainingError("class balance \(plan.classBalance.rawValue) applies to classification, not \(data.task.rawValue)") }
+            guard plan.privacy == nil else { throw TrainingError("class balance \(plan.classBalance.rawValue) cannot be combined with DP-SGD: its weights come from the school's own label counts, which the accountant does not cover") }
+        }
+        let classes = data.task == .classification ? data.targets.map { $0.classIndex! } : []
+        let shaping = plan.classBalance.shaping(classes: classes, classCount: data.labelCount)
+        // Oversampling always yields the same count, so every epoch has the same updates.
+        var countRNG = SplitMix64(seed: 0)
+        let epochExamples = shaping.oversample ? Sampling.oversampledIndices(strata: classes, using: &countRNG).count : data.count
+        let stepsPerEpoch = (epochExamples + plan.batchSize - 1) / plan.batchSize
         let total = stepsPerEpoch * plan.epochs
         let warmup = Int((Double(total) * plan.warmupRatio).rounded(.up))
         var settings = FineTuner.Settings()
@@ -75,11 +84,13 @@ public final class LocalUpdater {
         if let mu = plan.proximalMu, mu > 0 { tuner.proximal = (global.parameters, mu) }
         // Frozen tensors get no step at all (not even weight decay): their delta is exactly zero.
         tuner.frozen = TensorSelection(layout: model.layout, plan: plan).frozen
+        tuner.logitOffsets = shaping.offsets
 
         var lossSum = 0.0, steps = 0, tokens = 0, lastEpochLoss = 0.0
         for epoch in 1...plan.epochs {
             var rng = SplitMix64(seed: seed &+ UInt64(epoch) &* 0xD1B5_4A32_D192_ED03)
-            let batches = Trainer.batchPlan(indices: Array(0..<data.count), lengths: lengths, batchSize: plan.batchSize,
+            let indices = shaping.oversample ? Sampling.oversampledIndices(strata: classes, using: &rng) : Array(0..<data.count)
+            let batches = Trainer.batchPlan(indices: indices, lengths: lengths, batchSize: plan.batchSize,
                                             groupingBatches: lengthGroupingBatches, using: &rng)
             let stats: EpochStatistics
             let done = steps
@@ -89,7 +100,7 @@ public final class LocalUpdater {
                     stats = try tuner.runPrivateSteps(schedule.steps / plan.epochs, data: data, samplingRate: schedule.samplingRate,
                                                       privacy: privacy, randomness: randomness ?? SecureRandomness(), onStep: report)
                 } else {
-                    stats = try tuner.runEpoch(batches, data: data, onStep: report)
+                    stats = try tuner.runEpoch(batches, data: data, classWeights: shaping.weights, onStep: report)
                 }
             } catch {
                 throw TrainingError("school \(school), round \(round): \(error)")

@@ -37,6 +37,9 @@ public struct LocalTrainingPlan: Sendable, Equatable, Codable {
     /// global model (A drawn from `loraSeed(round:)`, B zero), trains B and the head only and
     /// sends those; the coordinator merges the mean into the weights. nil: full fine-tuning.
     public var lora: LoRAConfig?
+    /// How each school's loss treats its own label skew (classification; not with DP-SGD,
+    /// since the weights would come from the school's data outside the accountant).
+    public var classBalance: ClassBalance = .none
 
     /// The seed the round's shared adapter matrices A are drawn with (coordinator and schools alike).
     public func loraSeed(round: Int) -> UInt64 { (seed ^ 0x10_4A_F3D) &+ UInt64(round) &* 0x9E37_79B9_7F4A_7C15 }

@@ -44,6 +44,7 @@ enum RoundParameters {
         }
         p["pooling"] = Double(Pooling.allCases.firstIndex(of: plan.pooling)!)
         if case .topK(let density) = plan.compression { p["topkDensity"] = density }
+        if plan.classBalance != .none { p["classBalance"] = Double(ClassBalance.allCases.firstIndex(of: plan.classBalance)!) }
         return p
     }
 
@@ -94,6 +95,11 @@ enum RoundParameters {
         }
         // Pooling by its index in `Pooling.allCases`; absent: the pooler (older coordinators).
         if parameters["pooling"] != nil { plan.pooling = Pooling.allCases[try whole("pooling", 0...(Pooling.allCases.count - 1))] }
+        // Class balance by its index in `ClassBalance.allCases`; absent: none.
+        if parameters["classBalance"] != nil {
+            plan.classBalance = ClassBalance.allCases[try whole("classBalance", 0...(ClassBalance.allCases.count - 1))]
+            guard plan.classBalance == .none || plan.privacy == nil else { throw RoundError("the assignment asks for class balance \(plan.classBalance.rawValue) with DP-SGD, which does not account for it") }
+        }
         // An assignment that does not say so wants the plain Float32 update (older coordinators).
         var code = 0
         if parameters["compression"] != nil { code = try whole("compression", 0...3) }

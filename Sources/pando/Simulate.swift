@@ -10,6 +10,8 @@ import PandoText
 import PandoTraining
 
 /// How schools compress their deltas, on the command line (`update.compression` in coordinator.yaml).
+extension ClassBalance: ExpressibleByArgument {}
+
 enum CompressionName: String, ExpressibleByArgument, CaseIterable {
     case none, float16, int8, topk
 }
@@ -91,6 +93,8 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "LoRA dropout on the adapter input.") var loraDropout: Float = 0
     @Option(help: "LoRA targets: query,key,value,attention-output,intermediate,output.") var loraTargets = "query,value"
     @Option(help: "How the head reads the encoder: pooler (the family's own head), cls or mean.") var pooling: Pooling = .pooler
+    @Option(help: "How each school's loss treats its own label skew (classification): none, weighted, oversampled, present-classes or prior-adjusted.")
+    var classBalance: ClassBalance = .none
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
     @Option(help: "Fraction of each school's shard kept for its federated evaluation (0: none).") var schoolValidationFraction = 0.1
@@ -159,6 +163,11 @@ struct SimulateCommand: AsyncParsableCommand {
         config.plan.seed = seed
         config.plan.freezeLayers = freezeLayers
         config.plan.pooling = pooling
+        if classBalance != .none {
+            guard task == .classification else { throw ValidationError("--class-balance applies to classification, not \(task.rawValue)") }
+            guard dpNoiseMultiplier == nil else { throw ValidationError("--class-balance cannot be combined with --dp-noise-multiplier: the weights would come from each school's label counts, outside the DP accountant") }
+            config.plan.classBalance = classBalance
+        }
         if let rank = loraRank {
             let lora = LoRAConfig(rank: rank, alpha: loraAlpha, dropout: loraDropout, targets: try LoRATarget.parseList(loraTargets))
             do { try lora.validate() } catch { throw ValidationError("--lora-rank: \(error)") }
@@ -230,8 +239,8 @@ struct SimulateCommand: AsyncParsableCommand {
         let task = self.task
         let evaluateTest: @Sendable (BertModel) throws -> [String: Double] = { model in
             let inference = BatchedInference(model: model, batchSize: 64, maxLength: testSet.sequences.map(\.count).max() ?? 8)
-            return try Evaluation.metrics(logits: inference.logits(testSet.sequences), targets: testSet.targets, task: task,
-                                          labels: labels, scoreRange: scoreRange).summary
+            return Self.withClassRecall(try Evaluation.metrics(logits: inference.logits(testSet.sequences), targets: testSet.targets,
+                                                                task: task, labels: labels, scoreRange: scoreRange))
         }
         loopback.coordinator.observeCommit = evaluateTest
         let metricNames = task == .regression ? ["rmse", "mae", "loss"] : task == .multiLabel ? ["micro_f1", "macro_f1", "loss"] : ["accuracy", "macro_f1", "loss"]
@@ -242,6 +251,13 @@ struct SimulateCommand: AsyncParsableCommand {
         print("federated simulation: \(schools) schools dial in to the coordinator over mutual TLS on 127.0.0.1 (certificates from a temporary district CA)")
         let sizes = members.map { "\($0.training.count)" + ($0.validation.map { "+\($0.count)" } ?? "") }.joined(separator: "/")
         print("data: \(trainData.count) training examples across schools (Dirichlet α = \(alpha); train+validation per school \(sizes)), \(testData.count) test")
+        if task == .classification {
+            // The label skew each school trains on: what class balance (--class-balance) works against.
+            for m in members {
+                let counts = zip(all.labels.names, m.training.labelCounts).map { "\(TerminalText.safe($0)) \($1)" }.joined(separator: ", ")
+                print("  \(m.id): \(counts)")
+            }
+        }
         let initialModel = try BertModel.load(from: folder, head: head, seed: seed).0
         print("strategy: \(choice.name.rawValue); \(rounds) round(s), \(asked) of \(schools) schools asked per round, quorum \(config.rounds.quorum); \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize), max length \(maxLength); \(initialModel.parameterCount) parameters (\(bytes(4 * initialModel.parameterCount)) per delta)")
         let pipeline = UpdatePipeline(layout: FederatedLoRA.layout(config: initialModel.config, head: head, plan: config.plan), plan: config.plan)
@@ -295,7 +311,7 @@ struct SimulateCommand: AsyncParsableCommand {
             let out = pki.appendingPathComponent("centralized")
             // Scored on the test split after every epoch; the last epoch is reported (no selection on test).
             let record = try trainer.run(train: pooled, validation: testData, output: out)
-            centralized = record.epochs.last?.validation.summary
+            centralized = record.epochs.last.map { Self.withClassRecall($0.validation) }
             print("centralized: test \(show(centralized ?? [:])) after \(record.epochs.count) epoch(s)")
         }
 
@@ -319,6 +335,14 @@ struct SimulateCommand: AsyncParsableCommand {
                  + reports.map { String(format: "r%d %.4f", $0.round, $0.test[headline] ?? .nan) }).joined(separator: " → "))
         if let centralized {
             print(String(format: "  centralized:  %@ %.4f (%d epochs, pooled data)", headline, centralized[headline] ?? .nan, centralizedEpochs))
+        }
+        let recallLabels = labels.filter { initial[Self.recallKey($0)] != nil }
+        if !recallLabels.isEmpty, let last = reports.last {
+            func row(_ m: [String: Double]) -> String {
+                recallLabels.map { String(format: "%@ %.3f", TerminalText.safe($0), m[Self.recallKey($0)] ?? .nan) }.joined(separator: ", ")
+            }
+            print("  test recall by class, round \(last.round): \(row(last.test))")
+            if let centralized { print("  test recall by class, centralized: \(row(centralized))") }
         }
         let runVersions = Set(reports.flatMap { [$0.baseVersion, $0.version] })
         print("  versions:     (id = SHA-256 of model.safetensors)")
@@ -357,13 +381,30 @@ struct SimulateCommand: AsyncParsableCommand {
         }
     }
 
-    /// Per-round records as CSV: one row per round, test and federated-evaluation metrics as columns.
+    /// The summary metrics plus each class's recall (`recall:NAME`), which shows a rare class
+    /// the federated model stops predicting long before accuracy does.
+    static func withClassRecall(_ metrics: EvaluationMetrics) -> [String: Double] {
+        var summary = metrics.summary
+        for score in metrics.classification?.perClass ?? [] { summary[recallKey(score.name)] = score.recall }
+        return summary
+    }
+
+    static func recallKey(_ label: String) -> String { "recall:" + label }
+
+    /// A CSV field, quoted when it holds a comma, a quote or a line break (RFC 4180).
+    static func csvField(_ s: String) -> String {
+        s.contains(where: { $0 == "," || $0 == "\"" || $0.isNewline }) ? "\"" + s.replacingOccurrences(of: "\"", with: "\"\"") + "\"" : s
+    }
+
+    /// Per-round records as CSV: one row per round, test and federated-evaluation metrics as
+    /// columns (`test_recall:NAME` per class for classification).
     static func csv(_ reports: [FederatedRoundReport], initial: [String: Double]) -> String {
         let testNames = Array(Set(reports.flatMap { $0.test.keys } + initial.keys)).sorted()
         let evalNames = Array(Set(reports.flatMap { $0.evaluation.keys })).sorted()
         var lines = [(["round", "version", "committed", "selected", "accepted", "left_out", "examples", "train_loss"]
             + testNames.map { "test_" + $0 } + evalNames.map { "federated_" + $0 }
-            + ["evaluation_examples", "bytes_up", "bytes_down", "bytes_up_per_school", "bytes_down_per_school", "aggregate_seconds", "seconds"]).joined(separator: ",")]
+            + ["evaluation_examples", "bytes_up", "bytes_down", "bytes_up_per_school", "bytes_down_per_school", "aggregate_seconds", "seconds"])
+            .map(csvField).joined(separator: ",")]
         func f(_ x: Double?) -> String { x.map { String(format: "%.6g", $0) } ?? "" }
         lines.append((["0", reports.first?.baseVersion ?? "", "true", "0", "0", "0", "0", ""] + testNames.map { f(initial[$0]) } + evalNames.map { _ in "" }
             + ["0", "0", "0", "0", "0", "0", "0"]).joined(separator: ","))

@@ -101,6 +101,21 @@ final class ConfigurationTests: XCTestCase {
                         ["local.freeze_layers"])
     }
 
+    func testClassBalanceSettings() throws {
+        XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid)).plan.classBalance, ClassBalance.none)
+        for balance in ClassBalance.allCases {
+            let yaml = valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: \(balance.rawValue)")
+            XCTAssertEqual(try CoordinatorConfiguration.load(from: write(yaml)).plan.classBalance, balance)
+        }
+        try expectError(valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: balanced"),
+                        ["local.class_balance", "'balanced'", "present-classes"])
+        try expectError(valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: weighted, privacy: {noise_multiplier: 1}"),
+                        ["local.class_balance", "local.privacy"])
+        try expectError(valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: weighted")
+                            .replacingOccurrences(of: "task: classification, labels: [a, b]", with: "task: multi-label, labels: [a, b]"),
+                        ["local.class_balance", "multi-label"])
+    }
+
     func testUpdateCompressionSettings() throws {
         XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid)).plan.compression, .none)
         XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid + "\nupdate: {compression: int8}")).plan.compression, .int8)

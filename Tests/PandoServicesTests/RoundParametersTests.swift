@@ -19,6 +19,7 @@ final class RoundParametersTests: XCTestCase {
         plan.seed = 12345
         plan.freezeLayers = 4
         plan.pooling = .mean
+        plan.classBalance = .presentClasses
         let labels = LabelSetID(task: .classification, labels: ["a", "b"])
         let wire = RoundParameters.encode(plan, labels: labels)
         XCTAssertEqual(try RoundParameters.decode(wire), plan)
@@ -33,6 +34,16 @@ final class RoundParametersTests: XCTestCase {
         XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("batchSize"), "\($0)") }
         wire["batchSize"] = nil
         XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("no batchSize"), "\($0)") }
+        var balanced = LocalTrainingPlan()
+        balanced.classBalance = .weighted
+        wire = RoundParameters.encode(balanced, labels: LabelSetID(task: .classification, labels: ["a", "b"]))
+        XCTAssertNil(RoundParameters.encode(LocalTrainingPlan(), labels: LabelSetID(task: .classification, labels: ["a", "b"]))["classBalance"],
+                     "a plain plan says nothing, so older schools read it as before")
+        wire["classBalance"] = 9
+        XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("classBalance"), "\($0)") }
+        wire["classBalance"] = 1
+        wire["dpNoiseMultiplier"] = 1; wire["dpMaxGradientNorm"] = 1; wire["dpDelta"] = 1e-5
+        XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("DP-SGD"), "\($0)") }
     }
 }
 

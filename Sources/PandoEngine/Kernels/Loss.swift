@@ -4,12 +4,15 @@ import Foundation
 /// pass with the same reduction as PyTorch's default (`mean`).
 public enum LossKernel {
     /// Cross-entropy over softmax; with class weights the mean is weighted,
-    /// `Σ w[yᵢ]·nllᵢ / Σ w[yᵢ]`, as `torch.nn.CrossEntropyLoss(weight:)`.
+    /// `Σ w[yᵢ]·nllᵢ / Σ w[yᵢ]`, as `torch.nn.CrossEntropyLoss(weight:)`. `offsets` are added
+    /// to every row's logits inside the loss only (logit adjustment; −∞ leaves a class out of the
+    /// softmax, so it gets no gradient): the logits themselves are not changed.
     public static func softmaxCrossEntropy(
         logits: UnsafePointer<Float>, rows: Int, classes: Int, targets: [Int], weights: [Float]?,
-        dLogits: UnsafeMutablePointer<Float>?
+        offsets: [Float]? = nil, dLogits: UnsafeMutablePointer<Float>?
     ) -> Float {
         precondition(targets.count == rows, "\(targets.count) targets for \(rows) rows")
+        if let offsets { precondition(offsets.count == classes, "\(offsets.count) logit offsets for \(classes) classes") }
         var total: Double = 0, weightSum: Double = 0
         for r in 0..<rows {
             let y = targets[r]
@@ -18,18 +21,21 @@ public enum LossKernel {
         }
         let norm = Float(1 / weightSum)
         for r in 0..<rows {
-            let z = logits + r * classes
+            let row = logits + r * classes
             let y = targets[r]
             let w = weights?[y] ?? 1
+            // z = logits + offsets; an offset of −∞ takes the class out of the softmax.
+            let z = { (c: Int) -> Float in row[c] + (offsets?[c] ?? 0) }
+            precondition(z(y).isFinite, "class \(y) is a target but its logit offset is \(offsets?[y] ?? 0)")
             var m = -Float.infinity
-            for c in 0..<classes { m = max(m, z[c]) }
+            for c in 0..<classes { m = max(m, z(c)) }
             var s: Float = 0
-            for c in 0..<classes { s += expf(z[c] - m) }
+            for c in 0..<classes { s += expf(z(c) - m) }
             let logSum = m + logf(s)
-            total += Double(w * (logSum - z[y]))
+            total += Double(w * (logSum - z(y)))
             if let dLogits {
                 let d = dLogits + r * classes
-                for c in 0..<classes { d[c] = w * norm * expf(z[c] - logSum) }
+                for c in 0..<classes { d[c] = w * norm * expf(z(c) - logSum) }
                 d[y] -= w * norm
             }
         }

@@ -2,12 +2,15 @@ import Foundation
 
 extension BertModel {
     /// The head's loss on the logits of the last `forward`, writing the
-    /// workspace's logit gradients. `classWeights` applies to softmax only.
-    public func loss(_ targets: Targets, batch: PackedBatch, workspace ws: BertWorkspace, classWeights: [Float]? = nil) -> Float {
+    /// workspace's logit gradients. `classWeights` and `logitOffsets` (added to the logits in
+    /// the loss only, see `LossKernel.softmaxCrossEntropy`) apply to softmax only.
+    public func loss(_ targets: Targets, batch: PackedBatch, workspace ws: BertWorkspace, classWeights: [Float]? = nil,
+                     logitOffsets: [Float]? = nil) -> Float {
         let B = batch.count, C = head.outputs
         switch (head.objective, targets) {
         case (.softmaxCrossEntropy, .classes(let y)):
-            return LossKernel.softmaxCrossEntropy(logits: ws.logits.base, rows: B, classes: C, targets: y, weights: classWeights, dLogits: ws.dLogits.base)
+            return LossKernel.softmaxCrossEntropy(logits: ws.logits.base, rows: B, classes: C, targets: y, weights: classWeights,
+                                                   offsets: logitOffsets, dLogits: ws.dLogits.base)
         case (.sigmoidBinaryCrossEntropy, .multiHot(let y)):
             return LossKernel.sigmoidBinaryCrossEntropy(logits: ws.logits.base, count: B * C, targets: y, dLogits: ws.dLogits.base)
         case (.meanSquaredError, .scores(let y)):
@@ -24,12 +27,12 @@ extension BertModel {
     /// `gradients` (same layout as the parameters) and returns the loss.
     public func lossAndGradients(
         _ batch: PackedBatch, targets: Targets, workspace ws: BertWorkspace, gradients: ParameterBuffer,
-        dropout: DropoutKey?, classWeights: [Float]? = nil
+        dropout: DropoutKey?, classWeights: [Float]? = nil, logitOffsets: [Float]? = nil
     ) -> Float {
         precondition(ws.training, "backward needs a training workspace")
         precondition(gradients.layout == layout, "gradient layout differs from the model's")
         forward(batch, workspace: ws, dropout: dropout)
-        let value = loss(targets, batch: batch, workspace: ws, classWeights: classWeights)
+        let value = loss(targets, batch: batch, workspace: ws, classWeights: classWeights, logitOffsets: logitOffsets)
         backward(batch, workspace: ws, gradients: gradients, dropout: dropout)
         return value
     }

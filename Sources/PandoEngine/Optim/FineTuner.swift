@@ -50,6 +50,12 @@ public final class FineTuner: @unchecked Sendable {
         }
     }
 
+    /// Added to a softmax head's logits in the training loss only (logit adjustment, e.g. a
+    /// school's log prior or −∞ for the classes it has none of); nil: plain cross-entropy.
+    public var logitOffsets: [Float]? {
+        didSet { if let o = logitOffsets { precondition(o.count == model.head.outputs, "\(o.count) logit offsets for \(model.head.outputs) outputs") } }
+    }
+
     /// Tensors excluded from updates (for freezing embeddings or layers).
     public var frozen: Set<String> {
         get { optimizer.frozen }
@@ -74,7 +80,8 @@ public final class FineTuner: @unchecked Sendable {
     public func step(_ batch: PackedBatch, targets: Targets, classWeights: [Float]? = nil) -> StepResult {
         gradients.zero()
         let key = settings.dropout ? DropoutKey(seed: settings.seed, step: UInt64(step)) : nil
-        let loss = model.lossAndGradients(batch, targets: targets, workspace: workspace, gradients: gradients, dropout: key, classWeights: classWeights)
+        let loss = model.lossAndGradients(batch, targets: targets, workspace: workspace, gradients: gradients, dropout: key,
+                                           classWeights: classWeights, logitOffsets: logitOffsets)
         addProximalTerm()
         let norm: Float
         if let maxNorm = settings.maxGradientNorm {

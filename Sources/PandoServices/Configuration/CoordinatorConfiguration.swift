@@ -146,6 +146,7 @@ public struct RoundSettings: Sendable, Equatable {
 ///   pooling: pooler                 # pooler | cls | mean: how the head reads the encoder
 /// selection: {fraction: 1.0, min_schools: 2, quorum: 2, round_deadline_seconds: 3600}
 /// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
+///                                   # class_balance: none | weighted | oversampled | present-classes | prior-adjusted
 /// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
 /// update: {compression: int8}          # none | float16 | int8 | topk (with topk_density: 0.01); lora: {rank: 8}
 /// secure_aggregation: {neighbours: 8}  # optional: the coordinator sees only the sum (SecureAggregationSettings)
@@ -247,6 +248,10 @@ public struct CoordinatorConfiguration: Sendable {
         if r.evaluationDeadline <= .zero { throw bad("selection.evaluation_deadline_seconds", "must be positive") }
         if r.quorum > r.minSchools { throw bad("selection.quorum", "\(r.quorum) can never be met with min_schools \(r.minSchools): raise min_schools") }
         try plan.check(file: file)
+        if plan.classBalance != .none {
+            if task != .classification { throw bad("local.class_balance", "applies to classification, not \(task.rawValue)") }
+            if plan.privacy != nil { throw bad("local.class_balance", "cannot be combined with local.privacy: the weights would come from each school's label counts, which the DP accountant does not cover") }
+        }
         try strategy.validate(file: file)
         if plan.lora != nil {
             if strategy.name == .fedadam { throw bad("strategy.name", "fedadam keeps moments of the full model, and LoRA rounds average adapters: use fedavg or fedprox with update.lora") }
@@ -350,9 +355,10 @@ struct LocalSection: Decodable {
     var linear_decay: Bool?
     var freeze_embeddings: Bool?
     var privacy: PrivacySection?
+    var class_balance: String?
     enum Keys: String, CodingKey, CaseIterable {
         case epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay, max_gradient_norm, dropout, linear_decay
-        case freeze_embeddings, privacy, freeze_layers
+        case freeze_embeddings, privacy, freeze_layers, class_balance
     }
     /// `local.privacy`: DP-SGD at every school.
     struct PrivacySection: Decodable {
@@ -373,7 +379,8 @@ struct LocalSection: Decodable {
         let c = try decoder.container(keyedBy: Keys.self)
         freeze_embeddings = try c.decodeIfPresent(Bool.self, forKey: .freeze_embeddings)
         privacy = try c.decodeIfPresent(PrivacySection.self, forKey: .privacy)
-        for key in Keys.allCases where key != .dropout && key != .linear_decay && key != .freeze_embeddings && key != .privacy {
+        class_balance = try c.decodeIfPresent(String.self, forKey: .class_balance)
+        for key in Keys.allCases where ![.dropout, .linear_decay, .freeze_embeddings, .privacy, .class_balance].contains(key) {
             if let v = try c.decodeIfPresent(Double.self, forKey: key) { values[key] = v }
         }
         dropout = try c.decodeIfPresent(Bool.self, forKey: .dropout)
@@ -410,6 +417,13 @@ struct LocalSection: Decodable {
             guard clip > 0, clip <= 1e6 else { throw ConfigurationError(file: file, field: "local.privacy.max_gradient_norm", "must be in (0, 1e6]") }
             guard delta > 0, delta < 1 else { throw ConfigurationError(file: file, field: "local.privacy.delta", "must be in (0, 1)") }
             p.privacy = RoundPrivacy(noiseMultiplier: dp.noise_multiplier, maxGradientNorm: Float(clip), delta: delta)
+        }
+        if let name = class_balance {
+            guard let balance = ClassBalance(rawValue: name) else {
+                throw ConfigurationError(file: file, field: "local.class_balance",
+                                         "'\(name)' is not one of \(ClassBalance.allCases.map(\.rawValue).joined(separator: ", "))")
+            }
+            p.classBalance = balance
         }
         if let freeze = freeze_embeddings {
             guard freeze || p.privacy != nil else {

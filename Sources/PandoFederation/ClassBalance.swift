@@ -1,0 +1,41 @@
+import Foundation
+import PandoData
+import PandoTraining
+
+/// How a school's local loss treats its own label skew (classification only).
+///
+/// Under label skew a class most schools have none of is pushed down on every example those
+/// schools train on, and the average forgets it (the rare-class problem of federated
+/// classification). Each setting works from the school's own counts alone, so the coordinator
+/// learns nothing new about any school's labels.
+public enum ClassBalance: String, Sendable, Codable, CaseIterable {
+    case none
+    /// Loss weights n / (k · n_c) from the school's own counts ("balanced"; absent classes 0).
+    case weighted
+    /// Random oversampling of the school's smaller classes up to its largest, redrawn each
+    /// epoch (an epoch then has more updates).
+    case oversampled
+    /// Softmax over the classes the school has (restricted softmax, FedRS with α = 0): a class
+    /// absent from the school gets no gradient there instead of being pushed down on every
+    /// example; the rest is plain cross-entropy.
+    case presentClasses = "present-classes"
+    /// Logit adjustment by the school's own prior in the training loss (balanced softmax,
+    /// Ren et al. 2020; FedLC): logits + log(n_c / n), −∞ for absent classes, so local training
+    /// does not learn the school's label skew into the head.
+    case priorAdjusted = "prior-adjusted"
+
+    /// The loss weights, logit offsets and per-epoch oversampling this setting gives a school
+    /// whose training examples have the class indices `classes` (each in 0..<`classCount`).
+    public func shaping(classes: [Int], classCount: Int) -> (weights: [Float]?, offsets: [Float]?, oversample: Bool) {
+        var counts = [Int](repeating: 0, count: classCount)
+        for c in classes { counts[c] += 1 }
+        let n = Float(classes.count)
+        switch self {
+        case .none: return (nil, nil, false)
+        case .weighted: return (Sampling.balancedClassWeights(counts: counts), nil, false)
+        case .oversampled: return (nil, nil, true)
+        case .presentClasses: return (nil, counts.map { $0 > 0 ? 0 : -.infinity }, false)
+        case .priorAdjusted: return (nil, counts.map { $0 > 0 ? logf(Float($0) / n) : -.infinity }, false)
+        }
+    }
+}
