@@ -186,12 +186,16 @@ public struct TrainingRecord: Codable, Sendable {
 
     /// The record the coordinator writes into every global version: what `pando predict` and
     /// `pando evaluate` need to use it as the federation does (task, labels, pooling, the
-    /// plan's max length).
+    /// plan's max length, multi-label thresholds).
     public static func federatedVersion(federation: String, task: TaskKind, labels: [String], pooling: Pooling, maxLength: Int,
                                         baseModel: String) -> TrainingRecord {
         var options = TrainingOptions()
         options.maxLength = maxLength
-        return TrainingRecord(task: task, labels: labels, pooling: pooling, maxLength: maxLength, options: options, baseModel: baseModel,
+        // Multi-label thresholds are written out (0.5 each: a federation tunes none), so an exported
+        // version says what it decides with instead of leaving it to a reader's default.
+        return TrainingRecord(task: task, labels: labels, pooling: pooling, maxLength: maxLength,
+                              thresholds: task == .multiLabel ? [Float](repeating: 0.5, count: labels.count) : nil,
+                              options: options, baseModel: baseModel,
                               data: [], earlyStoppingMetric: EvaluationMetrics.defaultMetric(for: task), federation: federation)
     }
 

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Foundation
 import PandoData
+import PandoEngine
 import PandoLedger
 import PandoServices
 
@@ -204,10 +205,11 @@ struct VersionsCommand: ParsableCommand {
         @Option(parsing: .upToNextOption, help: "Class or level names in output order (none for regression).") var labels: [String] = []
         @Option(help: "Seed of the newly drawn head tensors (coordinator.yaml's federation.seed).") var seed: UInt64 = 42
         @Option(help: "Tokens per text the versions are used with (coordinator.yaml's local.max_length).") var maxLength = 128
+        @Option(help: "How the head reads the encoder (coordinator.yaml's federation.pooling): pooler, cls or mean.") var pooling: Pooling = .pooler
 
         func run() throws {
             let id = try FederationStart.create(state: store.url, federationID: federation, baseModel: URL(fileURLWithPath: model),
-                                                task: task, labels: labels, seed: seed, maxLength: maxLength)
+                                                task: task, labels: labels, seed: seed, maxLength: maxLength, pooling: pooling)
             print("federation \(federation) (\(task.rawValue)\(labels.isEmpty ? "" : ": " + labels.joined(separator: ", "))): base version \(id)")
             print("audit public key: \(CoordinatorLedger.defaultKeyURL(in: store.url).path).pub")
             print("run it with a coordinator.yaml naming federation.id \(federation), this task and labels, base_model \(model), seed \(seed), state \(store.store)")

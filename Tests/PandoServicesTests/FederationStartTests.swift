@@ -41,6 +41,11 @@ final class FederationStartTests: XCTestCase {
         XCTAssertEqual(exported.maxLength, config.plan.maxLength)
         XCTAssertEqual(exported.labels, Federation.labels)
         XCTAssertEqual(exported.task, .classification)
+        // … and predicts exactly as the coordinator's version does (the same JSON from `pando predict`).
+        let coordinatorVersion = try FineTunedModel(folder: store.folder(of: report.version))
+        let texts = ["tok1 tok2 tok3", "tok40", (0..<80).map { "tok\($0 % 90)" }.joined(separator: " ")]
+        XCTAssertEqual(try exported.predict(texts).map { try PredictionOutput.json($0, labels: exported.labels) },
+                       try coordinatorVersion.predict(texts).map { try PredictionOutput.json($0, labels: coordinatorVersion.labels) })
         XCTAssertNotNil(try TrainingRecord.read(from: store.folder(of: base)), "the created base version has one too")
 
         // The same rules as coordinator.yaml, and never over an existing state.

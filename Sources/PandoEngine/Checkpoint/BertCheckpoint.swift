@@ -102,6 +102,13 @@ extension BertModel {
                 }
                 throw CheckpointError(path: weightsURL.path, reason: "tensor '\(candidates[0])' is missing (expected shape \(spec.shape))")
             }
+            // A cls or mean head's folder holds its unused dense layer with zero rows (see `save`).
+            if isPooler && entry.elementCount == 0 {
+                model.initialize(spec, seed: seed)
+                if head.pooling == .pooler { report.initialized.append(spec.name) }
+                used.insert(name)
+                continue
+            }
             guard entry.shape == spec.shape else {
                 if isHead {
                     model.initialize(spec, seed: seed)
@@ -155,13 +162,31 @@ extension BertModel {
     /// .from_pretrained(folder)` loads it. `copying` lists extra files (the
     /// tokenizer's `vocab.txt`, `tokenizer_config.json`) to place beside them.
     /// Each file is written atomically.
-    public func save(to folder: URL, copying files: [URL] = [], metadata: [String: String] = [:]) throws {
+    ///
+    /// A cls or mean head's unused dense layer is written with zero rows (so transformers refuses
+    /// the folder); `fullDenseLayer` writes it whole, as Pando did before, only so a school can
+    /// rebuild the id of a federation's base version made then.
+    public func save(to folder: URL, copying files: [URL] = [], metadata: [String: String] = [:], fullDenseLayer: Bool = false) throws {
         guard !inferenceOnly else {
             throw CheckpointError(path: folder.path, reason: "a model loaded from an int8 checkpoint has no float32 weights to save")
         }
         try FileManager.default.createDirectory(at: folder, withIntermediateDirectories: true)
         var config = self.config.jsonObject
-        config["architectures"] = .array([.string(self.config.family.sequenceClassifier)])
+        let family = self.config.family
+        // A head transformers cannot express names the bare encoder class (what transformers can
+        // load of it), says why in `pando_transformers`, and is refused by
+        // AutoModelForSequenceClassification instead of loaded into a head that computes something
+        // else: an ordinal head's one-row classifier, and the unused dense layer of a cls or mean
+        // head written with zero rows, do not have the shapes transformers builds from the config.
+        let limitation = head.transformersLimitation
+        config["architectures"] = .array([.string(limitation == nil ? family.sequenceClassifier : family.baseModelClass)])
+        if let limitation {
+            config["pando_transformers"] = .string("transformers' \(family.sequenceClassifier) cannot compute this head (\(limitation)); "
+                + "AutoModelForSequenceClassification refuses the folder by shape. The encoder loads with AutoModel"
+                + (family == .bert && head.pooling != .pooler ? " (add_pooling_layer=False)" : "") + "; predict with pando predict or pando serve.")
+        } else {
+            config.removeValue(forKey: "pando_transformers")
+        }
         let labels = head.objective == .meanSquaredError ? (head.labels.isEmpty ? ["score"] : [head.labels[0]]) : head.labels
         config["id2label"] = .object(Dictionary(uniqueKeysWithValues: labels.enumerated().map { ("\($0)", .string($1)) }))
         config["label2id"] = .object(Dictionary(labels.enumerated().map { ($1, .number(Double($0))) }, uniquingKeysWith: { a, _ in a }))
@@ -178,7 +203,15 @@ extension BertModel {
         config["pando_pooling"] = .string(head.pooling.rawValue)
         config.removeValue(forKey: "num_labels")
         try AtomicFile.write(try JSONValue.object(config).serialized(), to: folder.appendingPathComponent("config.json"))
-        let tensors = layout.tensors.map { SafeTensors.Tensor(name: $0.name, shape: $0.shape, values: parameters.view($0)) }
+        // A cls or mean head never reads the family's dense layer: it is written with zero rows
+        // (no values), so transformers refuses to build its pooler head from the folder.
+        let unusedPooler = head.pooling != .pooler && !fullDenseLayer
+        let tensors = layout.tensors.map { spec -> SafeTensors.Tensor in
+            if unusedPooler && spec.name.hasPrefix(family.poolerPrefix) {
+                return SafeTensors.Tensor(name: spec.name, shape: [0] + spec.shape.dropFirst(), values: parameters.view(spec).slice(0, 0))
+            }
+            return SafeTensors.Tensor(name: spec.name, shape: spec.shape, values: parameters.view(spec))
+        }
         var meta = metadata
         meta["format"] = "pt"
         try SafeTensors.write(tensors, metadata: meta, to: folder.appendingPathComponent("model.safetensors"))

@@ -56,6 +56,19 @@ public struct ClassifierHead: Sendable, Equatable, Codable {
 
     /// Rows of the classifier's weight: the ordinal head's thresholds share one.
     public var weightRows: Int { objective == .ordinal ? 1 : outputs }
+
+    /// Why transformers' `…ForSequenceClassification` cannot compute this head, or nil when it
+    /// computes exactly what Pando does (the family's own pooler head with softmax, sigmoid or a
+    /// raw score). Hugging Face's classes always read the first token through the family's
+    /// dense layer; they have no mean or bare-first-token pooling and no cumulative-link head.
+    public var transformersLimitation: String? {
+        if objective == .ordinal { return "an ordinal (cumulative-link) head: K − 1 thresholds sharing one weight row" }
+        switch pooling {
+        case .pooler: return nil
+        case .cls: return "cls pooling: the classifier reads the first token's hidden state without the family's dense layer"
+        case .mean: return "mean pooling: the classifier reads the mean of the hidden states over real tokens"
+        }
+    }
 }
 
 /// A BERT encoder with a classification or regression head, all of whose

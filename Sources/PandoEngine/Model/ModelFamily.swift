@@ -75,6 +75,17 @@ public enum ModelFamily: String, Sendable, CaseIterable, Codable {
         }
     }
 
+    /// The family's bare encoder class, which `save` records in `architectures` for a head
+    /// Hugging Face cannot express (cls or mean pooling, ordinal): the encoder is what
+    /// transformers can load of such a folder.
+    public var baseModelClass: String {
+        switch self {
+        case .bert: "BertModel"
+        case .distilbert: "DistilBertModel"
+        case .roberta: "RobertaModel"
+        }
+    }
+
     /// The embedding tables (rows indexed by token, position, type) of this family.
     public var embeddingTables: [String] {
         let p = embeddingsPrefix

@@ -25,13 +25,13 @@ public enum FederationStart {
     /// Creates the federation; returns the base version's id. Refuses a folder that already
     /// holds one, a label set that breaks the rule, and an int8 (inference-only) checkpoint.
     public static func create(state: URL, federationID: String, baseModel: URL, task: TaskKind, labels: [String], seed: UInt64,
-                              maxLength: Int = 128) throws -> String {
+                              maxLength: Int = 128, pooling: Pooling = .pooler) throws -> String {
         if let problem = labelProblem(task: task, labels: labels) { throw RoundError("--labels: \(problem)") }
         guard !federationID.isEmpty else { throw RoundError("--federation: must not be empty") }
         if FileManager.default.fileExists(atPath: state.appendingPathComponent("state.sqlite").path) {
             throw RoundError("\(state.path) already holds a coordinator state: use another folder")
         }
-        let head = ClassifierHead(objective: task.objective, labels: task == .regression ? ["score"] : labels)
+        let head = ClassifierHead(objective: task.objective, labels: task == .regression ? ["score"] : labels, pooling: pooling)
         let (global, _) = try BertModel.load(from: baseModel, head: head, seed: seed)
         guard !global.inferenceOnly else {
             throw RoundError("\(baseModel.path) is an int8 checkpoint (pando quantize), for inference only: a federation starts from the float32 model")

@@ -66,8 +66,8 @@ public final class SchoolAgent: @unchecked Sendable {
 
     /// The versions this school accepted (read back from its log at start).
     private let lineage: NIOLockedValueBox<ModelLineage>
-    /// This school's id of the base model, per head seed (`baseVersionID`).
-    private let baseIDs = NIOLockedValueBox<[UInt64: String]>([:])
+    /// This school's ids of the base model, per head seed and pooling (`baseVersionID`).
+    private let baseIDs = NIOLockedValueBox<[String: BaseIDs]>([:])
 
     /// State that survives reconnects: an update the coordinator may not have stored yet.
     private let pending = NIOLockedValueBox<PendingUpload?>(nil)
@@ -260,7 +260,7 @@ public final class SchoolAgent: @unchecked Sendable {
         let judged = lineage.withLockedValue { $0 }
         var baseID: String?
         if judged.needsBase(a.lineage), let seed = a.lineage?.initSeed {
-            do { baseID = try await baseVersionID(seed: seed) } catch {
+            do { baseID = try await baseVersionID(seed: seed, pooling: plan.pooling, root: a.lineage?.chain.last?.version.hex) } catch {
                 return try await decline(a, reason: "the base model \(configuration.baseModel.path) could not be rebuilt to check the lineage: \(error)",
                                          code: ModelLineage.Code.notBase, on: conn)
             }
@@ -624,20 +624,36 @@ public final class SchoolAgent: @unchecked Sendable {
 
     /// The id of the federation's base model as this school rebuilds it: its own copy of the
     /// base model folder, with the tensors it lacks (task head, pooler) drawn from `seed`,
-    /// saved as the coordinator saves a version and hashed. Cached per seed.
-    func baseVersionID(seed: UInt64) async throws -> String {
-        if let id = baseIDs.withLockedValue({ $0[seed] }) { return id }
+    /// saved as the coordinator saves a version (with the federation's `pooling`: a cls or mean
+    /// head writes its unused dense layer with zero rows) and hashed. Cached per seed and pooling.
+    /// A cls or mean federation whose base version (`root`, the lineage's oldest) was made before
+    /// those zero rows is recognised by the id of that older form.
+    func baseVersionID(seed: UInt64, pooling: Pooling = .pooler, root: String? = nil) async throws -> String {
+        func answer(_ ids: BaseIDs) -> String { root != nil && ids.legacy == root ? ids.legacy! : ids.current }
+        let key = "\(seed) \(pooling.rawValue)"
+        if let ids = baseIDs.withLockedValue({ $0[key] }), ids.current == root || pooling == .pooler || ids.legacy != nil {
+            return answer(ids)
+        }
         let folder = configuration.cache.appendingPathComponent("base-check-\(UUID().uuidString)", isDirectory: true)
         defer { try? FileManager.default.removeItem(at: folder) }
-        let source = configuration.baseModel, head = self.head
-        let id = try await ComputeLane.run {
+        let source = configuration.baseModel
+        let head = ClassifierHead(objective: self.head.objective, labels: self.head.labels, pooling: pooling)
+        let ids = try await ComputeLane.run {
             try PrivateFiles.folder(folder)
-            try BertModel.load(from: source, head: head, seed: seed).0.save(to: folder)
-            return try Self.sha256(of: folder.appendingPathComponent("model.safetensors"))
+            let model = try BertModel.load(from: source, head: head, seed: seed).0
+            try model.save(to: folder)
+            let id = try Self.sha256(of: folder.appendingPathComponent("model.safetensors"))
+            guard head.pooling != .pooler, id != root else { return BaseIDs(current: id, legacy: nil) }
+            try model.save(to: folder, fullDenseLayer: true)
+            return BaseIDs(current: id, legacy: try Self.sha256(of: folder.appendingPathComponent("model.safetensors")))
         }
-        baseIDs.withLockedValue { $0[seed] = id }
-        return id
+        baseIDs.withLockedValue { $0[key] = ids }
+        return answer(ids)
     }
+
+    /// This school's ids of the base model for one seed: as versions are written now, and for a
+    /// cls or mean head, as they were written before its unused dense layer had zero rows.
+    struct BaseIDs: Sendable { var current: String; var legacy: String? }
 
     /// Finite metrics under valid token names (at most `RoundResult.maxMetrics`).
     static func wireMetrics(_ m: [String: Double]) -> [WireToken: Double] {
