@@ -23,6 +23,10 @@ public enum ClassBalance: String, Sendable, Codable, CaseIterable {
     /// Ren et al. 2020; FedLC): logits + log(n_c / n), −∞ for absent classes, so local training
     /// does not learn the school's label skew into the head.
     case priorAdjusted = "prior-adjusted"
+    /// `weighted` and `present-classes` together: balanced weights, and a softmax over the classes
+    /// the school has (for skews where some schools lack classes altogether). Last, since the wire
+    /// carries the index in `allCases`.
+    case weightedPresentClasses = "weighted-present-classes"
 
     /// The loss weights, logit offsets and per-epoch oversampling this setting gives a school
     /// whose training examples have the class indices `classes` (each in 0..<`classCount`).
@@ -30,11 +34,13 @@ public enum ClassBalance: String, Sendable, Codable, CaseIterable {
         var counts = [Int](repeating: 0, count: classCount)
         for c in classes { counts[c] += 1 }
         let n = Float(classes.count)
+        let present = counts.map { $0 > 0 ? Float(0) : -.infinity }
         switch self {
         case .none: return (nil, nil, false)
         case .weighted: return (Sampling.balancedClassWeights(counts: counts), nil, false)
         case .oversampled: return (nil, nil, true)
-        case .presentClasses: return (nil, counts.map { $0 > 0 ? 0 : -.infinity }, false)
+        case .presentClasses: return (nil, present, false)
+        case .weightedPresentClasses: return (Sampling.balancedClassWeights(counts: counts), present, false)
         case .priorAdjusted: return (nil, counts.map { $0 > 0 ? logf(Float($0) / n) : -.infinity }, false)
         }
     }

@@ -93,7 +93,7 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "LoRA dropout on the adapter input.") var loraDropout: Float = 0
     @Option(help: "LoRA targets: query,key,value,attention-output,intermediate,output.") var loraTargets = "query,value"
     @Option(help: "How the head reads the encoder: pooler (the family's own head), cls or mean.") var pooling: Pooling = .pooler
-    @Option(help: "How each school's loss treats its own label skew (classification): none, weighted, oversampled, present-classes or prior-adjusted.")
+    @Option(help: "How each school's loss treats its own label skew (classification): none, weighted, oversampled, present-classes, prior-adjusted or weighted-present-classes.")
     var classBalance: ClassBalance = .none
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42

@@ -18,6 +18,9 @@ final class ClassBalanceTests: XCTestCase {
         XCTAssertEqual(weights[1], 4 / 3, accuracy: 1e-6)
         XCTAssertEqual(weights[2], 0)
         XCTAssertEqual(ClassBalance.presentClasses.shaping(classes: classes, classCount: 3).offsets, [0, 0, -.infinity])
+        let both = ClassBalance.weightedPresentClasses.shaping(classes: classes, classCount: 3)
+        XCTAssertEqual(both.weights, weights)
+        XCTAssertEqual(both.offsets, [0, 0, -.infinity])
         let prior = ClassBalance.priorAdjusted.shaping(classes: classes, classCount: 3).offsets!
         XCTAssertEqual(prior[0], logf(0.75), accuracy: 1e-6)
         XCTAssertEqual(prior[1], logf(0.25), accuracy: 1e-6)

@@ -146,7 +146,7 @@ public struct RoundSettings: Sendable, Equatable {
 ///   pooling: pooler                 # pooler | cls | mean: how the head reads the encoder
 /// selection: {fraction: 1.0, min_schools: 2, quorum: 2, round_deadline_seconds: 3600}
 /// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
-///                                   # class_balance: none | weighted | oversampled | present-classes | prior-adjusted
+///                                   # class_balance: none | weighted | oversampled | present-classes | prior-adjusted | weighted-present-classes
 /// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
 /// update: {compression: int8}          # none | float16 | int8 | topk (with topk_density: 0.01); lora: {rank: 8}
 /// secure_aggregation: {neighbours: 8}  # optional: the coordinator sees only the sum (SecureAggregationSettings)
