@@ -5,7 +5,8 @@ What it makes (all under Tests/Fixtures/):
             outputs.safetensors (last_hidden_state [B,T,384], pooler_output [B,384],
             mean_pooled [B,384]) from models/default (all-MiniLM-L6-v2), float32, eval mode.
   tiny/     inputs.json shared by all cases (B=4, T=11, lengths 11,7,9,3) and one folder
-            per case (softmax, softmax_weighted, multilabel, regression, softmax_meanpool),
+            per case (softmax, softmax_weighted, multilabel, regression, softmax_meanpool,
+            multilabel_weighted: BCEWithLogitsLoss(pos_weight=class_weights)),
             each with config.json + model.safetensors (BertForSequenceClassification
             save_pretrained), case.json (labels, loss, logits) and grads.safetensors
             (d loss / d every parameter, computed in float64, stored float32).
@@ -190,7 +191,8 @@ def compute_loss(logits, head, labels, class_weights):
         return torch.nn.CrossEntropyLoss(weight=w)(logits, y)
     if head == "multilabel":
         y = torch.tensor(labels, dtype=logits.dtype)
-        return torch.nn.BCEWithLogitsLoss()(logits, y)
+        pw = None if class_weights is None else torch.tensor(class_weights, dtype=logits.dtype)
+        return torch.nn.BCEWithLogitsLoss(pos_weight=pw)(logits, y)
     if head == "regression":
         y = torch.tensor(labels, dtype=logits.dtype)
         return torch.nn.MSELoss()(logits.squeeze(-1), y)
@@ -211,6 +213,9 @@ def make_tiny(inputs):
          [[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 1], [0, 0, 1, 0, 0]], None),
         ("regression", "regression", "pooler", 1, [-1.5, 0.25, 2.0, 3.5], None),
         ("softmax_meanpool", "softmax", "mean", 3, [0, 2, 1, 2], None),
+        # class_weights of a multi-label case are per-label positive weights (pos_weight).
+        ("multilabel_weighted", "multilabel", "pooler", 5,
+         [[1, 0, 0, 1, 0], [0, 1, 0, 0, 0], [1, 1, 0, 0, 1], [0, 0, 1, 0, 0]], [3.0, 0.5, 7.0, 1.0, 2.5]),
     ]
     summary = {}
     for i, (case, head, pooling, n, labels, cw) in enumerate(cases):
@@ -313,7 +318,7 @@ def write_readme():
 
 - `minilm/`: 5 sentences tokenized by models/default (all-MiniLM-L6-v2) tokenizer.json (`inputs.json`) and float32 BertModel eval outputs `last_hidden_state`, `pooler_output`, `mean_pooled` (`outputs.safetensors`).
 - `tiny/inputs.json`: shared batch (B=4, T=11, lengths 11,7,9,3; [CLS]=2, [SEP]=3, pad=0) for the tiny random BERT (hidden 32, 2 layers, 4 heads, ffn 37, vocab 99).
-- `tiny/<case>/`: `config.json` + `model.safetensors` (BertForSequenceClassification, float32), `case.json` (head, pooling, labels, loss, logits) and `grads.safetensors` (d loss / d every parameter, same names, float64 compute stored float32). Cases: softmax, softmax_weighted, multilabel, regression, softmax_meanpool (pooler grads are zero).
+- `tiny/<case>/`: `config.json` + `model.safetensors` (BertForSequenceClassification, float32), `case.json` (head, pooling, labels, loss, logits) and `grads.safetensors` (d loss / d every parameter, same names, float64 compute stored float32). Cases: softmax, softmax_weighted, multilabel, regression, softmax_meanpool (pooler grads are zero), multilabel_weighted (`BCEWithLogitsLoss(pos_weight=class_weights)`).
 - `adamw/`: initial tiny model (4 labels), `trajectory.json` (300 steps: clip_grad_norm_ 1.0, AdamW lr 1e-3 wd 0.01 except bias/LayerNorm, linear warmup 30; loss, pre-clip grad norm and lr per step — step 1 has lr 0), `after_step_2.safetensors`, `final.safetensors`.
 - Regenerate from the repo root: `.venv-fixtures/bin/python Tests/Fixtures/make_fixtures.py` (venv: torch CPU wheel, transformers, safetensors, numpy).
 - Versions used: torch {torch.__version__}, transformers {transformers.__version__}, safetensors {__import__('safetensors').__version__}, numpy {__import__('numpy').__version__}.

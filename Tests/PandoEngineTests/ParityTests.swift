@@ -37,7 +37,7 @@ final class ParityTests: XCTestCase {
     func testGradientsMatchPyTorchForEveryHead() throws {
         let inputs = try Fixture.json("tiny/inputs.json")
         let batch = Fixture.packedBatch(inputs)
-        for name in ["softmax", "softmax_weighted", "multilabel", "regression", "softmax_meanpool"] {
+        for name in ["softmax", "softmax_weighted", "multilabel", "regression", "softmax_meanpool", "multilabel_weighted"] {
             let info = try Fixture.json("tiny/\(name)/case.json")
             let outputs = info["num_labels"] as! Int
             let pooling = Pooling(rawValue: info["pooling"] as! String)!

@@ -43,13 +43,32 @@ public enum LossKernel {
     }
 
     /// Binary cross-entropy on sigmoid outputs, mean over all entries, in
-    /// the overflow-free form `max(z,0) − z·y + log(1 + e^{−|z|})`.
+    /// the overflow-free form `max(z,0) − z·y + log(1 + e^{−|z|})`. With
+    /// `positiveWeights` (one per output column, `count` a multiple of their number)
+    /// the positive term of column j is weighted by p_j, as
+    /// `torch.nn.BCEWithLogitsLoss(pos_weight:)`:
+    /// `p·y·softplus(−z) + (1 − y)·softplus(z)`, still a plain mean over all entries.
     public static func sigmoidBinaryCrossEntropy(
-        logits: UnsafePointer<Float>, count: Int, targets: [Float], dLogits: UnsafeMutablePointer<Float>?
+        logits: UnsafePointer<Float>, count: Int, targets: [Float], positiveWeights: [Float]? = nil,
+        dLogits: UnsafeMutablePointer<Float>?
     ) -> Float {
         precondition(targets.count == count, "\(targets.count) targets for \(count) outputs")
         var total: Double = 0
         let inv = 1 / Float(count)
+        if let w = positiveWeights {
+            let columns = w.count
+            precondition(columns > 0 && count % columns == 0, "\(columns) positive weights for \(count) outputs")
+            for i in 0..<count {
+                let z = logits[i], y = targets[i], p = w[i % columns]
+                // softplus(−z) = log(1 + e^{−z}) and softplus(z) = softplus(−z) + z, overflow-free.
+                let tail = log1pf(expf(-abs(z)))
+                let softplusMinus = max(-z, 0) + tail, softplusPlus = max(z, 0) + tail
+                total += Double(p * y * softplusMinus + (1 - y) * softplusPlus)
+                // d/dz: −p·y·(1 − σ) + (1 − y)·σ = σ·(1 + (p − 1)·y) − p·y.
+                dLogits?[i] = ((1 + (p - 1) * y) / (1 + expf(-z)) - p * y) * inv
+            }
+            return Float(total / Double(count))
+        }
         for i in 0..<count {
             let z = logits[i], y = targets[i]
             total += Double(max(z, 0) - z * y + log1pf(expf(-abs(z))))

@@ -2,8 +2,11 @@ import Foundation
 
 extension BertModel {
     /// The head's loss on the logits of the last `forward`, writing the
-    /// workspace's logit gradients. `classWeights` and `logitOffsets` (added to the logits in
-    /// the loss only, see `LossKernel.softmaxCrossEntropy`) apply to softmax only.
+    /// workspace's logit gradients. `classWeights` are per-class weights for softmax
+    /// (`CrossEntropyLoss(weight:)`) and per-label positive weights for sigmoid
+    /// binary cross-entropy (`BCEWithLogitsLoss(pos_weight:)`); the other heads ignore them.
+    /// `logitOffsets` (softmax only) are added to the logits in the loss only, see
+    /// `LossKernel.softmaxCrossEntropy`.
     public func loss(_ targets: Targets, batch: PackedBatch, workspace ws: BertWorkspace, classWeights: [Float]? = nil,
                      logitOffsets: [Float]? = nil) -> Float {
         let B = batch.count, C = head.outputs
@@ -12,7 +15,9 @@ extension BertModel {
             return LossKernel.softmaxCrossEntropy(logits: ws.logits.base, rows: B, classes: C, targets: y, weights: classWeights,
                                                    offsets: logitOffsets, dLogits: ws.dLogits.base)
         case (.sigmoidBinaryCrossEntropy, .multiHot(let y)):
-            return LossKernel.sigmoidBinaryCrossEntropy(logits: ws.logits.base, count: B * C, targets: y, dLogits: ws.dLogits.base)
+            precondition(classWeights == nil || classWeights!.count == C, "\(classWeights!.count) positive weights for \(C) labels")
+            return LossKernel.sigmoidBinaryCrossEntropy(logits: ws.logits.base, count: B * C, targets: y, positiveWeights: classWeights,
+                                                        dLogits: ws.dLogits.base)
         case (.meanSquaredError, .scores(let y)):
             return LossKernel.meanSquaredError(predictions: ws.logits.base, count: B, targets: y, dPredictions: ws.dLogits.base)
         case (.ordinal, .multiHot(let y)):

@@ -25,6 +25,10 @@ public final class AdamW: @unchecked Sendable {
     public private(set) var step = 0
     /// Tensors left unchanged (frozen layers).
     public var frozen: Set<String> = []
+    /// Per-tensor multipliers of the learning rate (1 for a tensor not named): a tensor in
+    /// its own `torch.optim.AdamW` parameter group at `scale · lr`, on the same schedule.
+    /// Its decay follows its own rate, `p·(1 − scale·lr·λ)`, as a group's does.
+    public var learningRateScale: [String: Float] = [:]
 
     public init(layout: ParameterLayout, settings: Settings = .init()) {
         self.settings = settings
@@ -39,11 +43,12 @@ public final class AdamW: @unchecked Sendable {
         let b1 = settings.beta1, b2 = settings.beta2, eps = settings.epsilon
         let correction1 = 1 - Float(pow(Double(b1), Double(step)))
         let correction2Root = Float((1 - pow(Double(b2), Double(step))).squareRoot())
-        let stepSize = lr / correction1
         let p = parameters.buffer.base, g = gradients.buffer.base
         let m = firstMoment.buffer.base, v = secondMoment.buffer.base
         for spec in parameters.layout.tensors where !frozen.contains(spec.name) {
-            let decay: Float = spec.decays ? 1 - lr * settings.weightDecay : 1
+            let rate = lr * (learningRateScale[spec.name] ?? 1)
+            let stepSize = rate / correction1
+            let decay: Float = spec.decays ? 1 - rate * settings.weightDecay : 1
             let start = spec.offset
             Parallel.forRanges(spec.count, minimumChunk: 1 << 15) { range in
                 for k in range {
