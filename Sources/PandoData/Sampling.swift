@@ -151,6 +151,18 @@ extension LabeledDataset {
         }
     }
 
+    /// Multi-label: each label's positive weight, negatives / positives among the
+    /// examples (`BCEWithLogitsLoss(pos_weight:)`'s usual choice), so that a label's
+    /// positives weigh as much in the loss as its negatives; 1 for a label no example has
+    /// (it has no positive term to weight) or every example has. Not capped.
+    public func positiveWeights() -> [Float] {
+        precondition(task == .multiLabel, "positive weights are for multi-label data")
+        let n = examples.count
+        return labelCounts.map { positives in
+            positives == 0 || positives == n ? 1 : Float(Double(n - positives) / Double(positives))
+        }
+    }
+
     /// Random oversampling of smaller classes (by stratum) up to the largest one.
     public func oversampled(using rng: inout some RandomNumberGenerator) -> LabeledDataset {
         subset(Sampling.oversampledIndices(strata: strata(), using: &rng))

@@ -48,6 +48,12 @@ public final class Trainer {
             throw TrainingError("\(baseModel.path): vocab.txt has \(tokenizer.vocabularySize) tokens but config.json's vocab_size is \(model.config.vocabSize)")
         }
         maxLength = min(options.maxLength, model.config.maxPositions)
+        if options.classWeights == .auto, task == .regression || task == .ordinal {
+            throw TrainingError("--class-weights auto is for classification (per-class weights) and multi-label (per-label positive weights), not \(task.rawValue)")
+        }
+        if options.tuneThresholds, task != .multiLabel {
+            throw TrainingError("--tune-thresholds is for multi-label tasks, not \(task.rawValue)")
+        }
         if options.freezeLayers > model.config.layers {
             throw TrainingError("--freeze-layers \(options.freezeLayers) exceeds the model's \(model.config.layers) layers")
         }
@@ -66,6 +72,12 @@ public final class Trainer {
         // LoRA: every base tensor but the head.
         if model.lora != nil { frozen.formUnion(model.loraFrozenTensors) }
         return frozen
+    }
+
+    /// The classifier's weight and bias, which `headLearningRate` applies to.
+    public var classifierTensorNames: [String] {
+        let prefix = model.config.family.classifierPrefix
+        return model.layout.tensors.map(\.name).filter { $0.hasPrefix(prefix) }
     }
 
     func encode(_ data: LabeledDataset) -> [[Int32]] {
@@ -122,8 +134,12 @@ public final class Trainer {
         if options.classWeights == .auto {
             switch task {
             case .classification: classWeights = train.classWeights()
-            case .multiLabel, .regression, .ordinal:
-                progress.log("note: --class-weights auto applies to classification only; training \(task.rawValue) unweighted")
+            case .multiLabel:
+                let w = train.positiveWeights()
+                classWeights = w
+                progress.log(String(format: "positive weights (negatives / positives per label): %.3g to %.3g, mean %.3g",
+                                    w.min()!, w.max()!, w.reduce(0, +) / Float(w.count)))
+            case .regression, .ordinal: break  // refused by init
             }
         }
 
@@ -154,6 +170,11 @@ public final class Trainer {
         let batchCap = privateSteps == nil ? min(options.batchSize, epochSize) : min(options.batchSize, 64)
         let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: batchCap, length: maxLength), settings: settings)
         tuner.frozen = frozenTensors
+        if let head = options.headLearningRate {
+            let scale = head / options.learningRate
+            tuner.optimizer.learningRateScale = Dictionary(uniqueKeysWithValues: classifierTensorNames.map { ($0, scale) })
+            progress.log("classifier learning rate \(head) (\(classifierTensorNames.joined(separator: ", "))), encoder \(options.learningRate)")
+        }
         let evaluator = BatchedInference(model: model, batchSize: options.evaluationBatchSize, maxLength: maxLength)
 
         var record = TrainingRecord(

@@ -9,13 +9,18 @@ import PandoEngine
 public struct TrainingOptions: Codable, Sendable, Equatable {
     /// How the loss weights classes.
     public enum ClassWeighting: String, Codable, Sendable, CaseIterable {
-        /// "Balanced" weights from the training frequencies: n / (k · count).
+        /// Classification: "balanced" weights from the training frequencies, n / (k · count).
+        /// Multi-label: each label's positive weight (`BCEWithLogitsLoss(pos_weight:)`),
+        /// negatives / positives in the training data, uncapped.
         case auto
         case none
     }
 
     public var epochs = 3
     public var learningRate: Float = 5e-5
+    /// Peak learning rate of the classifier (the head's last linear layer, the only newly
+    /// initialised weights), on the same warm-up and decay; nil is `learningRate`.
+    public var headLearningRate: Float? = nil
     public var batchSize = 32
     /// Longest sequence in tokens, special tokens included (clamped to the model's positions).
     public var maxLength = 128
@@ -68,6 +73,7 @@ public struct TrainingOptions: Codable, Sendable, Equatable {
         guard batchSize >= 1 else { throw bad("--batch-size must be at least 1") }
         guard maxLength >= 3 else { throw bad("--max-length must be at least 3 (two special tokens and one word piece)") }
         guard learningRate > 0, learningRate.isFinite else { throw bad("--learning-rate must be positive") }
+        if let h = headLearningRate, !(h > 0 && h.isFinite) { throw bad("--head-learning-rate must be positive") }
         guard (0...1).contains(warmupRatio) else { throw bad("--warmup-ratio must be in 0...1") }
         guard weightDecay >= 0 else { throw bad("--weight-decay must not be negative") }
         guard (adamEpsilon ?? 1e-8) > 0 else { throw bad("--adam-epsilon must be positive") }
@@ -171,6 +177,8 @@ public struct TrainingRecord: Codable, Sendable {
     public var options: TrainingOptions
     public var baseModel: String
     public var data: [PandoData.LoadReport]
+    /// The loss weights `--class-weights auto` chose: one per class (classification) or
+    /// each label's positive weight (multi-label).
     public var classWeights: [Float]?
     public var earlyStoppingMetric: String
     public var epochs: [EpochRecord] = []

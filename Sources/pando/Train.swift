@@ -52,6 +52,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "Folder for the best checkpoint and metrics.") var output: String
     @Option(help: "Passes over the training data.") var epochs = 3
     @Option(help: "Peak AdamW learning rate.") var learningRate: Float = 5e-5
+    @Option(help: "Peak learning rate of the classifier (the newly initialised last layer), same warm-up and decay (default: --learning-rate).") var headLearningRate: Float?
     @Option(help: "Sequences per update.") var batchSize = 32
     @Option(help: "Tokens per text, [CLS] and [SEP] included; longer texts are truncated.") var maxLength = 128
     @Option(help: "Fraction of updates for linear warm-up (then linear decay to 0).") var warmupRatio = 0.1
@@ -60,7 +61,7 @@ struct TrainCommand: ParsableCommand {
     @Option(help: "AdamW ε.") var adamEpsilon: Float = 1e-8
     @Option(help: "Sort by length within shuffled chunks of this many batches (0, the default: plain shuffled batches).") var lengthGroupingBatches = 0
     @Option(help: "Seed for head initialisation, split, shuffling, oversampling and dropout.") var seed: UInt64 = 42
-    @Option(help: "Loss weights per class: auto (balanced from frequencies) or none.") var classWeights: TrainingOptions.ClassWeighting = .none
+    @Option(help: "Loss weights: auto or none. auto is balanced per-class weights n / (k · count) for classification, and per-label positive weights negatives / positives (BCEWithLogitsLoss pos_weight, from the training counts) for multi-label.") var classWeights: TrainingOptions.ClassWeighting = .none
     @Flag(help: "Oversample smaller classes up to the largest each epoch.") var oversample = false
     @Option(help: "Validation metric that picks the best epoch (default: macro_f1, micro_f1 or rmse by task).") var earlyStoppingMetric: String?
     @Option(help: "Stop after this many epochs without improvement (0: never stop early).") var patience = 2
@@ -129,6 +130,7 @@ struct TrainCommand: ParsableCommand {
         var options = TrainingOptions()
         options.epochs = epochs
         options.learningRate = learningRate
+        options.headLearningRate = headLearningRate
         options.batchSize = batchSize
         options.maxLength = maxLength
         options.warmupRatio = warmupRatio

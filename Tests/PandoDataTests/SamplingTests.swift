@@ -118,6 +118,15 @@ final class SamplingTests: XCTestCase {
         XCTAssertEqual(classificationDataset([6, 3, 1]).classWeights(), w)
     }
 
+    func testPositiveWeightsAreNegativesOverPositivesPerLabel() throws {
+        // 10 examples; label 0 on 2, label 1 on 4, label 2 on none, label 3 on all.
+        let sets: [[Int]] = [[0, 1, 3], [0, 3], [1, 3], [1, 3], [1, 3], [3], [3], [3], [3], [3]]
+        let d = LabeledDataset(task: .multiLabel, labels: try LabelMap(names: ["a", "b", "c", "d"]),
+                               examples: sets.enumerated().map { Example(text: "t\($0.offset)", target: .labelSet($0.element)) })
+        // torch: (n - pos) / pos = [4, 1.5, inf, 0]; a label no example has, or every example has, gets 1.
+        XCTAssertEqual(d.positiveWeights(), [4, 1.5, 1, 1])
+    }
+
     func testOversamplingBalancesClasses() {
         let d = classificationDataset([50, 10, 3])
         var rng = SplitMix64(seed: 2)

@@ -135,18 +135,77 @@ final class TrainerTests: XCTestCase {
         XCTAssertLessThan(spread, 30)
     }
 
+    /// Multi-label synthetic data over labels x, y: "x" for class-a words, "y" when tok20…tok29 appears.
+    func multiLabelData(_ rows: [(text: String, label: String)], labels: LabelMap) -> LabeledDataset {
+        LabeledDataset(task: .multiLabel, labels: labels, examples: rows.map { row in
+            var set: [Int] = row.label == "a" ? [0] : []
+            if (20...29).contains(where: { row.text.split(separator: " ").contains(Substring("tok\($0)")) }) { set.append(1) }
+            return Example(text: row.text, target: .labelSet(set))
+        })
+    }
+
+    func testMultiLabelPositiveWeightsAndHeadLearningRateAreUsedAndRecorded() throws {
+        let folder = try TestFiles.tinyModel()
+        let labels = try LabelMap(names: ["x", "y"])
+        func multi(_ r: [(text: String, label: String)]) -> LabeledDataset { multiLabelData(r, labels: labels) }
+        let train = multi(synthetic(count: 120, seed: 4))
+        var options = quickOptions(epochs: 1)
+        options.classWeights = .auto
+        options.headLearningRate = 1e-2
+        options.learningRate = 1e-4
+        var log = ""
+        let output = folder.deletingLastPathComponent().appendingPathComponent("multi-weighted")
+        let trainer = try Trainer(baseModel: folder, task: .multiLabel, labels: labels, options: options,
+                                  progress: ProgressReporter(style: .lines) { log += $0 })
+        XCTAssertEqual(trainer.classifierTensorNames, ["classifier.weight", "classifier.bias"])
+        let before = trainer.model.parameters.copy()
+        let record = try trainer.run(train: train, validation: multi(synthetic(count: 40, seed: 5)), output: output)
+        XCTAssertEqual(record.classWeights, train.positiveWeights())
+        XCTAssertTrue(log.contains("positive weights (negatives / positives per label)"), log)
+        XCTAssertTrue(log.contains("classifier learning rate 0.01"), log)
+        let saved = try XCTUnwrap(TrainingRecord.read(from: output))
+        XCTAssertEqual(saved.classWeights, train.positiveWeights())
+        XCTAssertEqual(saved.options.headLearningRate, 1e-2)
+        XCTAssertEqual(saved.options.classWeights, .auto)
+        // The classifier moved by far more than an encoder matrix at a 100× smaller rate.
+        func change(_ name: String) -> Float {
+            let a = trainer.model.parameters.values(name), b = before.values(name)
+            return zip(a, b).map { abs($0 - $1) }.max()!
+        }
+        XCTAssertGreaterThan(change("classifier.weight"), 10 * change("bert.encoder.layer.0.attention.self.query.weight"))
+
+        // A record written before the option existed still loads (headLearningRate nil).
+        var json = try JSONSerialization.jsonObject(with: Data(contentsOf: output.appendingPathComponent(TrainingRecord.fileName))) as! [String: Any]
+        var opts = json["options"] as! [String: Any]
+        opts.removeValue(forKey: "headLearningRate")
+        json["options"] = opts
+        let old = try JSONDecoder().decode(TrainingRecord.self, from: JSONSerialization.data(withJSONObject: json))
+        XCTAssertNil(old.options.headLearningRate)
+    }
+
+    func testBadClassWeightAndHeadRateCombinationsFailClearly() throws {
+        let folder = try TestFiles.tinyModel()
+        func failure(_ task: TaskKind, _ edit: (inout TrainingOptions) -> Void) -> String {
+            var options = quickOptions(epochs: 1)
+            edit(&options)
+            let labels = try! LabelMap(names: task == .regression ? [] : ["a", "b", "c"])
+            do { _ = try Trainer(baseModel: folder, task: task, labels: labels, options: options) } catch { return "\(error)" }
+            return ""
+        }
+        XCTAssertTrue(failure(.regression) { $0.classWeights = .auto }.contains("--class-weights auto is for classification"))
+        XCTAssertTrue(failure(.ordinal) { $0.classWeights = .auto }.contains("not ordinal"))
+        XCTAssertTrue(failure(.classification) { $0.tuneThresholds = true }.contains("--tune-thresholds is for multi-label"))
+        XCTAssertTrue(failure(.multiLabel) { $0.headLearningRate = 0 }.contains("--head-learning-rate must be positive"))
+        XCTAssertTrue(failure(.multiLabel) { $0.headLearningRate = .infinity }.contains("--head-learning-rate must be positive"))
+        XCTAssertEqual(failure(.multiLabel) { $0.classWeights = .auto; $0.headLearningRate = 1e-3; $0.tuneThresholds = true }, "")
+    }
+
     func testMultiLabelAndRegressionTrainEvaluateAndPredict() throws {
         let folder = try TestFiles.tinyModel()
         let rows = synthetic(count: 120, seed: 4)
         // Multi-label: "x" for class-a words, "y" when tok20…tok29 appears.
         let labels = try LabelMap(names: ["x", "y"])
-        func multi(_ r: [(text: String, label: String)]) -> LabeledDataset {
-            LabeledDataset(task: .multiLabel, labels: labels, examples: r.map { row in
-                var set: [Int] = row.label == "a" ? [0] : []
-                if (20...29).contains(where: { row.text.split(separator: " ").contains(Substring("tok\($0)")) }) { set.append(1) }
-                return Example(text: row.text, target: .labelSet(set))
-            })
-        }
+        func multi(_ r: [(text: String, label: String)]) -> LabeledDataset { multiLabelData(r, labels: labels) }
         var options = quickOptions(epochs: 2)
         options.tuneThresholds = true
         let out1 = folder.deletingLastPathComponent().appendingPathComponent("multi")
