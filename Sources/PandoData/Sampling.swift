@@ -89,6 +89,12 @@ public enum Sampling {
         return result
     }
 
+    /// How many indices `oversampledIndices` returns: every stratum raised to the largest one's size.
+    public static func oversampledCount(strata: [Int]) -> Int {
+        let groups = group(strata)
+        return groups.count * (groups.map(\.count).max() ?? 0)
+    }
+
     /// Members of each stratum value, ordered by stratum value, indices ascending.
     static func group(_ strata: [Int]) -> [[Int]] {
         var byValue: [Int: [Int]] = [:]

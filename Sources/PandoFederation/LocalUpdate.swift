@@ -54,8 +54,7 @@ public final class LocalUpdater {
         let classes = data.task == .classification ? data.targets.map { $0.classIndex! } : []
         let shaping = plan.classBalance.shaping(classes: classes, classCount: data.labelCount)
         // Oversampling always yields the same count, so every epoch has the same updates.
-        var countRNG = SplitMix64(seed: 0)
-        let epochExamples = shaping.oversample ? Sampling.oversampledIndices(strata: classes, using: &countRNG).count : data.count
+        let epochExamples = shaping.oversample ? Sampling.oversampledCount(strata: classes) : data.count
         let stepsPerEpoch = (epochExamples + plan.batchSize - 1) / plan.batchSize
         let total = stepsPerEpoch * plan.epochs
         let warmup = Int((Double(total) * plan.warmupRatio).rounded(.up))

@@ -144,9 +144,8 @@ public final class Trainer {
         }
 
         // Updates per epoch are fixed: oversampling always yields the same count.
-        var rng = SplitMix64(seed: options.seed ^ 0x5EED_BA7C)
         let epochSize = options.oversample
-            ? Sampling.oversampledIndices(strata: strata, using: &rng).count : train.count
+            ? Sampling.oversampledCount(strata: strata) : train.count
         let stepsPerEpoch = (epochSize + options.batchSize - 1) / options.batchSize
         let totalSteps = stepsPerEpoch * options.epochs
         let warmup = Int((Double(totalSteps) * options.warmupRatio).rounded(.up))

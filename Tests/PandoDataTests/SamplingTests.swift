@@ -135,6 +135,8 @@ final class SamplingTests: XCTestCase {
         XCTAssertEqual(Array(o.examples.prefix(d.count)), d.examples)
         var rng2 = SplitMix64(seed: 2)
         XCTAssertEqual(d.oversampled(using: &rng2).examples, o.examples)
+        XCTAssertEqual(Sampling.oversampledCount(strata: d.strata()), 150, "the count, without drawing")
+        XCTAssertEqual(Sampling.oversampledCount(strata: [4, 4, 9]), Sampling.oversampledIndices(strata: [4, 4, 9], using: &rng).count)
     }
 
     func testShuffleIsAPermutation() {
