@@ -28,6 +28,11 @@ public enum ClassBalance: String, Sendable, Codable, CaseIterable {
     /// carries the index in `allCases`.
     case weightedPresentClasses = "weighted-present-classes"
 
+    /// Whether a school's update shows which classes it has none of: with these, a class left out
+    /// of the softmax leaves the head's bias for it exactly unchanged. Allowed only under secure
+    /// aggregation, where the coordinator sees the sum alone.
+    public var revealsAbsentClasses: Bool { self == .presentClasses || self == .weightedPresentClasses || self == .priorAdjusted }
+
     /// The loss weights, logit offsets and per-epoch oversampling this setting gives a school
     /// whose training examples have the class indices `classes` (each in 0..<`classCount`).
     public func shaping(classes: [Int], classCount: Int) -> (weights: [Float]?, offsets: [Float]?, oversample: Bool) {

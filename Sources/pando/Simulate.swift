@@ -166,6 +166,9 @@ struct SimulateCommand: AsyncParsableCommand {
         if classBalance != .none {
             guard task == .classification else { throw ValidationError("--class-balance applies to classification, not \(task.rawValue)") }
             guard dpNoiseMultiplier == nil else { throw ValidationError("--class-balance cannot be combined with --dp-noise-multiplier: the weights would come from each school's label counts, outside the DP accountant") }
+            guard !classBalance.revealsAbsentClasses || secureAggregation else {
+                throw ValidationError("--class-balance \(classBalance.rawValue) leaves the head row of a class a school lacks exactly unchanged, so each update would show which classes that school has none of: add --secure-aggregation, or use weighted")
+            }
             config.plan.classBalance = classBalance
         }
         if let rank = loraRank {

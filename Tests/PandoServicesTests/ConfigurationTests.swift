@@ -103,9 +103,18 @@ final class ConfigurationTests: XCTestCase {
 
     func testClassBalanceSettings() throws {
         XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid)).plan.classBalance, ClassBalance.none)
+        let secure = "\nsecure_aggregation: {threshold: 2}\n"
         for balance in ClassBalance.allCases {
             let yaml = valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: \(balance.rawValue)")
-            XCTAssertEqual(try CoordinatorConfiguration.load(from: write(yaml)).plan.classBalance, balance)
+                .replacingOccurrences(of: "name: fedadam", with: "name: fedavg")
+                .replacingOccurrences(of: "min_schools: 2, quorum: 2", with: "min_schools: 3, quorum: 3")
+            XCTAssertEqual(try CoordinatorConfiguration.load(from: write(yaml + secure)).plan.classBalance, balance)
+            if balance.revealsAbsentClasses {
+                // Without secure aggregation each update would show which classes its school lacks.
+                try expectError(yaml, ["local.class_balance", "secure_aggregation"])
+            } else {
+                XCTAssertEqual(try CoordinatorConfiguration.load(from: write(yaml)).plan.classBalance, balance)
+            }
         }
         try expectError(valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: balanced"),
                         ["local.class_balance", "'balanced'", "present-classes"])

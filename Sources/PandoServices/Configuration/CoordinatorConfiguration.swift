@@ -251,6 +251,9 @@ public struct CoordinatorConfiguration: Sendable {
         if plan.classBalance != .none {
             if task != .classification { throw bad("local.class_balance", "applies to classification, not \(task.rawValue)") }
             if plan.privacy != nil { throw bad("local.class_balance", "cannot be combined with local.privacy: the weights would come from each school's label counts, which the DP accountant does not cover") }
+            if plan.classBalance.revealsAbsentClasses && secureAggregation == nil {
+                throw bad("local.class_balance", "\(plan.classBalance.rawValue) leaves the head row of a class a school lacks exactly unchanged, so each update would show which classes that school has none of: use it with secure_aggregation, or use weighted")
+            }
         }
         try strategy.validate(file: file)
         if plan.lora != nil {
