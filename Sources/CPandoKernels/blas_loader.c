@@ -50,6 +50,7 @@ void pando_blas_prepare(const char *coretype) {
     // loading so the library never starts one.
     setenv("OPENBLAS_NUM_THREADS", "1", 0);
     if (coretype && *coretype) setenv("OPENBLAS_CORETYPE", coretype, 1);
+    pando_sgemm_prepare();
 }
 
 int pando_blas_load(const char *coretype) {
@@ -95,6 +96,21 @@ const char *pando_blas_config(void) { return p_config ? p_config() : "unknown"; 
 // CBLAS enums: 101 row-major, 111 no-trans, 112 trans.
 void pando_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc) {
+    pando_sgemm_bias(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, NULL, c, ldc);
+}
+
+void pando_sgemm_bias(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                      const float *b, int ldb, float beta, const float *bias, float *c, int ldc) {
+    if (pando_sgemm_native(trans_a, trans_b, m, n, k, alpha, a, lda, b, ldb, beta, bias, c, ldc) == 0) return;
+    if (bias) {
+        // OpenBLAS has no bias: C = beta·C + bias first, then accumulate the product into it.
+        for (int i = 0; i < m; i++) {
+            float *ci = c + (long)i * ldc;
+            if (beta == 0) { for (int j = 0; j < n; j++) ci[j] = bias[j]; }
+            else { for (int j = 0; j < n; j++) ci[j] = beta * ci[j] + bias[j]; }
+        }
+        beta = 1;
+    }
     p_sgemm(101, trans_a ? 112 : 111, trans_b ? 112 : 111, m, n, k, alpha, a, lda, b, ldb, beta, c, ldc);
 }
 

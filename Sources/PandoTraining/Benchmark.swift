@@ -26,8 +26,12 @@ public enum Benchmark {
         public var sgemmGFLOPs: Double
         /// Which build of the element-wise kernels ran (`avx512`, `avx2` or `portable`).
         public var elementwiseKernels = Elementwise.kernels
-        /// The OpenBLAS core running the GEMMs (what OpenBLAS reports), e.g. `SkylakeX`.
-        public var gemmCore = GEMMKernels.active.coreName
+        /// What runs the GEMMs: Pando's kernel for the large products and the OpenBLAS core
+        /// for the rest (what OpenBLAS reports), e.g. `Pando avx512-8x48 + OpenBLAS SkylakeX`.
+        public var gemmCore: String = {
+            let k = GEMMKernels.active
+            return k.nativeKernel.map { "Pando \($0) + OpenBLAS \(k.coreName)" } ?? "OpenBLAS \(k.coreName)"
+        }()
 
         public var table: String {
             """
@@ -35,7 +39,7 @@ public enum Benchmark {
               tokens/s (real)     \(String(format: "%10.0f", tokensPerSecond))
               tokens/s (padded)   \(String(format: "%10.0f", paddedTokensPerSecond))
               sequences/s         \(String(format: "%10.1f", sequencesPerSecond))
-              GFLOP/s performed   \(String(format: "%10.1f", gflopsPerSecond))   (sgemm on this machine: \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s, OpenBLAS \(gemmCore); element-wise kernels: \(elementwiseKernels))
+              GFLOP/s performed   \(String(format: "%10.1f", gflopsPerSecond))   (sgemm on this machine: \(String(format: "%.1f", sgemmGFLOPs)) GFLOP/s, \(gemmCore); element-wise kernels: \(elementwiseKernels))
               peak RSS            \(String(format: "%10.0f", peakRSSMegabytes)) MB   (the model itself: \(String(format: "%.0f", modelResidentMegabytes)) MB resident after loading)
             """
         }

@@ -100,9 +100,30 @@ const char *pando_blas_path(void);
 const char *pando_blas_corename(void);
 const char *pando_blas_config(void);
 
-/// Row-major single-precision GEMM / GEMV through the loaded OpenBLAS (load it first).
+/// Row-major single-precision GEMM, C = alpha·op(A)·op(B) + beta·C: Pando's AVX-512 kernel
+/// (sgemm.c) where it runs and suits the product, else the loaded OpenBLAS (load it first).
 void pando_sgemm(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
                  const float *b, int ldb, float beta, float *c, int ldc);
+/// The same plus `bias[j]` added to every row of C (NULL for none), in the kernel's store pass.
+void pando_sgemm_bias(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                      const float *b, int ldb, float beta, const float *bias, float *c, int ldc);
+/// Row-major single-precision GEMV through the loaded OpenBLAS.
 void pando_sgemv(int trans, int m, int n, float alpha, const float *a, int lda, const float *x, float beta, float *y);
+
+// MARK: Pando's own SGEMM (sgemm.c)
+
+/// Decides once whether Pando's AVX-512 SGEMM runs: on CPUs with AVX-512 F/BW/DQ/VL unless
+/// PANDO_GEMM=openblas is set. Called by `pando_blas_prepare`, while the program is single-threaded.
+void pando_sgemm_prepare(void);
+/// "avx512-8x48" when Pando's kernel runs the large products, NULL when OpenBLAS runs them all.
+const char *pando_sgemm_kernel_name(void);
+/// Tests and benchmarks: 0 OpenBLAS only; 1 (or −1) Pando's kernel for large products; 2 Pando's
+/// kernel for every product. Returns 0 (changing nothing) when this CPU cannot run the kernel.
+/// Not for use while GEMMs run on other threads.
+int pando_sgemm_select(int mode);
+/// Runs the product on Pando's kernel and returns 0, or returns 1 without touching C when the
+/// kernel is off, the CPU lacks it, the product is too small to gain, or scratch memory ran out.
+int pando_sgemm_native(int trans_a, int trans_b, int m, int n, int k, float alpha, const float *a, int lda,
+                       const float *b, int ldb, float beta, const float *bias, float *c, int ldc);
 
 #endif

@@ -122,7 +122,7 @@ public struct GEMMKernels: Sendable {
     /// cannot be loaded: every program needs it, and there is no slower fallback to hide behind.
     public static let active: GEMMKernels = {
         let cpu = CPUInfo.current
-        let choice = GEMMCoreChoice.choose(for: cpu, environment: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"])
+        let choice = GEMMCoreChoice.choose(for: cpu, environment: userCoreType)
         let status = choice.coreType.map { pando_blas_load($0) } ?? pando_blas_load(nil)
         guard status == 0 else { fatalError(String(cString: pando_blas_error())) }
         return GEMMKernels(cpu: cpu, choice: choice, coreName: String(cString: pando_blas_corename()),
@@ -132,13 +132,30 @@ public struct GEMMKernels: Sendable {
     /// Sets OpenBLAS's environment for the chosen core without loading it. Executables call
     /// this first thing, while they are single-threaded; loading happens at the first GEMM.
     public static func prepareEnvironment() {
-        let choice = GEMMCoreChoice.choose(for: CPUInfo.current, environment: ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"])
+        let choice = GEMMCoreChoice.choose(for: CPUInfo.current, environment: userCoreType)
         pando_blas_prepare(choice.coreType)
+    }
+
+    /// OPENBLAS_CORETYPE as the user set it, read before Pando sets it for OpenBLAS (so the
+    /// report does not mistake Pando's own choice for the user's).
+    private static let userCoreType: String? = ProcessInfo.processInfo.environment["OPENBLAS_CORETYPE"]
+
+    /// Pando's own SGEMM kernel when it runs the large products ("avx512-8x48"), nil when
+    /// OpenBLAS runs every GEMM (no AVX-512, or PANDO_GEMM=openblas).
+    public var nativeKernel: String? {
+        _ = GEMMKernels.active
+        return pando_sgemm_kernel_name().map { String(cString: $0) }
     }
 
     /// One line for a program's start-up log.
     public var summary: String {
-        var s = "GEMM kernels: OpenBLAS core \(coreName) (\(isa)) on \(cpu); \(choice.reason)"
+        var s = "GEMM kernels: "
+        if let native = nativeKernel {
+            s += "Pando \(native) for large products (PANDO_GEMM=openblas turns it off), "
+        } else if ProcessInfo.processInfo.environment["PANDO_GEMM"] == "openblas" {
+            s += "Pando's own kernel off (PANDO_GEMM=openblas), "
+        }
+        s += "OpenBLAS core \(coreName) (\(isa)) on \(cpu); \(choice.reason)"
         if isa < cpu.widestISA {
             s += "; WARNING: the CPU supports \(cpu.widestISA), so GEMMs run slower than they could"
         }

@@ -83,8 +83,7 @@ extension BertModel {
             if let (q, scratch) = q8 {
                 q.qkv.apply(x, rows: N, bias: p(o.qkvBias), into: a.qkv.base, scratch: scratch)
             } else {
-                Elementwise.broadcastRows(p(o.qkvBias), rows: N, cols: 3 * H, into: a.qkv.base)
-                BLAS.gemm(transB: true, m: N, n: 3 * H, k: H, a: x, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: a.qkv.base, ldc: 3 * H)
+                BLAS.gemm(transB: true, m: N, n: 3 * H, k: H, a: x, lda: H, b: p(o.qkvWeight), ldb: H, bias: p(o.qkvBias), c: a.qkv.base, ldc: 3 * H)
                 if lora != nil {
                     for (k, t) in [LoRATarget.query, .key, .value].enumerated() {
                         loraForward(t, layer: l, x: x, rows: N, y: a.qkv.base + k * H, ldy: 3 * H, workspace: ws, dropout: dropout)

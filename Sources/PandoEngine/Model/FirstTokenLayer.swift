@@ -64,11 +64,9 @@ extension BertModel {
             for b in 0..<B { (f.q.base + b * H).update(from: qkv + starts[b] * 3 * H, count: H) }
         } else {
             // Keys and values of every token: rows H..<3H of the fused weight.
-            Elementwise.broadcastRows(p(o.qkvBias), rows: N, cols: 3 * H, into: qkv)
             BLAS.gemm(transB: true, m: N, n: 2 * H, k: H, a: x, lda: H, b: p(o.qkvWeight) + H * H, ldb: H,
-                      beta: 1, c: qkv + H, ldc: 3 * H)
-            Elementwise.broadcastRows(p(o.qkvBias), rows: B, cols: H, into: f.q.base)
-            BLAS.gemm(transB: true, m: B, n: H, k: H, a: f.x.base, lda: H, b: p(o.qkvWeight), ldb: H, beta: 1, c: f.q.base, ldc: H)
+                      bias: p(o.qkvBias) + H, c: qkv + H, ldc: 3 * H)
+            BLAS.gemm(transB: true, m: B, n: H, k: H, a: f.x.base, lda: H, b: p(o.qkvWeight), ldb: H, bias: p(o.qkvBias), c: f.q.base, ldc: H)
             loraForward(.key, layer: l, x: x, rows: N, y: qkv + H, ldy: 3 * H, workspace: ws, dropout: dropout)
             loraForward(.value, layer: l, x: x, rows: N, y: qkv + 2 * H, ldy: 3 * H, workspace: ws, dropout: dropout)
             loraForward(.query, layer: l, x: f.x.base, rows: B, y: f.q.base, ldy: H, workspace: ws, dropout: dropout)
