@@ -18,7 +18,7 @@ enum CompressionName: String, ExpressibleByArgument, CaseIterable {
 
 /// Federated strategies selectable on the command line.
 enum StrategyName: String, ExpressibleByArgument, CaseIterable {
-    case fedavg, fedprox, fedadam
+    case fedavg, fedprox, fedadam, fedavgm
     case trimmedMean = "trimmed-mean"
     case dpFedAvg = "dp-fedavg"
 }
@@ -59,9 +59,10 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Held-out test data; without it --test-fraction of --data is held out.") var test: String?
     @Option(help: "Federated rounds.") var rounds = 5
     @Option(help: "Fraction of schools asked each round.") var fraction = 1.0
-    @Option(help: "fedavg, fedprox, fedadam or trimmed-mean.") var strategy: StrategyName = .fedavg
+    @Option(help: "fedavg, fedprox, fedadam, fedavgm (server momentum) or trimmed-mean.") var strategy: StrategyName = .fedavg
     @Option(help: "FedProx μ.") var mu: Float = 0.01
-    @Option(help: "Server learning rate (fedavg/fedprox/trimmed-mean: 1 is plain averaging; fedadam: η, default 1e-3).") var serverLearningRate: Float?
+    @Option(help: "Server learning rate (fedavg/fedprox/trimmed-mean/fedavgm: 1 is plain averaging; fedadam: η, default 1e-3).") var serverLearningRate: Float?
+    @Option(help: "fedavgm: server momentum β (v ← β·v + Δ, w ← w + η·v).") var serverMomentum: Float = 0.9
     @Option(help: "FedAdam β1.") var beta1: Float = 0.9
     @Option(help: "FedAdam β2.") var beta2: Float = 0.99
     @Option(help: "FedAdam τ (adaptivity floor).") var tau: Float = 1e-6
@@ -174,7 +175,9 @@ struct SimulateCommand: AsyncParsableCommand {
         if let rank = loraRank {
             let lora = LoRAConfig(rank: rank, alpha: loraAlpha, dropout: loraDropout, targets: try LoRATarget.parseList(loraTargets))
             do { try lora.validate() } catch { throw ValidationError("--lora-rank: \(error)") }
-            guard strategy != .fedadam else { throw ValidationError("--lora-rank works with fedavg, fedprox, trimmed-mean and dp-fedavg, not fedadam") }
+            guard strategy != .fedadam && strategy != .fedavgm else {
+                throw ValidationError("--lora-rank works with fedavg, fedprox, trimmed-mean and dp-fedavg, not \(strategy.rawValue)")
+            }
             config.plan.lora = lora
         }
         switch compression {
@@ -188,6 +191,7 @@ struct SimulateCommand: AsyncParsableCommand {
         case .fedavg: choice.name = .fedavg
         case .fedprox: choice.name = .fedprox
         case .fedadam: choice.name = .fedadam
+        case .fedavgm: choice.name = .fedavgm
         case .trimmedMean: choice.name = .trimmedMean
         case .dpFedAvg: choice.name = .dpFedAvg
         }
@@ -198,6 +202,7 @@ struct SimulateCommand: AsyncParsableCommand {
         if schoolEpsilon != nil, dpNoiseMultiplier == nil { throw ValidationError("--school-epsilon needs --dp-noise-multiplier (rounds without DP would all be declined)") }
         choice.mu = mu
         choice.serverLearningRate = serverLearningRate
+        choice.momentum = serverMomentum
         choice.beta1 = beta1
         choice.beta2 = beta2
         choice.tau = tau

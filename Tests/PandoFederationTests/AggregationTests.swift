@@ -9,10 +9,10 @@ final class AggregationTests: XCTestCase {
     lazy var deltas: [[Float]] = (0..<3).map { s in (0..<12).map { i in Float(s + 1) * 0.01 * Float(i - 5) + (s == 2 ? 0.3 : -0.1) } }
     let start: [Float] = (0..<12).map { Float($0) * 0.1 - 0.4 }
 
-    /// The example-weighted mean delta, in Double.
-    func weightedMean() -> [Double] {
-        let total = Double(counts.reduce(0, +))
-        return (0..<12).map { i in (0..<3).reduce(0.0) { $0 + Double(counts[$1]) * Double(deltas[$1][i]) } / total }
+    /// The example-weighted mean of `deltas` (default: the first round's), in Double.
+    func weightedMean(_ of: [[Float]]? = nil) -> [Double] {
+        let rows = of ?? deltas, total = Double(counts.reduce(0, +))
+        return (0..<12).map { i in (0..<3).reduce(0.0) { $0 + Double(counts[$1]) * Double(rows[$1][i]) } / total }
     }
 
     func aggregate(_ strategy: any Strategy, into global: ParameterBuffer, round: Int = 1, deltas: [[Float]]? = nil) {
@@ -65,8 +65,7 @@ final class AggregationTests: XCTestCase {
         aggregate(adam, into: global, round: 1)
         step(weightedMean())
         for i in 0..<12 { XCTAssertEqual(Double(global.buffer[i]), w[i], accuracy: 1e-6, "round 1, element \(i)") }
-        let total = Double(counts.reduce(0, +))
-        let mean2 = (0..<12).map { i in (0..<3).reduce(0.0) { $0 + Double(counts[$1]) * Double(second[$1][i]) } / total }
+        let mean2 = weightedMean(second)
         aggregate(adam, into: global, round: 2, deltas: second)
         step(mean2)
         for i in 0..<12 {
@@ -75,6 +74,30 @@ final class AggregationTests: XCTestCase {
         }
         XCTAssertEqual(adam.rounds, 2)
         XCTAssertEqual(Set(adam.state.keys), ["fedadam.m", "fedadam.v"])
+    }
+
+    /// Server momentum: v ← β·v + Δ, w ← w + η·v, over two rounds, in Double by hand.
+    func testFedAvgMFirstTwoRoundsMatchHandComputation() {
+        let strategy = FedAvgM(layout: layout, serverLearningRate: 0.5, momentum: 0.9)
+        let global = buffer(layout, start)
+        let second: [[Float]] = deltas.map { $0.map { -0.5 * $0 + 0.02 } }
+        var w = start.map(Double.init), v = [Double](repeating: 0, count: 12)
+        func step(_ d: [Double]) {
+            for i in 0..<12 { v[i] = 0.9 * v[i] + d[i]; w[i] += 0.5 * v[i] }
+        }
+        aggregate(strategy, into: global, round: 1)
+        step(weightedMean())
+        for i in 0..<12 { XCTAssertEqual(Double(global.buffer[i]), w[i], accuracy: 1e-6, "round 1, element \(i)") }
+        let mean2 = weightedMean(second)
+        aggregate(strategy, into: global, round: 2, deltas: second)
+        step(mean2)
+        for i in 0..<12 {
+            XCTAssertEqual(Double(global.buffer[i]), w[i], accuracy: 1e-6, "round 2, element \(i)")
+            XCTAssertEqual(Double(strategy.velocity.buffer[i]), v[i], accuracy: 1e-6)
+        }
+        XCTAssertEqual(Set(strategy.state.keys), ["fedavgm.velocity"])
+        XCTAssertFalse(strategy.needsIndividualUpdates, "the mean is enough: it runs under secure aggregation")
+        XCTAssertEqual(strategy.parameters, ["serverLearningRate": 0.5, "momentum": 0.9])
     }
 
     func testTrimmedMeanDropsTheExtremes() {

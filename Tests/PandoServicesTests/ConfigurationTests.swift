@@ -64,6 +64,10 @@ final class ConfigurationTests: XCTestCase {
         try expectError(valid.replacingOccurrences(of: "quorum: 2", with: "quorum: 3"), ["selection.quorum", "min_schools"])
         try expectError(valid.replacingOccurrences(of: "labels: [a, b]", with: "labels: [a, a]"), ["federation.labels", "twice"])
         try expectError(valid.replacingOccurrences(of: "name: fedadam", with: "name: fedsgd"), ["strategy.name"])
+        try expectError(valid.replacingOccurrences(of: "name: fedadam", with: "name: fedavgm, momentum: 1.0"), ["strategy.momentum", "[0, 1)"])
+        let momentum = try CoordinatorConfiguration.load(from: try write(valid.replacingOccurrences(of: "name: fedadam", with: "name: fedavgm, momentum: 0.5")))
+        XCTAssertEqual(momentum.strategy.name, .fedavgm)
+        XCTAssertEqual(momentum.strategy.momentum, 0.5)
         try expectError("federation: [unclosed\n", ["not valid YAML"])
     }
 

@@ -16,6 +16,13 @@ final class EndToEndTests: XCTestCase {
     final class Captured: @unchecked Sendable {
         let folder: URL
         init(folder: URL) { self.folder = folder }
+        /// The example-weighted mean of the three schools' deltas of `round` (north 60, south 90, west 40).
+        func meanDelta(round: Int, layout: ParameterLayout) throws -> [Double] {
+            let sizes = ["north": 60.0, "south": 90.0, "west": 40.0]
+            var deltas: [String: ParameterBuffer] = [:]
+            for s in sizes.keys { deltas[s] = try delta(s, round: round, layout: layout) }
+            return (0..<layout.count).map { i in sizes.reduce(0.0) { $0 + $1.value * Double(deltas[$1.key]!.buffer[i]) } / 190 }
+        }
         func delta(_ school: String, round: Int, layout: ParameterLayout) throws -> ParameterBuffer {
             let b = ParameterBuffer(layout: layout)
             try UpdateFile.read(folder.appendingPathComponent("\(school)-update-r\(round).delta"), into: b,
@@ -248,13 +255,8 @@ final class EndToEndTests: XCTestCase {
         XCTAssertEqual(r2.round, 2)
         XCTAssertEqual(r2.baseVersion, r1.version)
         XCTAssertTrue(second.logs.contains("fedadam server state: restored from the head version"), "the restart says so")
-        let sizes = ["north": 60.0, "south": 90.0, "west": 40.0]
-        func mean(round: Int) throws -> [Double] {
-            var deltas: [String: ParameterBuffer] = [:]
-            for s in sizes.keys { deltas[s] = try second.captured.delta(s, round: round, layout: second.layout) }
-            return (0..<second.layout.count).map { i in sizes.reduce(0.0) { $0 + $1.value * Double(deltas[$1.key]!.buffer[i]) } / 190 }
-        }
-        let g1 = try mean(round: 1), g2 = try mean(round: 2)
+        let g1 = try second.captured.meanDelta(round: 1, layout: second.layout)
+        let g2 = try second.captured.meanDelta(round: 2, layout: second.layout)
         let w1 = try weights(second.state, r1.version), w2 = try weights(second.state, r2.version)
         var continued = 0.0, fresh = 0.0
         for i in g1.indices {
@@ -281,6 +283,34 @@ final class EndToEndTests: XCTestCase {
         let third = try await run(strategy: choice, rounds: 1, work: first.work)
         XCTAssertTrue(third.reports.first?.committed ?? false)
         XCTAssertTrue(third.logs.contains("fedadam server state: fresh"), "new settings start from fresh moments")
+    }
+
+    /// FedAvgM's velocity is stored with each version: round 2, run by a new coordinator on the
+    /// same state folder, moves the weights by η·(β·Δ₁ + Δ₂), not by a fresh η·Δ₂.
+    func testFedAvgMContinuesItsVelocityAcrossACoordinatorRestart() async throws {
+        var choice = StrategyChoice(name: .fedavgm)
+        choice.serverLearningRate = 0.5
+        choice.momentum = 0.8
+        let first = try await run(strategy: choice, rounds: 1)
+        let second = try await run(strategy: choice, rounds: 1, work: first.work)
+        let r1 = try XCTUnwrap(first.reports.first), r2 = try XCTUnwrap(second.reports.first)
+        XCTAssertTrue(r1.committed && r2.committed)
+        XCTAssertEqual(r2.baseVersion, r1.version)
+        XCTAssertTrue(second.logs.contains("fedavgm server state: restored from the head version"), "the restart says so")
+        let g1 = try second.captured.meanDelta(round: 1, layout: second.layout)
+        let g2 = try second.captured.meanDelta(round: 2, layout: second.layout)
+        let w0 = try weights(first.state, r1.baseVersion), w1 = try weights(second.state, r1.version), w2 = try weights(second.state, r2.version)
+        var first1 = 0.0, continued = 0.0, fresh = 0.0
+        for i in g1.indices {
+            first1 = max(first1, abs(Double(w1.buffer[i]) - Double(w0.buffer[i]) - 0.5 * g1[i]))
+            let moved = Double(w2.buffer[i]) - Double(w1.buffer[i])
+            continued = max(continued, abs(moved - 0.5 * (0.8 * g1[i] + g2[i])))
+            fresh = max(fresh, abs(moved - 0.5 * g2[i]))
+        }
+        XCTAssertLessThan(first1, 1e-6, "round 1: v = Δ₁")
+        XCTAssertLessThan(continued, 1e-6, "round 2 continues round 1's velocity")
+        XCTAssertGreaterThan(fresh, 1e-5, "a fresh velocity would have moved the weights differently")
+        XCTAssertTrue(try verify(second.state).isValid)
     }
 
     func testFedProxTellsSchoolsMuAndAveragesOnTheServer() async throws {

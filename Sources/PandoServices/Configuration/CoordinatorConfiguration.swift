@@ -7,7 +7,7 @@ import PandoFederation
 /// the configuration file; `make(layout:)` turns it into the `Strategy` value.
 public struct StrategyChoice: Sendable, Equatable, Decodable {
     public enum Name: String, Sendable, Codable, CaseIterable {
-        case fedavg, fedprox, fedadam
+        case fedavg, fedprox, fedadam, fedavgm
         case trimmedMean = "trimmed-mean"
         case dpFedAvg = "dp-fedavg"
     }
@@ -15,8 +15,10 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
     public var name: Name = .fedavg
     /// FedProx's μ.
     public var mu: Float = 0.01
-    /// FedAvg/FedProx/trimmed mean: 1 is plain averaging; FedAdam: η.
+    /// FedAvg/FedProx/trimmed mean: 1 is plain averaging; FedAdam: η; FedAvgM: η (default 1).
     public var serverLearningRate: Float?
+    /// FedAvgM's server momentum β.
+    public var momentum: Float = 0.9
     public var beta1: Float = 0.9
     public var beta2: Float = 0.99
     public var tau: Float = 1e-6
@@ -45,7 +47,7 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
     public init(name: Name = .fedavg) { self.name = name }
 
     enum Keys: String, CodingKey, CaseIterable {
-        case name, mu, server_learning_rate, beta1, beta2, tau, trim, max_update_norm, weight_cap_multiple, max_examples_per_school
+        case name, mu, server_learning_rate, momentum, beta1, beta2, tau, trim, max_update_norm, weight_cap_multiple, max_examples_per_school
         case initial_median_examples, clip, noise_multiplier, expected_schools, delta
     }
 
@@ -55,6 +57,7 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
         name = try c.decodeIfPresent(Name.self, forKey: .name) ?? .fedavg
         mu = try c.decodeIfPresent(Float.self, forKey: .mu) ?? mu
         serverLearningRate = try c.decodeIfPresent(Float.self, forKey: .server_learning_rate)
+        momentum = try c.decodeIfPresent(Float.self, forKey: .momentum) ?? momentum
         beta1 = try c.decodeIfPresent(Float.self, forKey: .beta1) ?? beta1
         beta2 = try c.decodeIfPresent(Float.self, forKey: .beta2) ?? beta2
         tau = try c.decodeIfPresent(Float.self, forKey: .tau) ?? tau
@@ -80,6 +83,7 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
         case .fedprox: return FedProx(mu: mu, serverLearningRate: serverLearningRate ?? 1)
         case .fedadam:
             return FedAdam(layout: layout, settings: .init(learningRate: serverLearningRate ?? 1e-3, beta1: beta1, beta2: beta2, tau: tau))
+        case .fedavgm: return FedAvgM(layout: layout, serverLearningRate: serverLearningRate ?? 1, momentum: momentum)
         case .trimmedMean: return TrimmedMean(trim: trim, serverLearningRate: serverLearningRate ?? 1)
         case .dpFedAvg:
             return DPFedAvg(clip: clip, noiseMultiplier: noiseMultiplier, expectedSchools: expectedSchools ?? 1, delta: delta,
@@ -97,6 +101,7 @@ public struct StrategyChoice: Sendable, Equatable, Decodable {
             if !(beta2 >= 0 && beta2 < 1) { throw bad("beta2", "must be in [0, 1)") }
             if !(tau > 0 && tau.isFinite) { throw bad("tau", "must be positive and finite") }
         }
+        if name == .fedavgm, !(momentum >= 0 && momentum < 1) { throw bad("momentum", "must be in [0, 1)") }
         if name == .trimmedMean, trim < 0 { throw bad("trim", "must be at least 0") }
         if let bound = maxUpdateNorm, !(bound > 0 && bound.isFinite) { throw bad("max_update_norm", "must be a positive finite number or auto") }
         if !(weightCapMultiple >= 1 && weightCapMultiple.isFinite) { throw bad("weight_cap_multiple", "must be a finite number of at least 1") }
@@ -257,7 +262,9 @@ public struct CoordinatorConfiguration: Sendable {
         }
         try strategy.validate(file: file)
         if plan.lora != nil {
-            if strategy.name == .fedadam { throw bad("strategy.name", "fedadam keeps moments of the full model, and LoRA rounds average adapters: use fedavg or fedprox with update.lora") }
+            if strategy.name == .fedadam || strategy.name == .fedavgm {
+                throw bad("strategy.name", "\(strategy.name.rawValue) keeps server state of the full model, and LoRA rounds average adapters: use fedavg or fedprox with update.lora")
+            }
             if plan.freezeLayers > 0 { throw bad("local.freeze_layers", "LoRA already freezes every base weight: leave freeze_layers out with update.lora") }
         }
         if !(1...65535).contains(port) { throw bad("coordinator.port", "must be 1–65535") }
