@@ -88,15 +88,52 @@ extension EndToEndTests {
         try AuditRecord.readAll(state.appendingPathComponent("audit.jsonl")).records
     }
 
-    func testAModelOutsideTheLineageIsDeclinedAndBothSidesRecordIt() async throws {
-        let work = try TestFixtures.temporaryDirectory(prefix: "pando-lineage")
+    /// Three schools on loopback over the tiny model, `rounds` rounds with a 30 s deadline.
+    func lineageFederation(prefix: String, rounds: Int) throws -> (LoopbackFederation, work: URL, state: URL) {
+        let work = try TestFixtures.temporaryDirectory(prefix: prefix)
         let state = work.appendingPathComponent("state")
-        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 2)
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: rounds)
         config.rounds.roundDeadline = .seconds(30)
         let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(),
                                                 workFolder: work.appendingPathComponent("run"),
                                                 schoolLogFolder: state.appendingPathComponent("schools"),
                                                 logger: Logger(label: "t", factory: { _ in SwiftLogNoOpLogHandler() }))
+        return (federation, work, state)
+    }
+
+    /// West declines its round-1 assignment but its link drops before the answer arrives; the
+    /// coordinator re-sends the same assignment when west reconnects, and west answers it the
+    /// same way without logging a second decline (one assignment, one entry).
+    func testARepeatedAssignmentIsDeclinedOnceInTheSchoolsLog() async throws {
+        let (federation, _, state) = try lineageFederation(prefix: "pando-lineage-repeat", rounds: 1)
+        let stranger = ObjectDigest.of(Array("a version no school has seen".utf8))
+        federation.coordinator.alterAssignment = { school, a in
+            if a.task == .train, school == "west" {
+                a.lineage = VersionLineage(chain: [VersionLink(version: a.model.sha256, parent: stranger, round: 1)], initSeed: a.lineage!.initSeed)
+            }
+        }
+        final class Count: @unchecked Sendable {
+            let lock = NSLock()
+            var value = 0
+            /// Adds one; true the first time.
+            func first() -> Bool { lock.withLock { value += 1; return value == 1 } }
+        }
+        let assignments = Count()
+        federation.prepareAgent = { id, agent in
+            guard id == "west" else { return }
+            agent.onAssignment = { a, conn in
+                if a.task == .train && assignments.first() { conn.close() }
+            }
+        }
+        let reports = try await federation.run()
+        XCTAssertEqual(assignments.lock.withLock { assignments.value }, 2, "west got its assignment twice")
+        XCTAssertEqual(reports.first?.leftOut["west"], "the school reported declined: lineage-unknown-parent")
+        let declines = try schoolLog(state, "west").filter { $0["event"] as? String == "assignmentDeclined" }
+        XCTAssertEqual(declines.map { "\($0["round"]!) \($0["code"]!)" }, ["1 lineage-unknown-parent"])
+    }
+
+    func testAModelOutsideTheLineageIsDeclinedAndBothSidesRecordIt() async throws {
+        let (federation, work, state) = try lineageFederation(prefix: "pando-lineage", rounds: 2)
         let stranger = ObjectDigest.of(Array("a version no school has seen".utf8))
         federation.coordinator.alterAssignment = { school, a in
             // Round 1: west is told the base model was made from a version it never saw.

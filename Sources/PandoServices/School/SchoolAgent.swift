@@ -74,6 +74,9 @@ public final class SchoolAgent: @unchecked Sendable {
     /// The result of the last update delivered, for an assignment the coordinator repeats
     /// (it re-sends one when a school reconnects; the school may have finished in between).
     private let lastResult = NIOLockedValueBox<RoundResult?>(nil)
+    /// The last assignment this school declined: repeated, it is answered the same way without
+    /// a second entry in the school's log (one assignment, one decline).
+    private let lastDecline = NIOLockedValueBox<RoundResult?>(nil)
     var updater: LocalUpdater?
     var encodedCache: (maxLength: Int, train: EncodedDataset, validation: EncodedDataset?)?
 
@@ -224,6 +227,10 @@ public final class SchoolAgent: @unchecked Sendable {
                 logger.info("round \(round): assignment repeated; the update was delivered, sending its result again")
                 return try await conn.send(.roundResult(r))
             }
+        }
+        if let r = lastDecline.withLockedValue({ $0 }), r.round == a.round, r.task == a.task, r.nonce == a.nonce {
+            logger.info("round \(round): assignment repeated; declined already (\(r.declineReason?.value ?? "")), sending that answer again")
+            return try await conn.send(.roundResult(r))
         }
         logger.info("round \(round): \(a.task.rawValue) from version \(a.model.sha256.hex.prefix(12))")
         // A newer assignment supersedes an update the coordinator never took.
@@ -618,8 +625,10 @@ public final class SchoolAgent: @unchecked Sendable {
             entry.reason = reason
             try schoolLog.append(entry)
         }
-        try await conn.send(.roundResult(RoundResult(round: a.round, task: a.task, nonce: a.nonce, status: status,
-                                                     update: nil, exampleCount: 0, metrics: [:], declineReason: code)))
+        let answer = RoundResult(round: a.round, task: a.task, nonce: a.nonce, status: status,
+                                 update: nil, exampleCount: 0, metrics: [:], declineReason: code)
+        if status == .declined { lastDecline.withLockedValue { $0 = answer } }
+        try await conn.send(.roundResult(answer))
     }
 
     /// The id of the federation's base model as this school rebuilds it: its own copy of the
