@@ -156,6 +156,9 @@ public struct GEMMKernels: Sendable {
             s += "Pando's own kernel off (PANDO_GEMM=openblas), "
         }
         s += "OpenBLAS core \(coreName) (\(isa)) on \(cpu); \(choice.reason)"
+        if let value = ProcessInfo.processInfo.environment["PANDO_GEMM"], value != "openblas" {
+            s += "; PANDO_GEMM=\(value) is ignored (the one value it takes is openblas)"
+        }
         if isa < cpu.widestISA {
             s += "; WARNING: the CPU supports \(cpu.widestISA), so GEMMs run slower than they could"
         }
