@@ -156,7 +156,11 @@ final class TransferTests: XCTestCase {
         try await client.withConnection { conn in
             try await conn.sendObject(id: "slow", kind: .update, file: source, sha256: digest)
         }
-        let seconds = try XCTUnwrap(stored.withLockedValue { $0 })
+        // The school's send returns once the coordinator acknowledged the object, which can be
+        // just before the coordinator's handler records its stats: wait for them (bounded).
+        let deadline = ContinuousClock.now + .seconds(10)
+        while stored.withLockedValue({ $0 }) == nil && ContinuousClock.now < deadline { try await Task.sleep(for: .milliseconds(20)) }
+        let seconds = try XCTUnwrap(stored.withLockedValue { $0 }, "the coordinator never finished storing the object")
         XCTAssertGreaterThan(seconds, 1.0, "transfer should outlast the 0.6 s idle timeout")
         XCTAssertFalse(logs.contains("nothing received"))
     }
