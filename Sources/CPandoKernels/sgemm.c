@@ -14,21 +14,6 @@
 #include <stdlib.h>
 #include <string.h>
 
-#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-#include <immintrin.h>
-
-#define MR 8
-#define NV 3
-#define NR (16 * NV)
-/// K block: 512 floats of depth keep an A panel (16 KiB) in L1 while B streams from L2.
-#define KC 512
-/// Rows of A packed at once (128 KiB: L2).
-#define MC 64
-/// Columns of B packed at once (3 MiB at KC: L3); wider products loop over it.
-#define NC 1536
-
-#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
-
 // MARK: scratch
 
 static pthread_key_t scratch_key;
@@ -42,9 +27,9 @@ static void scratch_free(void *p) {
 }
 static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
 
-/// This thread's packing buffer of at least `floats` floats, 64-byte aligned; grown, never
+/// This thread's scratch (GEMM packing, fused attention) of at least `floats` floats, 64-byte aligned; grown, never
 /// shrunk, freed when the thread exits. NULL when memory is exhausted.
-static float *scratch(size_t floats) {
+float *pando_thread_scratch(size_t floats) {
     pthread_once(&scratch_once, scratch_init);
     struct scratch *s = pthread_getspecific(scratch_key);
     if (!s) {
@@ -60,6 +45,22 @@ static float *scratch(size_t floats) {
     }
     return s->base;
 }
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+
+#define MR 8
+#define NV 3
+#define NR (16 * NV)
+/// K block: 512 floats of depth keep an A panel (16 KiB) in L1 while B streams from L2.
+#define KC 512
+/// Rows of A packed at once (128 KiB: L2).
+#define MC 64
+/// Columns of B packed at once (3 MiB at KC: L3); wider products loop over it.
+#define NC 1536
+
+#define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
+
 
 // MARK: packing
 
@@ -160,7 +161,7 @@ AVX512 static int gemm_avx512(int ta, int tb, int m, int n, int k, float alpha, 
                               const float *b, long ldb, float beta, const float *bias, float *c, long ldc) {
     int ncap = n < NC ? n : NC;
     long npad = (ncap + NR - 1) / NR * NR;
-    float *abuf = scratch((size_t)MC * KC + (size_t)KC * npad);
+    float *abuf = pando_thread_scratch((size_t)MC * KC + (size_t)KC * npad);
     if (!abuf) return 1;
     float *bbuf = abuf + (long)MC * KC;
     for (int j0 = 0; j0 < n; j0 += NC) {

@@ -8,6 +8,7 @@
 #include "pando_kernels.h"
 
 #include <math.h>
+#include <stddef.h>
 #include <string.h>
 
 typedef float vf __attribute__((ext_vector_type(16)));
@@ -93,28 +94,35 @@ INLINE vf vgelu_derivative(vf x) {
 
 // MARK: kernel bodies
 
+/// Replaces `row[0..<cols]` by exp(row − max row) and returns their sum: the softmax's
+/// numerators, normalised by the caller (in place, or folded into what it computes next).
+INLINE float softmax_numerators(float *row, int cols) {
+    const int full = cols - cols % W, tail = cols - full;
+    vf m = -INFINITY;
+    for (int c = 0; c < full; c += W) m = vmax(m, load(row + c));
+    if (tail) m = vmax(m, load_tail(row + full, tail, -INFINITY));
+    const float mx = max_lanes(m);
+    vf s = 0;
+    for (int c = 0; c < full; c += W) {
+        vf e = vexp(load(row + c) - mx);
+        store(row + c, e);
+        s += e;
+    }
+    if (tail) {
+        vf e = vexp(load_tail(row + full, tail, -INFINITY) - mx);
+        store_tail(row + full, e, tail);
+        s += e;
+    }
+    return sum_lanes(s);
+}
+
 INLINE void softmax_rows_body(float *x, int rows, int cols, int ld) {
     const int full = cols - cols % W, tail = cols - full;
     for (int r = 0; r < rows; r++) {
         float *row = x + (long)r * ld;
-        vf m = -INFINITY;
-        for (int c = 0; c < full; c += W) m = vmax(m, load(row + c));
-        if (tail) m = vmax(m, load_tail(row + full, tail, -INFINITY));
-        const vf mx = max_lanes(m);
-        vf s = 0;
-        for (int c = 0; c < full; c += W) {
-            vf e = vexp(load(row + c) - mx);
-            store(row + c, e);
-            s += e;
-        }
-        vf et = 0;
-        if (tail) {
-            et = vexp(load_tail(row + full, tail, -INFINITY) - mx);
-            s += et;
-        }
-        const vf inv = 1.0f / sum_lanes(s);
+        const vf inv = 1.0f / softmax_numerators(row, cols);
         for (int c = 0; c < full; c += W) store(row + c, load(row + c) * inv);
-        if (tail) store_tail(row + full, et * inv, tail);
+        if (tail) store_tail(row + full, load_tail(row + full, tail, 0) * inv, tail);
     }
 }
 
@@ -225,6 +233,73 @@ INLINE void layer_norm_backward_rows_body(const float *dy, const float *xhat, co
     }
 }
 
+
+/// Rows of queries a block of the fused attention handles at once: its scores, the
+/// accumulators of its output and Kᵀ stay in L1 and registers.
+#define ATT_ROWS 8
+
+/// out = softmax(scale · Q·Kᵀ) · V for one (sequence, head): Q, K, V are `L × d` with row
+/// stride `ld`, out `L × d` with stride `ldo`. `scratch` holds Kᵀ (d × Lp) and one block of
+/// scores (ATT_ROWS × Lp), Lp = L rounded up to 32. The probabilities are never written out
+/// beyond that block, and normalisation is folded into the output (one multiply per value).
+INLINE void attention_body(const float *q, const float *k, const float *v, int ld, int L, int d, float scale,
+                           float *out, int ldo, float *scratch) {
+    const int Lp = (L + 2 * W - 1) / (2 * W) * (2 * W);
+    float *kt = scratch, *s = scratch + (long)d * Lp;
+    for (int c = 0; c < d; c++) {
+        float *row = kt + (long)c * Lp;
+        for (int j = 0; j < L; j++) row[j] = k[(long)j * ld + c];
+        for (int j = L; j < Lp; j++) row[j] = 0;
+    }
+    for (int i0 = 0; i0 < L; i0 += ATT_ROWS) {
+        const int rb = L - i0 < ATT_ROWS ? L - i0 : ATT_ROWS;
+        const float *qr[ATT_ROWS];
+        // Rows past the end repeat the last one (valid memory); their results are not stored.
+        for (int r = 0; r < ATT_ROWS; r++) qr[r] = q + (long)(i0 + (r < rb ? r : rb - 1)) * ld;
+        // Scores: 8 rows × 32 keys per pass, one broadcast query value against two key vectors.
+        for (int j0 = 0; j0 < Lp; j0 += 2 * W) {
+            vf a0[ATT_ROWS], a1[ATT_ROWS];
+            for (int r = 0; r < ATT_ROWS; r++) { a0[r] = 0; a1[r] = 0; }
+            for (int c = 0; c < d; c++) {
+                const vf k0 = load(kt + (long)c * Lp + j0), k1 = load(kt + (long)c * Lp + j0 + W);
+                for (int r = 0; r < ATT_ROWS; r++) {
+                    const vf x = qr[r][c];
+                    a0[r] += x * k0;
+                    a1[r] += x * k1;
+                }
+            }
+            for (int r = 0; r < ATT_ROWS; r++) {
+                store(s + (long)r * Lp + j0, a0[r] * scale);
+                store(s + (long)r * Lp + j0 + W, a1[r] * scale);
+            }
+        }
+        // Softmax numerators over the L real keys; the padded keys' scores are never read.
+        float inv[ATT_ROWS];
+        for (int r = 0; r < rb; r++) inv[r] = 1.0f / softmax_numerators(s + (long)r * Lp, L);
+        // Context: 8 rows × 32 columns of V per pass.
+        for (int c0 = 0; c0 < d; c0 += 2 * W) {
+            const int n0 = d - c0 < W ? d - c0 : W, n1 = d - c0 - W < 0 ? 0 : (d - c0 - W < W ? d - c0 - W : W);
+            vf o0[ATT_ROWS], o1[ATT_ROWS];
+            for (int r = 0; r < ATT_ROWS; r++) { o0[r] = 0; o1[r] = 0; }
+            for (int j = 0; j < L; j++) {
+                const float *vr = v + (long)j * ld + c0;
+                const vf v0 = n0 == W ? load(vr) : load_tail(vr, n0, 0);
+                const vf v1 = n1 == W ? load(vr + W) : (n1 ? load_tail(vr + W, n1, 0) : (vf)0);
+                for (int r = 0; r < ATT_ROWS; r++) {
+                    const vf p = s[(long)r * Lp + j];
+                    o0[r] += p * v0;
+                    o1[r] += p * v1;
+                }
+            }
+            for (int r = 0; r < rb; r++) {
+                float *o = out + (long)(i0 + r) * ldo + c0;
+                if (n0 == W) store(o, o0[r] * inv[r]); else store_tail(o, o0[r] * inv[r], n0);
+                if (n1 == W) store(o + W, o1[r] * inv[r]); else if (n1) store_tail(o + W, o1[r] * inv[r], n1);
+            }
+        }
+    }
+}
+
 // MARK: one instance per instruction set
 
 struct vector_kernels {
@@ -236,6 +311,7 @@ struct vector_kernels {
     void (*gelu_backward)(float *, const float *, long);
     void (*layer_norm_rows)(const float *, int, int, const float *, const float *, float, float *, float *, float *);
     void (*layer_norm_backward_rows)(const float *, const float *, const float *, const float *, int, int, float *, float *, float *);
+    void (*attention)(const float *, const float *, const float *, int, int, int, float, float *, int, float *);
 };
 
 #define INSTANCE(SUFFIX, ATTR)                                                                                          \
@@ -257,9 +333,13 @@ struct vector_kernels {
                                                        float *db) {                                                     \
         layer_norm_backward_rows_body(dy, xh, istd, gamma, rows, cols, dx, dg, db);                                     \
     }                                                                                                                   \
+    ATTR static void attention_##SUFFIX(const float *q, const float *k, const float *v, int ld, int L, int d,          \
+                                        float scale, float *out, int ldo, float *scratch) {                            \
+        attention_body(q, k, v, ld, L, d, scale, out, ldo, scratch);                                                    \
+    }                                                                                                                   \
     static const struct vector_kernels kernels_##SUFFIX = {                                                             \
         #SUFFIX, softmax_rows_##SUFFIX, softmax_backward_rows_##SUFFIX, bias_gelu_rows_##SUFFIX, gelu_##SUFFIX,          \
-        gelu_backward_##SUFFIX, layer_norm_rows_##SUFFIX, layer_norm_backward_rows_##SUFFIX};
+        gelu_backward_##SUFFIX, layer_norm_rows_##SUFFIX, layer_norm_backward_rows_##SUFFIX, attention_##SUFFIX};
 
 INSTANCE(portable, )
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -326,6 +406,17 @@ void pando_bias_gelu_rows(float *pre, const float *bias, int rows, int cols, flo
 }
 
 void pando_gelu(const float *x, long n, float *y) { kernels()->gelu(x, n, y); }
+
+float *pando_thread_scratch(size_t floats); // sgemm.c
+
+int pando_attention(const float *q, const float *k, const float *v, int ld, int length, int head_size, float scale,
+                    float *out, int ldo) {
+    const size_t padded = ((size_t)length + 2 * W - 1) / (2 * W) * (2 * W);
+    float *scratch = pando_thread_scratch(padded * ((size_t)head_size + ATT_ROWS));
+    if (!scratch) return 0;
+    kernels()->attention(q, k, v, ld, length, head_size, scale, out, ldo, scratch);
+    return 1;
+}
 
 void pando_gelu_backward(float *grad, const float *pre, long n) { kernels()->gelu_backward(grad, pre, n); }
 

@@ -112,9 +112,12 @@ struct Bench: ParsableCommand {
         @OptionGroup var common: Common
         @Option(help: "Sequences per batch.") var batchSize = 64
         @Flag(help: "Run the int8-quantised encoder (per-output weight scales, per-token activation scales).") var int8 = false
+        @Flag(help: "Run attention as two GEMMs around a softmax (the path training with dropout takes) instead of the fused kernel, to measure what fusing gains.")
+        var unfusedAttention = false
 
         func run() throws {
             let (model, name, folder) = try common.load()
+            AttentionKernel.useFusedKernel = !unfusedAttention
             let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
             if int8 || model.inferenceOnly {
                 model.quantizeForInference()
@@ -124,6 +127,7 @@ struct Bench: ParsableCommand {
             }
             var report = Benchmark.infer(model: model, name: name, batches: batches, warmup: common.warmup)
             if int8 || model.inferenceOnly { report.kind = model.inferenceOnly ? "infer-int8-checkpoint" : "infer-int8" }
+            if unfusedAttention { report.kind += "-unfused-attention" }
             try common.emit(report)
         }
     }

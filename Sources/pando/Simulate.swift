@@ -11,6 +11,7 @@ import PandoTraining
 
 /// How schools compress their deltas, on the command line (`update.compression` in coordinator.yaml).
 extension ClassBalance: ExpressibleByArgument {}
+extension RoundDecay: ExpressibleByArgument {}
 
 enum CompressionName: String, ExpressibleByArgument, CaseIterable {
     case none, float16, int8, topk
@@ -75,6 +76,8 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "Local epochs per round.") var localEpochs = 1
     @Option(help: "Local AdamW learning rate (fresh optimiser each round).") var learningRate: Float = 5e-5
     @Option(help: "Local warm-up fraction of each round's updates.") var warmupRatio = 0.0
+    @Option(help: "How the local learning rate falls over the rounds: none, linear or cosine (round r of R at the rate's value at (r − ½)/R).")
+    var roundDecay: RoundDecay = .none
     @Option(help: "Sequences per local update.") var batchSize = 32
     @Option(help: "Tokens per text, [CLS] and [SEP] included.") var maxLength = 128
     @Option(help: "Reject a delta whose L2 norm exceeds this (default: the bound honest AdamW training with the plan can reach).")
@@ -155,6 +158,7 @@ struct SimulateCommand: AsyncParsableCommand {
         config.rounds.quorum = min(quorum ?? asked, asked)
         config.rounds.seed = seed
         config.rounds.federatedEvaluation = schoolValidationFraction > 0
+        config.rounds.learningRateDecay = roundDecay
         config.plan.epochs = localEpochs
         config.plan.learningRate = learningRate
         config.plan.warmupRatio = warmupRatio
@@ -267,7 +271,7 @@ struct SimulateCommand: AsyncParsableCommand {
             }
         }
         let initialModel = try BertModel.load(from: folder, head: head, seed: seed).0
-        print("strategy: \(choice.name.rawValue); \(rounds) round(s), \(asked) of \(schools) schools asked per round, quorum \(config.rounds.quorum); \(localEpochs) local epoch(s) at lr \(learningRate), batch \(batchSize), max length \(maxLength); \(initialModel.parameterCount) parameters (\(bytes(4 * initialModel.parameterCount)) per delta)")
+        print("strategy: \(choice.name.rawValue); \(rounds) round(s), \(asked) of \(schools) schools asked per round, quorum \(config.rounds.quorum); \(localEpochs) local epoch(s) at lr \(learningRate)\(roundDecay == .none ? "" : " (\(roundDecay.rawValue) decay over the rounds)"), batch \(batchSize), max length \(maxLength); \(initialModel.parameterCount) parameters (\(bytes(4 * initialModel.parameterCount)) per delta)")
         let pipeline = UpdatePipeline(layout: FederatedLoRA.layout(config: initialModel.config, head: head, plan: config.plan), plan: config.plan)
         let float32Bytes = 4 * pipeline.selection.trainedCount
         print("updates: \(UpdatePipeline.describe(config.plan)); \(bytes(pipeline.encodedBytes)) per school per round (\(percent(pipeline.encodedBytes, of: float32Bytes)) of the \(bytes(float32Bytes)) Float32 delta of the trained tensors)")

@@ -64,6 +64,54 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// The fused attention kernel against softmax(scale·QKᵀ)·V in double precision, on lengths
+    /// and head sizes that exercise its row-block, key and column tails, at strides like the
+    /// packed QKV matrix's; columns of `out` outside the head are left untouched.
+    func testFusedAttentionMatchesDoublePrecision() {
+        forEachInstance { name in
+            for (L, d) in [(1, 8), (5, 32), (8, 16), (13, 24), (31, 32), (33, 64), (128, 32), (77, 40)] {
+                let ld = 3 * d + 7, ldo = d + 3
+                let qkv = values(L * ld, seed: UInt64(L * 100 + d), spread: 2)
+                var out = [Float](repeating: 9, count: L * ldo)
+                let scale = 1 / Float(d).squareRoot()
+                let ok = qkv.withUnsafeBufferPointer { x in
+                    out.withUnsafeMutableBufferPointer { o in
+                        pando_attention(x.baseAddress!, x.baseAddress! + d, x.baseAddress! + 2 * d, Int32(ld), Int32(L), Int32(d),
+                                        scale, o.baseAddress!, Int32(ldo))
+                    }
+                }
+                XCTAssertEqual(ok, 1)
+                var worst = 0.0
+                for i in 0..<L {
+                    let scores = (0..<L).map { j in (0..<d).reduce(0.0) { $0 + Double(qkv[i * ld + $1]) * Double(qkv[j * ld + d + $1]) } * Double(scale) }
+                    let m = scores.max()!
+                    let e = scores.map { Foundation.exp($0 - m) }
+                    let s = e.reduce(0, +)
+                    for c in 0..<d {
+                        let want = (0..<L).reduce(0.0) { $0 + e[$1] / s * Double(qkv[$1 * ld + 2 * d + c]) }
+                        worst = max(worst, abs(Double(out[i * ldo + c]) - want))
+                    }
+                    for c in d..<ldo { XCTAssertEqual(out[i * ldo + c], 9, "\(name) L \(L) d \(d): column \(c) untouched") }
+                }
+                XCTAssertLessThan(worst, 2e-6, "\(name) L \(L) d \(d)")
+            }
+        }
+    }
+
+    /// The encoder without dropout (fused attention) gives the hidden states of the unfused
+    /// path (two GEMMs around a softmax) that training with dropout uses: tiny model and MiniLM.
+    func testFusedAttentionGivesTheUnfusedHiddenStates() throws {
+        defer { AttentionKernel.useFusedKernel = true }
+        for (name, model, batch) in try firstTokenModels(pooling: .mean) {
+            let ws = BertWorkspace(model: model, capacity: BatchCapacity(sequences: batch.count, length: batch.maxLength), training: false)
+            AttentionKernel.useFusedKernel = true
+            let fused = model.encode(batch, workspace: ws).array
+            AttentionKernel.useFusedKernel = false
+            let unfused = model.encode(batch, workspace: ws).array
+            XCTAssertLessThan(maxDifference(fused, unfused).diff, 1e-5, "\(name): hidden states")
+        }
+    }
+
     func testGELUAndItsDerivativeMatchDoublePrecision() {
         func gelu(_ x: Double) -> Double { 0.5 * x * (1 + Foundation.erf(x / 2.0.squareRoot())) }
         func derivative(_ x: Double) -> Double {

@@ -175,4 +175,17 @@ final class AggregationTests: XCTestCase {
         XCTAssertTrue(r.commit(to: global, quorum: 1))
         for i in 0..<12 { XCTAssertEqual(global.buffer[i], start[i] + deltas[0][i], accuracy: 1e-6) }
     }
+
+    /// Round r of R trains at the decay's value at (r − ½)/R; past R the last rate holds.
+    func testRoundDecayFactors() {
+        let linear = (1...6).map { RoundDecay.linear.factor(round: $0, of: 5) }
+        for (got, want) in zip(linear, [0.9, 0.7, 0.5, 0.3, 0.1, 0.1]) { XCTAssertEqual(got, want, accuracy: 1e-12) }
+        let cosine = (1...5).map { RoundDecay.cosine.factor(round: $0, of: 5) }
+        for (got, want) in zip(cosine, [0.975528, 0.793893, 0.5, 0.206107, 0.024472]) { XCTAssertEqual(got, want, accuracy: 1e-6) }
+        XCTAssertEqual(RoundDecay.none.factor(round: 3, of: 5), 1)
+        var plan = LocalTrainingPlan()
+        plan.learningRate = 5e-5
+        XCTAssertEqual(RoundDecay.linear.plan(round: 2, of: 5, configured: plan).learningRate, 3.5e-5)
+        XCTAssertEqual(RoundDecay.none.plan(round: 2, of: 5, configured: plan), plan)
+    }
 }

@@ -129,6 +129,16 @@ final class ConfigurationTests: XCTestCase {
                         ["local.class_balance", "multi-label"])
     }
 
+    func testRoundDecaySettings() throws {
+        XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid)).rounds.learningRateDecay, RoundDecay.none)
+        for decay in RoundDecay.allCases {
+            let yaml = valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, round_decay: \(decay.rawValue)")
+            XCTAssertEqual(try CoordinatorConfiguration.load(from: write(yaml)).rounds.learningRateDecay, decay)
+        }
+        try expectError(valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, round_decay: exponential"),
+                        ["local.round_decay", "'exponential'", "cosine"])
+    }
+
     func testUpdateCompressionSettings() throws {
         XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid)).plan.compression, .none)
         XCTAssertEqual(try CoordinatorConfiguration.load(from: write(valid + "\nupdate: {compression: int8}")).plan.compression, .int8)

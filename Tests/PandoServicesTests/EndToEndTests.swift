@@ -313,6 +313,27 @@ final class EndToEndTests: XCTestCase {
         XCTAssertTrue(try verify(second.state).isValid)
     }
 
+    /// `round_decay: linear` over 2 rounds: round 1 trains at ¾ of the rate, round 2 at ¼
+    /// (the midpoints of a linear decay), and each round's record says so.
+    func testRoundDecayLowersTheRateEachRoundAndTheAuditRecordsIt() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-e2e")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 2)
+        config.rounds.learningRateDecay = .linear
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(canary: ""),
+                                                workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("e2e"))
+        let reports = try await federation.run()
+        XCTAssertEqual(reports.map(\.committed), [true, true])
+        let audit = try String(contentsOf: state.appendingPathComponent("audit.jsonl"), encoding: .utf8)
+        let rates = audit.split(separator: "\n").filter { $0.contains("\"roundStarted\"") }.map { line -> String in
+            let tail = line.components(separatedBy: "\"localLearningRate\":").dropFirst().first ?? ""
+            return String(tail.prefix { $0 != "," && $0 != "}" })
+        }
+        XCTAssertEqual(rates, ["0.00075", "0.00025"], "each round's record carries the decayed rate")
+        XCTAssertTrue(try verify(state).isValid)
+    }
+
     func testFedProxTellsSchoolsMuAndAveragesOnTheServer() async throws {
         var choice = StrategyChoice(name: .fedprox)
         choice.mu = 0.05

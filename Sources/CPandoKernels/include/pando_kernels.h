@@ -62,6 +62,13 @@ void pando_softmax_backward_rows(float *dp, const float *p, int rows, int cols, 
 /// pre[r, c] += bias[c]; out[r, c] = GELU(pre[r, c]) (exact, erf-based). Rows are contiguous.
 void pando_bias_gelu_rows(float *pre, const float *bias, int rows, int cols, float *out);
 
+/// Fused attention of one (sequence, head), inference only (no dropout, nothing kept for
+/// backward): out = softmax(scale · Q·Kᵀ) · V, with Q, K, V `length × head_size` at row
+/// stride `ld` and out at row stride `ldo`. Works in this thread's scratch (Kᵀ and one
+/// block of scores); returns 0, writing nothing, only when that cannot be allocated.
+int pando_attention(const float *q, const float *k, const float *v, int ld, int length, int head_size, float scale,
+                    float *out, int ldo);
+
 /// y[i] = GELU(x[i]) for n elements.
 void pando_gelu(const float *x, long n, float *y);
 

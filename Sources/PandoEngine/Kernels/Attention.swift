@@ -41,6 +41,10 @@ public struct SequenceTable: Sendable {
 /// (sequence, head) pair per task. Q, K and V are column blocks of one
 /// `[tokens × 3·hidden]` matrix, addressed in place through GEMM strides.
 public enum AttentionKernel {
+    /// Tests set this false to run the unfused path (two GEMMs around a softmax) that
+    /// training with dropout uses; the fused kernel is checked against it.
+    nonisolated(unsafe) public static var useFusedKernel = true
+
     /// Computes `probabilities` (scratch: backward recomputes them) and `context`.
     /// `dropped` receives the dropped-out probabilities when dropout is active.
     public static func forward(
@@ -54,12 +58,17 @@ public enum AttentionKernel {
         let offsets = table.offsets, lengths = table.lengths, probOffsets = table.probabilityOffsets
         let pairs = table.count * heads
         let q = UnsafeSendableBox((qkv, probabilities, dropped, context))
+        let fused = !dropout.isActive && useFusedKernel
         DispatchQueue.concurrentPerform(iterations: pairs) { pair in
                 let (qkv, probabilities, dropped, context) = q.value
                 let b = pair / heads, h = pair % heads
                 let L = lengths[b]
                 let rows = qkv + offsets[b] * ld
                 let Q = rows + h * d, K = rows + hidden + h * d, V = rows + 2 * hidden + h * d
+                // Without dropout nothing needs the probabilities (backward recomputes them):
+                // scores, softmax and context in one pass over L1-sized blocks.
+                if fused, pando_attention(Q, K, V, Int32(ld), Int32(L), Int32(d), scale,
+                                          context + offsets[b] * hidden + h * d, Int32(hidden)) != 0 { return }
                 let pIndex = probOffsets[b] + h * L * L
                 let P = probabilities + pIndex
                 BLAS.serial(transB: true, m: L, n: L, k: d, alpha: scale, a: Q, lda: ld, b: K, ldb: ld, c: P, ldc: L)

@@ -135,6 +135,8 @@ public struct RoundSettings: Sendable, Equatable {
     public var federatedEvaluation = true
     public var evaluationDeadline: Duration = .seconds(900)
     public var seed: UInt64 = 42
+    /// How the local learning rate falls over the `rounds` rounds (`local.round_decay`).
+    public var learningRateDecay: RoundDecay = .none
     public init() {}
 }
 
@@ -151,6 +153,7 @@ public struct RoundSettings: Sendable, Equatable {
 ///   pooling: pooler                 # pooler | cls | mean: how the head reads the encoder
 /// selection: {fraction: 1.0, min_schools: 2, quorum: 2, round_deadline_seconds: 3600}
 /// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
+///                                   # round_decay: none | linear | cosine (the rate over `rounds`)
 ///                                   # class_balance: none | weighted | oversampled | present-classes | prior-adjusted | weighted-present-classes
 /// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
 /// update: {compression: int8}          # none | float16 | int8 | topk (with topk_density: 0.01); lora: {rank: 8}
@@ -222,7 +225,10 @@ public struct CoordinatorConfiguration: Sendable {
             config.rounds.federatedEvaluation = s.federated_evaluation ?? config.rounds.federatedEvaluation
             if let d = s.evaluation_deadline_seconds { config.rounds.evaluationDeadline = .seconds(d) }
         }
-        if let l = file.local { config.plan = try l.apply(to: config.plan, file: url.path) }
+        if let l = file.local {
+            config.plan = try l.apply(to: config.plan, file: url.path)
+            config.rounds.learningRateDecay = try l.roundDecay(file: url.path) ?? config.rounds.learningRateDecay
+        }
         config.plan.seed = config.rounds.seed
         config.plan.pooling = f.pooling ?? config.plan.pooling
         if let u = file.update {
@@ -366,9 +372,10 @@ struct LocalSection: Decodable {
     var freeze_embeddings: Bool?
     var privacy: PrivacySection?
     var class_balance: String?
+    var round_decay: String?
     enum Keys: String, CodingKey, CaseIterable {
         case epochs, learning_rate, batch_size, max_length, warmup_ratio, weight_decay, max_gradient_norm, dropout, linear_decay
-        case freeze_embeddings, privacy, freeze_layers, class_balance
+        case freeze_embeddings, privacy, freeze_layers, class_balance, round_decay
     }
     /// `local.privacy`: DP-SGD at every school.
     struct PrivacySection: Decodable {
@@ -390,11 +397,22 @@ struct LocalSection: Decodable {
         freeze_embeddings = try c.decodeIfPresent(Bool.self, forKey: .freeze_embeddings)
         privacy = try c.decodeIfPresent(PrivacySection.self, forKey: .privacy)
         class_balance = try c.decodeIfPresent(String.self, forKey: .class_balance)
-        for key in Keys.allCases where ![.dropout, .linear_decay, .freeze_embeddings, .privacy, .class_balance].contains(key) {
+        round_decay = try c.decodeIfPresent(String.self, forKey: .round_decay)
+        for key in Keys.allCases where ![.dropout, .linear_decay, .freeze_embeddings, .privacy, .class_balance, .round_decay].contains(key) {
             if let v = try c.decodeIfPresent(Double.self, forKey: key) { values[key] = v }
         }
         dropout = try c.decodeIfPresent(Bool.self, forKey: .dropout)
         linear_decay = try c.decodeIfPresent(Bool.self, forKey: .linear_decay)
+    }
+
+    /// `local.round_decay`: nil when absent.
+    func roundDecay(file: String) throws -> RoundDecay? {
+        guard let name = round_decay else { return nil }
+        guard let decay = RoundDecay(rawValue: name) else {
+            throw ConfigurationError(file: file, field: "local.round_decay",
+                                     "'\(name)' is not one of \(RoundDecay.allCases.map(\.rawValue).joined(separator: ", "))")
+        }
+        return decay
     }
 
     func apply(to plan: LocalTrainingPlan, file: String) throws -> LocalTrainingPlan {

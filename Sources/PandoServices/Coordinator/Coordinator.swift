@@ -577,7 +577,8 @@ final class RoundDriver: @unchecked Sendable {
         }
         let selected = select(from: eligible)
         let upcoming = (try ledger.ledger.rounds().map(\.number).max() ?? 0) + 1
-        let plan = strategy.plan(round: upcoming, configured: config.plan)
+        let scheduled = config.rounds.learningRateDecay.plan(round: upcoming, of: config.rounds.rounds, configured: config.plan)
+        let plan = strategy.plan(round: upcoming, configured: scheduled)
         let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
                                             quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction,
                                             frozen: TensorSelection(layout: global.layout, plan: plan).frozen,
