@@ -27,8 +27,9 @@ static void scratch_free(void *p) {
 }
 static void scratch_init(void) { pthread_key_create(&scratch_key, scratch_free); }
 
-/// This thread's scratch (GEMM packing, fused attention) of at least `floats` floats, 64-byte aligned; grown, never
-/// shrunk, freed when the thread exits. NULL when memory is exhausted.
+/// This thread's scratch (GEMM packing, fused attention) of at least `floats` floats,
+/// 64-byte aligned; grown, never shrunk, freed when the thread exits. NULL when memory is
+/// exhausted.
 float *pando_thread_scratch(size_t floats) {
     pthread_once(&scratch_once, scratch_init);
     struct scratch *s = pthread_getspecific(scratch_key);
@@ -60,7 +61,6 @@ float *pando_thread_scratch(size_t floats) {
 #define NC 1536
 
 #define AVX512 __attribute__((target("avx512f,avx512bw,avx512dq,avx512vl")))
-
 
 // MARK: packing
 

@@ -233,7 +233,6 @@ INLINE void layer_norm_backward_rows_body(const float *dy, const float *xhat, co
     }
 }
 
-
 /// Rows of queries a block of the fused attention handles at once: its scores, the
 /// accumulators of its output and Kᵀ stay in L1 and registers.
 #define ATT_ROWS 8

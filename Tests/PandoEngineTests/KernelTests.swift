@@ -109,6 +109,8 @@ final class KernelTests: XCTestCase {
             AttentionKernel.useFusedKernel = false
             let unfused = model.encode(batch, workspace: ws).array
             XCTAssertLessThan(maxDifference(fused, unfused).diff, 1e-5, "\(name): hidden states")
+            // The two paths sum in different orders, so equal bits would mean the switch did nothing.
+            XCTAssertNotEqual(fused, unfused, "\(name): the fused and unfused paths both ran")
         }
     }
 
