@@ -70,6 +70,7 @@ struct Bench: ParsableCommand {
         @OptionGroup var common: Common
         @Option(help: "Sequences per batch.") var batchSize = 32
         @Flag(help: "DP-SGD steps: per-example clipping and Gaussian noise (σ = 1, C = 1).") var dp = false
+        @Flag(help: "With --dp: form the clipped sum by a second backward instead of from the norm pass's book-keeping (the same sum; for comparison).") var dpSecondBackward = false
         @Flag(help: "Do not train the embedding tables (as federated rounds do).") var freezeEmbeddings = false
         @Option(help: "Train LoRA adapters of this rank (base weights frozen); the same run also times full fine-tuning on the same batches, the two alternating step by step, and prints the speed-up.") var loraRank: Int?
         @Option(help: "With --lora-rank: layers with adapters (query, key, value, attention-output, intermediate, output).") var loraTargets = "query,value"
@@ -80,8 +81,10 @@ struct Bench: ParsableCommand {
             let (model, name, folder) = try common.load()
             let batches = try common.inputs(model, folder: folder, batchSize: batchSize)
             let frozen = freezeEmbeddings ? Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix(model.config.family.embeddingsPrefix) }) : []
+            guard !dpSecondBackward || dp else { throw ValidationError("--dp-second-backward needs --dp") }
             guard let loraRank else {
-                try common.emit(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup, frozen: frozen, privately: dp))
+                try common.emit(Benchmark.train(model: model, name: name, batches: batches, warmup: common.warmup, frozen: frozen, privately: dp,
+                                                bookKeeping: !dpSecondBackward))
                 return
             }
             guard !dp else { throw ValidationError("--lora-rank times plain steps; DP-SGD with adapters is measured by pando train --dp-epsilon --lora-rank") }

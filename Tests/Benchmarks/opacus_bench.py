@@ -1,9 +1,12 @@
 """Opacus reference for `pando bench train --dp --freeze-embeddings`: DP-SGD on the same
 model and shapes (embeddings frozen, per-example clipping at 1, noise multiplier 1, AdamW),
-Opacus's default per-sample gradient hooks. Fixed-size batches (no Poisson sampling), so
-both sides time the same work per step.
+Opacus's per-sample gradient hooks (`--grad-sample-mode hooks`, its default) or its ghost
+clipping (`ghost`: norms from activations and output gradients, then a second backward, as
+Pando's `--dp-second-backward`). Fixed-size batches (no Poisson sampling), so both sides
+time the same work per step.
 
 Usage: python opacus_bench.py --model DIR [--batch-size 32] [--length 128] [--batches 4] [--warmup 1]
+                              [--grad-sample-mode hooks|ghost]
 Prints one JSON object: tokens_per_second, peak_rss_mb, seconds, threads, opacus.
 """
 import argparse, json, os, resource, time, warnings
@@ -21,6 +24,7 @@ p.add_argument("--length", type=int, default=128)
 p.add_argument("--batches", type=int, default=4)
 p.add_argument("--warmup", type=int, default=1)
 p.add_argument("--threads", type=int, default=os.cpu_count())
+p.add_argument("--grad-sample-mode", choices=["hooks", "ghost"], default="hooks")
 a = p.parse_args()
 torch.set_num_threads(a.threads)
 torch.manual_seed(0)
@@ -37,9 +41,14 @@ labels = torch.arange(n) % 3
 data = torch.utils.data.TensorDataset(ids, labels)
 loader = torch.utils.data.DataLoader(data, batch_size=a.batch_size)
 engine = PrivacyEngine()
-model, opt, loader = engine.make_private(module=model, optimizer=opt, data_loader=loader, noise_multiplier=1.0,
-                                         max_grad_norm=1.0, poisson_sampling=False)
 loss_fn = torch.nn.CrossEntropyLoss()
+if a.grad_sample_mode == "ghost":
+    model, opt, loss_fn, loader = engine.make_private(module=model, optimizer=opt, data_loader=loader, criterion=loss_fn,
+                                                      noise_multiplier=1.0, max_grad_norm=1.0, poisson_sampling=False,
+                                                      grad_sample_mode="ghost")
+else:
+    model, opt, loader = engine.make_private(module=model, optimizer=opt, data_loader=loader, noise_multiplier=1.0,
+                                             max_grad_norm=1.0, poisson_sampling=False)
 start = None
 for i, (x, y) in enumerate(loader):
     if i == a.warmup:
@@ -51,4 +60,4 @@ for i, (x, y) in enumerate(loader):
 seconds = time.perf_counter() - start
 print(json.dumps({"tokens_per_second": a.batches * a.batch_size * a.length / seconds, "seconds": seconds,
                   "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "threads": a.threads,
-                  "opacus": opacus.__version__}))
+                  "opacus": opacus.__version__, "grad_sample_mode": a.grad_sample_mode, "torch": torch.__version__}))

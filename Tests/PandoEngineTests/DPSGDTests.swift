@@ -221,3 +221,37 @@ extension DPSGDTests {
         }
     }
 }
+
+extension DPSGDTests {
+    /// Sequences longer than one Gram block (``ExampleGradientNorms/gramBlock``) on a model
+    /// wide enough that their norms take the ghost path: blocks on and off the diagonal,
+    /// partial last blocks, and the book's clipped sum, against the naive method.
+    func testGhostNormsOverSeveralGramBlocksEqualNaive() throws {
+        let (base, _) = try BertModel.load(from: Fixture.url("tiny/softmax"), head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"]))
+        var config = base.config
+        config.hiddenSize = 256
+        config.heads = 4
+        config.intermediateSize = 512
+        config.maxPositions = 200
+        let model = BertModel(config: config, head: ClassifierHead(objective: .softmaxCrossEntropy, labels: ["a", "b", "c"], pooling: .mean), seed: 3)
+        let lengths = [150, 2, 70, 129, 65]
+        XCTAssertGreaterThan(lengths.max()!, 2 * ExampleGradientNorms.gramBlock, "some sequence spans three blocks")
+        XCTAssertLessThanOrEqual(lengths.max()! * (256 + 768), 256 * 768, "the QKV norms take the ghost path")
+        var state: UInt64 = 17
+        let sequences = lengths.map { L in (0..<L).map { i in i == 0 ? Int32(2) : Int32(5 + { state = CounterRandom.mix(state); return state }() % 12) } }
+        let types = lengths.map { L in [Int32](repeating: 0, count: L) }
+        let packed = PackedBatch(sequences: sequences, types: types)
+        let y = Targets.classes((0..<lengths.count).map { $0 % 3 })
+        let capacity = BatchCapacity(sequences: lengths.count, length: 150, tokens: packed.tokenCount)
+        let ws = BertWorkspace(model: model, capacity: capacity, training: true)
+        let frozen = Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix("bert.embeddings.") })
+        let (naiveNorms, C, expected) = naiveClipping(model, workspace: ws, sequences: sequences, types: types, targets: y, outputs: 3, frozen: frozen)
+        let got = ParameterBuffer(layout: model.layout)
+        let result = model.clippedGradients(packed, targets: y, workspace: ws, norms: ExampleGradientNorms(model: model, frozen: frozen, capacity: capacity),
+                                            maxGradientNorm: C, gradients: got, dropout: nil)
+        for b in lengths.indices { XCTAssertEqual(result.norms[b], naiveNorms[b], accuracy: 1e-4 * naiveNorms[b], "norm of the sequence of \(lengths[b]) tokens") }
+        for spec in model.layout.tensors where frozen.contains(spec.name) { got.view(spec).fill(0) }
+        let (diff, scale) = maxDifference(got.values, expected.values)
+        XCTAssertLessThan(diff, 1e-5 * max(1, scale), "clipped sum differs by \(diff) (largest element \(scale))")
+    }
+}

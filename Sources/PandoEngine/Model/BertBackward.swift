@@ -155,9 +155,17 @@ extension BertModel {
                              types: c.family.hasTokenTypes ? c.typeVocabSize : 0)
             return
         }
+        scatterEmbeddingGradients(dSum: dSum.base, batch: batch, workspace: ws, gradients: gradients)
+    }
+
+    /// Adds the gradient of the summed input embeddings (`dSum`, tokens × hidden) to the
+    /// rows of the word, position and token-type tables each token used.
+    func scatterEmbeddingGradients(dSum: UnsafePointer<Float>, batch: PackedBatch, workspace ws: BertWorkspace, gradients: ParameterBuffer) {
+        let c = config, H = c.hiddenSize
+        let g = { (offset: Int) in gradients.buffer.base + offset }
         let word = g(offsets.word), pos = g(offsets.position), typ = c.family.hasTokenTypes ? g(offsets.tokenType) : nil
-        for t in 0..<N {
-            let d = dSum.base + t * H
+        for t in 0..<batch.tokenCount {
+            let d = dSum + t * H
             let w = word + Int(batch.tokenIDs[t]) * H, q = pos + Int(ws.positions[t]) * H
             for j in 0..<H { w[j] += d[j]; q[j] += d[j] }
             if let typ {
@@ -212,8 +220,10 @@ extension BertModel {
         // ffn = act(h1·W1ᵀ + b1)·W2ᵀ + b2; the activation is recomputed from its input.
         Elementwise.activation(t.ffnPre, count: rows * I, activation: c.activation, output: t.ffnAct)
         linearBackward(dOutput: dFFNOut, input: t.ffnAct, rows: rows, inputs: I, outputs: H,
-                       weight: o.ffnOutWeight, bias: o.ffnOutBias, gradients: gradients, dInput: dFFN, accumulate: false, workspace: ws)
-        loraBackward(.output, layer: l, x: t.ffnAct, rows: rows, dY: dFFNOut, ldy: H, dX: dFFN, gradients: gradients, workspace: ws, dropout: dropout)
+                       weight: o.ffnOutWeight, bias: o.ffnOutBias, gradients: gradients, dInput: dFFN, accumulate: false, workspace: ws,
+                       bookInput: .activated(pre: t.ffnPre, activation: c.activation, into: t.ffnAct))
+        loraBackward(.output, layer: l, x: t.ffnAct, rows: rows, dY: dFFNOut, ldy: H, dX: dFFN, gradients: gradients, workspace: ws, dropout: dropout,
+                     bookInput: .activated(pre: t.ffnPre, activation: c.activation, into: t.ffnAct))
         Elementwise.activationBackward(dFFN, pre: t.ffnPre, count: rows * I, activation: c.activation)
         linearBackward(dOutput: dFFN, input: t.attended, rows: rows, inputs: H, outputs: I,
                        weight: o.ffnInWeight, bias: o.ffnInBias, gradients: gradients, dInput: dH1.base, accumulate: true, workspace: ws)
@@ -232,23 +242,40 @@ extension BertModel {
     /// `dX = dY·W` into `dInput` (nil: not needed). `weight` and `bias` are parameter
     /// offsets; `outputStride` is dY's row stride when it is a column block of a wider
     /// matrix. Rows of the weight (and bias elements) in the workspace's frozen ranges get
-    /// no gradient: their GEMMs are skipped, not computed and discarded.
+    /// no gradient: their GEMMs are skipped, not computed and discarded. In norm mode
+    /// `bookInput` tells the book where `input` will be (default: where it is).
     @inline(__always)
     func linearBackward(
         dOutput: UnsafePointer<Float>, outputStride: Int? = nil, input: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
         weight: Int, bias: Int, gradients: ParameterBuffer, dInput: UnsafeMutablePointer<Float>?, accumulate: Bool,
-        workspace ws: BertWorkspace
+        workspace ws: BertWorkspace, bookInput: GradientBook.Input? = nil
     ) {
-        let g = gradients.buffer.base, ld = outputStride ?? outputs
+        let ld = outputStride ?? outputs
         if let norms = ws.exampleNorms {
-            norms.linear(dY: dOutput, ld: ld, x: input, rows: rows, inputs: inputs, outputs: outputs, weight: weight, bias: bias)
-        } else if ws.frozenRanges.isEmpty {
-            BLAS.gemv(trans: true, m: rows, n: outputs, a: dOutput, lda: ld, x: ws.ones.base, beta: 1, y: g + bias)
+            norms.linear(dY: dOutput, ld: ld, x: input, rows: rows, inputs: inputs, outputs: outputs, weight: weight, bias: bias,
+                         input: bookInput)
+        } else {
+            addLinearGradients(dOutput: dOutput, ld: ld, input: input, rows: rows, inputs: inputs, outputs: outputs,
+                               weight: weight, bias: bias, gradients: gradients, workspace: ws)
+        }
+        guard let dInput else { return }
+        BLAS.gemm(m: rows, n: inputs, k: outputs, a: dOutput, lda: ld, b: p(weight), ldb: inputs, beta: accumulate ? 1 : 0, c: dInput, ldc: inputs)
+    }
+
+    /// The parameter half of `linearBackward`: adds `dW = dYᵀ·x` and `db = Σ dY` (no bias:
+    /// nil) into `gradients`, skipping the workspace's frozen ranges.
+    func addLinearGradients(
+        dOutput: UnsafePointer<Float>, ld: Int, input: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
+        weight: Int, bias: Int?, gradients: ParameterBuffer, workspace ws: BertWorkspace
+    ) {
+        let g = gradients.buffer.base
+        if ws.frozenRanges.isEmpty {
+            if let bias { BLAS.gemv(trans: true, m: rows, n: outputs, a: dOutput, lda: ld, x: ws.ones.base, beta: 1, y: g + bias) }
             BLAS.gemm(transA: true, m: outputs, n: inputs, k: rows, a: dOutput, lda: ld, b: input, ldb: inputs, beta: 1, c: g + weight, ldc: inputs)
         } else {
             // Runs of output columns that are all trained or all frozen (a fused block's tensors may differ).
             var c = 0
-            while c < outputs {
+            while let bias, c < outputs {
                 let (trained, end) = ws.trainedRun(from: bias + c, limit: bias + outputs)
                 let n = end - (bias + c)
                 if trained { BLAS.gemv(trans: true, m: rows, n: n, a: dOutput + c, lda: ld, x: ws.ones.base, beta: 1, y: g + bias + c) }
@@ -265,8 +292,6 @@ extension BertModel {
                 r += n
             }
         }
-        guard let dInput else { return }
-        BLAS.gemm(m: rows, n: inputs, k: outputs, a: dOutput, lda: ld, b: p(weight), ldb: inputs, beta: accumulate ? 1 : 0, c: dInput, ldc: inputs)
     }
 
     /// LayerNorm's backward: writes `dInput` and adds γ's and β's gradients (parameter

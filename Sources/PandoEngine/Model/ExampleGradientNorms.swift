@@ -10,6 +10,9 @@ import Dispatch
 /// example takes the cheaper of the two (Bu et al. 2022), so long sequences form the
 /// explicit product instead. Biases, LayerNorm and embedding rows are summed per example
 /// directly; they are small.
+///
+/// With ``keepsBook`` on, the pass also keeps what forming the clipped sum needs
+/// (``GradientBook``), so DP-SGD needs no second backward.
 public final class ExampleGradientNorms: @unchecked Sendable {
     /// `squared[b]`: the squared gradient norm of sequence `b` of the last batch.
     public var squared: [Double] { Array(values[0..<count]) }
@@ -28,6 +31,11 @@ public final class ExampleGradientNorms: @unchecked Sendable {
     private let scratch: FloatStorage
     /// Where LayerNorm's γ and β gradients go in norm mode (they are summed per example instead).
     let discard: FloatStorage
+    /// Whether the next norm passes keep their book (on by default; off: the clipped sum
+    /// takes a second backward, kept for comparison and tests).
+    public var keepsBook = true
+    /// What the last pass kept, when ``keepsBook`` was on.
+    let book = GradientBook()
 
     /// - Parameters:
     ///   - frozen: tensors that are not trained; they add nothing to the norms.
@@ -39,8 +47,9 @@ public final class ExampleGradientNorms: @unchecked Sendable {
         let c = model.config, L = capacity.length
         let widest = max(c.hiddenSize * max(3 * c.hiddenSize, c.intermediateSize), c.hiddenSize * model.head.outputs)
         workers = max(1, Parallel.workers)
-        // Two L × L Gram matrices or one explicit out × in gradient, plus one row of sums.
-        perWorker = max(2 * L * L, widest) + 2 * max(3 * c.hiddenSize, c.intermediateSize)
+        // Two Gram blocks or one explicit out × in gradient, plus one row of sums.
+        let block = min(L, Self.gramBlock)
+        perWorker = max(2 * block * block, widest) + 2 * max(3 * c.hiddenSize, c.intermediateSize)
         scratch = FloatStorage(count: workers * perWorker)
         discard = FloatStorage(count: 2 * c.hiddenSize)
         values = [Double](repeating: 0, count: capacity.sequences)
@@ -54,6 +63,7 @@ public final class ExampleGradientNorms: @unchecked Sendable {
         for b in 0..<count { values[b] = 0 }
         starts = Array(table.offsets.prefix(count))
         lengths = Array(table.lengths.prefix(count))
+        book.reset()
     }
 
     /// Adds `value` to example `b`'s squared norm (heads that sum their own).
@@ -93,11 +103,16 @@ public final class ExampleGradientNorms: @unchecked Sendable {
 
     /// Adds the weight and bias gradient norms of `y = x·Wᵀ + b` over `rows` rows, from
     /// `dY` (row stride `ld`) and `x` (row stride `inputs`). `weight` and `bias` are
-    /// parameter offsets of the block (which may be rows of a wider fused tensor).
+    /// parameter offsets of the block (which may be rows of a wider fused tensor). `input`
+    /// says where the book finds `x` later (default: `x` stays where it is).
     func linear(dY: UnsafePointer<Float>, ld: Int, x: UnsafePointer<Float>, rows: Int, inputs: Int, outputs: Int,
-                weight: Int, bias: Int?) {
+                weight: Int, bias: Int?, input: GradientBook.Input? = nil) {
         let w = trained(weight, inputs * outputs), bTrained = bias.map { trained($0, outputs) } ?? false
         guard w || bTrained else { return }
+        if keepsBook {
+            book.recordLinear(dY: dY, ld: ld, input: input ?? .kept(x), rows: rows, inputs: inputs, outputs: outputs,
+                              weight: weight, bias: bias)
+        }
         let ghost = { (L: Int) in L * (inputs + outputs) <= inputs * outputs }
         perExample { b, s, out in
             let (start, L) = self.rows(of: b, rows: rows)
@@ -113,12 +128,7 @@ public final class ExampleGradientNorms: @unchecked Sendable {
                 if L == 1 {
                     total += squares(g, outputs) * squares(a, inputs)
                 } else if ghost(L) {
-                    let gx = s, gg = s + L * L
-                    BLAS.serial(transB: true, m: L, n: L, k: inputs, a: a, lda: inputs, b: a, ldb: inputs, c: gx, ldc: L)
-                    BLAS.serial(transB: true, m: L, n: L, k: outputs, a: g, lda: ld, b: g, ldb: ld, c: gg, ldc: L)
-                    var acc = 0.0
-                    for i in 0..<(L * L) { acc += Double(gx[i] * gg[i]) }
-                    total += acc
+                    total += ghostNorm(x: a, inputs: inputs, g: g, ld: ld, outputs: outputs, rows: L, scratch: s)
                 } else {
                     BLAS.serial(transA: true, m: outputs, n: inputs, k: L, a: g, lda: ld, b: a, ldb: inputs, c: s, ldc: inputs)
                     total += squares(s, outputs * inputs)
@@ -128,14 +138,51 @@ public final class ExampleGradientNorms: @unchecked Sendable {
         }
     }
 
+    /// `⟨X·Xᵀ, G·Gᵀ⟩` for one example's `L` rows. Both Gram matrices are symmetric, so only
+    /// the blocks on and above the diagonal are formed (those above counted twice): 3/4 of
+    /// the multiply-adds at L = 128, 5/8 at 256, and scratch of two blocks whatever L is.
+    private func ghostNorm(x: UnsafePointer<Float>, inputs: Int, g: UnsafePointer<Float>, ld: Int, outputs: Int, rows L: Int,
+                           scratch s: UnsafeMutablePointer<Float>) -> Double {
+        let block = Self.gramBlock
+        var total = 0.0
+        var i = 0
+        while i < L {
+            let m = min(block, L - i)
+            var j = i
+            while j < L {
+                let n = min(block, L - j)
+                let gx = s, gg = s + m * n
+                BLAS.serial(transB: true, m: m, n: n, k: inputs, a: x + i * inputs, lda: inputs, b: x + j * inputs, ldb: inputs, c: gx, ldc: n)
+                BLAS.serial(transB: true, m: m, n: n, k: outputs, a: g + i * ld, lda: ld, b: g + j * ld, ldb: ld, c: gg, ldc: n)
+                var acc: Float = 0
+                for e in 0..<(m * n) { acc += gx[e] * gg[e] }
+                total += (j == i ? 1 : 2) * Double(acc)
+                j += n
+            }
+            i += m
+        }
+        return total
+    }
+
+    /// Rows per block of the Gram matrices in ``ghostNorm``.
+    static let gramBlock = 64
+
     /// Adds the γ and β gradient norms of a LayerNorm over `rows` rows: per example,
     /// `Σₜ dYₜ ⊙ x̂ₜ` and `Σₜ dYₜ`.
     func layerNorm(dY: UnsafePointer<Float>, normalized: UnsafePointer<Float>, rows: Int, cols: Int, gamma: Int, beta: Int) {
         let tg = trained(gamma, cols), tb = trained(beta, cols)
         guard tg || tb else { return }
+        // Kept per example for the book, else summed in the worker's scratch.
+        var kept: UnsafeMutablePointer<Float>?
+        if keepsBook {
+            let offset = book.reserve(count * 2 * cols)
+            book.recordNorm(.init(perExample: offset, cols: cols, gamma: gamma, beta: beta, gammaTrained: tg, betaTrained: tb))
+            kept = book.pointer(offset)
+        }
+        let keptBox = UnsafeSendableBox(kept)
         perExample { b, s, out in
             let (start, L) = self.rows(of: b, rows: rows)
-            let dg = s, db = s + cols
+            let dg = keptBox.value.map { $0 + b * 2 * cols } ?? s, db = dg + cols
             dg.update(repeating: 0, count: 2 * cols)
             for t in (start)..<(start + L) {
                 let d = dY + t * cols, x = normalized + t * cols
@@ -152,6 +199,7 @@ public final class ExampleGradientNorms: @unchecked Sendable {
                     vocabulary: Int, positions: Int, types: Int) {
         let tw = trained(word, vocabulary * H), tp = trained(position, positions * H), tt = types > 0 && trained(tokenType, types * H)
         guard tw || tp || tt else { return }
+        if keepsBook { book.recordEmbeddingSum(dSum, tokens: tokens, hidden: H) }
         batch.tokenIDs.withUnsafeBufferPointer { ids in
             batch.typeIDs.withUnsafeBufferPointer { typeIDs in
                 let box = UnsafeSendableBox((ids, typeIDs))

@@ -217,8 +217,10 @@ extension BertModel {
     /// Backward of `loraForward` from `dY` (row stride `ldy`): adds `dB = dYᵀ·u` and
     /// `dA = vᵀ·drop(x)` with `v = (α/r)·dY·B` (or, in norm mode, their per-example norms)
     /// and adds the adapter's share of the input gradient, `drop′(v·A)`, into `dX`.
+    /// In norm mode `bookInput` tells the book where `x` will be (default: where it is).
     func loraBackward(_ target: LoRATarget, layer l: Int, x: UnsafePointer<Float>, rows: Int, dY: UnsafePointer<Float>, ldy: Int,
-                      dX: UnsafeMutablePointer<Float>?, gradients: ParameterBuffer, workspace ws: BertWorkspace, dropout: DropoutKey?) {
+                      dX: UnsafeMutablePointer<Float>?, gradients: ParameterBuffer, workspace ws: BertWorkspace, dropout: DropoutKey?,
+                      bookInput: GradientBook.Input? = nil) {
         guard let slot = adapter(l, target), let lora else { return }
         let r = lora.rank, g = gradients.buffer.base
         let u = ws.loraActivations(layer: l, slot: slot.position), v = ws.loraGradient.base
@@ -230,7 +232,10 @@ extension BertModel {
         BLAS.gemm(m: rows, n: r, k: slot.outputs, alpha: lora.scale, a: dY, lda: ldy, b: p(slot.b), ldb: r, c: v, ldc: r)
         let input = loraInput(slot, layer: l, target: target, x: x, rows: rows, workspace: ws, dropout: dropout)
         if let norms = ws.exampleNorms {
-            norms.linear(dY: v, ld: r, x: input, rows: rows, inputs: slot.inputs, outputs: r, weight: slot.a, bias: nil)
+            // A dropped input lives in scratch the next adapter overwrites: the book copies it.
+            var kept = bookInput
+            if norms.keepsBook, input != x { kept = .copied(offset: norms.book.copy(input, rows: rows, cols: slot.inputs, ld: slot.inputs)) }
+            norms.linear(dY: v, ld: r, x: input, rows: rows, inputs: slot.inputs, outputs: r, weight: slot.a, bias: nil, input: kept)
         } else {
             BLAS.gemm(transA: true, m: r, n: slot.inputs, k: rows, a: v, lda: r, b: input, ldb: slot.inputs, beta: 1, c: g + slot.a, ldc: slot.inputs)
         }

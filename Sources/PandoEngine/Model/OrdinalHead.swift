@@ -9,6 +9,7 @@ extension BertModel {
         let x = ws.pooledDropped.base, dx = ws.dPooled.base
         let norms = ws.exampleNorms
         let weightTrained = norms?.trained(offsets.classifierWeight, H) ?? true, biasTrained = norms?.trained(offsets.classifierBias, C) ?? true
+        if let norms, norms.keepsBook, weightTrained || biasTrained { norms.book.recordOrdinalLogits(ws.dLogits.base, rows: B, cols: C) }
         for b in 0..<B {
             var s: Float = 0, biasSquares: Float = 0
             for k in 0..<C {
@@ -28,6 +29,19 @@ extension BertModel {
                 dw[j] += s * x[b * H + j]
                 dx[b * H + j] = s * w[j]
             }
+        }
+    }
+
+    /// The ordinal head's parameter gradients from logit gradients `dLogits` (B × thresholds):
+    /// `dw += Σ_b s_b·x_b` with `s_b = Σ_k dLogits_bk`, `db_k += Σ_b dLogits_bk`.
+    func ordinalHeadGradients(dLogits: UnsafePointer<Float>, batch: PackedBatch, workspace ws: BertWorkspace, gradients: ParameterBuffer) {
+        let H = config.hiddenSize, C = head.outputs
+        let dw = gradients.buffer.base + offsets.classifierWeight, db = gradients.buffer.base + offsets.classifierBias
+        let x = ws.pooledDropped.base
+        for b in 0..<batch.count {
+            var s: Float = 0
+            for k in 0..<C { s += dLogits[b * C + k]; db[k] += dLogits[b * C + k] }
+            for j in 0..<H { dw[j] += s * x[b * H + j] }
         }
     }
 }

@@ -54,8 +54,9 @@ public struct DPSGDSettings: Sendable, Equatable, Codable {
 extension BertModel {
     /// DP-SGD's gradient for one physical batch: forward, each example's loss gradient,
     /// their norms over the trained tensors (a backward pass in norm mode, no weight
-    /// gradients formed), then one backward of the loss reweighted by each example's
-    /// clip factor `min(1, C / ‖gᵢ‖)`, so that `gradients += Σᵢ min(1, C/‖gᵢ‖) · gᵢ`.
+    /// gradients formed), then `gradients += Σᵢ min(1, C/‖gᵢ‖) · gᵢ`: from the norm pass's
+    /// book (``GradientBook``) or, with `norms.keepsBook` off, from a second backward of
+    /// the loss reweighted by each example's clip factor.
     /// Returns the mean loss and the per-example norms before clipping.
     public func clippedGradients(
         _ batch: PackedBatch, targets: Targets, workspace ws: BertWorkspace, norms: ExampleGradientNorms,
@@ -75,11 +76,13 @@ extension BertModel {
         backward(batch, workspace: ws, gradients: gradients, dropout: dropout)
         ws.exampleNorms = nil
         let found = norms.norms
-        for b in 0..<B {
-            let factor = Float(min(1, Double(C) / (found[b] + 1e-6)))
-            for j in 0..<K { ws.dLogits[b * K + j] *= factor }
+        let factors = found.map { Float(min(1, Double(C) / ($0 + 1e-6))) }
+        if norms.keepsBook {
+            addBookedGradients(norms.book, factors: factors, batch: batch, workspace: ws, gradients: gradients)
+        } else {
+            for b in 0..<B { for j in 0..<K { ws.dLogits[b * K + j] *= factors[b] } }
+            backward(batch, workspace: ws, gradients: gradients, dropout: dropout)
         }
-        backward(batch, workspace: ws, gradients: gradients, dropout: dropout)
         return (value, found)
     }
 }
@@ -108,6 +111,7 @@ extension FineTuner {
         if exampleNorms?.frozen != frozen {
             exampleNorms = ExampleGradientNorms(model: model, frozen: frozen, capacity: workspace.capacity)
         }
+        exampleNorms!.keepsBook = bookKeeping
         gradients.zero()
         let key = settings.dropout ? DropoutKey(seed: settings.seed, step: UInt64(step)) : nil
         var lossSum = 0.0, examples = 0, clipped = 0, normSum = 0.0

@@ -30,6 +30,9 @@ public final class FineTuner: @unchecked Sendable {
     public internal(set) var step = 0
     /// Per-example norm scratch for private steps, made at the first one.
     var exampleNorms: ExampleGradientNorms?
+    /// Private steps form the clipped sum from the norm pass's book (``GradientBook``);
+    /// `false` takes a second backward instead (the same sum, slower; for comparison).
+    public var bookKeeping = true
     /// Noise is drawn in chunks of this buffer, so a private step allocates nothing.
     lazy var noiseScratch = FloatStorage(count: 1 << 16)
 
