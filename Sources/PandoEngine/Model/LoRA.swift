@@ -234,7 +234,7 @@ extension BertModel {
         if let norms = ws.exampleNorms {
             // A dropped input lives in scratch the next adapter overwrites: the book copies it.
             var kept = bookInput
-            if norms.keepsBook, input != x { kept = .copied(offset: norms.book.copy(input, rows: rows, cols: slot.inputs, ld: slot.inputs)) }
+            if norms.keepsBook, input != x, norms.trained(slot.a, r * slot.inputs) { kept = .copied(offset: norms.book.copy(input, rows: rows, cols: slot.inputs, ld: slot.inputs)) }
             norms.linear(dY: v, ld: r, x: input, rows: rows, inputs: slot.inputs, outputs: r, weight: slot.a, bias: nil, input: kept)
         } else {
             BLAS.gemm(transA: true, m: r, n: slot.inputs, k: rows, a: v, lda: r, b: input, ldb: slot.inputs, beta: 1, c: g + slot.a, ldc: slot.inputs)
