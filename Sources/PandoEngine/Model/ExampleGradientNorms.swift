@@ -154,9 +154,9 @@ public final class ExampleGradientNorms: @unchecked Sendable {
                 let gx = s, gg = s + m * n
                 BLAS.serial(transB: true, m: m, n: n, k: inputs, a: x + i * inputs, lda: inputs, b: x + j * inputs, ldb: inputs, c: gx, ldc: n)
                 BLAS.serial(transB: true, m: m, n: n, k: outputs, a: g + i * ld, lda: ld, b: g + j * ld, ldb: ld, c: gg, ldc: n)
-                var acc: Float = 0
-                for e in 0..<(m * n) { acc += gx[e] * gg[e] }
-                total += (j == i ? 1 : 2) * Double(acc)
+                var acc = 0.0
+                for e in 0..<(m * n) { acc += Double(gx[e] * gg[e]) }
+                total += (j == i ? 1 : 2) * acc
                 j += n
             }
             i += m

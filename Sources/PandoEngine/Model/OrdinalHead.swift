@@ -5,11 +5,11 @@ extension BertModel {
     /// text's ‖s_b·x_b‖² + ‖dLogits_b‖² to its norm instead of touching the gradients.
     func ordinalHeadBackward(_ batch: PackedBatch, workspace ws: BertWorkspace, gradients: ParameterBuffer) {
         let H = config.hiddenSize, B = batch.count, C = head.outputs
-        let dw = gradients.buffer.base + offsets.classifierWeight, w = p(offsets.classifierWeight)
-        let x = ws.pooledDropped.base, dx = ws.dPooled.base
+        let w = p(offsets.classifierWeight), x = ws.pooledDropped.base, dx = ws.dPooled.base
         let norms = ws.exampleNorms
         let weightTrained = norms?.trained(offsets.classifierWeight, H) ?? true, biasTrained = norms?.trained(offsets.classifierBias, C) ?? true
         if let norms, norms.keepsBook, weightTrained || biasTrained { norms.book.recordOrdinalLogits(ws.dLogits.base, rows: B, cols: C) }
+        if norms == nil { ordinalHeadGradients(dLogits: ws.dLogits.base, batch: batch, workspace: ws, gradients: gradients) }
         for b in 0..<B {
             var s: Float = 0, biasSquares: Float = 0
             for k in 0..<C {
@@ -21,14 +21,8 @@ extension BertModel {
                 var xSquares: Float = 0
                 for j in 0..<H { xSquares += x[b * H + j] * x[b * H + j] }
                 norms.add(Double((weightTrained ? s * s * xSquares : 0) + (biasTrained ? biasSquares : 0)), to: b)
-                for j in 0..<H { dx[b * H + j] = s * w[j] }
-                continue
             }
-            for k in 0..<C { gradients.buffer.base[offsets.classifierBias + k] += ws.dLogits[b * C + k] }
-            for j in 0..<H {
-                dw[j] += s * x[b * H + j]
-                dx[b * H + j] = s * w[j]
-            }
+            for j in 0..<H { dx[b * H + j] = s * w[j] }
         }
     }
 
