@@ -299,6 +299,98 @@ INLINE void attention_body(const float *q, const float *k, const float *v, int l
     }
 }
 
+// MARK: Gaussian noise (DP-SGD)
+
+typedef double vd __attribute__((ext_vector_type(8)));
+typedef uint64_t vul __attribute__((ext_vector_type(8)));
+typedef uint32_t vu8 __attribute__((ext_vector_type(8)));
+typedef float vf8 __attribute__((ext_vector_type(8)));
+
+/// `mask ? a : b` lane by lane, `mask` all ones or all zeros per lane.
+INLINE vd select_d(vul mask, vd a, vd b) {
+    return __builtin_bit_cast(vd, (__builtin_bit_cast(vul, a) & mask) | (__builtin_bit_cast(vul, b) & ~mask));
+}
+
+/// ln x for normal positive x, to about 1 ulp of double: x = m·2ᵉ with m ∈ [√½, √2), and
+/// ln m = 2·atanh(s), s = (m − 1)/(m + 1), |s| ≤ 0.172, by its series through s²¹.
+INLINE vd vlog_d(vd x) {
+    const vul bits = __builtin_bit_cast(vul, x);
+    // The biased exponent as a double: its 11 bits placed under 2⁵² and the 2⁵² taken off again.
+    vd e = __builtin_bit_cast(vd, (bits >> 52) | 0x4330000000000000ull) - (4503599627370496.0 + 1023);
+    vd m = __builtin_bit_cast(vd, (bits & 0x000FFFFFFFFFFFFFull) | 0x3FF0000000000000ull);
+    const vul high = __builtin_bit_cast(vul, m > 1.4142135623730951);
+    m = select_d(high, m * 0.5, m);
+    e = select_d(high, e + 1, e);
+    const vd s = (m - 1) / (m + 1), s2 = s * s;
+    vd p = s2 * (1.0 / 21) + 1.0 / 19;
+    p = p * s2 + 1.0 / 17;
+    p = p * s2 + 1.0 / 15;
+    p = p * s2 + 1.0 / 13;
+    p = p * s2 + 1.0 / 11;
+    p = p * s2 + 1.0 / 9;
+    p = p * s2 + 1.0 / 7;
+    p = p * s2 + 1.0 / 5;
+    p = p * s2 + 1.0 / 3;
+    p = p * s2 + 1;
+    return e * 0.69314718055994531 + 2 * s * p;
+}
+
+/// cos 2πv and sin 2πv for v ∈ [0, 1]: v = k/4 + f exactly, |f| ≤ 1/8, so the quadrant k
+/// needs no reduction error, and x = 2πf ∈ [−π/4, π/4] takes Taylor series through x¹⁶.
+INLINE void vsincos_turns(vd v, vd *c, vd *s) {
+    const double round = 6755399441055744.0;  // 1.5·2⁵²: adding it rounds to an integer in the low bits
+    const vd t = v * 4 + round;
+    const vd k = t - round;
+    const vul quadrant = __builtin_bit_cast(vul, t) & 3;
+    const vd x = (v - k * 0.25) * 6.2831853071795865, x2 = x * x;
+    vd sp = x2 * (-1.0 / 1307674368000) + 1.0 / 6227020800;
+    sp = sp * x2 - 1.0 / 39916800;
+    sp = sp * x2 + 1.0 / 362880;
+    sp = sp * x2 - 1.0 / 5040;
+    sp = sp * x2 + 1.0 / 120;
+    sp = sp * x2 - 1.0 / 6;
+    const vd sx = x + x * x2 * sp;
+    vd cp = x2 * (1.0 / 20922789888000) - 1.0 / 87178291200;
+    cp = cp * x2 + 1.0 / 479001600;
+    cp = cp * x2 - 1.0 / 3628800;
+    cp = cp * x2 + 1.0 / 40320;
+    cp = cp * x2 - 1.0 / 720;
+    cp = cp * x2 + 1.0 / 24;
+    cp = cp * x2 - 0.5;
+    const vd cx = 1 + x2 * cp;
+    // Quadrant k: (cos, sin) = (c, s), (−s, c), (−c, −s), (s, −c).
+    const vul odd = -(quadrant & 1);
+    const vd c0 = select_d(odd, sx, cx), s0 = select_d(odd, cx, sx);
+    const vul negate_c = ((quadrant + 1) >> 1 & 1) << 63, negate_s = (quadrant >> 1) << 63;
+    *c = __builtin_bit_cast(vd, __builtin_bit_cast(vul, c0) ^ negate_c);
+    *s = __builtin_bit_cast(vd, __builtin_bit_cast(vul, s0) ^ negate_s);
+}
+
+/// Eight Box–Muller pairs from 16 words: out = r·cos θ, r·sin θ interleaved.
+INLINE vf box_muller_16(const uint32_t *bits) {
+    vu w;
+    memcpy(&w, bits, sizeof w);
+    const vu8 a = __builtin_shufflevector(w, w, 0, 2, 4, 6, 8, 10, 12, 14);
+    const vu8 b = __builtin_shufflevector(w, w, 1, 3, 5, 7, 9, 11, 13, 15);
+    const vd u = (__builtin_convertvector(a, vd) + 1) * 0x1p-32, v = __builtin_convertvector(b, vd) * 0x1p-32;
+    const vd r = __builtin_elementwise_sqrt(-2 * vlog_d(u));
+    vd c, s;
+    vsincos_turns(v, &c, &s);
+    const vf8 x = __builtin_convertvector(r * c, vf8), y = __builtin_convertvector(r * s, vf8);
+    return __builtin_shufflevector(x, y, 0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+}
+
+INLINE void box_muller_body(const uint32_t *bits, long n, float *out) {
+    long i = 0;
+    for (; i + W <= n; i += W) store(out + i, box_muller_16(bits + i));
+    if (i < n) {
+        uint32_t t[W] = {0};
+        const long pairs = (n - i + 1) / 2;
+        memcpy(t, bits + i, (size_t)pairs * 2 * sizeof *t);
+        store_tail(out + i, box_muller_16(t), (int)(n - i));
+    }
+}
+
 // MARK: one instance per instruction set
 
 struct vector_kernels {
@@ -311,6 +403,7 @@ struct vector_kernels {
     void (*layer_norm_rows)(const float *, int, int, const float *, const float *, float, float *, float *, float *);
     void (*layer_norm_backward_rows)(const float *, const float *, const float *, const float *, int, int, float *, float *, float *);
     void (*attention)(const float *, const float *, const float *, int, int, int, float, float *, int, float *);
+    void (*box_muller)(const uint32_t *, long, float *);
 };
 
 #define INSTANCE(SUFFIX, ATTR)                                                                                          \
@@ -336,9 +429,11 @@ struct vector_kernels {
                                         float scale, float *out, int ldo, float *scratch) {                            \
         attention_body(q, k, v, ld, L, d, scale, out, ldo, scratch);                                                    \
     }                                                                                                                   \
+    ATTR static void box_muller_##SUFFIX(const uint32_t *bits, long n, float *out) { box_muller_body(bits, n, out); }    \
     static const struct vector_kernels kernels_##SUFFIX = {                                                             \
         #SUFFIX, softmax_rows_##SUFFIX, softmax_backward_rows_##SUFFIX, bias_gelu_rows_##SUFFIX, gelu_##SUFFIX,          \
-        gelu_backward_##SUFFIX, layer_norm_rows_##SUFFIX, layer_norm_backward_rows_##SUFFIX, attention_##SUFFIX};
+        gelu_backward_##SUFFIX, layer_norm_rows_##SUFFIX, layer_norm_backward_rows_##SUFFIX, attention_##SUFFIX,         \
+        box_muller_##SUFFIX};
 
 INSTANCE(portable, )
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -428,3 +523,5 @@ void pando_layer_norm_backward_rows(const float *dy, const float *xhat, const fl
                                     int rows, int cols, float *dx, float *dgamma, float *dbeta) {
     kernels()->layer_norm_backward_rows(dy, xhat, inverse_std, gamma, rows, cols, dx, dgamma, dbeta);
 }
+
+void pando_box_muller(const uint32_t *bits, long n, float *out) { kernels()->box_muller(bits, n, out); }

@@ -114,6 +114,47 @@ final class KernelTests: XCTestCase {
         }
     }
 
+    /// DP-SGD's Box–Muller against libm in double precision: every instance, the extreme words
+    /// (u = 2⁻³² and 1; θ on and beside each quadrant boundary), odd counts and the 16-lane tail,
+    /// and nothing written past `count`.
+    func testBoxMullerMatchesLibmInDoublePrecision() {
+        let edgeA: [UInt32] = [0, 1, 2, 0x7FFF_FFFF, 0x8000_0000, 0xFFFF_FFFE, 0xFFFF_FFFF]
+        let edgeB: [UInt32] = [0, 1, 0x1FFF_FFFF, 0x2000_0000, 0x3FFF_FFFF, 0x4000_0000, 0x4000_0001, 0x7FFF_FFFF,
+                               0x8000_0000, 0xBFFF_FFFF, 0xC000_0000, 0xDFFF_FFFF, 0xE000_0000, 0xFFFF_FFFF]
+        var words: [UInt32] = []
+        for a in edgeA { for b in edgeB { words += [a, b] } }
+        var rng = SplitMix64(seed: 11)
+        while words.count < 1 << 16 { words.append(UInt32(truncatingIfNeeded: rng.next())) }
+        func reference(_ i: Int) -> Double {
+            let k = i & ~1, u = (Double(words[k]) + 1) * 0x1p-32, v = Double(words[k + 1]) * 0x1p-32
+            let r = (-2 * Foundation.log(u)).squareRoot(), t = 2 * Double.pi * v
+            return i == k ? r * Foundation.cos(t) : r * Foundation.sin(t)
+        }
+        forEachInstance { name in
+            for count in [1, 2, 15, 16, 17, 33, 98, words.count - 1, words.count] {
+                var out = [Float](repeating: .nan, count: count + 3)
+                words.withUnsafeBufferPointer { w in out.withUnsafeMutableBufferPointer { pando_box_muller(w.baseAddress!, count, $0.baseAddress!) } }
+                var worst = 0.0
+                for i in 0..<count {
+                    let expected = reference(i)
+                    // One float ulp, plus what libm's own rounding of 2π·v costs near a zero of sin or cos.
+                    let error = abs(Double(out[i]) - expected), allowed = Double(Float(expected).ulp) + 1e-14
+                    worst = max(worst, error / allowed)
+                    if error > allowed { XCTFail("\(name), count \(count), element \(i): \(out[i]) against \(expected)"); break }
+                }
+                XCTAssertLessThanOrEqual(worst, 1, "\(name), count \(count)")
+                XCTAssertTrue(out[count...].allSatisfy(\.isNaN), "\(name): nothing written past count \(count)")
+            }
+            // The extremes: u = 1 gives exactly 0, u = 2⁻³² the largest radius, √(64 ln 2).
+            var out = [Float](repeating: .nan, count: 4)
+            pando_box_muller([0xFFFF_FFFF, 0x1234_5678, 0, 0], 4, &out)
+            XCTAssertEqual(out[0], 0, "\(name)")
+            XCTAssertEqual(out[1], 0, "\(name)")
+            XCTAssertEqual(Double(out[2]), (64 * Foundation.log(2.0)).squareRoot(), accuracy: 1e-6, "\(name)")
+            XCTAssertEqual(out[3], 0, "\(name)")
+        }
+    }
+
     func testGELUAndItsDerivativeMatchDoublePrecision() {
         func gelu(_ x: Double) -> Double { 0.5 * x * (1 + Foundation.erf(x / 2.0.squareRoot())) }
         func derivative(_ x: Double) -> Double {

@@ -62,6 +62,12 @@ void pando_softmax_backward_rows(float *dp, const float *p, int rows, int cols, 
 /// pre[r, c] += bias[c]; out[r, c] = GELU(pre[r, c]) (exact, erf-based). Rows are contiguous.
 void pando_bias_gelu_rows(float *pre, const float *bias, int rows, int cols, float *out);
 
+/// Standard normals by Box–Muller in double precision, for DP-SGD's noise: pair k of `bits`,
+/// (a, b) = (bits[2k], bits[2k+1]), gives u = (a + 1)·2⁻³² ∈ (0, 1], v = b·2⁻³² ∈ [0, 1) and
+/// out[2k] = √(−2 ln u)·cos 2πv, out[2k+1] = √(−2 ln u)·sin 2πv, rounded to float (within
+/// a float ulp of libm's). Reads ⌈n/2⌉ pairs; an odd `n` keeps the last pair's cosine only.
+void pando_box_muller(const uint32_t *bits, long n, float *out);
+
 /// Fused attention of one (sequence, head), inference only (no dropout, nothing kept for
 /// backward): out = softmax(scale · Q·Kᵀ) · V, with Q, K, V `length × head_size` at row
 /// stride `ld` and out at row stride `ldo`. Works in this thread's scratch (Kᵀ and one

@@ -31,6 +31,13 @@ public enum Elementwise {
     /// Which build of the C element-wise kernels this CPU runs: `avx512`, `avx2` or `portable`.
     public static var kernels: String { String(cString: pando_vector_kernel_name()) }
 
+    /// Standard normals from 32-bit uniforms by Box–Muller in double precision (`pando_box_muller`):
+    /// pair k of `bits` gives `out[2k]` (r·cos θ) and `out[2k + 1]` (r·sin θ); reads ⌈count/2⌉
+    /// pairs, one thread (callers split the work by chunks of their stream).
+    public static func boxMuller(_ bits: UnsafePointer<UInt32>, count: Int, into out: UnsafeMutablePointer<Float>) {
+        pando_box_muller(bits, count, out)
+    }
+
     /// `y[r, c] = bias[c]` for every row: the starting value for a GEMM with β = 1.
     public static func broadcastRows(_ bias: UnsafePointer<Float>, rows: Int, cols: Int, into y: UnsafeMutablePointer<Float>) {
         Parallel.forRanges(rows, minimumChunk: 256) { range in

@@ -126,8 +126,8 @@ extension FineTuner {
         }
         let sd = privacy.noiseMultiplier * privacy.maxGradientNorm
         let g = gradients.buffer.base
-        for spec in model.layout.tensors where !frozen.contains(spec.name) {
-            noise.addNoise(standardDeviation: sd, to: g + spec.offset, count: spec.count, scratch: noiseScratch.buffer)
+        for range in trainedRanges {
+            noise.addNoise(standardDeviation: sd, to: g + range.lowerBound, count: range.count, scratch: noiseScratch.buffer)
         }
         Elementwise.scale(g, count: gradients.buffer.count, by: Float(1 / privacy.expectedBatchSize))
         addProximalTerm()

@@ -35,6 +35,9 @@ public final class FineTuner: @unchecked Sendable {
     public var bookKeeping = true
     /// Noise is drawn in chunks of this buffer, so a private step allocates nothing.
     lazy var noiseScratch = FloatStorage(count: 1 << 16)
+    /// Where in the flat buffer the trained tensors lie, neighbours merged: a private step
+    /// draws its noise over each range in one pass, not tensor by tensor.
+    private(set) var trainedRanges: [Range<Int>]
 
     public init(model: BertModel, capacity: BatchCapacity, settings: Settings) {
         self.model = model
@@ -42,6 +45,7 @@ public final class FineTuner: @unchecked Sendable {
         workspace = BertWorkspace(model: model, capacity: capacity, training: true)
         gradients = ParameterBuffer(layout: model.layout)
         optimizer = AdamW(layout: model.layout, settings: settings.adam)
+        trainedRanges = ParameterLayout.mergedRanges(model.layout.tensors)
     }
 
     /// FedProx's proximal term `μ/2 · ‖w − anchor‖²`: when set, every step
@@ -66,6 +70,7 @@ public final class FineTuner: @unchecked Sendable {
             optimizer.frozen = newValue
             workspace.backwardFloor = model.backwardFloor(frozen: newValue)
             workspace.setFrozen(newValue, layout: model.layout)
+            trainedRanges = ParameterLayout.mergedRanges(model.layout.tensors.filter { !newValue.contains($0.name) })
         }
     }
 

@@ -8,8 +8,10 @@ import PandoEngine
 /// guarantee is void; the seeded generators of the engine are for tests only.
 ///
 /// Construction: an `AESKeystream` under a fresh key from the system CSPRNG,
-/// turned into normals by Box–Muller in double precision: 32-bit uniforms, so the largest
-/// magnitude drawn is √(−2 ln 2⁻³²) ≈ 6.7. Chunks are independent, so both cores fill them.
+/// turned into normals by Box–Muller in double precision (the vectorised `Elementwise.boxMuller`;
+/// words are read in the byte order of a little-endian CPU, which every supported one is):
+/// 32-bit uniforms, so the largest magnitude drawn is √(−2 ln 2⁻³²) ≈ 6.7. Chunks are
+/// independent, so both cores fill them.
 public final class SecureRandomness: DPRandomness, @unchecked Sendable {
     private let key = SymmetricKey(size: .bits256)
     private var chunk: UInt64 = 0
@@ -36,16 +38,7 @@ public final class SecureRandomness: DPRandomness, @unchecked Sendable {
             withUnsafeTemporaryAllocation(of: UInt32.self, capacity: words) { bits in
                 for c in range {
                     self.keystream(first + UInt64(c), into: bits.baseAddress!)
-                    let out = x + c * words, n = min(words, count - c * words)
-                    var i = 0
-                    while i < n {
-                        let u1 = (Double(UInt32(littleEndian: bits[i])) + 1) * 0x1p-32
-                        let u2 = Double(UInt32(littleEndian: bits[i + 1])) * 0x1p-32
-                        let r = (-2 * Foundation.log(u1)).squareRoot(), t = 2 * Double.pi * u2
-                        out[i] = Float(r * Foundation.cos(t))
-                        if i + 1 < n { out[i + 1] = Float(r * Foundation.sin(t)) }
-                        i += 2
-                    }
+                    Elementwise.boxMuller(bits.baseAddress!, count: min(words, count - c * words), into: x + c * words)
                 }
             }
         }
