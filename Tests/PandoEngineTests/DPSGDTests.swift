@@ -116,13 +116,17 @@ final class DPSGDTests: XCTestCase {
     }
 
     /// With no examples a private step is pure noise: zero-mean, σ·C / (expected batch)
-    /// per trained element, and nothing at all in frozen tensors.
+    /// per trained element, and nothing at all in frozen tensors, at the start of the buffer
+    /// or between trained ones (noise is drawn over merged trained ranges).
     func testNoiseGoesToTrainedTensorsAtTheCalibratedScale() throws {
         let model = try tinyModel(.softmaxCrossEntropy, outputs: 3, pooling: .pooler)
         var settings = FineTuner.Settings()
         settings.dropout = false
         let tuner = FineTuner(model: model, capacity: BatchCapacity(sequences: 4, length: 40), settings: settings)
-        tuner.frozen = Set(model.layout.tensors.map(\.name).filter { $0.hasPrefix("bert.embeddings.") })
+        tuner.frozen = Set(model.layout.tensors.map(\.name).filter {
+            $0.hasPrefix("bert.embeddings.") || $0.hasPrefix("bert.encoder.layer.0.attention.output.")
+        })
+        XCTAssertGreaterThan(tuner.trainedRanges.count, 1, "a frozen gap between trained tensors")
         let before = model.parameters.copy()
         let privacy = DPSGDSettings(maxGradientNorm: 0.5, noiseMultiplier: 2, expectedBatchSize: 8)
         tuner.privateStep([], privacy: privacy, noise: SeededGaussianNoise(seed: 1))
