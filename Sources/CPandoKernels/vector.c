@@ -233,6 +233,33 @@ INLINE void layer_norm_backward_rows_body(const float *dy, const float *xhat, co
     }
 }
 
+/// Lanes of one round of `transpose16`: for h = 8, 4, 2, 1, lo takes each 2h-lane group's
+/// first h lanes of a then of b, hi their last h lanes.
+#define T_LO8 0, 1, 2, 3, 4, 5, 6, 7, 16, 17, 18, 19, 20, 21, 22, 23
+#define T_HI8 8, 9, 10, 11, 12, 13, 14, 15, 24, 25, 26, 27, 28, 29, 30, 31
+#define T_LO4 0, 1, 2, 3, 16, 17, 18, 19, 8, 9, 10, 11, 24, 25, 26, 27
+#define T_HI4 4, 5, 6, 7, 20, 21, 22, 23, 12, 13, 14, 15, 28, 29, 30, 31
+#define T_LO2 0, 1, 16, 17, 4, 5, 20, 21, 8, 9, 24, 25, 12, 13, 28, 29
+#define T_HI2 2, 3, 18, 19, 6, 7, 22, 23, 10, 11, 26, 27, 14, 15, 30, 31
+#define T_LO1 0, 16, 2, 18, 4, 20, 6, 22, 8, 24, 10, 26, 12, 28, 14, 30
+#define T_HI1 1, 17, 3, 19, 5, 21, 7, 23, 9, 25, 11, 27, 13, 29, 15, 31
+#define T_ROUND(h, LO, HI)                                                                   \
+    for (int i = 0; i < W; i++)                                                              \
+        if (!(i & h)) {                                                                      \
+            const vf a = r[i], b = r[i + h];                                                 \
+            r[i] = __builtin_shufflevector(a, b, LO);                                        \
+            r[i + h] = __builtin_shufflevector(a, b, HI);                                    \
+        }
+
+/// Transposes the 16 × 16 block held as 16 row vectors, in place: four rounds that swap the
+/// off-diagonal h × h blocks of every 2h × 2h block, for h = 8, 4, 2, 1 (two-source shuffles).
+INLINE void transpose16(vf r[W]) {
+    T_ROUND(8, T_LO8, T_HI8)
+    T_ROUND(4, T_LO4, T_HI4)
+    T_ROUND(2, T_LO2, T_HI2)
+    T_ROUND(1, T_LO1, T_HI1)
+}
+
 /// Rows of queries a block of the fused attention handles at once: its scores, the
 /// accumulators of its output and Kᵀ stay in L1 and registers.
 #define ATT_ROWS 8
@@ -242,12 +269,26 @@ INLINE void layer_norm_backward_rows_body(const float *dy, const float *xhat, co
 /// scores (ATT_ROWS × Lp), Lp = L rounded up to 32. The probabilities are never written out
 /// beyond that block, and normalisation is folded into the output (one multiply per value).
 INLINE void attention_body(const float *q, const float *k, const float *v, int ld, int L, int d, float scale,
-                           float *out, int ldo, float *scratch) {
+                           float *out, int ldo, float *scratch, int shuffles) {
     const int Lp = (L + 2 * W - 1) / (2 * W) * (2 * W);
     float *kt = scratch, *s = scratch + (long)d * Lp;
+    // Kᵀ: with `shuffles` (AVX-512: 7–10% faster attention on Zen 5), whole 16 × 16 blocks
+    // through registers and the edges one float at a time; otherwise one float at a time
+    // (AVX2 splits the 16-float shuffles and ran 7% slower with them).
+    const int L16 = shuffles ? L / W * W : 0, d16 = shuffles ? d / W * W : 0;
+    for (int j0 = 0; j0 < L16; j0 += W) {
+        for (int c0 = 0; c0 < d16; c0 += W) {
+            vf r[W];
+            for (int j = 0; j < W; j++) r[j] = load(k + (long)(j0 + j) * ld + c0);
+            transpose16(r);
+            for (int c = 0; c < W; c++) store(kt + (long)(c0 + c) * Lp + j0, r[c]);
+        }
+        for (int c = d16; c < d; c++)
+            for (int j = j0; j < j0 + W; j++) kt[(long)c * Lp + j] = k[(long)j * ld + c];
+    }
     for (int c = 0; c < d; c++) {
         float *row = kt + (long)c * Lp;
-        for (int j = 0; j < L; j++) row[j] = k[(long)j * ld + c];
+        for (int j = L16; j < L; j++) row[j] = k[(long)j * ld + c];
         for (int j = L; j < Lp; j++) row[j] = 0;
     }
     for (int i0 = 0; i0 < L; i0 += ATT_ROWS) {
@@ -255,7 +296,7 @@ INLINE void attention_body(const float *q, const float *k, const float *v, int l
         const float *qr[ATT_ROWS];
         // Rows past the end repeat the last one (valid memory); their results are not stored.
         for (int r = 0; r < ATT_ROWS; r++) qr[r] = q + (long)(i0 + (r < rb ? r : rb - 1)) * ld;
-        // Scores: 8 rows × 32 keys per pass, one broadcast query value against two key vectors.
+        // Scores: ATT_ROWS rows × 32 keys per pass, one broadcast query value against two key vectors.
         for (int j0 = 0; j0 < Lp; j0 += 2 * W) {
             vf a0[ATT_ROWS], a1[ATT_ROWS];
             for (int r = 0; r < ATT_ROWS; r++) { a0[r] = 0; a1[r] = 0; }
@@ -275,7 +316,7 @@ INLINE void attention_body(const float *q, const float *k, const float *v, int l
         // Softmax numerators over the L real keys; the padded keys' scores are never read.
         float inv[ATT_ROWS];
         for (int r = 0; r < rb; r++) inv[r] = 1.0f / softmax_numerators(s + (long)r * Lp, L);
-        // Context: 8 rows × 32 columns of V per pass.
+        // Context: ATT_ROWS rows × 32 columns of V per pass.
         for (int c0 = 0; c0 < d; c0 += 2 * W) {
             const int n0 = d - c0 < W ? d - c0 : W, n1 = d - c0 - W < 0 ? 0 : (d - c0 - W < W ? d - c0 - W : W);
             vf o0[ATT_ROWS], o1[ATT_ROWS];
@@ -406,7 +447,7 @@ struct vector_kernels {
     void (*box_muller)(const uint32_t *, long, float *);
 };
 
-#define INSTANCE(SUFFIX, ATTR)                                                                                          \
+#define INSTANCE(SUFFIX, ATTR, SHUFFLES)                                                                                   \
     ATTR static void softmax_rows_##SUFFIX(float *x, int rows, int cols, int ld) { softmax_rows_body(x, rows, cols, ld); } \
     ATTR static void softmax_backward_rows_##SUFFIX(float *dp, const float *p, int rows, int cols, int ld) {            \
         softmax_backward_rows_body(dp, p, rows, cols, ld);                                                              \
@@ -427,7 +468,7 @@ struct vector_kernels {
     }                                                                                                                   \
     ATTR static void attention_##SUFFIX(const float *q, const float *k, const float *v, int ld, int L, int d,          \
                                         float scale, float *out, int ldo, float *scratch) {                            \
-        attention_body(q, k, v, ld, L, d, scale, out, ldo, scratch);                                                    \
+        attention_body(q, k, v, ld, L, d, scale, out, ldo, scratch, SHUFFLES);                                         \
     }                                                                                                                   \
     ATTR static void box_muller_##SUFFIX(const uint32_t *bits, long n, float *out) { box_muller_body(bits, n, out); }    \
     static const struct vector_kernels kernels_##SUFFIX = {                                                             \
@@ -435,10 +476,10 @@ struct vector_kernels {
         gelu_backward_##SUFFIX, layer_norm_rows_##SUFFIX, layer_norm_backward_rows_##SUFFIX, attention_##SUFFIX,         \
         box_muller_##SUFFIX};
 
-INSTANCE(portable, )
+INSTANCE(portable, , 0)
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-INSTANCE(avx2, __attribute__((target("avx2,fma"))))
-INSTANCE(avx512, __attribute__((target("avx512f,avx512dq"))))
+INSTANCE(avx2, __attribute__((target("avx2,fma"))), 0)
+INSTANCE(avx512, __attribute__((target("avx512f,avx512dq"))), 1)
 #endif
 
 static const struct vector_kernels *const instances[] = {

@@ -36,13 +36,14 @@ final class NativeGEMMTests: XCTestCase {
     }
 
     /// Shapes that hit every edge: tiles cut in both directions, several row blocks (MC = 64),
-    /// several depth blocks (KC = 512), several column blocks (NC = 1536), a single row and
-    /// column, and leading dimensions wider than the matrices.
+    /// one depth block (k ≤ 1536) and several (KC = 512: k = 1700, and k = 1100 with a packed
+    /// B over 2²⁰ floats), several column blocks (NC = 1536), a single row and column, and
+    /// leading dimensions wider than the matrices.
     func testEveryTransposeAndEdgeMatchesDoublePrecision() throws {
         try withNativeKernel {
             var counter = 0
             func uniform() -> Float { counter += 1; return CounterRandom.uniform(12, counter) - 0.5 }
-            let shapes: [(m: Int, n: Int, k: Int)] = [(37, 53, 19), (130, 97, 600), (8, 48, 512), (1, 1, 1), (3, 1600, 5), (70, 17, 1100)]
+            let shapes: [(m: Int, n: Int, k: Int)] = [(37, 53, 19), (130, 97, 600), (8, 48, 512), (1, 1, 1), (3, 1600, 5), (70, 17, 1700), (5, 1000, 1100)]
             for (m, n, k) in shapes {
                 for transA in [false, true] {
                     for transB in [false, true] {

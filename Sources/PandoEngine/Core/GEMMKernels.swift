@@ -161,6 +161,9 @@ public struct GEMMKernels: Sendable {
         }
         if isa < cpu.widestISA {
             s += "; WARNING: the CPU supports \(cpu.widestISA), so GEMMs run slower than they could"
+            if choice.source == .environment, let own = GEMMCoreChoice.choose(for: cpu, environment: nil).coreType {
+                s += " (unset OPENBLAS_CORETYPE and Pando loads \(own))"
+            }
         }
         return s
     }
