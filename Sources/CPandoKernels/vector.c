@@ -172,34 +172,55 @@ INLINE void gelu_backward_body(float *grad, const float *pre, long n) {
     }
 }
 
-INLINE void layer_norm_rows_body(const float *x, int rows, int cols, const float *gamma, const float *beta, float eps,
-                                 float *normalized, float *inverse_std, float *y) {
+/// One row of the LayerNorm's input, `x + bias + residual` when `add` (both given), else `x`;
+/// always inlined with a constant `add`, so the plain LayerNorm keeps its one-stream loops.
+INLINE vf ln_in(const float *x, const float *bias, const float *res, int c, int add) {
+    return add ? load(x + c) + load(bias + c) + load(res + c) : load(x + c);
+}
+
+INLINE vf ln_in_tail(const float *x, const float *bias, const float *res, int c, int n, float fill, int add) {
+    return add ? load_tail(x + c, n, fill) + load_tail(bias + c, n, 0) + load_tail(res + c, n, 0)
+               : load_tail(x + c, n, fill);
+}
+
+/// LayerNorm of `rows` rows; with `add`, of x + bias + residual, summed again in each of the
+/// three passes over a row (which sits in L1) instead of being written out and read back.
+INLINE void layer_norm_rows_add(const float *x, const float *bias, const float *res, int rows, int cols,
+                                const float *gamma, const float *beta, float eps, float *normalized,
+                                float *inverse_std, float *y, int add) {
     const int full = cols - cols % W, tail = cols - full;
     const float inv_n = 1.0f / (float)cols;
     for (int r = 0; r < rows; r++) {
-        const float *xr = x + (long)r * cols;
+        const float *xr = x + (long)r * cols, *rr = add ? res + (long)r * cols : 0;
         float *yr = y + (long)r * cols;
         vf s = 0;
-        for (int c = 0; c < full; c += W) s += load(xr + c);
-        if (tail) s += load_tail(xr + full, tail, 0);
+        for (int c = 0; c < full; c += W) s += ln_in(xr, bias, rr, c, add);
+        if (tail) s += ln_in_tail(xr, bias, rr, full, tail, 0, add);
         const float mean = sum_lanes(s) * inv_n;
         vf q = 0;
-        for (int c = 0; c < full; c += W) { vf d = load(xr + c) - mean; q += d * d; }
-        if (tail) { vf d = load_tail(xr + full, tail, mean) - mean; q += d * d; }
+        for (int c = 0; c < full; c += W) { vf d = ln_in(xr, bias, rr, c, add) - mean; q += d * d; }
+        if (tail) { vf d = ln_in_tail(xr, bias, rr, full, tail, mean, add) - mean; q += d * d; }
         const float rstd = 1.0f / sqrtf(sum_lanes(q) * inv_n + eps);
         if (inverse_std) inverse_std[r] = rstd;
         float *nr = normalized ? normalized + (long)r * cols : 0;
         for (int c = 0; c < full; c += W) {
-            vf h = (load(xr + c) - mean) * rstd;
+            vf h = (ln_in(xr, bias, rr, c, add) - mean) * rstd;
             if (nr) store(nr + c, h);
             store(yr + c, h * load(gamma + c) + load(beta + c));
         }
         if (tail) {
-            vf h = (load_tail(xr + full, tail, mean) - mean) * rstd;
+            vf h = (ln_in_tail(xr, bias, rr, full, tail, mean, add) - mean) * rstd;
             if (nr) store_tail(nr + full, h, tail);
             store_tail(yr + full, h * load_tail(gamma + full, tail, 0) + load_tail(beta + full, tail, 0), tail);
         }
     }
+}
+
+INLINE void layer_norm_rows_body(const float *x, const float *bias, const float *res, int rows, int cols,
+                                 const float *gamma, const float *beta, float eps, float *normalized,
+                                 float *inverse_std, float *y) {
+    if (bias && res) layer_norm_rows_add(x, bias, res, rows, cols, gamma, beta, eps, normalized, inverse_std, y, 1);
+    else layer_norm_rows_add(x, 0, 0, rows, cols, gamma, beta, eps, normalized, inverse_std, y, 0);
 }
 
 INLINE void layer_norm_backward_rows_body(const float *dy, const float *xhat, const float *inverse_std, const float *gamma,
@@ -441,7 +462,8 @@ struct vector_kernels {
     void (*bias_gelu_rows)(float *, const float *, int, int, float *);
     void (*gelu)(const float *, long, float *);
     void (*gelu_backward)(float *, const float *, long);
-    void (*layer_norm_rows)(const float *, int, int, const float *, const float *, float, float *, float *, float *);
+    void (*layer_norm_rows)(const float *, const float *, const float *, int, int, const float *, const float *, float,
+                            float *, float *, float *);
     void (*layer_norm_backward_rows)(const float *, const float *, const float *, const float *, int, int, float *, float *, float *);
     void (*attention)(const float *, const float *, const float *, int, int, int, float, float *, int, float *);
     void (*box_muller)(const uint32_t *, long, float *);
@@ -457,9 +479,10 @@ struct vector_kernels {
     }                                                                                                                   \
     ATTR static void gelu_##SUFFIX(const float *x, long n, float *y) { gelu_body(x, n, y); }                            \
     ATTR static void gelu_backward_##SUFFIX(float *g, const float *pre, long n) { gelu_backward_body(g, pre, n); }      \
-    ATTR static void layer_norm_rows_##SUFFIX(const float *x, int rows, int cols, const float *gamma,                   \
-                                              const float *beta, float eps, float *nrm, float *istd, float *y) {       \
-        layer_norm_rows_body(x, rows, cols, gamma, beta, eps, nrm, istd, y);                                            \
+    ATTR static void layer_norm_rows_##SUFFIX(const float *x, const float *bias, const float *res, int rows, int cols,  \
+                                              const float *gamma, const float *beta, float eps, float *nrm, float *istd, \
+                                              float *y) {                                                              \
+        layer_norm_rows_body(x, bias, res, rows, cols, gamma, beta, eps, nrm, istd, y);                                 \
     }                                                                                                                   \
     ATTR static void layer_norm_backward_rows_##SUFFIX(const float *dy, const float *xh, const float *istd,             \
                                                        const float *gamma, int rows, int cols, float *dx, float *dg,   \
@@ -555,9 +578,10 @@ int pando_attention(const float *q, const float *k, const float *v, int ld, int 
 
 void pando_gelu_backward(float *grad, const float *pre, long n) { kernels()->gelu_backward(grad, pre, n); }
 
-void pando_layer_norm_rows(const float *x, int rows, int cols, const float *gamma, const float *beta, float eps,
-                           float *normalized, float *inverse_std, float *y) {
-    kernels()->layer_norm_rows(x, rows, cols, gamma, beta, eps, normalized, inverse_std, y);
+void pando_layer_norm_rows(const float *x, const float *bias, const float *residual, int rows, int cols,
+                           const float *gamma, const float *beta, float eps, float *normalized, float *inverse_std,
+                           float *y) {
+    kernels()->layer_norm_rows(x, bias, residual, rows, cols, gamma, beta, eps, normalized, inverse_std, y);
 }
 
 void pando_layer_norm_backward_rows(const float *dy, const float *xhat, const float *inverse_std, const float *gamma,

@@ -197,7 +197,7 @@ final class KernelTests: XCTestCase {
                 y.withUnsafeMutableBufferPointer { yp in
                     xhat.withUnsafeMutableBufferPointer { hp in
                         rstd.withUnsafeMutableBufferPointer {
-                            pando_layer_norm_rows(x, Int32(rows), Int32(cols), gamma, beta, eps, hp.baseAddress!, $0.baseAddress!, yp.baseAddress!)
+                            pando_layer_norm_rows(x, nil, nil, Int32(rows), Int32(cols), gamma, beta, eps, hp.baseAddress!, $0.baseAddress!, yp.baseAddress!)
                         }
                     }
                 }
@@ -232,6 +232,42 @@ final class KernelTests: XCTestCase {
                 for c in 0..<cols {
                     XCTAssertEqual(Double(dgamma[c]), expectedDGamma[c], accuracy: 1e-4, "\(name) dγ accumulates")
                     XCTAssertEqual(Double(dbeta[c]), expectedDBeta[c], accuracy: 1e-4, "\(name) dβ accumulates")
+                }
+            }
+        }
+    }
+
+    /// LayerNorm of x + bias + residual summed inside the kernel equals the sum written out
+    /// first and normalised after, bit for bit (the same float additions in the same order),
+    /// for every width, tails included, and with or without x̂ and rstd.
+    func testLayerNormOfTheResidualSumEqualsTheTwoPasses() {
+        forEachInstance { name in
+            for cols in widths where cols > 1 {
+                let rows = 3, eps: Float = 1e-12
+                let x = values(rows * cols, seed: UInt64(cols) + 11, spread: 3), residual = values(rows * cols, seed: 12, spread: 2)
+                let bias = values(cols, seed: 13, spread: 1)
+                let gamma = values(cols, seed: 5, spread: 1), beta = values(cols, seed: 6, spread: 1)
+                let sum = (0..<(rows * cols)).map { x[$0] + bias[$0 % cols] + residual[$0] }
+                for keep in [true, false] {
+                    var y1 = [Float](repeating: .nan, count: rows * cols), y2 = y1, h1 = y1, h2 = y1
+                    var s1 = [Float](repeating: .nan, count: rows), s2 = s1
+                    func run(_ input: [Float], _ b: [Float]?, _ r: [Float]?, _ y: inout [Float], _ h: inout [Float], _ s: inout [Float]) {
+                        y.withUnsafeMutableBufferPointer { yp in
+                            h.withUnsafeMutableBufferPointer { hp in
+                                s.withUnsafeMutableBufferPointer { sp in
+                                    pando_layer_norm_rows(input, b, r, Int32(rows), Int32(cols), gamma, beta, eps,
+                                                          keep ? hp.baseAddress : nil, keep ? sp.baseAddress : nil, yp.baseAddress!)
+                                }
+                            }
+                        }
+                    }
+                    run(sum, nil, nil, &y1, &h1, &s1)
+                    run(x, bias, residual, &y2, &h2, &s2)
+                    XCTAssertEqual(y2, y1, "\(name) cols \(cols): y")
+                    if keep {
+                        XCTAssertEqual(h2, h1, "\(name) cols \(cols): x̂")
+                        XCTAssertEqual(s2, s1, "\(name) cols \(cols): rstd")
+                    }
                 }
             }
         }

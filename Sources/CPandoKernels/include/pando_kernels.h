@@ -81,10 +81,13 @@ void pando_gelu(const float *x, long n, float *y);
 /// grad[i] *= GELU′(pre[i]) for n elements.
 void pando_gelu_backward(float *grad, const float *pre, long n);
 
-/// LayerNorm of each contiguous row: y = (x − mean)·rstd·γ + β. Writes x̂ to `normalized` and rstd to
-/// `inverse_std` when they are not NULL.
-void pando_layer_norm_rows(const float *x, int rows, int cols, const float *gamma, const float *beta, float eps,
-                           float *normalized, float *inverse_std, float *y);
+/// LayerNorm of each contiguous row: y = (x − mean)·rstd·γ + β. With `bias` (cols) and `residual`
+/// (rows × cols) both given, of x + bias + residual, without writing that sum out (the
+/// residual connection of an encoder layer without dropout). Writes x̂ to `normalized` and
+/// rstd to `inverse_std` when they are not NULL.
+void pando_layer_norm_rows(const float *x, const float *bias, const float *residual, int rows, int cols,
+                           const float *gamma, const float *beta, float eps, float *normalized, float *inverse_std,
+                           float *y);
 
 /// LayerNorm backward for contiguous rows: writes dx and adds Σ dy·x̂ to dgamma and Σ dy to dbeta.
 void pando_layer_norm_backward_rows(const float *dy, const float *xhat, const float *inverse_std, const float *gamma,

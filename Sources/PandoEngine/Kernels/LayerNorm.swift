@@ -5,8 +5,11 @@ import Foundation
 /// `x̂ = (x − mean) / √(var + ε)`. The forward pass keeps `x̂` and `1/σ` per
 /// row for the backward pass.
 public enum LayerNormKernel {
+    /// With `adding: (bias, residual)`, normalises input + bias + residual without writing that
+    /// sum out: an encoder layer's residual connection when it has no dropout.
     public static func forward(
-        input: UnsafePointer<Float>, rows: Int, cols: Int,
+        input: UnsafePointer<Float>, adding: (bias: UnsafePointer<Float>, residual: UnsafePointer<Float>)? = nil,
+        rows: Int, cols: Int,
         gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>, eps: Float,
         normalized: UnsafeMutablePointer<Float>?, inverseStd: UnsafeMutablePointer<Float>?,
         output: UnsafeMutablePointer<Float>
@@ -14,7 +17,7 @@ public enum LayerNormKernel {
         Parallel.forRanges(rows, minimumChunk: 64) { range in
             let offset = range.lowerBound * cols
             pando_layer_norm_rows(
-                input + offset, Int32(range.count), Int32(cols), gamma, beta, eps,
+                input + offset, adding?.bias, adding.map { $0.residual + offset }, Int32(range.count), Int32(cols), gamma, beta, eps,
                 normalized.map { $0 + offset }, inverseStd.map { $0 + range.lowerBound }, output + offset)
         }
     }

@@ -128,12 +128,10 @@ extension BertModel {
             BLAS.gemm(transB: true, m: t.rows, n: H, k: H, a: t.context, lda: H, b: p(o.attentionOutWeight), ldb: H, c: t.sum, ldc: H)
             loraForward(.attentionOutput, layer: l, x: t.context, rows: t.rows, y: t.sum, ldy: H, workspace: ws, dropout: dropout)
         }
-        Elementwise.biasDropoutResidual(
-            t.sum, bias: p(o.attentionOutBias), residual: t.residual, rows: t.rows, cols: H,
-            dropout: dropout?.mask(c.attentionOutputDropout, site: DropoutSite.attentionOutput(l)) ?? inactive)
-        LayerNormKernel.forward(
-            input: t.sum, rows: t.rows, cols: H, gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), eps: c.layerNormEps,
-            normalized: t.normalized1, inverseStd: t.inverseStd1, output: t.attended)
+        residualLayerNorm(
+            t.sum, bias: p(o.attentionOutBias), residual: t.residual, rows: t.rows,
+            dropout: dropout?.mask(c.attentionOutputDropout, site: DropoutSite.attentionOutput(l)) ?? inactive,
+            gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), normalized: t.normalized1, inverseStd: t.inverseStd1, output: t.attended)
         if let (q, scratch) = q8 {
             q.ffnIn.apply(t.attended, rows: t.rows, bias: nil, into: t.ffnPre, scratch: scratch)
         } else {
@@ -147,12 +145,29 @@ extension BertModel {
             BLAS.gemm(transB: true, m: t.rows, n: H, k: I, a: t.ffnAct, lda: I, b: p(o.ffnOutWeight), ldb: I, c: t.sum, ldc: H)
             loraForward(.output, layer: l, x: t.ffnAct, rows: t.rows, y: t.sum, ldy: H, workspace: ws, dropout: dropout)
         }
-        Elementwise.biasDropoutResidual(
-            t.sum, bias: p(o.ffnOutBias), residual: t.attended, rows: t.rows, cols: H,
-            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? inactive)
-        LayerNormKernel.forward(
-            input: t.sum, rows: t.rows, cols: H, gamma: p(o.norm2Gamma), beta: p(o.norm2Beta), eps: c.layerNormEps,
-            normalized: t.normalized2, inverseStd: t.inverseStd2, output: t.output)
+        residualLayerNorm(
+            t.sum, bias: p(o.ffnOutBias), residual: t.attended, rows: t.rows,
+            dropout: dropout?.mask(c.hiddenDropout, site: DropoutSite.ffnOutput(l)) ?? inactive,
+            gamma: p(o.norm2Gamma), beta: p(o.norm2Beta), normalized: t.normalized2, inverseStd: t.inverseStd2, output: t.output)
+    }
+
+    /// output = LayerNorm(dropout(x + bias) + residual). Without dropout the sum is formed
+    /// inside the LayerNorm kernel and never written out (inference and evaluation); with it,
+    /// `x` is overwritten by the sum first.
+    private func residualLayerNorm(
+        _ x: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, residual: UnsafePointer<Float>, rows: Int,
+        dropout: DropoutMask, gamma: UnsafePointer<Float>, beta: UnsafePointer<Float>,
+        normalized: UnsafeMutablePointer<Float>?, inverseStd: UnsafeMutablePointer<Float>?, output: UnsafeMutablePointer<Float>
+    ) {
+        let H = config.hiddenSize
+        if dropout.isActive {
+            Elementwise.biasDropoutResidual(x, bias: bias, residual: residual, rows: rows, cols: H, dropout: dropout)
+            LayerNormKernel.forward(input: x, rows: rows, cols: H, gamma: gamma, beta: beta, eps: config.layerNormEps,
+                                    normalized: normalized, inverseStd: inverseStd, output: output)
+        } else {
+            LayerNormKernel.forward(input: x, adding: (bias, residual), rows: rows, cols: H, gamma: gamma, beta: beta,
+                                    eps: config.layerNormEps, normalized: normalized, inverseStd: inverseStd, output: output)
+        }
     }
 
     /// Pools the last hidden state and applies the head; returns the logits.
