@@ -63,6 +63,21 @@ public enum Elementwise {
         }
     }
 
+    /// `out = activation(pre)`, row-parallel.
+    public static func activation(
+        _ pre: UnsafePointer<Float>, rows: Int, cols: Int, activation: BertConfig.Activation,
+        output: UnsafeMutablePointer<Float>
+    ) {
+        Parallel.forRanges(rows, minimumChunk: 16) { range in
+            let p = pre + range.lowerBound * cols, o = output + range.lowerBound * cols, n = range.count * cols
+            if activation == .gelu {
+                pando_gelu(p, n, o)
+                return
+            }
+            for i in 0..<n { o[i] = Activation.value(p[i], activation) }
+        }
+    }
+
     /// `pre += bias` in place, then `out = activation(pre)`.
     public static func biasActivation(
         _ pre: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int,

@@ -132,13 +132,16 @@ extension BertModel {
             t.sum, bias: p(o.attentionOutBias), residual: t.residual, rows: t.rows,
             dropout: dropout?.mask(c.attentionOutputDropout, site: DropoutSite.attentionOutput(l)) ?? inactive,
             gamma: p(o.norm1Gamma), beta: p(o.norm1Beta), normalized: t.normalized1, inverseStd: t.inverseStd1, output: t.attended)
+        // The bias goes in as the product is stored, so the activation pass only reads the
+        // pre-activation (backward needs it) and writes its output.
         if let (q, scratch) = q8 {
-            q.ffnIn.apply(t.attended, rows: t.rows, bias: nil, into: t.ffnPre, scratch: scratch)
+            q.ffnIn.apply(t.attended, rows: t.rows, bias: p(o.ffnInBias), into: t.ffnPre, scratch: scratch)
         } else {
-            BLAS.gemm(transB: true, m: t.rows, n: I, k: H, a: t.attended, lda: H, b: p(o.ffnInWeight), ldb: H, c: t.ffnPre, ldc: I)
+            BLAS.gemm(transB: true, m: t.rows, n: I, k: H, a: t.attended, lda: H, b: p(o.ffnInWeight), ldb: H,
+                      bias: p(o.ffnInBias), c: t.ffnPre, ldc: I)
             loraForward(.intermediate, layer: l, x: t.attended, rows: t.rows, y: t.ffnPre, ldy: I, workspace: ws, dropout: dropout)
         }
-        Elementwise.biasActivation(t.ffnPre, bias: p(o.ffnInBias), rows: t.rows, cols: I, activation: c.activation, output: t.ffnAct)
+        Elementwise.activation(t.ffnPre, rows: t.rows, cols: I, activation: c.activation, output: t.ffnAct)
         if let (q, scratch) = q8 {
             q.ffnOut.apply(t.ffnAct, rows: t.rows, bias: nil, into: t.sum, scratch: scratch)
         } else {
