@@ -73,7 +73,7 @@ float *pando_thread_scratch(size_t floats) {
 
 /// A rows [i0, i0 + rows) × depth [p0, p0 + kc) into one panel dst[p][MR], zero past `rows`,
 /// for a transposed A (A[i, p] = a[p·lda + i]: each depth step is MR contiguous floats). A
-/// row-major A is read in place by `tile_rows` instead.
+/// row-major A is read in place by `tile` instead.
 AVX512 static void pack_a_transposed(const float *a, long lda, int i0, int rows, int p0, int kc, float *dst) {
     __mmask8 m = (__mmask8)((1u << rows) - 1);
     for (int p = 0; p < kc; p++) {

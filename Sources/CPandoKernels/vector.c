@@ -140,23 +140,6 @@ INLINE void softmax_backward_rows_body(float *dp, const float *p, int rows, int 
     }
 }
 
-INLINE void bias_gelu_rows_body(float *pre, const float *bias, int rows, int cols, float *out) {
-    const int full = cols - cols % W, tail = cols - full;
-    for (int r = 0; r < rows; r++) {
-        float *p = pre + (long)r * cols, *o = out + (long)r * cols;
-        for (int c = 0; c < full; c += W) {
-            vf v = load(p + c) + load(bias + c);
-            store(p + c, v);
-            store(o + c, vgelu(v));
-        }
-        if (tail) {
-            vf v = load_tail(p + full, tail, 0) + load_tail(bias + full, tail, 0);
-            store_tail(p + full, v, tail);
-            store_tail(o + full, vgelu(v), tail);
-        }
-    }
-}
-
 INLINE void gelu_body(const float *x, long n, float *y) {
     const long full = n - n % W;
     for (long i = 0; i < full; i += W) store(y + i, vgelu(load(x + i)));
@@ -459,7 +442,6 @@ struct vector_kernels {
     const char *name;
     void (*softmax_rows)(float *, int, int, int);
     void (*softmax_backward_rows)(float *, const float *, int, int, int);
-    void (*bias_gelu_rows)(float *, const float *, int, int, float *);
     void (*gelu)(const float *, long, float *);
     void (*gelu_backward)(float *, const float *, long);
     void (*layer_norm_rows)(const float *, const float *, const float *, int, int, const float *, const float *, float,
@@ -473,9 +455,6 @@ struct vector_kernels {
     ATTR static void softmax_rows_##SUFFIX(float *x, int rows, int cols, int ld) { softmax_rows_body(x, rows, cols, ld); } \
     ATTR static void softmax_backward_rows_##SUFFIX(float *dp, const float *p, int rows, int cols, int ld) {            \
         softmax_backward_rows_body(dp, p, rows, cols, ld);                                                              \
-    }                                                                                                                   \
-    ATTR static void bias_gelu_rows_##SUFFIX(float *pre, const float *bias, int rows, int cols, float *out) {           \
-        bias_gelu_rows_body(pre, bias, rows, cols, out);                                                                \
     }                                                                                                                   \
     ATTR static void gelu_##SUFFIX(const float *x, long n, float *y) { gelu_body(x, n, y); }                            \
     ATTR static void gelu_backward_##SUFFIX(float *g, const float *pre, long n) { gelu_backward_body(g, pre, n); }      \
@@ -495,7 +474,7 @@ struct vector_kernels {
     }                                                                                                                   \
     ATTR static void box_muller_##SUFFIX(const uint32_t *bits, long n, float *out) { box_muller_body(bits, n, out); }    \
     static const struct vector_kernels kernels_##SUFFIX = {                                                             \
-        #SUFFIX, softmax_rows_##SUFFIX, softmax_backward_rows_##SUFFIX, bias_gelu_rows_##SUFFIX, gelu_##SUFFIX,          \
+        #SUFFIX, softmax_rows_##SUFFIX, softmax_backward_rows_##SUFFIX, gelu_##SUFFIX,                                   \
         gelu_backward_##SUFFIX, layer_norm_rows_##SUFFIX, layer_norm_backward_rows_##SUFFIX, attention_##SUFFIX,         \
         box_muller_##SUFFIX};
 
@@ -559,9 +538,6 @@ void pando_softmax_backward_rows(float *dp, const float *p, int rows, int cols, 
     kernels()->softmax_backward_rows(dp, p, rows, cols, ld);
 }
 
-void pando_bias_gelu_rows(float *pre, const float *bias, int rows, int cols, float *out) {
-    kernels()->bias_gelu_rows(pre, bias, rows, cols, out);
-}
 
 void pando_gelu(const float *x, long n, float *y) { kernels()->gelu(x, n, y); }
 

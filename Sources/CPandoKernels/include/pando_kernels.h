@@ -59,8 +59,6 @@ void pando_softmax_rows(float *x, int rows, int cols, int ld);
 /// Softmax backward in place: dp[r, :] = p[r, :] ⊙ (dp[r, :] − ⟨dp[r, :], p[r, :]⟩).
 void pando_softmax_backward_rows(float *dp, const float *p, int rows, int cols, int ld);
 
-/// pre[r, c] += bias[c]; out[r, c] = GELU(pre[r, c]) (exact, erf-based). Rows are contiguous.
-void pando_bias_gelu_rows(float *pre, const float *bias, int rows, int cols, float *out);
 
 /// Standard normals by Box–Muller in double precision, for DP-SGD's noise: pair k of `bits`,
 /// (a, b) = (bits[2k], bits[2k+1]), gives u = (a + 1)·2⁻³² ∈ (0, 1], v = b·2⁻³² ∈ [0, 1) and

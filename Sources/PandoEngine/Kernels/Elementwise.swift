@@ -78,23 +78,19 @@ public enum Elementwise {
         }
     }
 
-    /// `pre += bias` in place, then `out = activation(pre)`.
+    /// `pre += bias` in place, then `out = activation(pre)` (a head's dense layer; the encoder's
+    /// feed-forward layer takes its bias in the GEMM and calls `activation` alone).
     public static func biasActivation(
         _ pre: UnsafeMutablePointer<Float>, bias: UnsafePointer<Float>, rows: Int, cols: Int,
         activation: BertConfig.Activation, output: UnsafeMutablePointer<Float>
     ) {
         Parallel.forRanges(rows, minimumChunk: 16) { range in
-            let p = pre + range.lowerBound * cols, o = output + range.lowerBound * cols
-            if activation == .gelu {
-                pando_bias_gelu_rows(p, bias, Int32(range.count), Int32(cols), o)
-                return
-            }
-            for i in 0..<(range.count * cols) {
-                let v = p[i] + bias[i % cols]
-                p[i] = v
-                o[i] = Activation.value(v, activation)
+            for r in range {
+                let row = pre + r * cols
+                for c in 0..<cols { row[c] += bias[c] }
             }
         }
+        Elementwise.activation(pre, rows: rows, cols: cols, activation: activation, output: output)
     }
 
     /// `out = activation(pre)`.
