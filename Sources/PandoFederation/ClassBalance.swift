@@ -6,8 +6,9 @@ import PandoTraining
 ///
 /// Under label skew a class most schools have none of is pushed down on every example those
 /// schools train on, and the average forgets it (the rare-class problem of federated
-/// classification). Each setting works from the school's own counts alone, so the coordinator
-/// learns nothing new about any school's labels.
+/// classification). Each setting but `weighted-global` works from the school's own counts alone,
+/// so the coordinator learns nothing new about any school's labels; `weighted-global` uses the
+/// district's class prior, summed under secure aggregation so that only the total is seen.
 public enum ClassBalance: String, Sendable, Codable, CaseIterable {
     case none
     /// Loss weights n / (k · n_c) from the school's own counts ("balanced"; absent classes 0).
@@ -27,15 +28,59 @@ public enum ClassBalance: String, Sendable, Codable, CaseIterable {
     /// the school has (for skews where some schools lack classes altogether). Last, since the wire
     /// carries the index in `allCases`.
     case weightedPresentClasses = "weighted-present-classes"
+    /// Loss weights 1 / (k · p_c) from the district's class prior p: the centralized weighted
+    /// loss, split among the schools, rather than each school's own balance (which gives a class
+    /// a school has 3 examples of a weight in the hundreds). In the first round each school adds its
+    /// label fractions to its masked update (the last k values,
+    /// ``LocalTrainingPlan/censusLength(classCount:)``); the unmasked mean is the prior, which the
+    /// coordinator stores with the version and sends in every later plan
+    /// (``LocalTrainingPlan/classPrior``). That round itself uses the school's own counts, as
+    /// `weighted`. Needs secure aggregation: the fractions in the clear would show each school's
+    /// label mix. A school adds them to one sum only: label mixes do not change, so two sums over
+    /// different schools would give away the difference.
+    case weightedGlobal = "weighted-global"
+
+    /// The most classes `weighted-global` takes: its prior rides in the assignment's parameter map.
+    public static let maxGlobalClasses = 200
 
     /// Whether a school's update shows which classes it has none of: with these, a class left out
     /// of the softmax leaves the head's bias for it exactly unchanged. Allowed only under secure
     /// aggregation, where the coordinator sees the sum alone.
     public var revealsAbsentClasses: Bool { self == .presentClasses || self == .weightedPresentClasses || self == .priorAdjusted }
 
+    /// Whether an update in the clear would say something about the school's labels beyond its
+    /// size: these settings are accepted only with secure aggregation.
+    public var needsSecureAggregation: Bool { revealsAbsentClasses || self == .weightedGlobal }
+
+    /// The school's label fractions c / n, which the weighted sum of secure aggregation turns
+    /// into the district's prior (each ≤ 1, within any clip of the fixed-point encoding).
+    public static func census(classes: [Int], classCount: Int) -> [Float] {
+        var counts = [Int](repeating: 0, count: classCount)
+        for c in classes { counts[c] += 1 }
+        return counts.map { classes.isEmpty ? 0 : Float($0) / Float(classes.count) }
+    }
+
+    /// The prior from the unmasked mean of the schools' fractions: fixed-point error can leave
+    /// values slightly below zero or a sum off 1, so negatives are zeroed and the rest normalised;
+    /// nil if nothing is left.
+    public static func prior(fromMeanFractions mean: some Collection<Float>) -> [Double]? {
+        let clean = mean.map { $0.isFinite ? max(0, Double($0)) : 0 }
+        let total = clean.reduce(0, +)
+        guard total > 0 else { return nil }
+        return clean.map { $0 / total }
+    }
+
+    /// Balanced weights 1 / (k · p_c) from a prior (0 for a class the district has none of; a
+    /// prior below 1e-6 counts as none, so fixed-point noise cannot make a huge weight).
+    public static func weights(prior: [Double]) -> [Float] {
+        let k = Double(prior.count)
+        return prior.map { $0 >= 1e-6 ? Float(1 / (k * $0)) : 0 }
+    }
+
     /// The loss weights, logit offsets and per-epoch oversampling this setting gives a school
-    /// whose training examples have the class indices `classes` (each in 0..<`classCount`).
-    public func shaping(classes: [Int], classCount: Int) -> (weights: [Float]?, offsets: [Float]?, oversample: Bool) {
+    /// whose training examples have the class indices `classes` (each in 0..<`classCount`);
+    /// `prior` is the district's (`weighted-global` only; one value per class).
+    public func shaping(classes: [Int], classCount: Int, prior: [Double]? = nil) -> (weights: [Float]?, offsets: [Float]?, oversample: Bool) {
         var counts = [Int](repeating: 0, count: classCount)
         for c in classes { counts[c] += 1 }
         let n = Float(classes.count)
@@ -46,6 +91,9 @@ public enum ClassBalance: String, Sendable, Codable, CaseIterable {
         case .oversampled: return (nil, nil, true)
         case .presentClasses: return (nil, present, false)
         case .weightedPresentClasses: return (Sampling.balancedClassWeights(counts: counts), present, false)
+        case .weightedGlobal:
+            if let prior, prior.count == classCount { return (Self.weights(prior: prior), nil, false) }
+            return (Sampling.balancedClassWeights(counts: counts), nil, false)
         case .priorAdjusted: return (nil, counts.map { $0 > 0 ? logf(Float($0) / n) : -.infinity }, false)
         }
     }

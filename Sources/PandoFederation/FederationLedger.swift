@@ -168,6 +168,7 @@ public final class FederationLedger {
         parameters["maxLength"] = .int(plan.maxLength)
         if let mu = plan.proximalMu { parameters["proximalMu"] = .double(decimal(mu)) }
         if plan.classBalance != .none { parameters["classBalance"] = .string(plan.classBalance.rawValue) }
+        if let prior = plan.classPrior { parameters["classPrior"] = .array(prior.map { .double($0) }) }
         // Recorded for the privacy officer: which tables no school trains or sends this round.
         parameters["frozenTensors"] = .string(plan.freezeEmbeddings ? (frozen ?? TensorSelection.embeddingTables).sorted().joined(separator: ",") : "")
         // How updates travel this round: each transform the schools apply, with its parameters.

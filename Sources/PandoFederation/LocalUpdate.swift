@@ -52,7 +52,10 @@ public final class LocalUpdater {
             guard plan.privacy == nil else { throw TrainingError("class balance \(plan.classBalance.rawValue) cannot be combined with DP-SGD: its weights come from the school's own label counts, which the accountant does not cover") }
         }
         let classes = data.task == .classification ? data.targets.map { $0.classIndex! } : []
-        let shaping = plan.classBalance.shaping(classes: classes, classCount: data.labelCount)
+        if let prior = plan.classPrior, plan.classBalance == .weightedGlobal, prior.count != data.labelCount {
+            throw TrainingError("the plan's class prior has \(prior.count) values for \(data.labelCount) labels")
+        }
+        let shaping = plan.classBalance.shaping(classes: classes, classCount: data.labelCount, prior: plan.classPrior)
         // Oversampling always yields the same count, so every epoch has the same updates.
         let epochExamples = shaping.oversample ? Sampling.oversampledCount(strata: classes) : data.count
         let stepsPerEpoch = (epochExamples + plan.batchSize - 1) / plan.batchSize

@@ -40,6 +40,14 @@ public struct LocalTrainingPlan: Sendable, Equatable, Codable {
     /// How each school's loss treats its own label skew (classification; not with DP-SGD,
     /// since the weights would come from the school's data outside the accountant).
     public var classBalance: ClassBalance = .none
+    /// `weighted-global`: the district's class prior from the last committed round's secure sum
+    /// (one value per label, summing to 1); nil until a round has measured it.
+    public var classPrior: [Double]?
+
+    /// Label fractions a school appends to its masked update this round: `weighted-global`'s k
+    /// while no prior is known, so the district's prior comes from one secure sum, not one per round
+    /// (0 otherwise).
+    public func censusLength(classCount: Int) -> Int { classBalance == .weightedGlobal && classPrior == nil ? classCount : 0 }
 
     /// The seed the round's shared adapter matrices A are drawn with (coordinator and schools alike).
     public func loraSeed(round: Int) -> UInt64 { (seed ^ 0x10_4A_F3D) &+ UInt64(round) &* 0x9E37_79B9_7F4A_7C15 }

@@ -11,6 +11,8 @@ import PandoWire
 enum RoundParameters {
     static let labelSetDigest: WireToken = "labelSetDigest"
     static let labelCount: WireToken = "labelCount"
+    /// `weighted-global`'s prior, one key per label index.
+    static func classPriorKey(_ i: Int) -> WireToken { WireToken("classPrior.\(i)")! }
 
     static func encode(_ plan: LocalTrainingPlan, labels: LabelSetID) -> [WireToken: Double] {
         var p: [WireToken: Double] = [
@@ -45,6 +47,9 @@ enum RoundParameters {
         p["pooling"] = Double(Pooling.allCases.firstIndex(of: plan.pooling)!)
         if case .topK(let density) = plan.compression { p["topkDensity"] = density }
         if plan.classBalance != .none { p["classBalance"] = Double(ClassBalance.allCases.firstIndex(of: plan.classBalance)!) }
+        if let prior = plan.classPrior {
+            for (i, v) in prior.enumerated() { p[classPriorKey(i)] = v }
+        }
         return p
     }
 
@@ -99,6 +104,16 @@ enum RoundParameters {
         if parameters["classBalance"] != nil {
             plan.classBalance = ClassBalance.allCases[try whole("classBalance", 0...(ClassBalance.allCases.count - 1))]
             guard plan.classBalance == .none || plan.privacy == nil else { throw RoundError("the assignment asks for class balance \(plan.classBalance.rawValue) with DP-SGD, which does not account for it") }
+        }
+        if parameters[classPriorKey(0)] != nil {
+            guard plan.classBalance == .weightedGlobal else { throw RoundError("the assignment sends a class prior without class balance weighted-global") }
+            let count = try whole(labelCount, 1...ClassBalance.maxGlobalClasses)
+            let prior = try (0..<count).map { try value(classPriorKey($0)) }
+            guard parameters[classPriorKey(count)] == nil else { throw RoundError("the assignment's class prior has more values than its \(count) labels") }
+            guard prior.allSatisfy({ $0 >= 0 && $0 <= 1 }), abs(prior.reduce(0, +) - 1) < 1e-6 else {
+                throw RoundError("the assignment's class prior is not a distribution over its \(count) labels (each in [0, 1], sum 1)")
+            }
+            plan.classPrior = prior
         }
         // An assignment that does not say so wants the plain Float32 update (older coordinators).
         var code = 0

@@ -97,7 +97,7 @@ struct SimulateCommand: AsyncParsableCommand {
     @Option(help: "LoRA dropout on the adapter input.") var loraDropout: Float = 0
     @Option(help: "LoRA targets: query,key,value,attention-output,intermediate,output.") var loraTargets = "query,value"
     @Option(help: "How the head reads the encoder: pooler (the family's own head), cls or mean.") var pooling: Pooling = .pooler
-    @Option(help: "How each school's loss treats its own label skew (classification): none, weighted, oversampled, present-classes, prior-adjusted or weighted-present-classes.")
+    @Option(help: "How each school's loss treats its own label skew (classification): none, weighted, oversampled, present-classes, prior-adjusted, weighted-present-classes or weighted-global (district prior, with --secure-aggregation).")
     var classBalance: ClassBalance = .none
     @Flag(help: "Train without dropout.") var noDropout = false
     @Option(help: "Seed for the split, the shards, school sampling, shuffling and dropout.") var seed: UInt64 = 42
@@ -173,6 +173,10 @@ struct SimulateCommand: AsyncParsableCommand {
             guard dpNoiseMultiplier == nil else { throw ValidationError("--class-balance cannot be combined with --dp-noise-multiplier: the weights would come from each school's label counts, outside the DP accountant") }
             guard !classBalance.revealsAbsentClasses || secureAggregation else {
                 throw ValidationError("--class-balance \(classBalance.rawValue) leaves the head row of a class a school lacks exactly unchanged, so each update would show which classes that school has none of: add --secure-aggregation, or use weighted")
+            }
+            if classBalance == .weightedGlobal {
+                guard secureAggregation else { throw ValidationError("--class-balance weighted-global sums each school's label fractions, which in the clear would show its label mix: add --secure-aggregation, or use weighted") }
+                guard secaggClip >= 1 else { throw ValidationError("--secagg-clip \(secaggClip) would clip the label fractions of --class-balance weighted-global (each up to 1): use at least 1") }
             }
             config.plan.classBalance = classBalance
         }

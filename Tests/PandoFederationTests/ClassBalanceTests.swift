@@ -28,6 +28,42 @@ final class ClassBalanceTests: XCTestCase {
         XCTAssertEqual(ClassBalance.allCases.filter { $0.shaping(classes: classes, classCount: 3).oversample }, [.oversampled])
     }
 
+    /// weighted-global: weights 1 / (k · p_c) from the district's prior once it is known, the
+    /// school's own balance before; the census is the school's label fractions, and the prior is
+    /// what secure aggregation's weighted mean of them gives, cleaned of fixed-point noise.
+    func testWeightedGlobalUsesTheDistrictPrior() {
+        let classes = [0, 0, 0, 1]
+        XCTAssertEqual(ClassBalance.weightedGlobal.shaping(classes: classes, classCount: 3).weights,
+                       ClassBalance.weighted.shaping(classes: classes, classCount: 3).weights, "no prior yet: the school's own counts")
+        let prior = [0.25, 0.25, 0.5]
+        let w = ClassBalance.weightedGlobal.shaping(classes: classes, classCount: 3, prior: prior).weights!
+        XCTAssertEqual(w[0], 4 / 3, accuracy: 1e-6)
+        XCTAssertEqual(w[2], 2 / 3, accuracy: 1e-6)
+        XCTAssertEqual(ClassBalance.weights(prior: [0.5, 0.5, 1e-9]).last, 0, "noise-level prior: no weight in the billions")
+        var plan = LocalTrainingPlan()
+        plan.classBalance = .weightedGlobal
+        XCTAssertEqual(plan.censusLength(classCount: 3), 3, "no prior yet: the schools send their fractions")
+        plan.classPrior = prior
+        XCTAssertEqual(plan.censusLength(classCount: 3), 0, "known: never again")
+        XCTAssertEqual(ClassBalance.allCases.filter { b in
+            var p = LocalTrainingPlan()
+            p.classBalance = b
+            return p.censusLength(classCount: 3) > 0
+        }, [.weightedGlobal])
+        XCTAssertEqual(ClassBalance.census(classes: classes, classCount: 3), [0.75, 0.25, 0])
+        // Two schools, weights 4 and 12: the mean of their fractions is the pooled prior.
+        let a = ClassBalance.census(classes: classes, classCount: 3)
+        let b = ClassBalance.census(classes: [2, 2, 2, 2, 2, 2, 1, 1, 1, 1, 1, 1], classCount: 3)
+        let noise: [Float] = [-2e-7, 1e-7, 1e-7]  // fixed-point error, a little either way
+        var mean = [Float](repeating: 0, count: 3)
+        for c in 0..<3 { mean[c] = (4 * a[c] + 12 * b[c]) / 16 + noise[c] }
+        let pooled = ClassBalance.prior(fromMeanFractions: mean)!
+        for (p, expected) in zip(pooled, [3.0 / 16, 7.0 / 16, 6.0 / 16]) { XCTAssertEqual(p, expected, accuracy: 1e-6) }
+        XCTAssertEqual(pooled.reduce(0, +), 1, accuracy: 1e-12)
+        XCTAssertEqual(ClassBalance.prior(fromMeanFractions: [Float(-1e-7), 3e-8])!, [0, 1])
+        XCTAssertNil(ClassBalance.prior(fromMeanFractions: [Float(0), -1e-7]))
+    }
+
     /// The loss with offsets is cross-entropy of logits + offsets; −∞ leaves the class out,
     /// so it gets exactly zero gradient; the logit gradients match central differences.
     func testLogitOffsetsInTheLossKernel() {

@@ -113,13 +113,21 @@ final class ConfigurationTests: XCTestCase {
                 .replacingOccurrences(of: "name: fedadam", with: "name: fedavg")
                 .replacingOccurrences(of: "min_schools: 2, quorum: 2", with: "min_schools: 3, quorum: 3")
             XCTAssertEqual(try CoordinatorConfiguration.load(from: write(yaml + secure)).plan.classBalance, balance)
-            if balance.revealsAbsentClasses {
-                // Without secure aggregation each update would show which classes its school lacks.
+            if balance.needsSecureAggregation {
+                // Without secure aggregation each update would show which classes its school lacks,
+                // or (weighted-global) its label fractions.
                 try expectError(yaml, ["local.class_balance", "secure_aggregation"])
             } else {
                 XCTAssertEqual(try CoordinatorConfiguration.load(from: write(yaml)).plan.classBalance, balance)
             }
         }
+        XCTAssertEqual(ClassBalance.allCases.filter(\.needsSecureAggregation),
+                       [.presentClasses, .priorAdjusted, .weightedPresentClasses, .weightedGlobal])
+        // weighted-global's fractions go up to 1: a tighter clip of the fixed-point encoding would cut them.
+        let global = valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: weighted-global")
+            .replacingOccurrences(of: "name: fedadam", with: "name: fedavg")
+            .replacingOccurrences(of: "min_schools: 2, quorum: 2", with: "min_schools: 3, quorum: 3")
+        try expectError(global + "\nsecure_aggregation: {threshold: 2, clip: 0.5}\n", ["secure_aggregation.clip", "weighted-global"])
         try expectError(valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: balanced"),
                         ["local.class_balance", "'balanced'", "present-classes"])
         try expectError(valid.replacingOccurrences(of: "max_length: 64", with: "max_length: 64, class_balance: weighted, privacy: {noise_multiplier: 1}"),

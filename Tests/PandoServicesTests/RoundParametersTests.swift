@@ -45,6 +45,28 @@ final class RoundParametersTests: XCTestCase {
         wire["dpNoiseMultiplier"] = 1; wire["dpMaxGradientNorm"] = 1; wire["dpDelta"] = 1e-5
         XCTAssertThrowsError(try RoundParameters.decode(wire)) { XCTAssertTrue("\($0)".contains("DP-SGD"), "\($0)") }
     }
+
+    /// weighted-global's prior crosses the wire exactly; a prior that is not a distribution over
+    /// the federation's labels, or comes without weighted-global, is refused by name.
+    func testTheClassPriorCrossesTheWireAndBadPriorsAreNamed() throws {
+        let labels = LabelSetID(task: .classification, labels: ["a", "b", "c"])
+        var plan = LocalTrainingPlan()
+        plan.classBalance = .weightedGlobal
+        XCTAssertNil(try RoundParameters.decode(RoundParameters.encode(plan, labels: labels)).classPrior, "round 1 has none yet")
+        plan.classPrior = [0.2586309523809524, 0.18273809523809523, 0.5586309523809524]
+        let wire = RoundParameters.encode(plan, labels: labels)
+        XCTAssertEqual(try RoundParameters.decode(wire), plan)
+        func refused(_ change: (inout [WireToken: Double]) -> Void, _ fragment: String) {
+            var w = wire
+            change(&w)
+            XCTAssertThrowsError(try RoundParameters.decode(w)) { XCTAssertTrue("\($0)".contains(fragment), "\($0)") }
+        }
+        refused({ $0["classPrior.1"] = 0.5 }, "not a distribution")
+        refused({ $0["classPrior.0"] = -0.1; $0["classPrior.2"] = 0.9172619047619048 }, "not a distribution")
+        refused({ $0["classPrior.2"] = nil }, "no classPrior.2")
+        refused({ $0["classPrior.3"] = 0 }, "more values")
+        refused({ $0["classBalance"] = Double(ClassBalance.allCases.firstIndex(of: .weighted)!) }, "without class balance weighted-global")
+    }
 }
 
 final class CompressionSettingsTests: XCTestCase {

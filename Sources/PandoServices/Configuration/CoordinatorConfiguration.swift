@@ -154,7 +154,7 @@ public struct RoundSettings: Sendable, Equatable {
 /// selection: {fraction: 1.0, min_schools: 2, quorum: 2, round_deadline_seconds: 3600}
 /// local: {epochs: 1, learning_rate: 5e-5, batch_size: 32, max_length: 128}
 ///                                   # round_decay: none | linear | cosine (the rate over `rounds`)
-///                                   # class_balance: none | weighted | oversampled | present-classes | prior-adjusted | weighted-present-classes
+///                                   # class_balance: none | weighted | oversampled | present-classes | prior-adjusted | weighted-present-classes | weighted-global
 /// strategy: {name: fedadam, server_learning_rate: 1e-3, beta1: 0.9, beta2: 0.99}
 /// update: {compression: int8}          # none | float16 | int8 | topk (with topk_density: 0.01); lora: {rank: 8}
 /// secure_aggregation: {neighbours: 8}  # optional: the coordinator sees only the sum (SecureAggregationSettings)
@@ -264,6 +264,17 @@ public struct CoordinatorConfiguration: Sendable {
             if plan.privacy != nil { throw bad("local.class_balance", "cannot be combined with local.privacy: the weights would come from each school's label counts, which the DP accountant does not cover") }
             if plan.classBalance.revealsAbsentClasses && secureAggregation == nil {
                 throw bad("local.class_balance", "\(plan.classBalance.rawValue) leaves the head row of a class a school lacks exactly unchanged, so each update would show which classes that school has none of: use it with secure_aggregation, or use weighted")
+            }
+            if plan.classBalance == .weightedGlobal {
+                guard let secureAggregation else {
+                    throw bad("local.class_balance", "weighted-global sums each school's label fractions, which in the clear would show its label mix: use it with secure_aggregation, or use weighted")
+                }
+                if secureAggregation.clip < 1 {
+                    throw bad("secure_aggregation.clip", "\(secureAggregation.clip) would clip the label fractions weighted-global adds (each up to 1): use a clip of at least 1")
+                }
+                if labels.count > ClassBalance.maxGlobalClasses {
+                    throw bad("local.class_balance", "weighted-global takes at most \(ClassBalance.maxGlobalClasses) labels (its prior rides in each assignment); this federation has \(labels.count)")
+                }
             }
         }
         try strategy.validate(file: file)

@@ -578,7 +578,8 @@ final class RoundDriver: @unchecked Sendable {
         let selected = select(from: eligible)
         let upcoming = (try ledger.ledger.rounds().map(\.number).max() ?? 0) + 1
         let scheduled = config.rounds.learningRateDecay.plan(round: upcoming, of: config.rounds.rounds, configured: config.plan)
-        let plan = strategy.plan(round: upcoming, configured: scheduled)
+        var plan = strategy.plan(round: upcoming, configured: scheduled)
+        if plan.classBalance == .weightedGlobal { plan.classPrior = try storedClassPrior() }
         let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
                                             quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction,
                                             frozen: TensorSelection(layout: global.layout, plan: plan).frozen,
@@ -606,6 +607,25 @@ final class RoundDriver: @unchecked Sendable {
             hub.closeRound()
             throw error
         }
+    }
+
+    /// The version metrics that store a `weighted-global` prior, one `class_prior:LABEL` each.
+    static func classPriorMetrics(_ prior: [Double], labels: [String]) -> [String: Double] {
+        Dictionary(uniqueKeysWithValues: zip(labels, prior).map { ("class_prior:\($0)", $1) })
+    }
+
+    /// The class prior stored with the newest version that has one (nil until a round has
+    /// measured it), renormalised after its trip through the ledger's decimal text. Not only the
+    /// head's: after a rollback the schools are not asked for their fractions again, since a
+    /// second sum over other schools would give away the difference (they would decline).
+    func storedClassPrior() throws -> [Double]? {
+        for version in try ledger.ledger.versions().reversed() {
+            let values = config.labels.compactMap { version.metrics["class_prior:\($0)"] }
+            guard values.count == config.labels.count, values.allSatisfy({ $0 >= 0 && $0.isFinite }) else { continue }
+            let total = values.reduce(0, +)
+            if total > 0 { return values.map { $0 / total } }
+        }
+        return nil
     }
 
     /// Puts the base version's weights (and the strategy's state stored with it) back into memory.
@@ -650,7 +670,8 @@ final class RoundDriver: @unchecked Sendable {
         }
         // Under secure aggregation every school uploads the same fixed-size masked file.
         let secure = cfg.secureAggregation
-        let updateSize = secure == nil ? UInt64(pipeline.encodedBytes) : UInt64(MaskedUpdateFile.size(words: selection.trainedCount + 1))
+        let census = plan.censusLength(classCount: global.head.labels.count)
+        let updateSize = secure == nil ? UInt64(pipeline.encodedBytes) : UInt64(MaskedUpdateFile.size(words: selection.trainedCount + census + 1))
         hub.openRound(OpenRound(number: round, task: .train, model: model, modelFile: modelFile, expected: expected,
                                 updateSize: updateSize, patch: await patchRef(base)))
         progress("round \(round): \(selected.count) school(s) selected (\(selected.joined(separator: ", "))), base \(base.prefix(12))")
@@ -683,7 +704,8 @@ final class RoundDriver: @unchecked Sendable {
                                                  events: &events, leaveOut: leaveOut)
             return try await finishRound(round, base: base, selected: selected, plan: plan, start: start, aggregation: aggregation,
                                          roundModel: roundModel, leftOut: leftOut, weightedLoss: tally.weightedLoss,
-                                         aggregateSeconds: tally.aggregateSeconds, schoolFigures: tally.schoolFigures, events: &events)
+                                         aggregateSeconds: tally.aggregateSeconds, schoolFigures: tally.schoolFigures,
+                                         classPrior: tally.classPrior, events: &events)
         }
         let unreachable = await assign(selected, round: round, task: .train, model: model, plan: plan, nonces: nonces)
         for (school, why) in unreachable.sorted(by: { $0.key < $1.key }) { try leaveOut(school, why) }
@@ -819,7 +841,8 @@ final class RoundDriver: @unchecked Sendable {
     /// the new version, and records the round's figures: the same for plain and secure rounds.
     func finishRound(_ round: Int, base: String, selected: [String], plan: LocalTrainingPlan, start: ContinuousClock.Instant,
                      aggregation: AggregationRound, roundModel: BertModel? = nil, leftOut: [String: String], weightedLoss: Double, aggregateSeconds: Double,
-                     schoolFigures: [String: SchoolRound], events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
+                     schoolFigures: [String: SchoolRound], classPrior: [Double]? = nil,
+                     events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
         let cfg = config
         var aggregateSeconds = aggregateSeconds
         let bytes = hub.closeRound()
@@ -854,11 +877,14 @@ final class RoundDriver: @unchecked Sendable {
         if committed {
             let bySchool = Dictionary(aggregation.accepted.map { ($0.school, $0.exampleCount) }, uniquingKeysWith: { a, _ in a })
             let ledger = Unchecked(ledger), strategy = Unchecked(strategy)
+            // weighted-global: the prior goes with the version, so the next round (after a restart
+            // or a rollback too) sends the one measured with the weights it starts from.
+            let priorMetrics = classPrior.map { Self.classPriorMetrics($0, labels: cfg.labels) } ?? [:]
             coordinator.monitor.enter(.committing)
             let written: Double
             (version, written) = try await ComputeLane.run {
                 let t0 = ContinuousClock.now
-                let id = try ledger.value.commit(round: round, global: global.value, strategy: strategy.value, metrics: [:], examplesBySchool: bySchool)
+                let id = try ledger.value.commit(round: round, global: global.value, strategy: strategy.value, metrics: priorMetrics, examplesBySchool: bySchool)
                 return (id, Self.seconds(since: t0))
             }
             aggregateSeconds += written

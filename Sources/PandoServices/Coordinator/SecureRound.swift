@@ -15,6 +15,8 @@ struct SecureRoundTally {
     var weightedLoss = 0.0
     var aggregateSeconds = 0.0
     var schoolFigures: [String: SchoolRound] = [:]
+    /// `weighted-global`: the district's class prior unmasked with this round's sum.
+    var classPrior: [Double]?
 }
 
 extension RoundDriver {
@@ -30,6 +32,8 @@ extension RoundDriver {
                         aggregation: AggregationRound, meanBuffer: ParameterBuffer, deadline: Int, events: inout AsyncStream<HubEvent>.Iterator,
                         leaveOut: (String, String) throws -> Void) async throws -> SecureRoundTally {
         let cfg = config
+        // weighted-global: each school's label fractions follow its trained values.
+        let census = plan.censusLength(classCount: global.head.labels.count)
         var seed = [UInt8](repeating: 0, count: 32)
         var g = SystemRandomNumberGenerator()
         for i in seed.indices { seed[i] = UInt8.random(in: 0...255, using: &g) }
@@ -38,7 +42,7 @@ extension RoundDriver {
         let sa: SecAggConfig
         do {
             sa = try settings.roundConfig(federation: cfg.federationID, round: round, roster: selected, roundSeed: seed,
-                                          vectorLength: selection.trainedCount, weightCap: weightCap)
+                                          vectorLength: selection.trainedCount + census, weightCap: weightCap)
         } catch {
             throw RoundError("secure aggregation cannot run over \(selected.count) school(s): \(error)")
         }
@@ -250,6 +254,15 @@ extension RoundDriver {
             "outcome": .string(outcome),
         ]
         if let failure { record["failure"] = .string(String(failure.prefix(300))) }
+        // weighted-global: the district's class prior, the only figure about labels the sum gives.
+        if census > 0, let unmasked {
+            tally.classPrior = ClassBalance.prior(fromMeanFractions: unmasked.mean[selection.trainedCount...])
+            if let prior = tally.classPrior {
+                record["classPrior"] = .array(prior.map { .double($0) })
+                progress("round \(round): the district's class prior from the sum: "
+                         + zip(global.head.labels, prior).map { "\(TerminalText.safe($0)) \(String(format: "%.3f", $1))" }.joined(separator: ", "))
+            }
+        }
         // A stage the round never finished: who had not answered it by then.
         for s in selected where protocolState.dropStages[s] == nil && !protocolState.contributors.contains(s) {
             record["dropped"] = .object((record["dropped"]?.objectValue ?? [:]).merging([s: .string(phase.rawValue)]) { a, _ in a })

@@ -24,8 +24,20 @@ extension SchoolAgent {
             return .failure(SecureRefusal(code: "secure-aggregation-too-few", reason: "the round would unmask the sum of as few as \(setup.minimumSurvivors) schools; this school requires at least \(minimum) (secure_aggregation.min_survivors)"))
         }
         let trained = TensorSelection(layout: FederatedLoRA.layout(config: config, head: head, plan: plan), plan: plan).trainedCount
-        guard setup.vectorLength == UInt64(trained) else {
-            return .failure(SecureRefusal(code: "secure-aggregation-invalid", reason: "the round masks \(setup.vectorLength) values, but the plan trains \(trained)"))
+        let census = plan.censusLength(classCount: head.labels.count)
+        guard setup.vectorLength == UInt64(trained + census) else {
+            return .failure(SecureRefusal(code: "secure-aggregation-invalid", reason: "the round masks \(setup.vectorLength) values, but the plan trains \(trained)"
+                                          + (census > 0 ? " and adds \(census) label fractions" : "")))
+        }
+        if census > 0 {
+            // Fail closed: a log that cannot be read is no proof that the fractions were never sent.
+            let spent: Int?
+            do { spent = try censusRound() } catch {
+                return .failure(SecureRefusal(code: "class-census-spent", reason: "the round asks for this school's label fractions, and its log \(configuration.log.path) cannot be read to check that it never sent them: \(error)"))
+            }
+            if let spent, spent != Int(clamping: a.round) {
+                return .failure(SecureRefusal(code: "class-census-spent", reason: "the round asks for this school's label fractions, which it already added to the secure sum of round \(spent) (\(configuration.log.path)); a second sum over other schools would let the coordinator subtract one from the other"))
+            }
         }
         do {
             let encoding = try FixedPointEncoding(clip: setup.clip, maxWeight: setup.maxWeight, maxSchools: setup.roster.count, scale: setup.scale)
@@ -39,6 +51,15 @@ extension SchoolAgent {
         } catch {
             return .failure(SecureRefusal(code: "secure-aggregation-invalid", reason: "the round's secure-aggregation setup is not acceptable: \(error)"))
         }
+    }
+
+    /// The round whose secure sum this school's label fractions went into (`weighted-global`), from
+    /// its own log; nil if none has.
+    func censusRound() throws -> Int? {
+        try schoolLog.records().last { r in
+            r["secureAggregation"]?.objectValue?["classCensus"] == .bool(true)
+                && r["federation"]?.stringValue == configuration.federationID
+        }?["round"]?.intValue
     }
 
     struct SecureRefusal: Error {
@@ -94,13 +115,18 @@ extension SchoolAgent {
                     (encoded, left) = try self.compress(update, pipeline: pipeline, assignment: a)
                     try encoded.bytes.withUnsafeBytes { try CompressedUpdateFile.decode($0, pipeline: pipeline, into: update.delta) }
                 }
-                var values = [Float](repeating: 0, count: selection.trainedCount)
+                // weighted-global: the school's label fractions after the trained values; the weighted
+                // mean of them is the district's class prior, and no school's own mix is seen.
+                let census = plan.censusLength(classCount: data.labelCount) > 0
+                    ? ClassBalance.census(classes: data.targets.map { $0.classIndex ?? 0 }, classCount: data.labelCount) : []
+                var values = [Float](repeating: 0, count: selection.trainedCount + census.count)
                 var offset = 0
                 values.withUnsafeMutableBufferPointer { v in
                     for spec in selection.trained {
                         v.baseAddress!.advanced(by: offset).update(from: update.delta.buffer.base + spec.offset, count: spec.count)
                         offset += spec.count
                     }
+                    for (i, f) in census.enumerated() { v[offset + i] = f }
                 }
                 return (values, update.metrics, left)
             }
@@ -140,6 +166,8 @@ extension SchoolAgent {
             "maskedWith": .array(masked.pairedWith.map { .string($0) }),
             "weight": .int(Int(weight)),
         ]
+        // Spent once logged, before a byte is offered: the school never adds its fractions to a second sum.
+        if plan.censusLength(classCount: data.labelCount) > 0 { logged.secureAggregation?["classCensus"] = .bool(true) }
         try schoolLog.append(logged)
         // Top-k's new residual replaces the old one once the update is logged, before a byte is offered.
         if let residual = trained.residual {
