@@ -60,21 +60,28 @@ public enum ClassBalance: String, Sendable, Codable, CaseIterable {
         return counts.map { classes.isEmpty ? 0 : Float($0) / Float(classes.count) }
     }
 
-    /// The prior from the unmasked mean of the schools' fractions: fixed-point error can leave
-    /// values slightly below zero or a sum off 1, so negatives are zeroed and the rest normalised;
-    /// nil if nothing is left.
+    /// The prior from the unmasked mean of the schools' fractions. Honest fractions sum to 1 at
+    /// every school, so the mean does too, up to fixed-point error (far below 1e-3); a mean off by
+    /// more, or a value outside [−1e-3, 1 + 1e-3], is refused (nil). Tiny negatives are zeroed and
+    /// the rest normalised.
     public static func prior(fromMeanFractions mean: some Collection<Float>) -> [Double]? {
-        let clean = mean.map { $0.isFinite ? max(0, Double($0)) : 0 }
+        let raw = mean.map(Double.init)
+        guard raw.allSatisfy({ $0.isFinite && $0 >= -1e-3 && $0 <= 1 + 1e-3 }), abs(raw.reduce(0, +) - 1) <= 1e-3 else { return nil }
+        let clean = raw.map { max(0, $0) }
         let total = clean.reduce(0, +)
-        guard total > 0 else { return nil }
         return clean.map { $0 / total }
     }
 
-    /// Balanced weights 1 / (k · p_c) from a prior (0 for a class the district has none of; a
-    /// prior below 1e-6 counts as none, so fixed-point noise cannot make a huge weight).
+    /// The largest weight a prior gives, that of a class at 1 / (100 k) of the district; rarer ones
+    /// are held at it, so a dishonest school in the census, or a coordinator, cannot make one class
+    /// swamp every school's loss.
+    public static let maxPriorWeight: Float = 100
+
+    /// Balanced weights 1 / (k · p_c) from a prior, at most ``maxPriorWeight`` (0 for a class the
+    /// district has none of; a prior below 1e-6 counts as none).
     public static func weights(prior: [Double]) -> [Float] {
         let k = Double(prior.count)
-        return prior.map { $0 >= 1e-6 ? Float(1 / (k * $0)) : 0 }
+        return prior.map { $0 >= 1e-6 ? min(Float(1 / (k * $0)), maxPriorWeight) : 0 }
     }
 
     /// The loss weights, logit offsets and per-epoch oversampling this setting gives a school

@@ -103,7 +103,7 @@ public struct UpdatePipeline: Sendable, Equatable {
     /// What the plan asks for as the audit records it (no layout needed: parameters come from the plan).
     public static func describe(_ plan: LocalTrainingPlan, secureAggregation: Bool = false) -> String {
         ([plan.lora.map(loraTransform) ?? selectTransform(freezeEmbeddings: plan.freezeEmbeddings)] + [compressTransform(plan.compression)].compactMap { $0 }
-         + (secureAggregation && plan.classBalance == .weightedGlobal ? [UpdateTransform("append-label-fractions", [:])] : [])
+         + (secureAggregation && plan.censusLength(classCount: 1) > 0 ? [UpdateTransform("append-label-fractions", [:])] : [])
          + (secureAggregation ? [UpdateTransform("secagg-mask", ["fixedPointBits": 32])] : []))
             .map(\.description).joined(separator: " → ")
     }

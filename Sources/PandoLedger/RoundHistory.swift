@@ -130,11 +130,7 @@ extension CoordinatorLedger {
                                      numbers(s.trainingMetrics), s.evaluationExamples, numbers(s.evaluationMetrics), s.leftOut])
             }
             if history.outcome == .committed, let version = history.version, !history.evaluation.isEmpty {
-                // Over what the commit stored (a weighted-global class prior), not instead of it; the
-                // schools' evaluation figures cannot overwrite the prior.
-                var metrics = Self.numbers(try String.fetchOne(db, sql: "SELECT metrics FROM versions WHERE id = ?", arguments: [version]))
-                metrics.merge(history.evaluation.filter { !$0.key.hasPrefix("class_prior:") }) { $1 }
-                try db.execute(sql: "UPDATE versions SET metrics = ? WHERE id = ?", arguments: [numbers(metrics), version])
+                try db.execute(sql: "UPDATE versions SET metrics = ? WHERE id = ?", arguments: [numbers(history.evaluation), version])
             }
         }
     }

@@ -60,8 +60,13 @@ final class ClassBalanceTests: XCTestCase {
         let pooled = ClassBalance.prior(fromMeanFractions: mean)!
         for (p, expected) in zip(pooled, [3.0 / 16, 7.0 / 16, 6.0 / 16]) { XCTAssertEqual(p, expected, accuracy: 1e-6) }
         XCTAssertEqual(pooled.reduce(0, +), 1, accuracy: 1e-12)
-        XCTAssertEqual(ClassBalance.prior(fromMeanFractions: [Float(-1e-7), 3e-8])!, [0, 1])
-        XCTAssertNil(ClassBalance.prior(fromMeanFractions: [Float(0), -1e-7]))
+        XCTAssertEqual(ClassBalance.prior(fromMeanFractions: [Float(-1e-7), 1.0000001])!, [0, 1])
+        XCTAssertNil(ClassBalance.prior(fromMeanFractions: [Float(0.5), 0.2]), "honest fractions sum to 1")
+        XCTAssertNil(ClassBalance.prior(fromMeanFractions: [Float(1.5), -0.5]), "a dishonest school pushing one class up and another down")
+        XCTAssertNil(ClassBalance.prior(fromMeanFractions: [Float.nan, 1]))
+        let capped = ClassBalance.weights(prior: [0.9995, 0.0005])
+        XCTAssertEqual(capped[1], ClassBalance.maxPriorWeight, "a class at 0.05% weighs 100, not 1000")
+        XCTAssertEqual(capped[0], 1 / (2 * 0.9995), accuracy: 1e-6)
     }
 
     /// The loss with offsets is cross-entropy of logits + offsets; −∞ leaves the class out,

@@ -78,8 +78,10 @@ final class GlobalClassPriorTests: XCTestCase {
         let sent = try XCTUnwrap(rounds[1].strategyParameters["classPrior"]?.arrayValue?.compactMap(\.doubleValue))
         for (s, u) in zip(sent, unmasked) { XCTAssertEqual(s, u, accuracy: 1e-12) }
         XCTAssertEqual(sent.reduce(0, +), 1, accuracy: 1e-12)
-        let afterRound1 = try ledger.version(reports[0].version)
-        XCTAssertEqual(try XCTUnwrap(afterRound1.metrics["class_prior:a"]), unmasked[0], accuracy: 1e-12, "stored with the version for restarts")
+        XCTAssertEqual(secure["census"]?.intValue, 2, "the audit says the fractions were in this sum")
+        let later = try XCTUnwrap(records.first { $0.event == .secureAggregation && $0.round == 2 }?.secureAggregation)
+        XCTAssertNil(later["census"] ?? later["classPrior"], "round 2 summed no fractions")
+        XCTAssertFalse(rounds[1].strategyParameters["updateTransforms"]?.stringValue?.contains("append-label-fractions") ?? true)
         let second = try XCTUnwrap(inputs.withLockedValue { $0[2] })
         XCTAssertEqual(second.count, 3, "the schools accepted round 2's plan with its prior")
         for (id, _, _) in mixes {
@@ -96,6 +98,41 @@ final class GlobalClassPriorTests: XCTestCase {
         XCTAssertTrue(report.isValid, report.render())
     }
 
+    /// A census whose sum is not a distribution (here one school's masked word for a fraction is
+    /// altered in transit) gives no prior; the schools are not asked again, and the next round
+    /// says so and weights by each school's own counts.
+    func testACensusThatGivesNoPriorIsNotAskedAgain() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-prior-broken")
+        let state = work.appendingPathComponent("state")
+        var config = try Self.configuration(state: state, rounds: 2)
+        config.rounds.quorum = 3
+        let capture = LogCapture()
+        let federation = try LoopbackFederation(configuration: config, schools: try Federation.schools(), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: capture.logger("prior-broken"))
+        let tampered = NIOLockedValueBox(false)
+        federation.prepareAgent = { id, agent in
+            guard id == "north" else { return }
+            agent.tamper = { file in
+                guard !tampered.withLockedValue({ $0 }) else { return }
+                tampered.withLockedValue { $0 = true }
+                var bytes = Array(try Data(contentsOf: file))
+                let at = bytes.count - 12  // the first of the two fraction words, before the weight slot
+                bytes[at + 3] ^= 0x40
+                try Data(bytes).write(to: file)
+            }
+        }
+        let reports = try await federation.run()
+        XCTAssertEqual(reports.map(\.committed), [true, true], "\(reports.map(\.leftOut))")
+        let records = try AuditRecord.readAll(state.appendingPathComponent("audit.jsonl")).records
+        let first = try XCTUnwrap(records.first { $0.event == .secureAggregation && $0.round == 1 }?.secureAggregation)
+        XCTAssertEqual(first["census"]?.intValue, 2)
+        XCTAssertNil(first["classPrior"], "the altered sum is refused as a prior")
+        let rounds = try CoordinatorLedger(folder: state, readOnly: true).rounds()
+        XCTAssertEqual(rounds[1].strategyParameters["classBalance"]?.stringValue, "weighted", "\(rounds[1].strategyParameters)")
+        XCTAssertNil(rounds[1].strategyParameters["classPrior"])
+        XCTAssertTrue(capture.contains("gave no prior"), capture.lines.suffix(20).joined(separator: "\n"))
+    }
+
     /// A school whose own log says its fractions already went into a sum declines to add them to
     /// another: label mixes do not change, so the coordinator could subtract the two sums.
     func testASchoolAddsItsFractionsToOneSumOnly() async throws {
@@ -104,8 +141,9 @@ final class GlobalClassPriorTests: XCTestCase {
         var config = try Self.configuration(state: state, rounds: 1)
         let logs = state.appendingPathComponent("schools")
         try FileManager.default.createDirectory(at: logs, withIntermediateDirectories: true)
-        var spent = SchoolLogEntry(school: "west", round: 7, baseVersion: String(repeating: "0", count: 64), updateSHA256: String(repeating: "1", count: 64),
-                                   wireBytes: 100, examples: 40, federation: config.federationID)
+        // Round 1 of another federation id: neither the same round number nor a new id opens a second sum.
+        var spent = SchoolLogEntry(school: "west", round: 1, baseVersion: String(repeating: "0", count: 64), updateSHA256: String(repeating: "1", count: 64),
+                                   wireBytes: 100, examples: 40, federation: "an-earlier-federation")
         spent.secureAggregation = ["classCensus": .bool(true)]
         try SchoolLog(url: logs.appendingPathComponent("west.jsonl")).append(spent)
         config.rounds.minSchools = 4

@@ -579,7 +579,16 @@ final class RoundDriver: @unchecked Sendable {
         let upcoming = (try ledger.ledger.rounds().map(\.number).max() ?? 0) + 1
         let scheduled = config.rounds.learningRateDecay.plan(round: upcoming, of: config.rounds.rounds, configured: config.plan)
         var plan = strategy.plan(round: upcoming, configured: scheduled)
-        if plan.classBalance == .weightedGlobal { plan.classPrior = try storedClassPrior() }
+        if plan.classBalance == .weightedGlobal {
+            let census = try censusOutcome()
+            if let prior = census.prior {
+                plan.classPrior = prior
+            } else if let round = census.spentIn {
+                // Asking again would be refused (class-census-spent), and rightly: say so and go on.
+                plan.classBalance = .weighted
+                progress("the class census of round \(round) gave no prior, and schools add their label fractions to one sum only: this round weights each school's loss by its own counts (weighted)")
+            }
+        }
         let started = try ledger.startRound(strategy: strategy, plan: plan, maxUpdateNorm: config.strategy.maxUpdateNorm,
                                             quorum: config.rounds.quorum, fractionPerRound: config.rounds.fraction,
                                             frozen: TensorSelection(layout: global.layout, plan: plan).frozen,
@@ -609,23 +618,23 @@ final class RoundDriver: @unchecked Sendable {
         }
     }
 
-    /// The version metrics that store a `weighted-global` prior, one `class_prior:LABEL` each.
-    static func classPriorMetrics(_ prior: [Double], labels: [String]) -> [String: Double] {
-        Dictionary(uniqueKeysWithValues: zip(labels, prior).map { ("class_prior:\($0)", $1) })
-    }
-
-    /// The class prior stored with the newest version that has one (nil until a round has
-    /// measured it), renormalised after its trip through the ledger's decimal text. Not only the
-    /// head's: after a rollback the schools are not asked for their fractions again, since a
-    /// second sum over other schools would give away the difference (they would decline).
-    func storedClassPrior() throws -> [Double]? {
-        for version in try ledger.ledger.versions().reversed() {
-            let values = config.labels.compactMap { version.metrics["class_prior:\($0)"] }
-            guard values.count == config.labels.count, values.allSatisfy({ $0 >= 0 && $0.isFinite }) else { continue }
-            let total = values.reduce(0, +)
-            if total > 0 { return values.map { $0 / total } }
+    /// What the audit log says of `weighted-global`'s one census: the prior of the newest secure
+    /// round that unmasked one (committed or not: the coordinator has seen it), or the round of a
+    /// census that gave none. Schools add their fractions to one sum only, so neither a restart,
+    /// a rollback nor a failed round asks them again.
+    func censusOutcome() throws -> (prior: [Double]?, spentIn: Int?) {
+        let records = try AuditRecord.readAll(ledger.ledger.auditURL).records.filter { $0.event == .secureAggregation }
+        var spentIn: Int?
+        for r in records.reversed() {
+            guard let fields = r.secureAggregation, fields["census"] != nil else { continue }
+            let values = fields["classPrior"]?.arrayValue?.compactMap(\.doubleValue) ?? []
+            if values.count == config.labels.count, values.allSatisfy({ $0 >= 0 && $0.isFinite }) {
+                let total = values.reduce(0, +)
+                if total > 0 { return (values.map { $0 / total }, nil) }
+            }
+            spentIn = spentIn ?? r.round
         }
-        return nil
+        return (nil, spentIn)
     }
 
     /// Puts the base version's weights (and the strategy's state stored with it) back into memory.
@@ -704,8 +713,7 @@ final class RoundDriver: @unchecked Sendable {
                                                  events: &events, leaveOut: leaveOut)
             return try await finishRound(round, base: base, selected: selected, plan: plan, start: start, aggregation: aggregation,
                                          roundModel: roundModel, leftOut: leftOut, weightedLoss: tally.weightedLoss,
-                                         aggregateSeconds: tally.aggregateSeconds, schoolFigures: tally.schoolFigures,
-                                         classPrior: tally.classPrior, events: &events)
+                                         aggregateSeconds: tally.aggregateSeconds, schoolFigures: tally.schoolFigures, events: &events)
         }
         let unreachable = await assign(selected, round: round, task: .train, model: model, plan: plan, nonces: nonces)
         for (school, why) in unreachable.sorted(by: { $0.key < $1.key }) { try leaveOut(school, why) }
@@ -841,8 +849,7 @@ final class RoundDriver: @unchecked Sendable {
     /// the new version, and records the round's figures: the same for plain and secure rounds.
     func finishRound(_ round: Int, base: String, selected: [String], plan: LocalTrainingPlan, start: ContinuousClock.Instant,
                      aggregation: AggregationRound, roundModel: BertModel? = nil, leftOut: [String: String], weightedLoss: Double, aggregateSeconds: Double,
-                     schoolFigures: [String: SchoolRound], classPrior: [Double]? = nil,
-                     events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
+                     schoolFigures: [String: SchoolRound], events: inout AsyncStream<HubEvent>.Iterator) async throws -> FederatedRoundReport {
         let cfg = config
         var aggregateSeconds = aggregateSeconds
         let bytes = hub.closeRound()
@@ -877,14 +884,11 @@ final class RoundDriver: @unchecked Sendable {
         if committed {
             let bySchool = Dictionary(aggregation.accepted.map { ($0.school, $0.exampleCount) }, uniquingKeysWith: { a, _ in a })
             let ledger = Unchecked(ledger), strategy = Unchecked(strategy)
-            // weighted-global: the prior goes with the version, so the next round (after a restart
-            // or a rollback too) sends the one measured with the weights it starts from.
-            let priorMetrics = classPrior.map { Self.classPriorMetrics($0, labels: cfg.labels) } ?? [:]
             coordinator.monitor.enter(.committing)
             let written: Double
             (version, written) = try await ComputeLane.run {
                 let t0 = ContinuousClock.now
-                let id = try ledger.value.commit(round: round, global: global.value, strategy: strategy.value, metrics: priorMetrics, examplesBySchool: bySchool)
+                let id = try ledger.value.commit(round: round, global: global.value, strategy: strategy.value, metrics: [:], examplesBySchool: bySchool)
                 return (id, Self.seconds(since: t0))
             }
             aggregateSeconds += written

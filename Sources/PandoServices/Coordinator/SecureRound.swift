@@ -255,8 +255,10 @@ extension RoundDriver {
         ]
         if let failure { record["failure"] = .string(String(failure.prefix(300))) }
         // weighted-global: the district's class prior, the only figure about labels the sum gives.
+        if census > 0 { record["census"] = .int(census) }
         if census > 0, let unmasked {
             tally.classPrior = ClassBalance.prior(fromMeanFractions: unmasked.mean[selection.trainedCount...])
+            if tally.classPrior == nil { progress("round \(round): the unmasked label fractions are not a distribution (a dishonest school, or a broken sum): no class prior") }
             if let prior = tally.classPrior {
                 record["classPrior"] = .array(prior.map { .double($0) })
                 progress("round \(round): the district's class prior from the sum: "

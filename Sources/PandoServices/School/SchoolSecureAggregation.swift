@@ -35,7 +35,7 @@ extension SchoolAgent {
             do { spent = try censusRound() } catch {
                 return .failure(SecureRefusal(code: "class-census-spent", reason: "the round asks for this school's label fractions, and its log \(configuration.log.path) cannot be read to check that it never sent them: \(error)"))
             }
-            if let spent, spent != Int(clamping: a.round) {
+            if let spent {
                 return .failure(SecureRefusal(code: "class-census-spent", reason: "the round asks for this school's label fractions, which it already added to the secure sum of round \(spent) (\(configuration.log.path)); a second sum over other schools would let the coordinator subtract one from the other"))
             }
         }
@@ -54,12 +54,10 @@ extension SchoolAgent {
     }
 
     /// The round whose secure sum this school's label fractions went into (`weighted-global`), from
-    /// its own log; nil if none has.
+    /// its own log; nil if none has. Any round and any federation: the same round number sent again
+    /// with a new nonce, or a new federation id, would otherwise be a second sum to subtract.
     func censusRound() throws -> Int? {
-        try schoolLog.records().last { r in
-            r["secureAggregation"]?.objectValue?["classCensus"] == .bool(true)
-                && r["federation"]?.stringValue == configuration.federationID
-        }?["round"]?.intValue
+        try schoolLog.records().last { $0["secureAggregation"]?.objectValue?["classCensus"] == .bool(true) }?["round"]?.intValue
     }
 
     struct SecureRefusal: Error {
