@@ -259,6 +259,32 @@ final class SecureAggregationEndToEndTests: XCTestCase {
         XCTAssertEqual(report.accepted.sorted(), ["school-0", "school-1", "school-2"])
         XCTAssertTrue(report.leftOut["school-3"]?.contains("secure-aggregation-too-few") ?? false, "\(report.leftOut)")
     }
+
+    /// A coordinator that sends all schools but one a tiny fixed-point scale would have that one's
+    /// input nearly alone in the sum. Each school binds its keys to the setup it was sent, so the
+    /// odd one out cannot open its neighbours' shares, nor they its own, and it is never summed.
+    func testSchoolsGivenDifferentSetupsAreNotSummedTogether() async throws {
+        let work = try TestFixtures.temporaryDirectory(prefix: "pando-secagg-split-setup")
+        let state = work.appendingPathComponent("state")
+        var config = Federation.configuration(model: try TestFixtures.tinyModelFolder(), state: state, rounds: 1)
+        config.rounds.minSchools = 4
+        config.rounds.quorum = 3
+        config.rounds.federatedEvaluation = false
+        var settings = SecureAggregationSettings()
+        settings.threshold = 2
+        settings.stageDeadline = .seconds(20)
+        config.secureAggregation = settings
+        let federation = try LoopbackFederation(configuration: config, schools: try Self.schools(4), workFolder: work.appendingPathComponent("run"),
+                                                schoolLogFolder: state.appendingPathComponent("schools"), logger: LogCapture().logger("secagg"))
+        federation.coordinator.alterAssignment = { school, a in
+            if school != "school-0" { a.secureAggregation?.scale /= 1e6 }
+        }
+        let reports = try await federation.run()
+        let report = try XCTUnwrap(reports.first)
+        XCTAssertFalse(report.committed && report.accepted.contains("school-0"),
+                       "school-0's input was summed with inputs encoded at another scale: \(report.accepted), \(report.leftOut)")
+        XCTAssertNotNil(report.leftOut["school-0"], "\(report.leftOut)")
+    }
 }
 
 private func correlation(_ a: [Double], _ b: [Double]) -> Double {
@@ -271,4 +297,5 @@ private func correlation(_ a: [Double], _ b: [Double]) -> Double {
         sbb += (b[i] - mb) * (b[i] - mb)
     }
     return sab / (saa * sbb).squareRoot()
+
 }

@@ -1,14 +1,25 @@
 import Crypto
 import Foundation
 
-/// What every derived key and sealed message is bound to: one round of one federation.
+/// What every derived key and sealed message is bound to: one round of one federation, and the
+/// digest of the round's setup as each school received it. Schools given different setups (say a
+/// tiny fixed-point scale for all but one, which would leave that one's input alone in the sum)
+/// then derive different keys: their shares do not open and their masks do not cancel.
 public struct SecAggContext: Sendable, Hashable, Codable {
     public var federationID: String
     public var round: UInt64
+    /// The setup's digest (empty: not bound, as in the protocol's unit tests and benchmarks).
+    public var setup: [UInt8]
 
-    public init(federationID: String, round: UInt64) {
+    public init(federationID: String, round: UInt64, setup: [UInt8] = []) {
         self.federationID = federationID
         self.round = round
+        self.setup = setup
+    }
+
+    /// Adds the setup digest to a derivation or associated data, when there is one.
+    func bindSetup(_ w: inout SecAggByteWriter) {
+        if !setup.isEmpty { w.append(lengthPrefixed: setup) }
     }
 }
 
@@ -33,6 +44,7 @@ public struct SecAggPublicKeys: Sendable, Hashable, Codable {
         w.append(raw: Array("pando-secagg-v1/advertise".utf8))
         w.append(string: context.federationID)
         w.append(context.round)
+        context.bindSetup(&w)
         w.append(string: school)
         w.append(lengthPrefixed: Array(encryptionKey))
         w.append(lengthPrefixed: Array(maskingKey))
@@ -118,6 +130,7 @@ public enum SecAggKDF {
         w.append(string: purpose.rawValue)
         w.append(string: context.federationID)
         w.append(context.round)
+        context.bindSetup(&w)
         w.append(string: low.0)
         w.append(lengthPrefixed: low.1)
         w.append(string: high.0)
@@ -150,6 +163,7 @@ public struct SecAggShareEnvelope: Sendable, Hashable, Codable {
         w.append(raw: Array("pando-secagg-v1/share-envelope".utf8))
         w.append(string: context.federationID)
         w.append(context.round)
+        context.bindSetup(&w)
         w.append(string: sender)
         w.append(string: receiver)
         return w.bytes

@@ -1,5 +1,7 @@
+import Crypto
 import Foundation
 import PandoFederation
+import PandoWire
 
 /// `secure_aggregation:` in coordinator.yaml: every training round runs the protocol of
 /// Bonawitz et al. (with SecAgg+'s sparse neighbour graph when `neighbours` is set), so the
@@ -26,11 +28,11 @@ public struct SecureAggregationSettings: Sendable, Equatable {
     /// every school's input cannot wrap for this roster and weight cap. Throws (naming the
     /// setting) when the roster is too small for the threshold.
     public func roundConfig(federation: String, round: Int, roster: [String], roundSeed: [UInt8],
-                            vectorLength: Int, weightCap: Int) throws -> SecAggConfig {
+                            vectorLength: Int, weightCap: Int, setupDigest: [UInt8] = []) throws -> SecAggConfig {
         let n = roster.count
         let cap = UInt32(clamping: min(weightCap, Int(FixedPointEncoding.maximumWeight(maxSchools: n))))
         let encoding = try FixedPointEncoding(clip: clip, maxWeight: max(1, cap), maxSchools: n)
-        return try SecAggConfig(context: SecAggContext(federationID: federation, round: UInt64(round)), schools: roster,
+        return try SecAggConfig(context: SecAggContext(federationID: federation, round: UInt64(round), setup: setupDigest), schools: roster,
                                 topology: neighbours.map { .harary(degree: $0) } ?? .complete, roundSeed: roundSeed,
                                 threshold: threshold, minimumSurvivors: minimumSurvivors, vectorLength: vectorLength,
                                 encoding: encoding)
@@ -109,5 +111,25 @@ struct SchoolSecureAggregationSection: Decodable {
         let c = try decoder.container(keyedBy: Keys.self)
         required = try c.decodeIfPresent(Bool.self, forKey: .required)
         min_survivors = try c.decodeIfPresent(Int.self, forKey: .min_survivors)
+    }
+}
+
+extension SecureAggregationSetup {
+    /// SHA-256 of every field, in a fixed binary layout: what each school binds its keys to
+    /// (``SecAggContext/setup``), so a coordinator cannot give schools different setups.
+    var bindingDigest: [UInt8] {
+        var bytes = Array("pando-secagg-v1/setup".utf8)
+        func append<T: FixedWidthInteger>(_ v: T) { withUnsafeBytes(of: v.littleEndian) { bytes += $0 } }
+        append(UInt32(roster.count))
+        for school in roster { append(UInt32(school.value.utf8.count)); bytes += Array(school.value.utf8) }
+        append(threshold)
+        append(minimumSurvivors)
+        append(neighbours.map { UInt64($0) } ?? UInt64.max)
+        bytes += roundSeed.bytes
+        append(clip.bitPattern)
+        append(scale.bitPattern)
+        append(maxWeight)
+        append(vectorLength)
+        return Array(SHA256.hash(data: bytes))
     }
 }

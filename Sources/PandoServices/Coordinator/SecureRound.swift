@@ -39,18 +39,21 @@ extension RoundDriver {
         for i in seed.indices { seed[i] = UInt8.random(in: 0...255, using: &g) }
         let reference = referenceMedian ?? cfg.strategy.initialMedianExamples
         let weightCap = min(cfg.strategy.maxExamplesPerSchool, max(1, Int((Double(reference) * cfg.strategy.weightCapMultiple).rounded(.down))))
-        let sa: SecAggConfig
+        let unbound: SecAggConfig
         do {
-            sa = try settings.roundConfig(federation: cfg.federationID, round: round, roster: selected, roundSeed: seed,
+            unbound = try settings.roundConfig(federation: cfg.federationID, round: round, roster: selected, roundSeed: seed,
                                           vectorLength: selection.trainedCount + census, weightCap: weightCap)
         } catch {
             throw RoundError("secure aggregation cannot run over \(selected.count) school(s): \(error)")
         }
-        let protocolState = SecAggCoordinator(config: sa)
         let setup = SecureAggregationSetup(
-            roster: sa.roster.schools.map { WireToken($0)! }, threshold: UInt32(sa.threshold), minimumSurvivors: UInt32(sa.minimumSurvivors),
+            roster: unbound.roster.schools.map { WireToken($0)! }, threshold: UInt32(unbound.threshold), minimumSurvivors: UInt32(unbound.minimumSurvivors),
             neighbours: settings.neighbours.map { UInt32($0) }, roundSeed: ObjectDigest(bytes: seed)!,
-            clip: sa.encoding.clip, scale: sa.encoding.scale, maxWeight: sa.encoding.maxWeight, vectorLength: UInt64(sa.vectorLength))
+            clip: unbound.encoding.clip, scale: unbound.encoding.scale, maxWeight: unbound.encoding.maxWeight, vectorLength: UInt64(unbound.vectorLength))
+        // The same configuration, bound to the setup every school is sent (as each school binds its own).
+        let sa = try settings.roundConfig(federation: cfg.federationID, round: round, roster: selected, roundSeed: seed,
+                                          vectorLength: selection.trainedCount + census, weightCap: weightCap, setupDigest: setup.bindingDigest)
+        let protocolState = SecAggCoordinator(config: sa)
         progress("round \(round): secure aggregation over \(selected.count) schools, t = \(sa.threshold), "
                  + (settings.neighbours.map { "\($0) neighbours each" } ?? "complete graph") + ", values clipped to ±\(sa.encoding.clip)")
 

@@ -42,7 +42,7 @@ extension SchoolAgent {
         do {
             let encoding = try FixedPointEncoding(clip: setup.clip, maxWeight: setup.maxWeight, maxSchools: setup.roster.count, scale: setup.scale)
             let seed = setup.roundSeed.bytes
-            let config = try SecAggConfig(context: SecAggContext(federationID: configuration.federationID ?? "", round: a.round),
+            let config = try SecAggConfig(context: SecAggContext(federationID: configuration.federationID ?? "", round: a.round, setup: setup.bindingDigest),
                                           schools: setup.roster.map(\.value),
                                           topology: setup.neighbours.map { .harary(degree: Int($0)) } ?? .complete, roundSeed: seed,
                                           threshold: Int(setup.threshold), minimumSurvivors: Int(setup.minimumSurvivors),
