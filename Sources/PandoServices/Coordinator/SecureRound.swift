@@ -15,8 +15,6 @@ struct SecureRoundTally {
     var weightedLoss = 0.0
     var aggregateSeconds = 0.0
     var schoolFigures: [String: SchoolRound] = [:]
-    /// `weighted-global`: the district's class prior unmasked with this round's sum.
-    var classPrior: [Double]?
 }
 
 extension RoundDriver {
@@ -260,12 +258,12 @@ extension RoundDriver {
         // weighted-global: the district's class prior, the only figure about labels the sum gives.
         if census > 0 { record["census"] = .int(census) }
         if census > 0, let unmasked {
-            tally.classPrior = ClassBalance.prior(fromMeanFractions: unmasked.mean[selection.trainedCount...])
-            if tally.classPrior == nil { progress("round \(round): the unmasked label fractions are not a distribution (a dishonest school, or a broken sum): no class prior") }
-            if let prior = tally.classPrior {
+            if let prior = ClassBalance.prior(fromMeanFractions: unmasked.mean[selection.trainedCount...]) {
                 record["classPrior"] = .array(prior.map { .double($0) })
                 progress("round \(round): the district's class prior from the sum: "
                          + zip(global.head.labels, prior).map { "\(TerminalText.safe($0)) \(String(format: "%.3f", $1))" }.joined(separator: ", "))
+            } else {
+                progress("round \(round): the unmasked label fractions are not a distribution (a dishonest school, or a broken sum): no class prior")
             }
         }
         // A stage the round never finished: who had not answered it by then.
