@@ -33,7 +33,7 @@ public enum ClassBalance: String, Sendable, Codable, CaseIterable {
     /// a school has 3 examples of a weight in the hundreds). In the first round each school adds its
     /// label fractions to its masked update (the last k values,
     /// ``LocalTrainingPlan/censusLength(classCount:)``); the unmasked mean is the prior, which the
-    /// coordinator stores with the version and sends in every later plan
+    /// coordinator records in that round's audit record and sends in every later plan
     /// (``LocalTrainingPlan/classPrior``). That round itself uses the school's own counts, as
     /// `weighted`. Needs secure aggregation: the fractions in the clear would show each school's
     /// label mix. A school adds them to one sum only: label mixes do not change, so two sums over

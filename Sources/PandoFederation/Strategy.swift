@@ -40,8 +40,8 @@ public struct LocalTrainingPlan: Sendable, Equatable, Codable {
     /// How each school's loss treats its own label skew (classification; not with DP-SGD,
     /// since the weights would come from the school's data outside the accountant).
     public var classBalance: ClassBalance = .none
-    /// `weighted-global`: the district's class prior from the last committed round's secure sum
-    /// (one value per label, summing to 1); nil until a round has measured it.
+    /// `weighted-global`: the district's class prior, unmasked from the one secure sum of the
+    /// schools' label fractions (one value per label, summing to 1); nil until that sum is taken.
     public var classPrior: [Double]?
 
     /// Label fractions a school appends to its masked update this round: `weighted-global`'s k
